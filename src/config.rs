@@ -1,0 +1,424 @@
+//! Configuration: command-line flags for one engine, a TOML file for several.
+//! Every error names the flag, or the key and line of the file.
+
+use crate::source::endpoint::{rank_address, RankRange};
+use crate::source::EndpointSpec;
+use crate::state::{EngineInfo, StateConfig};
+use clap::Parser;
+use serde::Deserialize;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+/// Label names the exporter itself uses; engine labels may not reuse them.
+pub const RESERVED_LABELS: [&str; 10] = [
+    "engine", "worker_id", "dp_rank", "endpoint", "window", "field", "quantile", "state", "reason", "version",
+];
+
+/// Command-line interface.
+#[derive(Debug, Parser)]
+#[command(name = "fpm-exporter", version, about = "Export LLM engines' forward-pass metrics (FPM) to Prometheus, JSON streams and router load views.")]
+pub struct Cli {
+    /// What to run; without a subcommand the exporter runs.
+    #[command(subcommand)]
+    pub command: Option<Command>,
+    /// Exporter options.
+    #[command(flatten)]
+    pub run: RunArgs,
+}
+
+/// Subcommands besides the exporter itself.
+#[derive(Debug, clap::Subcommand)]
+pub enum Command {
+    /// Run only the simulated engine (publishers, no exporter), e.g. for another consumer.
+    Demo {
+        /// Base endpoint; rank r publishes on port + r (tcp) or path.r (ipc).
+        #[arg(long, default_value = "tcp://127.0.0.1:25380")]
+        endpoint: String,
+        /// Number of simulated dp ranks.
+        #[arg(long, default_value_t = 4)]
+        ranks: u64,
+        /// Stop after this long (default: run until interrupted).
+        #[arg(long, value_parser = humantime::parse_duration)]
+        duration: Option<Duration>,
+    },
+}
+
+/// Options of the exporter.
+#[derive(Debug, clap::Args)]
+pub struct RunArgs {
+    /// Base endpoint of one engine: tcp://HOST:PORT (rank r on PORT+r) or ipc:///PATH (rank r on PATH.r).
+    #[arg(short, long, value_name = "URL")]
+    pub endpoint: Option<String>,
+    /// Ranks of that engine: N (0..N-1), A-B (inclusive) or A..B.
+    #[arg(short, long, value_name = "N|A-B", default_value = "1")]
+    pub ranks: String,
+    /// Name of that engine (the `engine` label).
+    #[arg(long, value_name = "NAME", default_value = "default")]
+    pub engine: String,
+    /// Extra label for that engine, e.g. --label model=llama --label role=decode.
+    #[arg(long = "label", value_name = "KEY=VALUE")]
+    pub labels: Vec<String>,
+    /// TOML file declaring several engines (see README); flags override its settings.
+    #[arg(short, long, value_name = "FILE")]
+    pub config: Option<PathBuf>,
+    /// Run the built-in simulated engine and subscribe to it (the default when no engine is given).
+    #[arg(long)]
+    pub demo: bool,
+    /// Ranks of the simulated engine.
+    #[arg(long, default_value_t = 4, value_name = "N")]
+    pub demo_ranks: u64,
+    /// HTTP listen address.
+    #[arg(short, long, value_name = "ADDR")]
+    pub listen: Option<SocketAddr>,
+    /// Rolling windows, comma-separated whole seconds or durations, e.g. 10s,60s.
+    #[arg(long, value_name = "LIST")]
+    pub windows: Option<String>,
+    /// Silence after which a rank is stale.
+    #[arg(long, value_name = "DURATION", value_parser = humantime::parse_duration)]
+    pub stale_after: Option<Duration>,
+    /// Silence after which a rank expires and its series disappear.
+    #[arg(long, value_name = "DURATION", value_parser = humantime::parse_duration)]
+    pub expire_after: Option<Duration>,
+    /// Most ranks tracked at once.
+    #[arg(long, value_name = "N")]
+    pub max_ranks: Option<usize>,
+    /// Most concurrent /v1/stream clients.
+    #[arg(long, value_name = "N")]
+    pub max_streams: Option<usize>,
+    /// Log format.
+    #[arg(long, value_enum, default_value = "text")]
+    pub log_format: LogFormat,
+}
+
+/// How logs are written.
+#[derive(Debug, Clone, Copy, clap::ValueEnum)]
+pub enum LogFormat {
+    /// Human-readable lines.
+    Text,
+    /// One JSON object per line.
+    Json,
+}
+
+/// The TOML file.
+#[derive(Debug, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct FileConfig {
+    listen: Option<toml::Spanned<String>>,
+    windows: Option<toml::Spanned<Vec<String>>>,
+    stale_after: Option<toml::Spanned<String>>,
+    expire_after: Option<toml::Spanned<String>>,
+    max_ranks: Option<usize>,
+    max_streams: Option<usize>,
+    #[serde(default)]
+    engine: Vec<FileEngine>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FileEngine {
+    name: toml::Spanned<String>,
+    endpoint: toml::Spanned<String>,
+    #[serde(default)]
+    ranks: Option<toml::Spanned<RanksValue>>,
+    #[serde(default)]
+    labels: Option<toml::Spanned<std::collections::BTreeMap<String, String>>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(untagged)]
+enum RanksValue {
+    Count(u64),
+    Range(String),
+}
+
+/// Everything the exporter needs, validated.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    /// HTTP listen address.
+    pub listen: SocketAddr,
+    /// State tunables.
+    pub state: StateConfig,
+    /// Engines, in order.
+    pub engines: Vec<EngineInfo>,
+    /// One entry per rank endpoint.
+    pub endpoints: Vec<EndpointSpec>,
+    /// Whether to start the simulated engine.
+    pub demo: Option<DemoSettings>,
+    /// Most concurrent stream clients.
+    pub max_streams: usize,
+}
+
+/// The simulated engine's settings.
+#[derive(Debug, Clone)]
+pub struct DemoSettings {
+    /// Base endpoint.
+    pub endpoint: String,
+    /// Number of ranks.
+    pub ranks: u64,
+}
+
+/// The default HTTP address.
+pub const DEFAULT_LISTEN: &str = "0.0.0.0:9380";
+
+/// A configuration error with its location.
+#[derive(Debug)]
+pub struct ConfigError(pub String);
+
+impl std::fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for ConfigError {}
+
+fn line_of(text: &str, span: std::ops::Range<usize>) -> usize {
+    text[..span.start.min(text.len())].matches('\n').count() + 1
+}
+
+fn parse_windows(list: &[String]) -> Result<Vec<u64>, String> {
+    if list.is_empty() || list.len() > 4 {
+        return Err("give 1 to 4 windows".into());
+    }
+    let mut out = Vec::new();
+    for w in list {
+        let w = w.trim();
+        let d = w
+            .parse::<u64>()
+            .map(Duration::from_secs)
+            .or_else(|_| humantime::parse_duration(w))
+            .map_err(|_| format!("window {w:?} is not a duration like 10s"))?;
+        if d.subsec_nanos() != 0 || d.as_secs() == 0 || d.as_secs() > 3600 {
+            return Err(format!("window {w:?} must be whole seconds from 1s to 1h"));
+        }
+        if out.contains(&d.as_secs()) {
+            return Err(format!("window {w:?} is given twice"));
+        }
+        out.push(d.as_secs());
+    }
+    Ok(out)
+}
+
+fn check_label(name: &str) -> Result<(), String> {
+    let mut chars = name.chars();
+    let ok_start = chars.next().is_some_and(|c| c.is_ascii_alphabetic() || c == '_');
+    if !ok_start || !chars.all(|c| c.is_ascii_alphanumeric() || c == '_') || name.starts_with("__") {
+        return Err(format!("label name {name:?} is not a valid Prometheus label name"));
+    }
+    if RESERVED_LABELS.contains(&name) {
+        return Err(format!("label name {name:?} is used by the exporter itself"));
+    }
+    Ok(())
+}
+
+fn expand(engine: usize, base: &str, ranks: RankRange) -> Result<Vec<EndpointSpec>, String> {
+    ranks
+        .iter()
+        .map(|r| {
+            rank_address(base, r)
+                .map(|address| EndpointSpec { engine, rank: r, address })
+                .map_err(|e| e.0)
+        })
+        .collect()
+}
+
+impl Settings {
+    /// Validates flags and the optional file into settings.
+    pub fn from_cli(args: &RunArgs) -> Result<Settings, ConfigError> {
+        let err = |m: String| ConfigError(m);
+        let (file, text, path) = match &args.config {
+            Some(path) => {
+                let text = std::fs::read_to_string(path)
+                    .map_err(|e| err(format!("--config {}: {e}", path.display())))?;
+                let file: FileConfig = toml::from_str(&text)
+                    .map_err(|e| err(format!("{}: {e}", path.display())))?;
+                (file, text, path.display().to_string())
+            }
+            None => (FileConfig::default(), String::new(), String::new()),
+        };
+        let at = |span: std::ops::Range<usize>, key: &str, msg: String| {
+            err(format!("{path}: line {}: {key}: {msg}", line_of(&text, span)))
+        };
+
+        let mut state = StateConfig::default();
+        if let Some(w) = &file.windows {
+            state.windows = parse_windows(w.get_ref()).map_err(|m| at(w.span(), "windows", m))?;
+        }
+        if let Some(w) = &args.windows {
+            let list: Vec<String> = w.split(',').map(str::to_owned).collect();
+            state.windows = parse_windows(&list).map_err(|m| err(format!("--windows: {m}")))?;
+        }
+        for (key, slot, file_val, flag) in [
+            ("stale_after", &mut state.stale_after, &file.stale_after, args.stale_after),
+            ("expire_after", &mut state.expire_after, &file.expire_after, args.expire_after),
+        ] {
+            if let Some(v) = file_val {
+                *slot = humantime::parse_duration(v.get_ref())
+                    .map_err(|e| at(v.span(), key, format!("{:?} is not a duration: {e}", v.get_ref())))?;
+            }
+            if let Some(d) = flag {
+                *slot = d;
+            }
+        }
+        if state.stale_after < Duration::from_millis(500) {
+            return Err(err("stale_after must be at least 500ms (heartbeats come every second)".into()));
+        }
+        if state.expire_after <= state.stale_after {
+            return Err(err("expire_after must be longer than stale_after".into()));
+        }
+        if let Some(n) = args.max_ranks.or(file.max_ranks) {
+            if n == 0 {
+                return Err(err("max_ranks must be at least 1".into()));
+            }
+            state.max_ranks = n;
+        }
+        let max_streams = args.max_streams.or(file.max_streams).unwrap_or(256);
+
+        let listen = match (&args.listen, &file.listen) {
+            (Some(a), _) => *a,
+            (None, Some(s)) => s
+                .get_ref()
+                .parse()
+                .map_err(|e| at(s.span(), "listen", format!("{:?}: {e}", s.get_ref())))?,
+            (None, None) => DEFAULT_LISTEN.parse().expect("valid default"),
+        };
+
+        let mut engines = Vec::new();
+        let mut endpoints = Vec::new();
+        for e in &file.engine {
+            let idx = engines.len();
+            let name = e.name.get_ref().trim();
+            if name.is_empty() {
+                return Err(at(e.name.span(), "engine.name", "must not be empty".into()));
+            }
+            if engines.iter().any(|x: &EngineInfo| x.name == name) {
+                return Err(at(e.name.span(), "engine.name", format!("{name:?} is declared twice")));
+            }
+            let ranks = match &e.ranks {
+                None => RankRange { start: 0, end: 1 },
+                Some(r) => match r.get_ref() {
+                    RanksValue::Count(n) => RankRange::parse(&n.to_string()),
+                    RanksValue::Range(s) => RankRange::parse(s),
+                }
+                .map_err(|m| at(r.span(), "engine.ranks", m.0))?,
+            };
+            let labels = e.labels.as_ref().map(|l| (l.get_ref().clone(), l.span())).unwrap_or_default();
+            for k in labels.0.keys() {
+                check_label(k).map_err(|m| at(labels.1.clone(), "engine.labels", m))?;
+            }
+            endpoints.extend(
+                expand(idx, e.endpoint.get_ref(), ranks).map_err(|m| at(e.endpoint.span(), "engine.endpoint", m))?,
+            );
+            engines.push(EngineInfo {
+                name: name.to_owned(),
+                labels: labels.0.into_iter().collect(),
+            });
+        }
+
+        let mut demo = None;
+        let engine_from_flags = args.endpoint.is_some();
+        if let Some(base) = &args.endpoint {
+            let ranks = RankRange::parse(&args.ranks).map_err(|m| err(format!("--ranks: {m}")))?;
+            let idx = engines.len();
+            if engines.iter().any(|x| x.name == args.engine) {
+                return Err(err(format!("--engine {:?} is also declared in the config file", args.engine)));
+            }
+            endpoints.extend(expand(idx, base, ranks).map_err(|m| err(format!("--endpoint: {m}")))?);
+            engines.push(EngineInfo { name: args.engine.clone(), labels: parse_label_flags(&args.labels)? });
+        } else if !args.labels.is_empty() {
+            return Err(err("--label applies to the engine given with --endpoint".into()));
+        }
+        if args.demo || (engines.is_empty() && !engine_from_flags) {
+            if args.demo_ranks == 0 || args.demo_ranks > 64 {
+                return Err(err("--demo-ranks must be from 1 to 64".into()));
+            }
+            let dir = std::env::temp_dir().join(format!("fpm-exporter-demo-{}", std::process::id()));
+            let base = format!("ipc://{}/rank", dir.display());
+            let idx = engines.len();
+            endpoints.extend(expand(idx, &base, RankRange { start: 0, end: args.demo_ranks }).map_err(err)?);
+            engines.push(EngineInfo {
+                name: "demo".into(),
+                labels: vec![("model".into(), "simulated".into()), ("role".into(), "agg".into())],
+            });
+            demo = Some(DemoSettings { endpoint: base, ranks: args.demo_ranks });
+        }
+        Ok(Settings { listen, state, engines, endpoints, demo, max_streams })
+    }
+}
+
+fn parse_label_flags(labels: &[String]) -> Result<Vec<(String, String)>, ConfigError> {
+    let mut out: Vec<(String, String)> = Vec::new();
+    for l in labels {
+        let (k, v) = l
+            .split_once('=')
+            .ok_or_else(|| ConfigError(format!("--label {l:?}: use KEY=VALUE")))?;
+        check_label(k).map_err(|m| ConfigError(format!("--label {l:?}: {m}")))?;
+        if out.iter().any(|(x, _)| x == k) {
+            return Err(ConfigError(format!("--label {k:?} is given twice")));
+        }
+        out.push((k.to_owned(), v.to_owned()));
+    }
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn args(extra: &[&str]) -> RunArgs {
+        let mut v = vec!["fpm-exporter"];
+        v.extend(extra);
+        Cli::parse_from(v).run
+    }
+
+    fn file(text: &str) -> Result<Settings, ConfigError> {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("c.toml");
+        std::fs::write(&p, text).unwrap();
+        Settings::from_cli(&args(&["--config", p.to_str().unwrap()]))
+    }
+
+    #[test]
+    fn one_command_line_covers_all_ranks() {
+        let s = Settings::from_cli(&args(&["-e", "tcp://127.0.0.1:20380", "-r", "4", "--label", "model=m"])).unwrap();
+        let addrs: Vec<_> = s.endpoints.iter().map(|e| e.address.as_str()).collect();
+        assert_eq!(addrs, ["tcp://127.0.0.1:20380", "tcp://127.0.0.1:20381", "tcp://127.0.0.1:20382", "tcp://127.0.0.1:20383"]);
+        assert!(s.demo.is_none());
+        assert_eq!(s.engines[0].labels, vec![("model".to_string(), "m".to_string())]);
+    }
+
+    #[test]
+    fn no_engine_means_demo() {
+        let s = Settings::from_cli(&args(&[])).unwrap();
+        assert!(s.demo.is_some());
+        assert_eq!(s.endpoints.len(), 4);
+    }
+
+    #[test]
+    fn file_with_several_engines() {
+        let s = file(
+            "windows = [\"5s\", \"30s\"]\n[[engine]]\nname = \"p\"\nendpoint = \"ipc:///tmp/x\"\nranks = \"0-1\"\nlabels = { role = \"prefill\" }\n\
+             [[engine]]\nname = \"d\"\nendpoint = \"tcp://h:100\"\nranks = 3\n",
+        )
+        .unwrap();
+        assert_eq!(s.state.windows, vec![5, 30]);
+        assert_eq!(s.endpoints.len(), 5);
+        assert_eq!(s.endpoints[1].address, "ipc:///tmp/x.1");
+        assert_eq!(s.endpoints[4].address, "tcp://h:102");
+    }
+
+    #[test]
+    fn errors_name_the_key_and_line() {
+        let e = file("[[engine]]\nname = \"a\"\nendpoint = \"udp://x\"\n").unwrap_err().0;
+        assert!(e.contains("line 3") && e.contains("engine.endpoint"), "{e}");
+        let e = file("[[engine]]\nname = \"a\"\nendpoit = \"tcp://x:1\"\n").unwrap_err().0;
+        assert!(e.contains("endpoit") && e.contains("line 3"), "{e}");
+        let e = file("[[engine]]\nname = \"a\"\nendpoint = \"tcp://x:1\"\nlabels = { dp_rank = \"1\" }\n").unwrap_err().0;
+        assert!(e.contains("line 4") && e.contains("used by the exporter"), "{e}");
+        let e = file("stale_after = \"soon\"\n").unwrap_err().0;
+        assert!(e.contains("line 1") && e.contains("stale_after"), "{e}");
+        let e = Settings::from_cli(&args(&["-e", "tcp://h:65535", "-r", "2"])).unwrap_err().0;
+        assert!(e.contains("--endpoint") && e.contains("65536"), "{e}");
+    }
+}

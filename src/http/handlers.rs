@@ -1,0 +1,158 @@
+//! Request handlers. Query strings are parsed strictly (unknown keys are errors) so a
+//! typo in a planner's URL fails loudly instead of silently matching everything.
+
+use super::AppState;
+use crate::sink::prometheus::{self, text::Format};
+use crate::sink::stream::{ClientStream, StreamOptions};
+use crate::sink::json;
+use crate::state::RankFilter;
+use axum::extract::{Query, State};
+use axum::http::{header, HeaderMap, StatusCode};
+use axum::response::sse::{Event, KeepAlive, Sse};
+use axum::response::{IntoResponse, Response};
+use serde::Deserialize;
+use std::sync::atomic::Ordering::Relaxed;
+use std::time::Duration;
+
+/// Longest accepted query-parameter value, in bytes.
+const MAX_PARAM_BYTES: usize = 256;
+
+fn bad_request(msg: impl Into<String>) -> Response {
+    (StatusCode::BAD_REQUEST, Json(serde_json::json!({ "error": msg.into() }))).into_response()
+}
+
+use axum::Json;
+
+/// Filters common to the JSON endpoints.
+#[derive(Debug, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct FilterParams {
+    engine: Option<String>,
+    worker_id: Option<String>,
+    dp_rank: Option<u64>,
+}
+
+impl FilterParams {
+    fn into_filter(self) -> Result<RankFilter, Response> {
+        for v in [&self.engine, &self.worker_id].into_iter().flatten() {
+            if v.len() > MAX_PARAM_BYTES {
+                return Err(bad_request(format!("query values are limited to {MAX_PARAM_BYTES} bytes")));
+            }
+        }
+        Ok(RankFilter {
+            engine: self.engine,
+            worker_id: self.worker_id,
+            dp_rank: self.dp_rank,
+        })
+    }
+}
+
+pub async fn index() -> &'static str {
+    concat!(
+        "fpm-exporter ", env!("CARGO_PKG_VERSION"), "\n\n",
+        "GET /metrics      Prometheus metrics (text 0.0.4; OpenMetrics on request)\n",
+        "GET /v1/ranks     JSON snapshot of every rank (?engine=&worker_id=&dp_rank=)\n",
+        "GET /v1/stream    server-sent events: frames and state changes (?interval=1s for snapshots)\n",
+        "GET /healthz      liveness of the exporter\n",
+        "GET /readyz       readiness: HTTP up and every endpoint started\n",
+    )
+}
+
+pub async fn metrics(State(app): State<AppState>, headers: HeaderMap) -> Response {
+    let format = Format::negotiate(headers.get(header::ACCEPT).and_then(|v| v.to_str().ok()));
+    let registry = app.registry.clone();
+    let start = app.start_unix_secs;
+    match tokio::task::spawn_blocking(move || prometheus::render(&registry, format, start)).await {
+        Ok(body) => ([(header::CONTENT_TYPE, format.content_type())], body).into_response(),
+        Err(e) => (StatusCode::INTERNAL_SERVER_ERROR, e.to_string()).into_response(),
+    }
+}
+
+pub async fn healthz() -> &'static str {
+    "ok\n"
+}
+
+pub async fn readyz(State(app): State<AppState>) -> Response {
+    let endpoints = app.registry.endpoints();
+    let waiting: Vec<&str> = endpoints
+        .iter()
+        .filter(|e| !e.started.load(Relaxed))
+        .map(|e| &*e.address)
+        .collect();
+    let http_up = app.http_up.load(Relaxed);
+    let ready = http_up && waiting.is_empty();
+    let body = serde_json::json!({
+        "ready": ready,
+        "http": http_up,
+        "endpoints": endpoints.len(),
+        "endpoints_not_started": waiting,
+    });
+    let status = if ready { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE };
+    (status, Json(body)).into_response()
+}
+
+pub async fn ranks(State(app): State<AppState>, params: Result<Query<FilterParams>, axum::extract::rejection::QueryRejection>) -> Response {
+    let filter = match params.map_err(|e| bad_request(e.body_text())).and_then(|Query(p)| p.into_filter()) {
+        Ok(f) => f,
+        Err(r) => return r,
+    };
+    let registry = app.registry.clone();
+    let body = tokio::task::spawn_blocking(move || {
+        let snap = registry.snapshot(&filter);
+        json::ranks_document(&registry, &snap)
+    })
+    .await;
+    match body {
+        Ok(b) => ([(header::CONTENT_TYPE, "application/json")], b).into_response(),
+        Err(e) => (StatusCode::INTERNAL_SERVER_ERROR, e.to_string()).into_response(),
+    }
+}
+
+/// Query of `/v1/stream`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct StreamParams {
+    engine: Option<String>,
+    worker_id: Option<String>,
+    dp_rank: Option<u64>,
+    /// Sampling interval, e.g. `1s`, `500ms` (100 ms to 1 h).
+    interval: Option<String>,
+    /// Whether heartbeat frames are sent (default true).
+    heartbeats: Option<bool>,
+}
+
+pub async fn stream(State(app): State<AppState>, params: Result<Query<StreamParams>, axum::extract::rejection::QueryRejection>) -> Response {
+    let Query(p) = match params {
+        Ok(p) => p,
+        Err(e) => return bad_request(e.body_text()),
+    };
+    let interval = match p.interval.as_deref().map(humantime::parse_duration) {
+        None => None,
+        Some(Ok(d)) if d >= Duration::from_millis(100) && d <= Duration::from_secs(3600) => Some(d),
+        Some(_) => return bad_request("interval must be a duration from 100ms to 1h, e.g. 1s"),
+    };
+    let filter = match (FilterParams { engine: p.engine, worker_id: p.worker_id, dp_rank: p.dp_rank }).into_filter() {
+        Ok(f) => f,
+        Err(r) => return r,
+    };
+    let Ok(permit) = app.streams.clone().try_acquire_owned() else {
+        return (
+            StatusCode::SERVICE_UNAVAILABLE,
+            Json(serde_json::json!({ "error": "too many stream clients; retry later" })),
+        )
+            .into_response();
+    };
+    let options = StreamOptions { filter, interval, heartbeats: p.heartbeats.unwrap_or(true) };
+    let client = ClientStream::new(app.registry.clone(), options);
+    let shutdown = app.shutdown.clone();
+    let events = futures::stream::unfold((client, permit, shutdown), |(mut client, permit, mut shutdown)| async move {
+        let msg = tokio::select! {
+            m = client.next() => m?,
+            _ = shutdown.wait_for(|s| *s) => return None,
+        };
+        // SAFETY of text: JSON never contains raw newlines, so one data line per event.
+        let text = String::from_utf8_lossy(&msg.data).into_owned();
+        Some((Ok::<_, std::convert::Infallible>(Event::default().event(msg.event).data(text)), (client, permit, shutdown)))
+    });
+    Sse::new(events).keep_alive(KeepAlive::default()).into_response()
+}

@@ -1,0 +1,76 @@
+//! The `fpm-exporter` command.
+
+use clap::Parser;
+use fpm_exporter::config::{Cli, Command, LogFormat, Settings};
+use std::process::ExitCode;
+use std::time::Duration;
+use tracing_subscriber::EnvFilter;
+
+fn init_logs(format: LogFormat) {
+    // Quiet by default: startup, rank arrivals, stale/expired; RUST_LOG=debug for more.
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info,zeromq=warn"));
+    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    match format {
+        LogFormat::Text => builder.init(),
+        LogFormat::Json => builder.json().init(),
+    }
+}
+
+async fn wait_for_signal() {
+    let ctrl_c = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    {
+        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+            .expect("SIGTERM handler");
+        tokio::select! {
+            _ = ctrl_c => {}
+            _ = term.recv() => {}
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = ctrl_c.await;
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    init_logs(cli.run.log_format);
+    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build().expect("tokio runtime");
+    runtime.block_on(async move {
+        match cli.command {
+            Some(Command::Demo { endpoint, ranks, duration }) => {
+                let (tx, rx) = tokio::sync::watch::channel(false);
+                let tasks = fpm_exporter::demo::spawn(&endpoint, ranks, &rx);
+                tracing::info!(%endpoint, ranks, "simulated engine publishing");
+                match duration {
+                    Some(d) => tokio::select! { _ = tokio::time::sleep(d) => {}, _ = wait_for_signal() => {} },
+                    None => wait_for_signal().await,
+                }
+                let _ = tx.send(true);
+                for t in tasks {
+                    let _ = t.await;
+                }
+                ExitCode::SUCCESS
+            }
+            None => {
+                let settings = match Settings::from_cli(&cli.run) {
+                    Ok(s) => s,
+                    Err(e) => {
+                        eprintln!("fpm-exporter: {e}");
+                        return ExitCode::from(2);
+                    }
+                };
+                let running = match fpm_exporter::app::start(settings).await {
+                    Ok(r) => r,
+                    Err(e) => {
+                        eprintln!("fpm-exporter: cannot listen: {e}");
+                        return ExitCode::from(1);
+                    }
+                };
+                wait_for_signal().await;
+                tracing::info!("shutting down");
+                running.stop(Duration::from_millis(900)).await;
+                ExitCode::SUCCESS
+            }
+        }
+    })
+}

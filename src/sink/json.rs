@@ -1,0 +1,182 @@
+//! JSON views of the state for planners (`/v1/ranks`, stream snapshots). Field names
+//! and nesting follow the wire (`scheduled_requests.sum_prefill_tokens`), so a
+//! consumer that knows the FPM schema knows this output. Schemas: `proto/schema/`.
+
+use crate::state::fields::{FIELDS, FIELD_COUNT};
+use crate::state::quantiles::QUANTILES;
+use crate::state::rank::{Counters, Liveness};
+use crate::state::{EngineInfo, EngineSnapshot, RankSnapshot, Registry, Snapshot, WindowSnapshot};
+use crate::wire::ForwardPassMetrics;
+use serde::ser::{SerializeMap, Serializer};
+use serde::Serialize;
+
+/// Window statistics, nested like the wire: `{iterations, wall_time: {mean, ...},
+/// scheduled_requests: {field: {...}}, queued_requests: {...}, wall_time_quantiles}`.
+pub struct WindowJson<'a>(pub &'a WindowSnapshot);
+
+impl Serialize for WindowJson<'_> {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        let w = self.0;
+        let m = &w.moments;
+        let mut map = s.serialize_map(None)?;
+        map.serialize_entry("iterations", &m.count)?;
+        let empty = m.count == 0;
+        let stat = |i: usize| (!empty).then(|| m.summary(i));
+        map.serialize_entry(FIELDS[0].name, &stat(0))?;
+        for group in ["scheduled_requests", "queued_requests"] {
+            let inner: Vec<(&str, Option<crate::state::welford::FieldSummary>)> = (0..FIELD_COUNT)
+                .filter(|&i| FIELDS[i].group == Some(group))
+                .map(|i| (FIELDS[i].name, stat(i)))
+                .collect();
+            map.serialize_entry(group, &GroupJson(&inner))?;
+        }
+        let q = (!empty).then(|| {
+            let mut o = serde_json::Map::new();
+            for ((_, name), v) in QUANTILES.iter().zip(w.wall_time_quantiles) {
+                let key = if *name == "1" { "max".to_string() } else { format!("p{}", &name[2..]) };
+                o.insert(key, serde_json::json!(v));
+            }
+            o
+        });
+        map.serialize_entry("wall_time_quantiles", &q)?;
+        map.end()
+    }
+}
+
+struct GroupJson<'a>(&'a [(&'a str, Option<crate::state::welford::FieldSummary>)]);
+
+impl Serialize for GroupJson<'_> {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        let mut map = s.serialize_map(Some(self.0.len()))?;
+        for (k, v) in self.0 {
+            map.serialize_entry(k, v)?;
+        }
+        map.end()
+    }
+}
+
+struct WindowsJson<'a> {
+    names: &'a [String],
+    windows: &'a [WindowSnapshot],
+}
+
+impl Serialize for WindowsJson<'_> {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        let mut map = s.serialize_map(Some(self.windows.len()))?;
+        for (name, w) in self.names.iter().zip(self.windows) {
+            map.serialize_entry(name, &WindowJson(w))?;
+        }
+        map.end()
+    }
+}
+
+struct Labels<'a>(&'a [(String, String)]);
+
+impl Serialize for Labels<'_> {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        let mut map = s.serialize_map(Some(self.0.len()))?;
+        for (k, v) in self.0 {
+            map.serialize_entry(k, v)?;
+        }
+        map.end()
+    }
+}
+
+/// One rank in `/v1/ranks` and in stream snapshots.
+#[derive(Serialize)]
+pub struct RankJson<'a> {
+    engine: &'a str,
+    labels: Labels<'a>,
+    worker_id: &'a str,
+    dp_rank: u64,
+    endpoint: &'a str,
+    state: Liveness,
+    up: bool,
+    last_frame_at_ns: u64,
+    age_ms: u64,
+    last_received_at_ns: Option<u64>,
+    last_sequence: Option<u64>,
+    last: Option<&'a ForwardPassMetrics>,
+    counters: &'a Counters,
+    windows: WindowsJson<'a>,
+}
+
+impl<'a> RankJson<'a> {
+    /// The JSON view of one rank.
+    pub fn new(registry: &'a Registry, r: &'a RankSnapshot, window_names: &'a [String]) -> Self {
+        let engine: &EngineInfo = &registry.engines[r.key.engine];
+        RankJson {
+            engine: &engine.name,
+            labels: Labels(&engine.labels),
+            worker_id: &r.key.worker_id,
+            dp_rank: r.key.dp_rank,
+            endpoint: &r.endpoint,
+            state: r.liveness,
+            up: r.liveness != Liveness::Stale,
+            last_frame_at_ns: r.last_frame_unix_ns,
+            age_ms: r.age_ms,
+            last_received_at_ns: r.last.as_ref().map(|l| l.received_at_ns),
+            last_sequence: r.last.as_ref().map(|l| l.sequence),
+            last: r.last.as_ref().map(|l| &l.metrics),
+            counters: &r.counters,
+            windows: WindowsJson { names: window_names, windows: &r.windows },
+        }
+    }
+}
+
+#[derive(Serialize)]
+struct RankCounts {
+    busy: u64,
+    idle: u64,
+    stale: u64,
+    expired_total: u64,
+}
+
+#[derive(Serialize)]
+struct EngineJson<'a> {
+    engine: &'a str,
+    labels: Labels<'a>,
+    ranks: RankCounts,
+    windows: WindowsJson<'a>,
+}
+
+impl<'a> EngineJson<'a> {
+    fn new(registry: &'a Registry, e: &'a EngineSnapshot, window_names: &'a [String]) -> Self {
+        let info = &registry.engines[e.engine];
+        EngineJson {
+            engine: &info.name,
+            labels: Labels(&info.labels),
+            ranks: RankCounts {
+                busy: e.busy,
+                idle: e.idle,
+                stale: e.stale,
+                expired_total: e.expired_total,
+            },
+            windows: WindowsJson { names: window_names, windows: &e.windows },
+        }
+    }
+}
+
+/// The names of the configured windows, e.g. `["10s", "60s"]`.
+pub fn window_names(registry: &Registry) -> Vec<String> {
+    registry.config.windows.iter().map(|w| format!("{w}s")).collect()
+}
+
+/// Renders the `/v1/ranks` document.
+pub fn ranks_document(registry: &Registry, snap: &Snapshot) -> Vec<u8> {
+    #[derive(Serialize)]
+    struct Doc<'a> {
+        generated_at_ns: u64,
+        windows: &'a [String],
+        ranks: Vec<RankJson<'a>>,
+        engines: Vec<EngineJson<'a>>,
+    }
+    let names = window_names(registry);
+    let doc = Doc {
+        generated_at_ns: snap.at_unix_ns,
+        windows: &names,
+        ranks: snap.ranks.iter().map(|r| RankJson::new(registry, r, &names)).collect(),
+        engines: snap.engines.iter().map(|e| EngineJson::new(registry, e, &names)).collect(),
+    };
+    serde_json::to_vec(&doc).expect("JSON of plain data cannot fail")
+}

@@ -1,0 +1,62 @@
+//! Per-endpoint series: connection state and what arrived on the socket, including
+//! every skipped message by reason. Labels: engine, endpoint, dp_rank (the rank the
+//! endpoint is configured for) and the engine's configured labels.
+
+use super::text::{push_label, Family, Writer};
+use crate::state::endpoint::EndpointStats;
+use crate::state::Registry;
+use crate::wire::DecodeError;
+use std::sync::atomic::Ordering::Relaxed;
+use std::sync::Arc;
+
+/// Connected or not.
+pub const CONNECTED: Family = Family::gauge("fpm_endpoint_connected", "1 while the SUB socket of the endpoint is connected to its publisher.");
+/// Successful connects.
+pub const CONNECTS: Family = Family::counter("fpm_endpoint_connects_total", "Successful connects to the endpoint (the first and every re-creation after silence).");
+/// Messages received.
+pub const MESSAGES: Family = Family::counter("fpm_endpoint_messages_total", "Multipart messages received on the endpoint, valid or not.");
+/// Receive errors.
+pub const RECEIVE_ERRORS: Family = Family::counter("fpm_endpoint_receive_errors_total", "Socket receive errors on the endpoint (disconnects noticed while receiving).");
+/// Skipped messages by reason.
+pub const DECODE_ERRORS: Family = Family::counter("fpm_decode_errors_total", "Messages skipped on the endpoint because they are not valid FPM frames, by reason.");
+
+/// Every family this collector writes.
+pub fn families() -> Vec<Family> {
+    vec![CONNECTED, CONNECTS, MESSAGES, RECEIVE_ERRORS, DECODE_ERRORS]
+}
+
+/// Writes the endpoint families.
+pub fn write(w: &mut Writer, registry: &Registry, endpoints: &[Arc<EndpointStats>], engine_labels: &[String]) {
+    let labels: Vec<String> = endpoints
+        .iter()
+        .map(|e| {
+            let mut l = engine_labels[e.engine].clone();
+            push_label(&mut l, "endpoint", &e.address);
+            push_label(&mut l, "dp_rank", itoa::Buffer::new().format(e.expected_rank));
+            l
+        })
+        .collect();
+    let _ = registry;
+    let both = || endpoints.iter().zip(&labels);
+    w.family(&CONNECTED);
+    for (e, l) in both() {
+        w.sample(&CONNECTED, l, &[], e.connected.load(Relaxed) as u8 as f64);
+    }
+    for (fam, get) in [
+        (&CONNECTS, (|e: &EndpointStats| e.connects.load(Relaxed)) as fn(&EndpointStats) -> u64),
+        (&MESSAGES, |e: &EndpointStats| e.messages.load(Relaxed)),
+        (&RECEIVE_ERRORS, |e: &EndpointStats| e.receive_errors.load(Relaxed)),
+    ] {
+        w.family(fam);
+        for (e, l) in both() {
+            w.sample(fam, l, &[], get(e) as f64);
+        }
+    }
+    w.family(&DECODE_ERRORS);
+    for (e, l) in both() {
+        for reason in DecodeError::ALL {
+            let n = e.decode_errors[reason.index()].load(Relaxed);
+            w.sample(&DECODE_ERRORS, l, &[("reason", reason.as_str())], n as f64);
+        }
+    }
+}

@@ -1,0 +1,64 @@
+//! The exporter's own health: build info, tracked ranks, refusals, stream clients,
+//! and the standard `process_*` metrics read from /proc.
+
+use super::text::{Family, Writer};
+use crate::state::Registry;
+use std::sync::atomic::Ordering::Relaxed;
+
+/// Build information.
+pub const BUILD_INFO: Family = Family::gauge("fpm_exporter_build_info", "Always 1; the version label carries the exporter's version.");
+/// Ranks tracked.
+pub const RANKS_TRACKED: Family = Family::gauge("fpm_exporter_ranks_tracked", "Ranks currently tracked (not yet expired).");
+/// Rank cap.
+pub const RANKS_LIMIT: Family = Family::gauge("fpm_exporter_ranks_limit", "Most ranks the exporter tracks at once (--max-ranks).");
+/// Refused frames.
+pub const REFUSED: Family = Family::counter("fpm_exporter_refused_frames_total", "Frames refused because the rank limit was reached (a publisher cycling through identities).");
+/// Stream clients.
+pub const STREAM_CLIENTS: Family = Family::gauge("fpm_exporter_stream_clients", "Clients connected to /v1/stream.");
+/// Process CPU.
+pub const CPU: Family = Family::counter("process_cpu_seconds_total", "Total user and system CPU time spent by the exporter, in seconds.");
+/// Process RSS.
+pub const RSS: Family = Family::gauge("process_resident_memory_bytes", "Resident memory of the exporter, in bytes.");
+/// Process start.
+pub const START: Family = Family::gauge("process_start_time_seconds", "Start time of the exporter since the Unix epoch, in seconds.");
+
+/// Every family this collector writes.
+pub fn families() -> Vec<Family> {
+    vec![BUILD_INFO, RANKS_TRACKED, RANKS_LIMIT, REFUSED, STREAM_CLIENTS, CPU, RSS, START]
+}
+
+/// Writes the exporter's own families.
+pub fn write(w: &mut Writer, registry: &Registry, start_unix_secs: f64) {
+    w.family(&BUILD_INFO);
+    w.sample(&BUILD_INFO, "", &[("version", env!("CARGO_PKG_VERSION"))], 1.0);
+    w.family(&RANKS_TRACKED);
+    w.sample(&RANKS_TRACKED, "", &[], registry.rank_count() as f64);
+    w.family(&RANKS_LIMIT);
+    w.sample(&RANKS_LIMIT, "", &[], registry.config.max_ranks as f64);
+    w.family(&REFUSED);
+    w.sample(&REFUSED, "", &[], registry.refused_frames.load(Relaxed) as f64);
+    w.family(&STREAM_CLIENTS);
+    w.sample(&STREAM_CLIENTS, "", &[], registry.stream_clients() as f64);
+    if let Some((cpu, rss)) = process_usage() {
+        w.family(&CPU);
+        w.sample(&CPU, "", &[], cpu);
+        w.family(&RSS);
+        w.sample(&RSS, "", &[], rss);
+    }
+    w.family(&START);
+    w.sample(&START, "", &[], start_unix_secs);
+}
+
+/// CPU seconds and resident bytes of this process, from /proc/self/stat (Linux).
+pub fn process_usage() -> Option<(f64, f64)> {
+    let stat = std::fs::read_to_string("/proc/self/stat").ok()?;
+    // Fields after the command name, which is parenthesised and may contain spaces.
+    let rest = &stat[stat.rfind(')')? + 2..];
+    let f: Vec<&str> = rest.split_whitespace().collect();
+    // utime=14, stime=15, rss=24 in proc(5) numbering; rest starts at field 3.
+    let ticks = 100.0; // USER_HZ is 100 on every Linux ABI in use.
+    let utime: f64 = f.get(11)?.parse().ok()?;
+    let stime: f64 = f.get(12)?.parse().ok()?;
+    let rss_pages: f64 = f.get(21)?.parse().ok()?;
+    Some(((utime + stime) / ticks, rss_pages * 4096.0))
+}

@@ -1,0 +1,59 @@
+//! The Prometheus sink: renders `/metrics` from a registry snapshot at scrape time,
+//! one collector per concern (ranks, engines, endpoints, the exporter itself).
+//! Expired ranks are simply absent from the snapshot, so their series disappear.
+
+pub mod endpoints;
+pub mod engines;
+pub mod exporter;
+pub mod ranks;
+pub mod text;
+
+use crate::state::{RankFilter, Registry};
+use text::{push_label, Family, Format, Writer};
+
+/// Renders the whole exposition in `format`.
+pub fn render(registry: &Registry, format: Format, start_unix_secs: f64) -> String {
+    let snap = registry.snapshot(&RankFilter::default());
+    let engine_labels: Vec<String> = registry
+        .engines
+        .iter()
+        .map(|e| {
+            let mut l = String::new();
+            push_label(&mut l, "engine", &e.name);
+            for (k, v) in &e.labels {
+                push_label(&mut l, k, v);
+            }
+            l
+        })
+        .collect();
+    let rank_labels: Vec<String> = snap
+        .ranks
+        .iter()
+        .map(|r| {
+            let mut l = String::with_capacity(96);
+            push_label(&mut l, "engine", &registry.engines[r.key.engine].name);
+            push_label(&mut l, "worker_id", &r.key.worker_id);
+            push_label(&mut l, "dp_rank", itoa::Buffer::new().format(r.key.dp_rank));
+            for (k, v) in &registry.engines[r.key.engine].labels {
+                push_label(&mut l, k, v);
+            }
+            l
+        })
+        .collect();
+    let window_names: Vec<String> = registry.config.windows.iter().map(|w| format!("{w}s")).collect();
+    let mut w = Writer::new(format, 4096 + snap.ranks.len() * 24 * 1024);
+    ranks::write(&mut w, &snap.ranks, &rank_labels, &window_names);
+    engines::write(&mut w, &snap.engines, &engine_labels, &window_names);
+    endpoints::write(&mut w, registry, &registry.endpoints(), &engine_labels);
+    exporter::write(&mut w, registry, start_unix_secs);
+    w.finish()
+}
+
+/// Every metric family the exporter can write (the README documents each one).
+pub fn all_families() -> Vec<Family> {
+    let mut v = ranks::families();
+    v.extend(engines::families());
+    v.extend(endpoints::families());
+    v.extend(exporter::families());
+    v
+}

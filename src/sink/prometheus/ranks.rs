@@ -1,0 +1,190 @@
+//! Per-rank series: liveness, the latest iteration's values, window statistics,
+//! wall-time quantiles and cumulative counters. Labels: engine, worker_id, dp_rank
+//! and the engine's configured labels.
+
+use super::text::{Family, Writer};
+use crate::state::fields::FIELDS;
+use crate::state::quantiles::QUANTILES;
+use crate::state::rank::Liveness;
+use crate::state::{RankSnapshot, WindowSnapshot};
+
+/// 1 while the rank is not stale, 0 while stale.
+pub const UP: Family = Family::gauge("fpm_up", "1 while the rank sends frames (busy or idle), 0 once it is stale.");
+/// One-hot liveness state.
+pub const STATE: Family = Family::gauge("fpm_rank_state", "1 for the rank's current state (busy, idle or stale), 0 for the others.");
+/// Latest frame of any kind.
+pub const LAST_FRAME: Family = Family::gauge("fpm_last_frame_timestamp_seconds", "Unix time of the latest frame of any kind (iteration or heartbeat).");
+/// Latest iteration frame.
+pub const LAST_ITERATION: Family = Family::gauge("fpm_last_iteration_timestamp_seconds", "Unix time of the latest iteration frame (heartbeats excluded).");
+
+/// Latest iteration's fields, in [`FIELDS`] order.
+pub const LAST_VALUES: [Family; 14] = [
+    Family::gauge("fpm_last_wall_time_seconds", "wall_time of the latest iteration, in seconds."),
+    Family::gauge("fpm_last_scheduled_prefill_requests", "scheduled_requests.num_prefill_requests of the latest iteration."),
+    Family::gauge("fpm_last_scheduled_prefill_tokens", "scheduled_requests.sum_prefill_tokens of the latest iteration: prompt tokens computed."),
+    Family::gauge("fpm_last_scheduled_prefill_length_variance", "scheduled_requests.var_prefill_length of the latest iteration: population variance of prompt lengths."),
+    Family::gauge("fpm_last_scheduled_prefill_kv_tokens", "scheduled_requests.sum_prefill_kv_tokens of the latest iteration: KV tokens read, not computed."),
+    Family::gauge("fpm_last_scheduled_decode_requests", "scheduled_requests.num_decode_requests of the latest iteration."),
+    Family::gauge("fpm_last_scheduled_decode_kv_tokens", "scheduled_requests.sum_decode_kv_tokens of the latest iteration: KV context of decoding requests."),
+    Family::gauge("fpm_last_scheduled_decode_kv_tokens_variance", "scheduled_requests.var_decode_kv_tokens of the latest iteration."),
+    Family::gauge("fpm_last_queued_prefill_requests", "queued_requests.num_prefill_requests after the latest iteration."),
+    Family::gauge("fpm_last_queued_prefill_tokens", "queued_requests.sum_prefill_tokens after the latest iteration."),
+    Family::gauge("fpm_last_queued_prefill_length_variance", "queued_requests.var_prefill_length after the latest iteration."),
+    Family::gauge("fpm_last_queued_decode_requests", "queued_requests.num_decode_requests after the latest iteration."),
+    Family::gauge("fpm_last_queued_decode_kv_tokens", "queued_requests.sum_decode_kv_tokens after the latest iteration."),
+    Family::gauge("fpm_last_queued_decode_kv_tokens_variance", "queued_requests.var_decode_kv_tokens after the latest iteration."),
+];
+
+/// Iterations in each window.
+pub const WINDOW_ITERATIONS: Family = Family::gauge("fpm_window_iterations", "Iterations (heartbeats excluded) in the sliding window.");
+/// Window mean.
+pub const WINDOW_MEAN: Family = Family::gauge("fpm_window_mean", "Mean of the field over the iterations in the sliding window (field in its wire unit).");
+/// Window variance.
+pub const WINDOW_VARIANCE: Family = Family::gauge("fpm_window_variance", "Population variance (Welford) of the field over the sliding window.");
+/// Window minimum.
+pub const WINDOW_MIN: Family = Family::gauge("fpm_window_min", "Minimum of the field over the sliding window.");
+/// Window maximum.
+pub const WINDOW_MAX: Family = Family::gauge("fpm_window_max", "Maximum of the field over the sliding window.");
+/// wall_time quantiles.
+pub const WALL_TIME_QUANTILE: Family = Family::summary("fpm_wall_time_window_seconds", "Iteration wall_time over the sliding window: quantiles (hdrhistogram, 1% precision; quantile 1 is the max), and the window's sum and count.");
+
+/// Cumulative counters, each with how to read it from [`crate::state::rank::Counters`].
+pub const COUNTERS: [Family; 12] = [
+    Family::counter("fpm_frames_total", "Frames accepted from the rank, heartbeats included."),
+    Family::counter("fpm_heartbeats_total", "Heartbeat frames accepted from the rank."),
+    Family::counter("fpm_iterations_total", "Iteration frames accepted from the rank."),
+    Family::counter("fpm_missed_frames_total", "Frames lost in transit or by the publisher, from gaps in the sequence numbers."),
+    Family::counter("fpm_publisher_restarts_total", "Times the publisher's sequence fell back: the engine restarted."),
+    Family::counter("fpm_duplicate_frames_total", "Frames with a repeated or out-of-order sequence number."),
+    Family::counter("fpm_wall_time_seconds_total", "Sum of iteration wall_time, in seconds (rate() gives busy fraction)."),
+    Family::counter("fpm_prefill_request_iterations_total", "Sum of scheduled prefill requests over iterations (chunked prefill counts each chunk)."),
+    Family::counter("fpm_prefill_tokens_total", "Prompt tokens computed (sum of scheduled sum_prefill_tokens)."),
+    Family::counter("fpm_prefill_kv_tokens_total", "KV tokens read but not computed (sum of scheduled sum_prefill_kv_tokens)."),
+    Family::counter("fpm_decode_request_iterations_total", "Sum of scheduled decode requests over iterations: decode tokens generated."),
+    Family::counter("fpm_decode_kv_tokens_total", "Sum of decode KV context over iterations."),
+];
+
+fn counter_values(r: &RankSnapshot) -> [f64; 12] {
+    let c = &r.counters;
+    [
+        c.frames as f64,
+        c.heartbeats as f64,
+        c.iterations as f64,
+        c.missed_frames as f64,
+        c.publisher_restarts as f64,
+        c.duplicate_frames as f64,
+        c.wall_time_seconds,
+        c.prefill_request_iterations as f64,
+        c.prefill_tokens as f64,
+        c.prefill_kv_tokens as f64,
+        c.decode_request_iterations as f64,
+        c.decode_kv_tokens as f64,
+    ]
+}
+
+/// Every family this collector writes (for docs and tests).
+pub fn families() -> Vec<Family> {
+    let mut v = vec![UP, STATE, LAST_FRAME, LAST_ITERATION];
+    v.extend(LAST_VALUES);
+    v.extend([WINDOW_ITERATIONS, WINDOW_MEAN, WINDOW_VARIANCE, WINDOW_MIN, WINDOW_MAX, WALL_TIME_QUANTILE]);
+    v.extend(COUNTERS);
+    v
+}
+
+/// Writes every per-rank family; `labels[i]` is rank i's rendered label set.
+pub fn write(w: &mut Writer, ranks: &[RankSnapshot], labels: &[String], window_names: &[String]) {
+    let both = || ranks.iter().zip(labels);
+    w.family(&UP);
+    for (r, l) in both() {
+        w.sample(&UP, l, &[], (r.liveness != Liveness::Stale) as u8 as f64);
+    }
+    w.family(&STATE);
+    for (r, l) in both() {
+        for s in [Liveness::Busy, Liveness::Idle, Liveness::Stale] {
+            w.sample(&STATE, l, &[("state", s.as_str())], (r.liveness == s) as u8 as f64);
+        }
+    }
+    w.family(&LAST_FRAME);
+    for (r, l) in both() {
+        w.sample(&LAST_FRAME, l, &[], r.last_frame_unix_ns as f64 / 1e9);
+    }
+    w.family(&LAST_ITERATION);
+    for (r, l) in both() {
+        if let Some(last) = &r.last {
+            w.sample(&LAST_ITERATION, l, &[], last.received_at_ns as f64 / 1e9);
+        }
+    }
+    for (i, fam) in LAST_VALUES.iter().enumerate() {
+        w.family(fam);
+        for (r, l) in both() {
+            if let Some(last) = &r.last {
+                w.sample(fam, l, &[], crate::state::fields::values(&last.metrics)[i]);
+            }
+        }
+    }
+    w.family(&WINDOW_ITERATIONS);
+    for (r, l) in both() {
+        for (win, name) in r.windows.iter().zip(window_names) {
+            w.sample(&WINDOW_ITERATIONS, l, &[("window", name)], win.moments.count as f64);
+        }
+    }
+    write_window_stats(
+        w,
+        both().map(|(r, l)| (r.windows.as_slice(), l.as_str())),
+        window_names,
+        [&WINDOW_MEAN, &WINDOW_VARIANCE, &WINDOW_MIN, &WINDOW_MAX],
+    );
+    w.family(&WALL_TIME_QUANTILE);
+    for (r, l) in both() {
+        for (win, name) in r.windows.iter().zip(window_names) {
+            write_quantiles(w, &WALL_TIME_QUANTILE, l, name, win);
+        }
+    }
+    for (i, fam) in COUNTERS.iter().enumerate() {
+        w.family(fam);
+        for (r, l) in both() {
+            w.sample(fam, l, &[], counter_values(r)[i]);
+        }
+    }
+}
+
+/// Writes mean/variance/min/max families for any series that carries windows
+/// (ranks here, engines in the engine collector). Empty windows write nothing:
+/// absent is honest, a zero would be a made-up number.
+pub fn write_window_stats<'a>(
+    w: &mut Writer,
+    series: impl Iterator<Item = (&'a [WindowSnapshot], &'a str)> + Clone,
+    window_names: &[String],
+    fams: [&Family; 4],
+) {
+    for (k, fam) in fams.iter().enumerate() {
+        w.family(fam);
+        for (windows, l) in series.clone() {
+            for (win, name) in windows.iter().zip(window_names) {
+                if win.moments.count == 0 {
+                    continue;
+                }
+                for (i, field) in FIELDS.iter().enumerate() {
+                    let s = win.moments.summary(i);
+                    let v = [s.mean, s.variance, s.min, s.max][k];
+                    w.sample(fam, l, &[("field", field.path), ("window", name)], v);
+                }
+            }
+        }
+    }
+}
+
+/// Writes one window's quantile samples and its `_sum`/`_count` (nothing for an empty
+/// window). Shared by the rank and engine summaries.
+pub fn write_quantiles(w: &mut Writer, fam: &Family, labels: &str, window: &str, win: &WindowSnapshot) {
+    let m = &win.moments;
+    if m.count == 0 {
+        return;
+    }
+    for ((_, q), v) in QUANTILES.iter().zip(win.wall_time_quantiles) {
+        w.sample(fam, labels, &[("window", window), ("quantile", q)], v);
+    }
+    let mean = m.summary(crate::state::fields::WALL_TIME).mean;
+    w.sample_suffixed(fam, "_sum", labels, &[("window", window)], mean * m.count as f64);
+    w.sample_suffixed(fam, "_count", labels, &[("window", window)], m.count as f64);
+}

@@ -1,0 +1,228 @@
+//! The exposition writer: Prometheus text format 0.0.4 (the default) and OpenMetrics
+//! 1.0 (when the scraper asks for it), written straight into one buffer.
+//!
+//! Why not a client library: the exporter renders ~150 series per rank from a
+//! snapshot at scrape time, for up to thousands of ranks, in both formats;
+//! `prometheus-client` writes OpenMetrics only and the `prometheus` crate the classic
+//! format only, both through per-series allocations. This writer keeps the rules that
+//! matter (grouped families, HELP/TYPE, label escaping, `_total` handling, `# EOF`)
+//! in one small file that the tests lint with `promtool`.
+
+use std::fmt::Write;
+
+/// Which exposition format to write.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Format {
+    /// `text/plain; version=0.0.4`.
+    Text,
+    /// `application/openmetrics-text; version=1.0.0`.
+    OpenMetrics,
+}
+
+impl Format {
+    /// Picks the format from an HTTP `Accept` header.
+    pub fn negotiate(accept: Option<&str>) -> Format {
+        match accept {
+            Some(a) if a.contains("application/openmetrics-text") => Format::OpenMetrics,
+            _ => Format::Text,
+        }
+    }
+
+    /// The response's Content-Type.
+    pub fn content_type(self) -> &'static str {
+        match self {
+            Format::Text => "text/plain; version=0.0.4; charset=utf-8",
+            Format::OpenMetrics => "application/openmetrics-text; version=1.0.0; charset=utf-8",
+        }
+    }
+}
+
+/// A metric family's type.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Kind {
+    /// A value that goes up and down.
+    Gauge,
+    /// A monotonically increasing total; its name ends in `_total`.
+    Counter,
+    /// Quantile samples plus `_sum` and `_count`.
+    Summary,
+}
+
+/// One metric family: name (counters with `_total`), type and help text.
+#[derive(Debug, Clone, Copy)]
+pub struct Family {
+    /// Full sample name (counters end in `_total`).
+    pub name: &'static str,
+    /// Type.
+    pub kind: Kind,
+    /// Help text: what it measures, in which unit.
+    pub help: &'static str,
+}
+
+impl Family {
+    /// A gauge family.
+    pub const fn gauge(name: &'static str, help: &'static str) -> Family {
+        Family { name, kind: Kind::Gauge, help }
+    }
+    /// A counter family (`name` must end in `_total`).
+    pub const fn counter(name: &'static str, help: &'static str) -> Family {
+        Family { name, kind: Kind::Counter, help }
+    }
+    /// A summary family; samples are written with [`Writer::sample_suffixed`].
+    pub const fn summary(name: &'static str, help: &'static str) -> Family {
+        Family { name, kind: Kind::Summary, help }
+    }
+}
+
+/// Appends `value` to `out` escaped for a label value (`\\`, `\"`, `\n`).
+pub fn escape_label_value(out: &mut String, value: &str) {
+    for c in value.chars() {
+        match c {
+            '\\' => out.push_str("\\\\"),
+            '"' => out.push_str("\\\""),
+            '\n' => out.push_str("\\n"),
+            c => out.push(c),
+        }
+    }
+}
+
+/// Appends `name="value"` (with a leading comma unless `out` is empty).
+pub fn push_label(out: &mut String, name: &str, value: &str) {
+    if !out.is_empty() {
+        out.push(',');
+    }
+    out.push_str(name);
+    out.push_str("=\"");
+    escape_label_value(out, value);
+    out.push('"');
+}
+
+/// Writes families and samples into one buffer.
+pub struct Writer {
+    out: String,
+    format: Format,
+}
+
+impl Writer {
+    /// A writer with a capacity hint.
+    pub fn new(format: Format, capacity: usize) -> Self {
+        Writer { out: String::with_capacity(capacity), format }
+    }
+
+    /// Starts a family: its HELP and TYPE lines.
+    pub fn family(&mut self, f: &Family) {
+        let name = match (self.format, f.kind) {
+            (Format::OpenMetrics, Kind::Counter) => f.name.strip_suffix("_total").unwrap_or(f.name),
+            _ => f.name,
+        };
+        let kind = match f.kind {
+            Kind::Gauge => "gauge",
+            Kind::Counter => "counter",
+            Kind::Summary => "summary",
+        };
+        let _ = writeln!(self.out, "# HELP {name} {}", f.help);
+        let _ = writeln!(self.out, "# TYPE {name} {kind}");
+    }
+
+    /// Writes one sample of family `f`: pre-rendered `labels`, extra label pairs, value.
+    #[inline]
+    pub fn sample(&mut self, f: &Family, labels: &str, extra: &[(&str, &str)], value: f64) {
+        self.sample_suffixed(f, "", labels, extra, value);
+    }
+
+    /// Writes one sample whose name is the family's plus `suffix` (`_sum`, `_count`).
+    #[inline]
+    pub fn sample_suffixed(&mut self, f: &Family, suffix: &str, labels: &str, extra: &[(&str, &str)], value: f64) {
+        let out = &mut self.out;
+        out.push_str(f.name);
+        out.push_str(suffix);
+        if !labels.is_empty() || !extra.is_empty() {
+            out.push('{');
+            out.push_str(labels);
+            let mut first = labels.is_empty();
+            for (k, v) in extra {
+                if !first {
+                    out.push(',');
+                }
+                first = false;
+                out.push_str(k);
+                out.push_str("=\"");
+                escape_label_value(out, v);
+                out.push('"');
+            }
+            out.push('}');
+        }
+        out.push(' ');
+        push_value(out, value);
+        out.push('\n');
+    }
+
+    /// Finishes the exposition and returns it.
+    pub fn finish(mut self) -> String {
+        if self.format == Format::OpenMetrics {
+            self.out.push_str("# EOF\n");
+        }
+        self.out
+    }
+}
+
+/// Formats a sample value: integers exactly, floats shortest round-trip, special values
+/// as the formats spell them.
+#[inline]
+fn push_value(out: &mut String, v: f64) {
+    if v.is_nan() {
+        out.push_str("NaN");
+    } else if v.is_infinite() {
+        out.push_str(if v > 0.0 { "+Inf" } else { "-Inf" });
+    } else if v.fract() == 0.0 && v.abs() < 9.0e15 {
+        out.push_str(itoa::Buffer::new().format(v as i64));
+    } else {
+        out.push_str(ryu::Buffer::new().format_finite(v));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const G: Family = Family::gauge("fpm_test", "A test gauge.");
+    const C: Family = Family::counter("fpm_things_total", "Things seen.");
+
+    #[test]
+    fn escapes_hostile_label_values() {
+        let mut labels = String::new();
+        push_label(&mut labels, "worker_id", "a\"b\\c\nd");
+        assert_eq!(labels, r#"worker_id="a\"b\\c\nd""#);
+    }
+
+    #[test]
+    fn classic_and_openmetrics_counters() {
+        let mut w = Writer::new(Format::Text, 0);
+        w.family(&C);
+        w.sample(&C, "engine=\"e\"", &[], 3.0);
+        assert_eq!(
+            w.finish(),
+            "# HELP fpm_things_total Things seen.\n# TYPE fpm_things_total counter\nfpm_things_total{engine=\"e\"} 3\n"
+        );
+        let mut w = Writer::new(Format::OpenMetrics, 0);
+        w.family(&C);
+        w.sample(&C, "", &[("reason", "x")], 0.5);
+        w.family(&G);
+        w.sample(&G, "", &[], f64::INFINITY);
+        assert_eq!(
+            w.finish(),
+            "# HELP fpm_things Things seen.\n# TYPE fpm_things counter\nfpm_things_total{reason=\"x\"} 0.5\n\
+             # HELP fpm_test A test gauge.\n# TYPE fpm_test gauge\nfpm_test +Inf\n# EOF\n"
+        );
+    }
+
+    #[test]
+    fn negotiates_openmetrics_only_when_asked() {
+        assert_eq!(Format::negotiate(None), Format::Text);
+        assert_eq!(Format::negotiate(Some("text/plain;version=0.0.4")), Format::Text);
+        assert_eq!(
+            Format::negotiate(Some("application/openmetrics-text;version=1.0.0,text/plain;q=0.5")),
+            Format::OpenMetrics
+        );
+    }
+}

@@ -1,0 +1,504 @@
+//! Per-rank state and rolling statistics, and the registry that holds every rank.
+//!
+//! Ingest tasks fold frames into [`RankState`]s (one mutex per rank, so ranks never
+//! wait on each other); a sweeper ages ranks into stale and expired; sinks read
+//! consistent [`Snapshot`]s.
+
+pub mod endpoint;
+pub mod fields;
+pub mod labels;
+pub mod quantiles;
+pub mod rank;
+pub mod sequence;
+pub mod welford;
+pub mod window;
+
+use crate::wire::ForwardPassMetrics;
+use endpoint::EndpointStats;
+use parking_lot::{Mutex, RwLock};
+use rank::{Counters, LastFrame, Liveness, RankKey, RankState, Transition};
+use sequence::SeqEvent;
+use serde::Serialize;
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::sync::{Arc, OnceLock};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use tokio::sync::broadcast;
+use window::FrameMoments;
+
+/// Tunables of the state stage.
+#[derive(Debug, Clone)]
+pub struct StateConfig {
+    /// Rolling-window lengths in whole seconds (default 10 and 60).
+    pub windows: Vec<u64>,
+    /// Silence after which a rank is stale (default 3 s: three missed heartbeats).
+    pub stale_after: Duration,
+    /// Silence after which a rank expires and its series disappear (default 5 min).
+    pub expire_after: Duration,
+    /// Most ranks tracked at once; frames of further ranks are refused and counted.
+    pub max_ranks: usize,
+    /// Cap on worker_id bytes kept as a label value.
+    pub max_label_bytes: usize,
+    /// Capacity of the event stream's ring buffer (events a slow client may fall behind).
+    pub stream_buffer: usize,
+}
+
+impl Default for StateConfig {
+    fn default() -> Self {
+        StateConfig {
+            windows: vec![10, 60],
+            stale_after: Duration::from_secs(3),
+            expire_after: Duration::from_secs(300),
+            max_ranks: 4096,
+            max_label_bytes: labels::DEFAULT_MAX_LABEL_BYTES,
+            stream_buffer: 16_384,
+        }
+    }
+}
+
+/// One configured engine: a name and the labels every one of its series carries.
+#[derive(Debug, Clone, Serialize)]
+pub struct EngineInfo {
+    /// The `engine` label value.
+    pub name: String,
+    /// Extra labels (e.g. model, role), in configuration order.
+    pub labels: Vec<(String, String)>,
+}
+
+/// A point in time on both clocks: monotonic for ageing, wall clock for reporting.
+#[derive(Debug, Clone, Copy)]
+pub struct Now {
+    /// Monotonic instant.
+    pub instant: Instant,
+    /// Whole seconds since the registry's epoch (indexes the window rings).
+    pub sec: u64,
+    /// Wall-clock Unix nanoseconds.
+    pub unix_ns: u64,
+}
+
+/// An event for the stream: a decoded frame or a liveness change.
+#[derive(Debug)]
+pub struct Event {
+    /// Which rank it concerns.
+    pub key: RankKey,
+    /// What happened.
+    pub kind: EventKind,
+    /// The JSON form, rendered once by the first stream client that needs it.
+    pub json: OnceLock<bytes::Bytes>,
+}
+
+/// The payload of an [`Event`].
+#[derive(Debug)]
+pub enum EventKind {
+    /// A frame was accepted.
+    Frame {
+        /// Wire sequence number.
+        sequence: u64,
+        /// Receive time, Unix ns.
+        received_at_ns: u64,
+        /// The decoded frame.
+        metrics: ForwardPassMetrics,
+    },
+    /// The rank's liveness changed.
+    State {
+        /// Previous state.
+        from: Liveness,
+        /// New state.
+        to: Liveness,
+        /// When, Unix ns.
+        at_ns: u64,
+    },
+}
+
+/// A shared handle to one rank's state.
+pub type RankHandle = Arc<Mutex<RankState>>;
+
+/// Remembers the rank an ingest task wrote to last, so the steady state (one rank per
+/// endpoint) never touches the registry map or hashes a string.
+#[derive(Default)]
+pub struct RankCache {
+    hit: Option<(String, u64, RankHandle)>,
+}
+
+/// Every rank of every engine, plus the endpoints that feed them.
+pub struct Registry {
+    /// Tunables.
+    pub config: StateConfig,
+    /// Configured engines, indexed by [`RankKey::engine`].
+    pub engines: Vec<EngineInfo>,
+    epoch: Instant,
+    epoch_unix_ns: u64,
+    ranks: RwLock<HashMap<RankKey, RankHandle>>,
+    endpoints: RwLock<Vec<Arc<EndpointStats>>>,
+    events: broadcast::Sender<Arc<Event>>,
+    /// Frames refused because [`StateConfig::max_ranks`] ranks were already tracked.
+    pub refused_frames: AtomicU64,
+    /// Ranks expired so far, per engine.
+    pub expired: Vec<AtomicU64>,
+}
+
+impl Registry {
+    /// An empty registry for the given engines.
+    pub fn new(config: StateConfig, engines: Vec<EngineInfo>) -> Arc<Self> {
+        let (events, _) = broadcast::channel(config.stream_buffer.max(16));
+        let epoch_unix_ns = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map(|d| d.as_nanos() as u64)
+            .unwrap_or(0);
+        Arc::new(Registry {
+            expired: engines.iter().map(|_| AtomicU64::new(0)).collect(),
+            config,
+            engines,
+            epoch: Instant::now(),
+            epoch_unix_ns,
+            ranks: RwLock::new(HashMap::new()),
+            endpoints: RwLock::new(Vec::new()),
+            events,
+            refused_frames: AtomicU64::new(0),
+        })
+    }
+
+    /// The current time on both clocks.
+    pub fn now(&self) -> Now {
+        self.at(Instant::now())
+    }
+
+    /// `instant` on both clocks.
+    pub fn at(&self, instant: Instant) -> Now {
+        let since = instant.saturating_duration_since(self.epoch);
+        Now {
+            instant,
+            sec: since.as_secs(),
+            unix_ns: self.epoch_unix_ns + since.as_nanos() as u64,
+        }
+    }
+
+    /// Registers an endpoint and returns its shared stats.
+    pub fn add_endpoint(&self, engine: usize, expected_rank: u64, address: &str) -> Arc<EndpointStats> {
+        let stats = Arc::new(EndpointStats::new(engine, expected_rank, address));
+        self.endpoints.write().push(stats.clone());
+        stats
+    }
+
+    /// All registered endpoints.
+    pub fn endpoints(&self) -> Vec<Arc<EndpointStats>> {
+        self.endpoints.read().clone()
+    }
+
+    /// A new receiver of the event stream.
+    pub fn subscribe(&self) -> broadcast::Receiver<Arc<Event>> {
+        self.events.subscribe()
+    }
+
+    /// How many stream receivers exist.
+    pub fn stream_clients(&self) -> usize {
+        self.events.receiver_count()
+    }
+
+    /// Number of tracked ranks.
+    pub fn rank_count(&self) -> usize {
+        self.ranks.read().len()
+    }
+
+    fn emit(&self, key: &RankKey, kind: EventKind) {
+        if self.events.receiver_count() > 0 {
+            let _ = self.events.send(Arc::new(Event {
+                key: key.clone(),
+                kind,
+                json: OnceLock::new(),
+            }));
+        }
+    }
+
+    fn log_transition(&self, key: &RankKey, (from, to): Transition, now: &Now) {
+        tracing::info!(
+            engine = %self.engines[key.engine].name,
+            worker_id = %key.worker_id,
+            dp_rank = key.dp_rank,
+            from = from.as_str(),
+            to = to.as_str(),
+            "rank state changed"
+        );
+        self.emit(key, EventKind::State { from, to, at_ns: now.unix_ns });
+    }
+
+    /// Finds or creates the rank a frame belongs to; `None` when the rank cap refuses it.
+    fn rank_for(
+        &self,
+        cache: &mut RankCache,
+        engine: usize,
+        endpoint: &Arc<str>,
+        metrics: &ForwardPassMetrics,
+        now: &Now,
+    ) -> Option<RankHandle> {
+        if let Some((wid, rank, handle)) = &cache.hit {
+            if *rank == metrics.dp_rank && *wid == metrics.worker_id && !handle.lock().removed {
+                return Some(handle.clone());
+            }
+        }
+        let key = RankKey {
+            engine,
+            worker_id: labels::cap_label(&metrics.worker_id, self.config.max_label_bytes).into(),
+            dp_rank: metrics.dp_rank,
+        };
+        let existing = self.ranks.read().get(&key).cloned();
+        let handle = match existing {
+            Some(h) => h,
+            None => {
+                let mut map = self.ranks.write();
+                if let Some(h) = map.get(&key) {
+                    h.clone()
+                } else {
+                    if map.len() >= self.config.max_ranks {
+                        return None;
+                    }
+                    let state = RankState::new(key.clone(), endpoint.clone(), &self.config.windows, now);
+                    let h = Arc::new(Mutex::new(state));
+                    map.insert(key.clone(), h.clone());
+                    tracing::info!(
+                        engine = %self.engines[engine].name,
+                        worker_id = %key.worker_id,
+                        dp_rank = key.dp_rank,
+                        endpoint = %endpoint,
+                        "new rank"
+                    );
+                    h
+                }
+            }
+        };
+        cache.hit = Some((metrics.worker_id.clone(), metrics.dp_rank, handle.clone()));
+        Some(handle)
+    }
+
+    /// Folds one accepted frame into its rank. Returns false if the rank cap refused it.
+    pub fn ingest(
+        &self,
+        cache: &mut RankCache,
+        engine: usize,
+        endpoint: &Arc<str>,
+        sequence: u64,
+        seq: SeqEvent,
+        metrics: ForwardPassMetrics,
+        now: &Now,
+    ) -> bool {
+        let Some(handle) = self.rank_for(cache, engine, endpoint, &metrics, now) else {
+            self.refused_frames.fetch_add(1, Relaxed);
+            return false;
+        };
+        let (key, transition) = {
+            let mut rank = handle.lock();
+            let t = rank.apply(&metrics, sequence, seq, now);
+            (t.map(|_| rank.key.clone()), t)
+        };
+        if let (Some(key), Some(t)) = (key.as_ref(), transition) {
+            self.log_transition(key, t, now);
+        }
+        if self.events.receiver_count() > 0 {
+            let key = key.unwrap_or_else(|| handle.lock().key.clone());
+            self.emit(
+                &key,
+                EventKind::Frame {
+                    sequence,
+                    received_at_ns: now.unix_ns,
+                    metrics,
+                },
+            );
+        }
+        true
+    }
+
+    /// Ages every rank: marks silent ones stale and removes expired ones.
+    pub fn sweep(&self, now: &Now) {
+        let mut expired = Vec::new();
+        {
+            let map = self.ranks.read();
+            for (key, handle) in map.iter() {
+                let mut rank = handle.lock();
+                let silent = now.instant.saturating_duration_since(rank.last_frame_at);
+                if silent >= self.config.expire_after {
+                    expired.push(key.clone());
+                } else if silent >= self.config.stale_after {
+                    if let Some(t) = rank.transition(Liveness::Stale) {
+                        drop(rank);
+                        self.log_transition(key, t, now);
+                    }
+                }
+            }
+        }
+        if expired.is_empty() {
+            return;
+        }
+        let mut map = self.ranks.write();
+        for key in expired {
+            if let Some(handle) = map.remove(&key) {
+                let mut rank = handle.lock();
+                rank.removed = true;
+                let from = rank.liveness;
+                drop(rank);
+                self.expired[key.engine].fetch_add(1, Relaxed);
+                self.log_transition(&key, (from, Liveness::Expired), now);
+            }
+        }
+    }
+
+    /// A consistent view of the ranks that pass `filter`, with window statistics.
+    pub fn snapshot(&self, filter: &RankFilter) -> Snapshot {
+        let now = self.now();
+        let nwin = self.config.windows.len();
+        let mut engines: Vec<EngineSnapshot> = (0..self.engines.len())
+            .map(|engine| EngineSnapshot {
+                engine,
+                busy: 0,
+                idle: 0,
+                stale: 0,
+                expired_total: self.expired[engine].load(Relaxed),
+                windows: self.empty_windows(),
+            })
+            .collect();
+        let mut engine_hists: Vec<Vec<hdrhistogram::Histogram<u32>>> = (0..self.engines.len())
+            .map(|_| (0..nwin).map(|_| quantiles::new_histogram()).collect())
+            .collect();
+        let mut scratch = quantiles::new_histogram();
+        let handles: Vec<RankHandle> = {
+            let map = self.ranks.read();
+            map.iter()
+                .filter(|(k, _)| filter.matches(self, k))
+                .map(|(_, h)| h.clone())
+                .collect()
+        };
+        let mut ranks = Vec::with_capacity(handles.len());
+        for handle in handles {
+            let rank = handle.lock();
+            let eng = &mut engines[rank.key.engine];
+            match rank.liveness {
+                Liveness::Busy => eng.busy += 1,
+                Liveness::Idle => eng.idle += 1,
+                _ => eng.stale += 1,
+            }
+            let mut windows = self.empty_windows();
+            for (i, w) in windows.iter_mut().enumerate() {
+                rank.merge_window_into(now.sec, w.secs, &mut w.moments);
+                eng.windows[i].moments.merge(&w.moments);
+                scratch.reset();
+                rank.merge_quantiles_into(now.sec, i, &mut scratch);
+                w.wall_time_quantiles = quantiles::quantiles_of(&scratch);
+                let _ = engine_hists[rank.key.engine][i].add(&scratch);
+            }
+            ranks.push(RankSnapshot {
+                key: rank.key.clone(),
+                endpoint: rank.endpoint.clone(),
+                liveness: rank.liveness,
+                last_frame_unix_ns: rank.last_frame_unix_ns,
+                age_ms: now.instant.saturating_duration_since(rank.last_frame_at).as_millis() as u64,
+                last: rank.last.clone(),
+                counters: rank.counters,
+                windows,
+            });
+        }
+        for (eng, hists) in engines.iter_mut().zip(&engine_hists) {
+            for (w, h) in eng.windows.iter_mut().zip(hists) {
+                w.wall_time_quantiles = quantiles::quantiles_of(h);
+            }
+        }
+        ranks.sort_by(|a, b| a.key.cmp(&b.key));
+        Snapshot {
+            at_unix_ns: now.unix_ns,
+            ranks,
+            engines,
+        }
+    }
+
+    fn empty_windows(&self) -> Vec<WindowSnapshot> {
+        self.config
+            .windows
+            .iter()
+            .map(|&secs| WindowSnapshot {
+                secs,
+                moments: FrameMoments::default(),
+                wall_time_quantiles: [0.0; 4],
+            })
+            .collect()
+    }
+}
+
+/// Which ranks a snapshot or stream covers (all of them by default).
+#[derive(Debug, Clone, Default)]
+pub struct RankFilter {
+    /// Only this engine (by name).
+    pub engine: Option<String>,
+    /// Only this worker_id.
+    pub worker_id: Option<String>,
+    /// Only this dp_rank.
+    pub dp_rank: Option<u64>,
+}
+
+impl RankFilter {
+    /// Whether the rank `key` passes.
+    pub fn matches(&self, registry: &Registry, key: &RankKey) -> bool {
+        self.engine
+            .as_deref()
+            .is_none_or(|e| registry.engines[key.engine].name == e)
+            && self.worker_id.as_deref().is_none_or(|w| &*key.worker_id == w)
+            && self.dp_rank.is_none_or(|r| key.dp_rank == r)
+    }
+}
+
+/// Statistics of one window.
+#[derive(Debug, Clone)]
+pub struct WindowSnapshot {
+    /// Window length in seconds.
+    pub secs: u64,
+    /// Merged moments of every field.
+    pub moments: FrameMoments,
+    /// wall_time p50, p90, p99, max in seconds.
+    pub wall_time_quantiles: [f64; 4],
+}
+
+/// One rank as the sinks see it.
+#[derive(Debug, Clone)]
+pub struct RankSnapshot {
+    /// Identity.
+    pub key: RankKey,
+    /// Endpoint address.
+    pub endpoint: Arc<str>,
+    /// Liveness.
+    pub liveness: Liveness,
+    /// Latest frame of any kind, Unix ns.
+    pub last_frame_unix_ns: u64,
+    /// Milliseconds since the latest frame of any kind.
+    pub age_ms: u64,
+    /// Latest iteration frame.
+    pub last: Option<LastFrame>,
+    /// Cumulative counters.
+    pub counters: Counters,
+    /// Window statistics, in configured order.
+    pub windows: Vec<WindowSnapshot>,
+}
+
+/// One engine's all-ranks aggregate.
+#[derive(Debug, Clone)]
+pub struct EngineSnapshot {
+    /// Engine index.
+    pub engine: usize,
+    /// Ranks busy.
+    pub busy: u64,
+    /// Ranks idle.
+    pub idle: u64,
+    /// Ranks stale.
+    pub stale: u64,
+    /// Ranks expired since start.
+    pub expired_total: u64,
+    /// Merged window statistics of all its ranks.
+    pub windows: Vec<WindowSnapshot>,
+}
+
+/// Everything the sinks need, taken at one instant.
+#[derive(Debug, Clone)]
+pub struct Snapshot {
+    /// When, Unix ns.
+    pub at_unix_ns: u64,
+    /// Ranks, sorted by key.
+    pub ranks: Vec<RankSnapshot>,
+    /// Engines, in configured order.
+    pub engines: Vec<EngineSnapshot>,
+}

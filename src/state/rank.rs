@@ -1,0 +1,200 @@
+//! The state of one data-parallel rank: its latest frame, liveness, counters and
+//! rolling statistics.
+
+use super::fields::{self, WALL_TIME};
+use super::quantiles::QuantileRing;
+use super::sequence::SeqEvent;
+use super::window::{FrameMoments, WindowRing};
+use super::Now;
+use crate::wire::ForwardPassMetrics;
+use serde::Serialize;
+use std::sync::Arc;
+use std::time::Instant;
+
+/// Identity of a rank: (engine, worker_id, dp_rank).
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct RankKey {
+    /// Index of the engine in the registry's engine list.
+    pub engine: usize,
+    /// The worker_id the rank publishes (capped in length, see [`super::labels`]).
+    pub worker_id: Arc<str>,
+    /// The rank's dp_rank.
+    pub dp_rank: u64,
+}
+
+/// Where a rank stands, judged from what it sends.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Liveness {
+    /// Its latest frame was an iteration.
+    Busy,
+    /// Its latest frame was a heartbeat.
+    Idle,
+    /// Nothing arrived for longer than the stale timeout.
+    Stale,
+    /// Gone for longer than the expiry timeout; its series are removed.
+    Expired,
+}
+
+impl Liveness {
+    /// The `state` label value.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Liveness::Busy => "busy",
+            Liveness::Idle => "idle",
+            Liveness::Stale => "stale",
+            Liveness::Expired => "expired",
+        }
+    }
+}
+
+/// Cumulative counts since the rank was first seen (Prometheus counters).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Serialize)]
+pub struct Counters {
+    /// Frames accepted, heartbeats included.
+    pub frames: u64,
+    /// Heartbeat frames accepted.
+    pub heartbeats: u64,
+    /// Iteration frames accepted.
+    pub iterations: u64,
+    /// Frames lost, from gaps in the sequence.
+    pub missed_frames: u64,
+    /// Publisher restarts (the sequence fell back).
+    pub publisher_restarts: u64,
+    /// Repeated or out-of-order sequence numbers.
+    pub duplicate_frames: u64,
+    /// Sum of wall_time over iterations, in seconds.
+    pub wall_time_seconds: f64,
+    /// Sum of scheduled prefill requests over iterations.
+    pub prefill_request_iterations: u64,
+    /// Sum of prefill tokens computed.
+    pub prefill_tokens: u64,
+    /// Sum of prefill KV tokens read (prefix-cache hits, earlier chunks).
+    pub prefill_kv_tokens: u64,
+    /// Sum of scheduled decode requests over iterations.
+    pub decode_request_iterations: u64,
+    /// Sum of decode KV context over iterations.
+    pub decode_kv_tokens: u64,
+}
+
+/// The latest iteration frame of a rank.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct LastFrame {
+    /// Wall-clock receive time, Unix nanoseconds.
+    pub received_at_ns: u64,
+    /// The wire sequence number.
+    pub sequence: u64,
+    /// The frame as decoded.
+    pub metrics: ForwardPassMetrics,
+}
+
+/// Mutable state of one rank, guarded by its own mutex in the registry.
+#[derive(Debug)]
+pub struct RankState {
+    /// The rank's identity.
+    pub key: RankKey,
+    /// The endpoint its frames arrive on.
+    pub endpoint: Arc<str>,
+    /// Current liveness.
+    pub liveness: Liveness,
+    /// Latest iteration frame (heartbeats never overwrite it).
+    pub last: Option<LastFrame>,
+    /// Monotonic time of the latest frame of any kind.
+    pub last_frame_at: Instant,
+    /// Wall-clock time of the latest frame of any kind, Unix nanoseconds.
+    pub last_frame_unix_ns: u64,
+    /// Cumulative counters.
+    pub counters: Counters,
+    /// Set once the sweeper removed the rank: holders of a stale handle must re-register.
+    pub removed: bool,
+    windows: WindowRing,
+    quantiles: Vec<QuantileRing>,
+}
+
+/// A change of liveness, for logs and the event stream.
+pub type Transition = (Liveness, Liveness);
+
+impl RankState {
+    /// A rank first seen at `now`, with statistics for the given windows (seconds).
+    pub fn new(key: RankKey, endpoint: Arc<str>, windows: &[u64], now: &Now) -> Self {
+        let longest = windows.iter().copied().max().unwrap_or(1);
+        RankState {
+            key,
+            endpoint,
+            liveness: Liveness::Idle,
+            last: None,
+            last_frame_at: now.instant,
+            last_frame_unix_ns: now.unix_ns,
+            counters: Counters::default(),
+            removed: false,
+            windows: WindowRing::new(longest),
+            quantiles: windows.iter().map(|&w| QuantileRing::new(w)).collect(),
+        }
+    }
+
+    /// Folds in one accepted frame; returns the liveness transition it caused, if any.
+    pub fn apply(
+        &mut self,
+        metrics: &ForwardPassMetrics,
+        sequence: u64,
+        seq: SeqEvent,
+        now: &Now,
+    ) -> Option<Transition> {
+        let c = &mut self.counters;
+        c.frames += 1;
+        match seq {
+            SeqEvent::Gap { missed } => c.missed_frames = c.missed_frames.saturating_add(missed),
+            SeqEvent::Restart => c.publisher_restarts += 1,
+            SeqEvent::Duplicate => c.duplicate_frames += 1,
+            SeqEvent::First | SeqEvent::InOrder => {}
+        }
+        self.last_frame_at = now.instant;
+        self.last_frame_unix_ns = now.unix_ns;
+        let next = if metrics.is_heartbeat() {
+            c.heartbeats += 1;
+            Liveness::Idle
+        } else {
+            let s = &metrics.scheduled_requests;
+            c.iterations += 1;
+            c.wall_time_seconds += metrics.wall_time.0;
+            c.prefill_request_iterations = c.prefill_request_iterations.saturating_add(s.num_prefill_requests.0);
+            c.prefill_tokens = c.prefill_tokens.saturating_add(s.sum_prefill_tokens.0);
+            c.prefill_kv_tokens = c.prefill_kv_tokens.saturating_add(s.sum_prefill_kv_tokens.0);
+            c.decode_request_iterations = c.decode_request_iterations.saturating_add(s.num_decode_requests.0);
+            c.decode_kv_tokens = c.decode_kv_tokens.saturating_add(s.sum_decode_kv_tokens.0);
+            let values = fields::values(metrics);
+            self.windows.record(now.sec, &values);
+            for q in &mut self.quantiles {
+                q.record(now.sec, values[WALL_TIME]);
+            }
+            self.last = Some(LastFrame {
+                received_at_ns: now.unix_ns,
+                sequence,
+                metrics: metrics.clone(),
+            });
+            Liveness::Busy
+        };
+        self.transition(next)
+    }
+
+    /// Moves to `next`, returning the transition if it is one.
+    pub fn transition(&mut self, next: Liveness) -> Option<Transition> {
+        let prev = std::mem::replace(&mut self.liveness, next);
+        (prev != next).then_some((prev, next))
+    }
+
+    /// Merges the window of `window_secs` into `out` (for rank or engine statistics).
+    pub fn merge_window_into(&self, now_sec: u64, window_secs: u64, out: &mut FrameMoments) {
+        self.windows.merge_window_into(now_sec, window_secs, out);
+    }
+
+    /// Adds window `i`'s wall-time histogram into `out`.
+    pub fn merge_quantiles_into(
+        &self,
+        now_sec: u64,
+        i: usize,
+        out: &mut hdrhistogram::Histogram<u32>,
+    ) {
+        self.quantiles[i].merge_into(now_sec, out);
+    }
+}
