@@ -1,0 +1,206 @@
+//! Shared helpers of the integration tests: the real-publisher driver, an in-process
+//! exporter, and bounded waiting. Everything here is bounded in time.
+#![allow(dead_code)]
+
+use fpm_exporter::app::Running;
+use fpm_exporter::config::{Cli, Settings};
+use clap::Parser;
+use serde_json::{json, Value};
+use std::io::{BufRead, BufReader, Write};
+use std::path::PathBuf;
+use std::process::{Child, ChildStdin, ChildStdout, Command, Stdio};
+use std::time::{Duration, Instant};
+
+/// The repository root.
+pub fn repo_root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+/// The venv python that has msgspec and pyzmq (made by scripts/test-deps.sh).
+pub fn venv_python() -> PathBuf {
+    repo_root().join("target/pyenv/bin/python")
+}
+
+/// Fails the test with a clear message when the Python side was not installed.
+pub fn require_test_deps() {
+    let module = repo_root().join("target/fpm-publisher/forward_pass_metrics.py");
+    assert!(
+        venv_python().exists() && module.exists(),
+        "run scripts/test-deps.sh first (the README's test command does it)"
+    );
+}
+
+/// A running `tests/py/publisher_driver.py`: real SGLang `_FpmPublisherThread`s.
+pub struct Driver {
+    child: Child,
+    stdin: ChildStdin,
+    stdout: BufReader<ChildStdout>,
+}
+
+impl Driver {
+    /// Starts the driver and waits for `{"ready":true}`.
+    pub fn spawn() -> Driver {
+        require_test_deps();
+        let mut child = Command::new(venv_python())
+            .arg(repo_root().join("tests/py/publisher_driver.py"))
+            .args(["--max-seconds", "600"])
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("spawn publisher driver");
+        let stdin = child.stdin.take().unwrap();
+        let mut stdout = BufReader::new(child.stdout.take().unwrap());
+        let mut line = String::new();
+        stdout.read_line(&mut line).expect("driver ready line");
+        assert!(line.contains("ready"), "driver said {line:?}");
+        Driver { child, stdin, stdout }
+    }
+
+    /// Sends one command and returns its reply; panics on `ok: false`.
+    pub fn cmd(&mut self, command: Value) -> Value {
+        writeln!(self.stdin, "{command}").unwrap();
+        self.stdin.flush().unwrap();
+        let mut line = String::new();
+        self.stdout.read_line(&mut line).expect("driver reply");
+        let v: Value = serde_json::from_str(&line).unwrap_or_else(|e| panic!("bad reply {line:?}: {e}"));
+        assert_eq!(v["ok"], json!(true), "driver refused {command}: {v}");
+        v
+    }
+
+    /// Starts a real publisher for `rank` on `endpoint` (idle, so it heartbeats).
+    pub fn start(&mut self, rank: u64, endpoint: &str, worker_id: &str) {
+        self.cmd(json!({"cmd": "start", "rank": rank, "endpoint": endpoint, "worker_id": worker_id, "idle": true}));
+    }
+
+    /// Publishes `metrics` (wire field names) `count` times and waits until sent.
+    pub fn publish(&mut self, rank: u64, metrics: Value, count: u64) {
+        self.cmd(json!({"cmd": "publish", "rank": rank, "metrics": metrics, "count": count,
+                        "backpressure": true, "drain": true}));
+    }
+
+    /// Sets a publisher idle (heartbeats) or busy (no heartbeats).
+    pub fn set_idle(&mut self, rank: u64, idle: bool) {
+        self.cmd(json!({"cmd": "set_idle", "rank": rank, "idle": idle}));
+    }
+
+    /// Shuts one publisher down: its rank goes silent.
+    pub fn stop(&mut self, rank: u64) {
+        self.cmd(json!({"cmd": "stop", "rank": rank}));
+    }
+
+    /// Restarts one publisher: its sequence starts again at 0.
+    pub fn restart(&mut self, rank: u64) {
+        self.cmd(json!({"cmd": "restart", "rank": rank}));
+    }
+}
+
+impl Drop for Driver {
+    fn drop(&mut self) {
+        let _ = writeln!(self.stdin, "{{\"cmd\":\"quit\"}}");
+        let _ = self.stdin.flush();
+        let deadline = Instant::now() + Duration::from_secs(3);
+        while Instant::now() < deadline {
+            if let Ok(Some(_)) = self.child.try_wait() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        let _ = self.child.kill();
+    }
+}
+
+/// Free tcp ports `base..base+n` on loopback (probed by binding them).
+pub fn free_port_range(n: u16) -> u16 {
+    for _ in 0..200 {
+        let base = 20000 + (rand::random::<u16>() % 30000);
+        let ok = (0..n).all(|i| std::net::TcpListener::bind(("127.0.0.1", base + i)).is_ok());
+        if ok {
+            return base;
+        }
+    }
+    panic!("no free port range of {n}");
+}
+
+/// A fresh directory for ipc sockets (removed on drop).
+pub fn ipc_dir() -> tempfile::TempDir {
+    tempfile::Builder::new().prefix("fpm-ipc").tempdir().unwrap()
+}
+
+/// An exporter running in-process on an ephemeral port.
+pub struct Exporter {
+    /// The running service.
+    pub running: Option<Running>,
+    /// Its base URL, e.g. `http://127.0.0.1:41234`.
+    pub url: String,
+    client: reqwest::Client,
+}
+
+impl Exporter {
+    /// Starts the exporter with command-line `args` (listen is forced to 127.0.0.1:0).
+    pub async fn start(args: &[&str]) -> Exporter {
+        let mut argv = vec!["fpm-exporter", "--listen", "127.0.0.1:0"];
+        argv.extend_from_slice(args);
+        let cli = Cli::parse_from(argv);
+        let settings = Settings::from_cli(&cli.run).expect("valid test settings");
+        let running = fpm_exporter::app::start(settings).await.expect("exporter starts");
+        let url = format!("http://{}", running.addr);
+        Exporter { running: Some(running), url, client: reqwest::Client::new() }
+    }
+
+    /// GET a path, returning status and body.
+    pub async fn get(&self, path: &str) -> (u16, String) {
+        let r = self.client.get(format!("{}{path}", self.url)).send().await.expect("GET");
+        let status = r.status().as_u16();
+        (status, r.text().await.unwrap())
+    }
+
+    /// The classic-text /metrics body.
+    pub async fn metrics(&self) -> String {
+        self.get("/metrics").await.1
+    }
+
+    /// `/v1/ranks` parsed.
+    pub async fn ranks(&self, query: &str) -> Value {
+        serde_json::from_str(&self.get(&format!("/v1/ranks{query}")).await.1).unwrap()
+    }
+
+    /// Stops the exporter.
+    pub async fn stop(mut self) {
+        if let Some(r) = self.running.take() {
+            r.stop(Duration::from_secs(1)).await;
+        }
+    }
+}
+
+/// Polls `check` every 50 ms until it returns Some, or panics after `timeout`.
+pub async fn wait_for<T, F, Fut>(what: &str, timeout: Duration, mut check: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Option<T>>,
+{
+    let deadline = Instant::now() + timeout;
+    loop {
+        if let Some(v) = check().await {
+            return v;
+        }
+        assert!(Instant::now() < deadline, "timed out after {timeout:?} waiting for {what}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// The value of the sample `name{labels...}` in a text exposition, matching every
+/// given `label="value"` pair.
+pub fn sample(exposition: &str, name: &str, labels: &[(&str, &str)]) -> Option<f64> {
+    exposition.lines().find_map(|line| {
+        let rest = line.strip_prefix(name)?;
+        if !(rest.starts_with('{') || rest.starts_with(' ')) {
+            return None;
+        }
+        let (lbl, value) = rest.rsplit_once(' ')?;
+        labels
+            .iter()
+            .all(|(k, v)| lbl.contains(&format!("{k}=\"{v}\"")))
+            .then(|| value.parse().ok())?
+    })
+}

@@ -1,0 +1,56 @@
+//! `promtool check metrics` on live output of a running exporter fed by the demo
+//! engine, in both exposition formats' classic form, with hostile label values.
+
+mod common;
+
+use common::{sample, wait_for, Exporter};
+use std::io::Write;
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+fn promtool_check(body: &str) -> (bool, String) {
+    let mut child = Command::new("promtool")
+        .args(["check", "metrics"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("promtool on PATH (scripts/test-deps.sh installs Debian's prometheus)");
+    child.stdin.take().unwrap().write_all(body.as_bytes()).unwrap();
+    let out = child.wait_with_output().unwrap();
+    let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    (out.status.success() && text.trim().is_empty(), text)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn live_metrics_pass_promtool() {
+    let exp = Exporter::start(&["--demo", "--demo-ranks", "3", "--windows", "5s,30s"]).await;
+    let body = wait_for("demo ranks with window statistics", Duration::from_secs(15), || async {
+        let m = exp.metrics().await;
+        (sample(&m, "fpm_window_mean", &[("engine", "demo"), ("window", "5s")]).is_some()
+            && sample(&m, "fpm_up", &[("dp_rank", "2")]) == Some(1.0))
+        .then_some(m)
+    })
+    .await;
+    let (ok, report) = promtool_check(&body);
+    assert!(ok, "promtool check metrics failed:\n{report}");
+    // OpenMetrics when asked for, ending in # EOF.
+    let om = reqwest::Client::new()
+        .get(format!("{}/metrics", exp.url))
+        .header("Accept", "application/openmetrics-text; version=1.0.0")
+        .send()
+        .await
+        .unwrap();
+    assert!(om.headers()["content-type"].to_str().unwrap().starts_with("application/openmetrics-text"));
+    let om = om.text().await.unwrap();
+    assert!(om.ends_with("# EOF\n"));
+    assert!(om.contains("# TYPE fpm_frames counter\n"));
+    exp.stop().await;
+}
+
+#[test]
+fn promtool_rejects_broken_exposition() {
+    // Guards the check above: promtool really reads what we give it.
+    let (ok, _) = promtool_check("# TYPE x_total gauge\nx_total{a=\"b} 1\n");
+    assert!(!ok);
+}
