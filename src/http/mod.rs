@@ -41,7 +41,11 @@ pub struct AppState {
 
 impl AppState {
     /// State for a registry with the given limits.
-    pub fn new(registry: Arc<Registry>, config: &HttpConfig, shutdown: tokio::sync::watch::Receiver<bool>) -> Self {
+    pub fn new(
+        registry: Arc<Registry>,
+        config: &HttpConfig,
+        shutdown: tokio::sync::watch::Receiver<bool>,
+    ) -> Self {
         let start_unix_secs = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
             .map(|d| d.as_secs_f64())

@@ -3,7 +3,6 @@
 //! consumer that knows the FPM schema knows this output. Schemas: `proto/schema/`.
 
 use crate::state::fields::{FIELDS, FIELD_COUNT};
-use crate::state::quantiles::QUANTILES;
 use crate::state::rank::{Counters, Liveness};
 use crate::state::{EngineInfo, EngineSnapshot, RankSnapshot, Registry, Snapshot, WindowSnapshot};
 use crate::wire::ForwardPassMetrics;
@@ -30,11 +29,14 @@ impl Serialize for WindowJson<'_> {
                 .collect();
             map.serialize_entry(group, &GroupJson(&inner))?;
         }
+        // Same order as `quantiles::QUANTILES`: 0.5, 0.9, 0.99, 1.
         let q = (!empty).then(|| {
             let mut o = serde_json::Map::new();
-            for ((_, name), v) in QUANTILES.iter().zip(w.wall_time_quantiles) {
-                let key = if *name == "1" { "max".to_string() } else { format!("p{}", &name[2..]) };
-                o.insert(key, serde_json::json!(v));
+            for (key, v) in ["p50", "p90", "p99", "max"]
+                .iter()
+                .zip(w.wall_time_quantiles)
+            {
+                o.insert(key.to_string(), serde_json::json!(v));
             }
             o
         });
@@ -119,7 +121,10 @@ impl<'a> RankJson<'a> {
             last_sequence: r.last.as_ref().map(|l| l.sequence),
             last: r.last.as_ref().map(|l| &l.metrics),
             counters: &r.counters,
-            windows: WindowsJson { names: window_names, windows: &r.windows },
+            windows: WindowsJson {
+                names: window_names,
+                windows: &r.windows,
+            },
         }
     }
 }
@@ -152,14 +157,22 @@ impl<'a> EngineJson<'a> {
                 stale: e.stale,
                 expired_total: e.expired_total,
             },
-            windows: WindowsJson { names: window_names, windows: &e.windows },
+            windows: WindowsJson {
+                names: window_names,
+                windows: &e.windows,
+            },
         }
     }
 }
 
 /// The names of the configured windows, e.g. `["10s", "60s"]`.
 pub fn window_names(registry: &Registry) -> Vec<String> {
-    registry.config.windows.iter().map(|w| format!("{w}s")).collect()
+    registry
+        .config
+        .windows
+        .iter()
+        .map(|w| format!("{w}s"))
+        .collect()
 }
 
 /// Renders the `/v1/ranks` document.
@@ -175,8 +188,16 @@ pub fn ranks_document(registry: &Registry, snap: &Snapshot) -> Vec<u8> {
     let doc = Doc {
         generated_at_ns: snap.at_unix_ns,
         windows: &names,
-        ranks: snap.ranks.iter().map(|r| RankJson::new(registry, r, &names)).collect(),
-        engines: snap.engines.iter().map(|e| EngineJson::new(registry, e, &names)).collect(),
+        ranks: snap
+            .ranks
+            .iter()
+            .map(|r| RankJson::new(registry, r, &names))
+            .collect(),
+        engines: snap
+            .engines
+            .iter()
+            .map(|e| EngineJson::new(registry, e, &names))
+            .collect(),
     };
     serde_json::to_vec(&doc).expect("JSON of plain data cannot fail")
 }

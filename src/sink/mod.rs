@@ -1,5 +1,5 @@
 //! Sinks: the forms in which the state leaves the exporter.
 
-pub mod prometheus;
 pub mod json;
+pub mod prometheus;
 pub mod stream;

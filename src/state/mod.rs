@@ -174,7 +174,12 @@ impl Registry {
     }
 
     /// Registers an endpoint and returns its shared stats.
-    pub fn add_endpoint(&self, engine: usize, expected_rank: u64, address: &str) -> Arc<EndpointStats> {
+    pub fn add_endpoint(
+        &self,
+        engine: usize,
+        expected_rank: u64,
+        address: &str,
+    ) -> Arc<EndpointStats> {
         let stats = Arc::new(EndpointStats::new(engine, expected_rank, address));
         self.endpoints.write().push(stats.clone());
         stats
@@ -219,7 +224,14 @@ impl Registry {
             to = to.as_str(),
             "rank state changed"
         );
-        self.emit(key, EventKind::State { from, to, at_ns: now.unix_ns });
+        self.emit(
+            key,
+            EventKind::State {
+                from,
+                to,
+                at_ns: now.unix_ns,
+            },
+        );
     }
 
     /// Finds or creates the rank a frame belongs to; `None` when the rank cap refuses it.
@@ -252,7 +264,8 @@ impl Registry {
                     if map.len() >= self.config.max_ranks {
                         return None;
                     }
-                    let state = RankState::new(key.clone(), endpoint.clone(), &self.config.windows, now);
+                    let state =
+                        RankState::new(key.clone(), endpoint.clone(), &self.config.windows, now);
                     let h = Arc::new(Mutex::new(state));
                     map.insert(key.clone(), h.clone());
                     tracing::info!(
@@ -271,6 +284,9 @@ impl Registry {
     }
 
     /// Folds one accepted frame into its rank. Returns false if the rank cap refused it.
+    // The arguments are the frame and where it came from; bundling them would only
+    // move the same fields into a struct built once per frame.
+    #[allow(clippy::too_many_arguments)]
     pub fn ingest(
         &self,
         cache: &mut RankCache,
@@ -389,7 +405,10 @@ impl Registry {
                 endpoint: rank.endpoint.clone(),
                 liveness: rank.liveness,
                 last_frame_unix_ns: rank.last_frame_unix_ns,
-                age_ms: now.instant.saturating_duration_since(rank.last_frame_at).as_millis() as u64,
+                age_ms: now
+                    .instant
+                    .saturating_duration_since(rank.last_frame_at)
+                    .as_millis() as u64,
                 last: rank.last.clone(),
                 counters: rank.counters,
                 windows,
@@ -438,7 +457,10 @@ impl RankFilter {
         self.engine
             .as_deref()
             .is_none_or(|e| registry.engines[key.engine].name == e)
-            && self.worker_id.as_deref().is_none_or(|w| &*key.worker_id == w)
+            && self
+                .worker_id
+                .as_deref()
+                .is_none_or(|w| &*key.worker_id == w)
             && self.dp_rank.is_none_or(|r| key.dp_rank == r)
     }
 }

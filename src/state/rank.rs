@@ -157,10 +157,16 @@ impl RankState {
             let s = &metrics.scheduled_requests;
             c.iterations += 1;
             c.wall_time_seconds += metrics.wall_time.0;
-            c.prefill_request_iterations = c.prefill_request_iterations.saturating_add(s.num_prefill_requests.0);
+            c.prefill_request_iterations = c
+                .prefill_request_iterations
+                .saturating_add(s.num_prefill_requests.0);
             c.prefill_tokens = c.prefill_tokens.saturating_add(s.sum_prefill_tokens.0);
-            c.prefill_kv_tokens = c.prefill_kv_tokens.saturating_add(s.sum_prefill_kv_tokens.0);
-            c.decode_request_iterations = c.decode_request_iterations.saturating_add(s.num_decode_requests.0);
+            c.prefill_kv_tokens = c
+                .prefill_kv_tokens
+                .saturating_add(s.sum_prefill_kv_tokens.0);
+            c.decode_request_iterations = c
+                .decode_request_iterations
+                .saturating_add(s.num_decode_requests.0);
             c.decode_kv_tokens = c.decode_kv_tokens.saturating_add(s.sum_decode_kv_tokens.0);
             let values = fields::values(metrics);
             self.windows.record(now.sec, &values);

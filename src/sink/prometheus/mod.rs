@@ -40,7 +40,12 @@ pub fn render(registry: &Registry, format: Format, start_unix_secs: f64) -> Stri
             l
         })
         .collect();
-    let window_names: Vec<String> = registry.config.windows.iter().map(|w| format!("{w}s")).collect();
+    let window_names: Vec<String> = registry
+        .config
+        .windows
+        .iter()
+        .map(|w| format!("{w}s"))
+        .collect();
     let mut w = Writer::new(format, 4096 + snap.ranks.len() * 24 * 1024);
     ranks::write(&mut w, &snap.ranks, &rank_labels, &window_names);
     engines::write(&mut w, &snap.engines, &engine_labels, &window_names);
