@@ -1,0 +1,58 @@
+//! The README documents every metric family, HTTP endpoint and flag the code has.
+
+use clap::CommandFactory;
+use fpm_exporter::config::Cli;
+use fpm_exporter::sink::prometheus::all_families;
+
+fn readme() -> String {
+    std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/README.md")).unwrap()
+}
+
+#[test]
+fn every_metric_family_is_documented() {
+    let text = readme();
+    for f in all_families() {
+        assert!(
+            text.contains(&format!("`{}", f.name)),
+            "README lacks metric {}",
+            f.name
+        );
+    }
+}
+
+#[test]
+fn every_flag_is_documented() {
+    let text = readme();
+    let cmd = Cli::command();
+    let subs = cmd.get_subcommands().flat_map(|s| s.get_arguments());
+    for arg in cmd.get_arguments().chain(subs) {
+        if let Some(long) = arg.get_long() {
+            if long == "help" || long == "version" {
+                continue;
+            }
+            assert!(
+                text.contains(&format!("--{long}")),
+                "README lacks flag --{long}"
+            );
+        }
+    }
+}
+
+#[test]
+fn every_http_endpoint_is_documented() {
+    let text = readme();
+    let src =
+        std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/src/http/mod.rs")).unwrap();
+    let mut n = 0;
+    for line in src.lines() {
+        if let Some(rest) = line.trim().strip_prefix(".route(\"") {
+            let path = &rest[..rest.find('"').unwrap()];
+            assert!(
+                text.contains(&format!("`GET {path}")),
+                "README lacks endpoint {path}"
+            );
+            n += 1;
+        }
+    }
+    assert!(n >= 5, "found the routes in src/http/mod.rs");
+}
