@@ -83,6 +83,10 @@ async fn snapshot_and_stream_match_their_schemas() {
     assert_eq!(one["ranks"][0]["dp_rank"], 1);
     let none: Value = serde_json::from_str(&none).unwrap();
     assert!(none["ranks"].as_array().unwrap().is_empty());
+    assert!(
+        none["engines"].as_array().unwrap().is_empty(),
+        "engine filter applies to aggregates"
+    );
 
     let frames = read_events(&format!("{}/v1/stream", exp.url), &[("frame", 5)]).await;
     let snaps = read_events(

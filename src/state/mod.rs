@@ -216,14 +216,41 @@ impl Registry {
     }
 
     fn log_transition(&self, key: &RankKey, (from, to): Transition, now: &Now) {
-        tracing::info!(
-            engine = %self.engines[key.engine].name,
-            worker_id = %key.worker_id,
-            dp_rank = key.dp_rank,
-            from = from.as_str(),
-            to = to.as_str(),
-            "rank state changed"
-        );
+        let engine = &self.engines[key.engine].name;
+        let (worker_id, dp_rank) = (&*key.worker_id, key.dp_rank);
+        let (from_s, to_s) = (from.as_str(), to.as_str());
+        // Busy <-> idle flips with every idle spell: debug. Losing or regaining a rank
+        // is what an operator needs to see.
+        match (from, to) {
+            (_, Liveness::Stale | Liveness::Expired) => {
+                tracing::warn!(
+                    engine,
+                    worker_id,
+                    dp_rank,
+                    from = from_s,
+                    to = to_s,
+                    "rank went silent"
+                )
+            }
+            (Liveness::Stale, _) => {
+                tracing::info!(
+                    engine,
+                    worker_id,
+                    dp_rank,
+                    from = from_s,
+                    to = to_s,
+                    "rank is back"
+                )
+            }
+            _ => tracing::debug!(
+                engine,
+                worker_id,
+                dp_rank,
+                from = from_s,
+                to = to_s,
+                "rank state changed"
+            ),
+        }
         self.emit(
             key,
             EventKind::State {
@@ -420,6 +447,10 @@ impl Registry {
             }
         }
         ranks.sort_by(|a, b| a.key.cmp(&b.key));
+        engines.retain(|e| {
+            let name = &self.engines[e.engine].name;
+            filter.engine.as_deref().is_none_or(|n| name == n)
+        });
         Snapshot {
             at_unix_ns: now.unix_ns,
             ranks,
