@@ -78,6 +78,24 @@ def ts(title, tgts, x, y, w=12, h=8, unit="short", desc="", bars=False, legend_t
     }
 
 
+def state_timeline(title, tgts, x, y, w=12, h=8, desc=""):
+    def mapping(value, text, color):
+        return {"type": "value", "options": {str(value): {"text": text, "color": color, "index": value}}}
+    return {
+        "type": "state-timeline", "id": next(_ids), "title": title, "description": desc, "datasource": DS,
+        "gridPos": {"h": h, "w": w, "x": x, "y": y},
+        "targets": tgts,
+        "fieldConfig": {"defaults": {"color": {"mode": "thresholds"},
+                                     "mappings": [mapping(0, "stale", "red"), mapping(1, "idle", "blue"),
+                                                  mapping(2, "busy", "green")],
+                                     "thresholds": {"mode": "absolute", "steps": [{"color": "red", "value": None}]}},
+                        "overrides": []},
+        "options": {"showValue": "never", "mergeValues": True, "rowHeight": 0.8,
+                    "legend": {"displayMode": "list", "placement": "bottom", "showLegend": True},
+                    "tooltip": {"mode": "single", "sort": "none"}},
+    }
+
+
 def var(name, label, query, multi=True, include_all=True):
     v = {
         "name": name, "label": label, "type": "query", "datasource": DS,
@@ -147,9 +165,9 @@ def panels():
     ]
     y += 8
     p += [
-        ts("Rank state", targets(
+        state_timeline("Rank state", targets(
             (f'2 * fpm_rank_state{{{R}, state="busy"}} + ignoring(state) fpm_rank_state{{{R}, state="idle"}}', RANK)),
-           0, y, desc="2 busy, 1 idle, 0 stale."),
+           0, y, desc="busy (green): iterating; idle (blue): heartbeats only; stale (red): silent."),
         ts("Busy fraction per rank (1m)", targets((f"fpm:busy_fraction:rate1m{{{R}}}", RANK)),
            12, y, unit="percentunit", desc="Share of time in forward passes, from the recording rule."),
     ]
