@@ -165,6 +165,18 @@ fn dashboard_is_structurally_sound() {
     ] {
         assert!(titles.contains(&want), "no panel {want:?}");
     }
+    // Every query of the exporter's series is scoped to the selected job, so that two
+    // exporter deployments in one Prometheus never mix.
+    for (title, expr) in panel_exprs(&d) {
+        if expr.contains("fpm") || expr.contains("process_") || expr.starts_with("up") {
+            let selectors = expr.matches('{').count();
+            assert_eq!(
+                expr.matches("job=\"$job\"").count(),
+                selectors,
+                "panel {title:?} not scoped to $job: {expr}"
+            );
+        }
+    }
 }
 
 #[test]
