@@ -3,7 +3,8 @@
 #   - a venv at target/pyenv with msgspec, pyzmq, numpy, matplotlib, jsonschema
 #   - the real SGLang FPM publisher module (sglang==0.5.23 wheel, one file) at
 #     target/fpm-publisher/forward_pass_metrics.py
-#   - Debian's prometheus package (for promtool), only if promtool is missing
+#   - Debian's prometheus package (promtool, and the server tests/dashboards.rs runs),
+#     only if either binary is missing
 # Fast (well under a second) when everything is already present.
 # Progress goes to stderr; stdout gets one summary line.
 set -euo pipefail
@@ -83,14 +84,14 @@ PYEOF
 fi
 
 # --- promtool (Debian's prometheus package) -------------------------------
-if command -v promtool >/dev/null 2>&1; then
-    log "promtool present"
+if command -v promtool >/dev/null 2>&1 && command -v prometheus >/dev/null 2>&1; then
+    log "promtool and prometheus present"
 else
     SUDO=()
     if [ "$(id -u)" -ne 0 ]; then
         SUDO=(sudo)
     fi
-    log "installing Debian package prometheus (for promtool)"
+    log "installing Debian package prometheus (promtool and the server)"
     "${SUDO[@]}" apt-get update -qq >&2
     "${SUDO[@]}" env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq prometheus >&2
     # The package may start its service; it must not hold port 9090 during tests.
@@ -104,6 +105,7 @@ else
         "${SUDO[@]}" /etc/init.d/prometheus stop >/dev/null 2>&1 || true
     fi
     command -v promtool >/dev/null 2>&1 || { log "promtool still not on PATH after install"; exit 1; }
+    command -v prometheus >/dev/null 2>&1 || { log "prometheus still not on PATH after install"; exit 1; }
 fi
 
 echo "test-deps: ok ($("$VPY" -c 'import sys; print("python %d.%d" % sys.version_info[:2])'), $(promtool --version 2>&1 | head -n1 | awk '{print "promtool", $3}'))"
