@@ -40,13 +40,27 @@ pub async fn start(settings: Settings) -> std::io::Result<Running> {
         }
         tasks.extend(crate::demo::spawn(&demo.endpoint, demo.ranks, &shutdown_rx));
     }
-    let sub_config = SubscriberConfig { silence_timeout: settings.state.stale_after, ..Default::default() };
-    tasks.extend(crate::source::spawn_all(&registry, &settings.endpoints, &sub_config, &shutdown_rx));
+    let sub_config = SubscriberConfig {
+        silence_timeout: settings.state.stale_after,
+        ..Default::default()
+    };
+    tasks.extend(crate::source::spawn_all(
+        &registry,
+        &settings.endpoints,
+        &sub_config,
+        &shutdown_rx,
+    ));
     tasks.push(tokio::spawn(sweeper(registry.clone(), shutdown_rx.clone())));
 
     let listener = tokio::net::TcpListener::bind(settings.listen).await?;
     let addr = listener.local_addr()?;
-    let state = AppState::new(registry.clone(), &HttpConfig { max_streams: settings.max_streams }, shutdown_rx.clone());
+    let state = AppState::new(
+        registry.clone(),
+        &HttpConfig {
+            max_streams: settings.max_streams,
+        },
+        shutdown_rx.clone(),
+    );
     state.http_up.store(true, Relaxed);
     let app = http::router(state);
     let mut stop = shutdown_rx.clone();
@@ -59,7 +73,14 @@ pub async fn start(settings: Settings) -> std::io::Result<Running> {
         }
     });
     tracing::info!(%addr, engines = settings.engines.len(), endpoints = settings.endpoints.len(), "fpm-exporter listening");
-    Ok(Running { addr, registry, shutdown, server, tasks, demo_dir })
+    Ok(Running {
+        addr,
+        registry,
+        shutdown,
+        server,
+        tasks,
+        demo_dir,
+    })
 }
 
 async fn sweeper(registry: Arc<Registry>, mut shutdown: watch::Receiver<bool>) {

@@ -11,13 +11,28 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 /// Label names the exporter itself uses; engine labels may not reuse them.
-pub const RESERVED_LABELS: [&str; 10] = [
-    "engine", "worker_id", "dp_rank", "endpoint", "window", "field", "quantile", "state", "reason", "version",
+pub const RESERVED_LABELS: [&str; 12] = [
+    "engine",
+    "worker_id",
+    "dp_rank",
+    "endpoint",
+    "window",
+    "field",
+    "quantile",
+    "state",
+    "reason",
+    "version",
+    "regression",
+    "term",
 ];
 
 /// Command-line interface.
 #[derive(Debug, Parser)]
-#[command(name = "fpm-exporter", version, about = "Export LLM engines' forward-pass metrics (FPM) to Prometheus, JSON streams and router load views.")]
+#[command(
+    name = "fpm-exporter",
+    version,
+    about = "Export LLM engines' forward-pass metrics (FPM) to Prometheus, JSON streams and router load views."
+)]
 pub struct Cli {
     /// What to run; without a subcommand the exporter runs.
     #[command(subcommand)]
@@ -202,12 +217,19 @@ fn parse_windows(list: &[String]) -> Result<Vec<u64>, String> {
 
 fn check_label(name: &str) -> Result<(), String> {
     let mut chars = name.chars();
-    let ok_start = chars.next().is_some_and(|c| c.is_ascii_alphabetic() || c == '_');
-    if !ok_start || !chars.all(|c| c.is_ascii_alphanumeric() || c == '_') || name.starts_with("__") {
-        return Err(format!("label name {name:?} is not a valid Prometheus label name"));
+    let ok_start = chars
+        .next()
+        .is_some_and(|c| c.is_ascii_alphabetic() || c == '_');
+    if !ok_start || !chars.all(|c| c.is_ascii_alphanumeric() || c == '_') || name.starts_with("__")
+    {
+        return Err(format!(
+            "label name {name:?} is not a valid Prometheus label name"
+        ));
     }
     if RESERVED_LABELS.contains(&name) {
-        return Err(format!("label name {name:?} is used by the exporter itself"));
+        return Err(format!(
+            "label name {name:?} is used by the exporter itself"
+        ));
     }
     Ok(())
 }
@@ -217,7 +239,11 @@ fn expand(engine: usize, base: &str, ranks: RankRange) -> Result<Vec<EndpointSpe
         .iter()
         .map(|r| {
             rank_address(base, r)
-                .map(|address| EndpointSpec { engine, rank: r, address })
+                .map(|address| EndpointSpec {
+                    engine,
+                    rank: r,
+                    address,
+                })
                 .map_err(|e| e.0)
         })
         .collect()
@@ -231,14 +257,17 @@ impl Settings {
             Some(path) => {
                 let text = std::fs::read_to_string(path)
                     .map_err(|e| err(format!("--config {}: {e}", path.display())))?;
-                let file: FileConfig = toml::from_str(&text)
-                    .map_err(|e| err(format!("{}: {e}", path.display())))?;
+                let file: FileConfig =
+                    toml::from_str(&text).map_err(|e| err(format!("{}: {e}", path.display())))?;
                 (file, text, path.display().to_string())
             }
             None => (FileConfig::default(), String::new(), String::new()),
         };
         let at = |span: std::ops::Range<usize>, key: &str, msg: String| {
-            err(format!("{path}: line {}: {key}: {msg}", line_of(&text, span)))
+            err(format!(
+                "{path}: line {}: {key}: {msg}",
+                line_of(&text, span)
+            ))
         };
 
         let mut state = StateConfig::default();
@@ -250,19 +279,36 @@ impl Settings {
             state.windows = parse_windows(&list).map_err(|m| err(format!("--windows: {m}")))?;
         }
         for (key, slot, file_val, flag) in [
-            ("stale_after", &mut state.stale_after, &file.stale_after, args.stale_after),
-            ("expire_after", &mut state.expire_after, &file.expire_after, args.expire_after),
+            (
+                "stale_after",
+                &mut state.stale_after,
+                &file.stale_after,
+                args.stale_after,
+            ),
+            (
+                "expire_after",
+                &mut state.expire_after,
+                &file.expire_after,
+                args.expire_after,
+            ),
         ] {
             if let Some(v) = file_val {
-                *slot = humantime::parse_duration(v.get_ref())
-                    .map_err(|e| at(v.span(), key, format!("{:?} is not a duration: {e}", v.get_ref())))?;
+                *slot = humantime::parse_duration(v.get_ref()).map_err(|e| {
+                    at(
+                        v.span(),
+                        key,
+                        format!("{:?} is not a duration: {e}", v.get_ref()),
+                    )
+                })?;
             }
             if let Some(d) = flag {
                 *slot = d;
             }
         }
         if state.stale_after < Duration::from_millis(500) {
-            return Err(err("stale_after must be at least 500ms (heartbeats come every second)".into()));
+            return Err(err(
+                "stale_after must be at least 500ms (heartbeats come every second)".into(),
+            ));
         }
         if state.expire_after <= state.stale_after {
             return Err(err("expire_after must be longer than stale_after".into()));
@@ -293,7 +339,11 @@ impl Settings {
                 return Err(at(e.name.span(), "engine.name", "must not be empty".into()));
             }
             if engines.iter().any(|x: &EngineInfo| x.name == name) {
-                return Err(at(e.name.span(), "engine.name", format!("{name:?} is declared twice")));
+                return Err(at(
+                    e.name.span(),
+                    "engine.name",
+                    format!("{name:?} is declared twice"),
+                ));
             }
             let ranks = match &e.ranks {
                 None => RankRange { start: 0, end: 1 },
@@ -303,12 +353,17 @@ impl Settings {
                 }
                 .map_err(|m| at(r.span(), "engine.ranks", m.0))?,
             };
-            let labels = e.labels.as_ref().map(|l| (l.get_ref().clone(), l.span())).unwrap_or_default();
+            let labels = e
+                .labels
+                .as_ref()
+                .map(|l| (l.get_ref().clone(), l.span()))
+                .unwrap_or_default();
             for k in labels.0.keys() {
                 check_label(k).map_err(|m| at(labels.1.clone(), "engine.labels", m))?;
             }
             endpoints.extend(
-                expand(idx, e.endpoint.get_ref(), ranks).map_err(|m| at(e.endpoint.span(), "engine.endpoint", m))?,
+                expand(idx, e.endpoint.get_ref(), ranks)
+                    .map_err(|m| at(e.endpoint.span(), "engine.endpoint", m))?,
             );
             engines.push(EngineInfo {
                 name: name.to_owned(),
@@ -322,28 +377,61 @@ impl Settings {
             let ranks = RankRange::parse(&args.ranks).map_err(|m| err(format!("--ranks: {m}")))?;
             let idx = engines.len();
             if engines.iter().any(|x| x.name == args.engine) {
-                return Err(err(format!("--engine {:?} is also declared in the config file", args.engine)));
+                return Err(err(format!(
+                    "--engine {:?} is also declared in the config file",
+                    args.engine
+                )));
             }
-            endpoints.extend(expand(idx, base, ranks).map_err(|m| err(format!("--endpoint: {m}")))?);
-            engines.push(EngineInfo { name: args.engine.clone(), labels: parse_label_flags(&args.labels)? });
+            endpoints
+                .extend(expand(idx, base, ranks).map_err(|m| err(format!("--endpoint: {m}")))?);
+            engines.push(EngineInfo {
+                name: args.engine.clone(),
+                labels: parse_label_flags(&args.labels)?,
+            });
         } else if !args.labels.is_empty() {
-            return Err(err("--label applies to the engine given with --endpoint".into()));
+            return Err(err(
+                "--label applies to the engine given with --endpoint".into()
+            ));
         }
         if args.demo || (engines.is_empty() && !engine_from_flags) {
             if args.demo_ranks == 0 || args.demo_ranks > 64 {
                 return Err(err("--demo-ranks must be from 1 to 64".into()));
             }
-            let dir = std::env::temp_dir().join(format!("fpm-exporter-demo-{}", std::process::id()));
+            let dir =
+                std::env::temp_dir().join(format!("fpm-exporter-demo-{}", std::process::id()));
             let base = format!("ipc://{}/rank", dir.display());
             let idx = engines.len();
-            endpoints.extend(expand(idx, &base, RankRange { start: 0, end: args.demo_ranks }).map_err(err)?);
+            endpoints.extend(
+                expand(
+                    idx,
+                    &base,
+                    RankRange {
+                        start: 0,
+                        end: args.demo_ranks,
+                    },
+                )
+                .map_err(err)?,
+            );
             engines.push(EngineInfo {
                 name: "demo".into(),
-                labels: vec![("model".into(), "simulated".into()), ("role".into(), "agg".into())],
+                labels: vec![
+                    ("model".into(), "simulated".into()),
+                    ("role".into(), "agg".into()),
+                ],
             });
-            demo = Some(DemoSettings { endpoint: base, ranks: args.demo_ranks });
+            demo = Some(DemoSettings {
+                endpoint: base,
+                ranks: args.demo_ranks,
+            });
         }
-        Ok(Settings { listen, state, engines, endpoints, demo, max_streams })
+        Ok(Settings {
+            listen,
+            state,
+            engines,
+            endpoints,
+            demo,
+            max_streams,
+        })
     }
 }
 
@@ -381,11 +469,30 @@ mod tests {
 
     #[test]
     fn one_command_line_covers_all_ranks() {
-        let s = Settings::from_cli(&args(&["-e", "tcp://127.0.0.1:20380", "-r", "4", "--label", "model=m"])).unwrap();
+        let s = Settings::from_cli(&args(&[
+            "-e",
+            "tcp://127.0.0.1:20380",
+            "-r",
+            "4",
+            "--label",
+            "model=m",
+        ]))
+        .unwrap();
         let addrs: Vec<_> = s.endpoints.iter().map(|e| e.address.as_str()).collect();
-        assert_eq!(addrs, ["tcp://127.0.0.1:20380", "tcp://127.0.0.1:20381", "tcp://127.0.0.1:20382", "tcp://127.0.0.1:20383"]);
+        assert_eq!(
+            addrs,
+            [
+                "tcp://127.0.0.1:20380",
+                "tcp://127.0.0.1:20381",
+                "tcp://127.0.0.1:20382",
+                "tcp://127.0.0.1:20383"
+            ]
+        );
         assert!(s.demo.is_none());
-        assert_eq!(s.engines[0].labels, vec![("model".to_string(), "m".to_string())]);
+        assert_eq!(
+            s.engines[0].labels,
+            vec![("model".to_string(), "m".to_string())]
+        );
     }
 
     #[test]
@@ -410,15 +517,28 @@ mod tests {
 
     #[test]
     fn errors_name_the_key_and_line() {
-        let e = file("[[engine]]\nname = \"a\"\nendpoint = \"udp://x\"\n").unwrap_err().0;
+        let e = file("[[engine]]\nname = \"a\"\nendpoint = \"udp://x\"\n")
+            .unwrap_err()
+            .0;
         assert!(e.contains("line 3") && e.contains("engine.endpoint"), "{e}");
-        let e = file("[[engine]]\nname = \"a\"\nendpoit = \"tcp://x:1\"\n").unwrap_err().0;
+        let e = file("[[engine]]\nname = \"a\"\nendpoit = \"tcp://x:1\"\n")
+            .unwrap_err()
+            .0;
         assert!(e.contains("endpoit") && e.contains("line 3"), "{e}");
-        let e = file("[[engine]]\nname = \"a\"\nendpoint = \"tcp://x:1\"\nlabels = { dp_rank = \"1\" }\n").unwrap_err().0;
-        assert!(e.contains("line 4") && e.contains("used by the exporter"), "{e}");
+        let e = file(
+            "[[engine]]\nname = \"a\"\nendpoint = \"tcp://x:1\"\nlabels = { dp_rank = \"1\" }\n",
+        )
+        .unwrap_err()
+        .0;
+        assert!(
+            e.contains("line 4") && e.contains("used by the exporter"),
+            "{e}"
+        );
         let e = file("stale_after = \"soon\"\n").unwrap_err().0;
         assert!(e.contains("line 1") && e.contains("stale_after"), "{e}");
-        let e = Settings::from_cli(&args(&["-e", "tcp://h:65535", "-r", "2"])).unwrap_err().0;
+        let e = Settings::from_cli(&args(&["-e", "tcp://h:65535", "-r", "2"]))
+            .unwrap_err()
+            .0;
         assert!(e.contains("--endpoint") && e.contains("65536"), "{e}");
     }
 }

@@ -95,7 +95,13 @@ impl SimRank {
 }
 
 /// Publishes one simulated rank on `address` until `shutdown`.
-pub async fn run_rank(address: String, worker_id: String, dp_rank: u64, seed: u64, mut shutdown: watch::Receiver<bool>) {
+pub async fn run_rank(
+    address: String,
+    worker_id: String,
+    dp_rank: u64,
+    seed: u64,
+    mut shutdown: watch::Receiver<bool>,
+) {
     let mut publisher = match FramePublisher::bind(&address).await {
         Ok(p) => p,
         Err(e) => {
@@ -151,11 +157,21 @@ pub async fn run_rank(address: String, worker_id: String, dp_rank: u64, seed: u6
 }
 
 /// Starts `ranks` simulated ranks on `base` (tcp port + r or ipc path.r).
-pub fn spawn(base: &str, ranks: u64, shutdown: &watch::Receiver<bool>) -> Vec<tokio::task::JoinHandle<()>> {
+pub fn spawn(
+    base: &str,
+    ranks: u64,
+    shutdown: &watch::Receiver<bool>,
+) -> Vec<tokio::task::JoinHandle<()>> {
     (0..ranks)
         .filter_map(|r| {
             let address = crate::source::endpoint::rank_address(base, r).ok()?;
-            Some(tokio::spawn(run_rank(address, "demo-engine-0".into(), r, 0x5eed + r, shutdown.clone())))
+            Some(tokio::spawn(run_rank(
+                address,
+                "demo-engine-0".into(),
+                r,
+                0x5eed + r,
+                shutdown.clone(),
+            )))
         })
         .collect()
 }

@@ -6,12 +6,12 @@
 //! rolling statistics) -> [`sink`] (Prometheus text, JSON snapshots, event stream)
 //! -> [`http`] (axum server). [`demo`] is a simulated engine for first runs and tests.
 
-pub mod wire;
-pub mod state;
-pub mod source;
-pub mod sink;
-pub mod http;
+pub mod app;
 pub mod config;
 pub mod demo;
+pub mod http;
 pub mod publish;
-pub mod app;
+pub mod sink;
+pub mod source;
+pub mod state;
+pub mod wire;

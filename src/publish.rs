@@ -30,7 +30,12 @@ impl FramePublisher {
         }
         let mut socket = PubSocket::new();
         socket.bind(address).await?;
-        Ok(FramePublisher { socket, next_seq: 0, buf: Vec::with_capacity(512), address: address.into() })
+        Ok(FramePublisher {
+            socket,
+            next_seq: 0,
+            buf: Vec::with_capacity(512),
+            address: address.into(),
+        })
     }
 
     /// Sends one frame, stamping `counter_id` with the next sequence number.
@@ -40,13 +45,18 @@ impl FramePublisher {
         self.next_seq += 1;
         metrics.counter_id = seq;
         encode_payload_into(metrics, &mut self.buf);
-        self.send_raw(seq, Bytes::copy_from_slice(&self.buf)).await?;
+        self.send_raw(seq, Bytes::copy_from_slice(&self.buf))
+            .await?;
         Ok(seq)
     }
 
     /// Sends an already-encoded payload under sequence `seq`.
     pub async fn send_raw(&mut self, seq: u64, payload: Bytes) -> zeromq::ZmqResult<()> {
-        let frames = vec![Bytes::new(), Bytes::copy_from_slice(&encode_sequence(seq)), payload];
+        let frames = vec![
+            Bytes::new(),
+            Bytes::copy_from_slice(&encode_sequence(seq)),
+            payload,
+        ];
         let msg = ZmqMessage::try_from(frames).expect("three frames");
         self.socket.send(msg).await
     }

@@ -28,10 +28,15 @@ fn busy_frame(i: u64) -> Value {
 async fn wait_ranks_up(exp: &Exporter, engine: &str, ranks: &[u64]) {
     for &r in ranks {
         let rank = r.to_string();
-        wait_for(&format!("{engine} rank {r} up"), Duration::from_secs(15), || async {
-            let m = exp.metrics().await;
-            (sample(&m, "fpm_up", &[("engine", engine), ("dp_rank", &rank)]) == Some(1.0)).then_some(())
-        })
+        wait_for(
+            &format!("{engine} rank {r} up"),
+            Duration::from_secs(15),
+            || async {
+                let m = exp.metrics().await;
+                (sample(&m, "fpm_up", &[("engine", engine), ("dp_rank", &rank)]) == Some(1.0))
+                    .then_some(())
+            },
+        )
         .await;
     }
 }
@@ -67,32 +72,73 @@ async fn real_publisher_over_tcp_and_ipc_reports_exact_values() {
         }
         d.cmd(json!({"cmd": "publish", "key": key, "metrics": busy_frame(50), "drain": true}));
     }
-    let m = wait_for("all 51 iterations on every rank", Duration::from_secs(10), || async {
-        let m = exp.metrics().await;
-        let all = [("vllm", "0"), ("vllm", "1"), ("sglang", "0"), ("sglang", "1")].iter().all(|(e, r)| {
-            sample(&m, "fpm_iterations_total", &[("engine", e), ("dp_rank", r)]) == Some(51.0)
-        });
-        all.then_some(m)
-    })
+    let m = wait_for(
+        "all 51 iterations on every rank",
+        Duration::from_secs(10),
+        || async {
+            let m = exp.metrics().await;
+            let all = [
+                ("vllm", "0"),
+                ("vllm", "1"),
+                ("sglang", "0"),
+                ("sglang", "1"),
+            ]
+            .iter()
+            .all(|(e, r)| {
+                sample(&m, "fpm_iterations_total", &[("engine", e), ("dp_rank", r)]) == Some(51.0)
+            });
+            all.then_some(m)
+        },
+    )
     .await;
 
     for (engine, worker, role) in [("vllm", "vllm-w", "decode"), ("sglang", "sgl-w", "prefill")] {
         for r in ["0", "1"] {
-            let l = [("engine", engine), ("worker_id", worker), ("dp_rank", r), ("role", role), ("model", "m1")];
+            let l = [
+                ("engine", engine),
+                ("worker_id", worker),
+                ("dp_rank", r),
+                ("role", role),
+                ("model", "m1"),
+            ];
             // Latest values are exactly the last frame published.
-            assert_eq!(sample(&m, "fpm_last_wall_time_seconds", &l), Some(0.025 + 50.0 * 0.001));
-            assert_eq!(sample(&m, "fpm_last_scheduled_prefill_tokens", &l), Some(1050.0));
-            assert_eq!(sample(&m, "fpm_last_scheduled_decode_requests", &l), Some(90.0));
-            assert_eq!(sample(&m, "fpm_last_queued_prefill_tokens", &l), Some(7000.0));
-            assert_eq!(sample(&m, "fpm_last_scheduled_decode_kv_tokens_variance", &l), Some(4.0e6));
+            assert_eq!(
+                sample(&m, "fpm_last_wall_time_seconds", &l),
+                Some(0.025 + 50.0 * 0.001)
+            );
+            assert_eq!(
+                sample(&m, "fpm_last_scheduled_prefill_tokens", &l),
+                Some(1050.0)
+            );
+            assert_eq!(
+                sample(&m, "fpm_last_scheduled_decode_requests", &l),
+                Some(90.0)
+            );
+            assert_eq!(
+                sample(&m, "fpm_last_queued_prefill_tokens", &l),
+                Some(7000.0)
+            );
+            assert_eq!(
+                sample(&m, "fpm_last_scheduled_decode_kv_tokens_variance", &l),
+                Some(4.0e6)
+            );
             // Cumulative sums: 51 frames with sum_prefill_tokens 1000..=1050.
-            assert_eq!(sample(&m, "fpm_prefill_tokens_total", &l), Some((1000..=1050).sum::<u64>() as f64));
-            assert_eq!(sample(&m, "fpm_decode_request_iterations_total", &l), Some((40..=90).sum::<u64>() as f64));
+            assert_eq!(
+                sample(&m, "fpm_prefill_tokens_total", &l),
+                Some((1000..=1050).sum::<u64>() as f64)
+            );
+            assert_eq!(
+                sample(&m, "fpm_decode_request_iterations_total", &l),
+                Some((40..=90).sum::<u64>() as f64)
+            );
             assert_eq!(sample(&m, "fpm_missed_frames_total", &l), Some(0.0));
             assert_eq!(sample(&m, "fpm_publisher_restarts_total", &l), Some(0.0));
             // Window statistics over the same 51 frames.
             let mut wl = l.to_vec();
-            wl.extend([("window", "60s"), ("field", "scheduled_requests.sum_prefill_tokens")]);
+            wl.extend([
+                ("window", "60s"),
+                ("field", "scheduled_requests.sum_prefill_tokens"),
+            ]);
             assert_eq!(sample(&m, "fpm_window_mean", &wl), Some(1025.0));
             let var = (0..=50).map(|i| (i as f64 - 25.0).powi(2)).sum::<f64>() / 51.0;
             let got = sample(&m, "fpm_window_variance", &wl).unwrap();
@@ -120,7 +166,10 @@ async fn real_publisher_over_tcp_and_ipc_reports_exact_values() {
     expected["counter_id"] = r["last_sequence"].clone();
     assert_eq!(r["last"], expected);
     assert_eq!(r["counters"]["iterations"], 51);
-    assert_eq!(r["windows"]["60s"]["scheduled_requests"]["sum_prefill_tokens"]["mean"], 1025.0);
+    assert_eq!(
+        r["windows"]["60s"]["scheduled_requests"]["sum_prefill_tokens"]["mean"],
+        1025.0
+    );
 
     // Idle ranks stay up on heartbeats alone; a stopped publisher goes stale, alone.
     d.cmd(json!({"cmd": "stop", "key": "t1"}));
@@ -129,14 +178,39 @@ async fn real_publisher_over_tcp_and_ipc_reports_exact_values() {
         (sample(&m, "fpm_up", &[("engine", "vllm"), ("dp_rank", "1")]) == Some(0.0)).then_some(m)
     })
     .await;
-    assert_eq!(sample(&m, "fpm_rank_state", &[("engine", "vllm"), ("dp_rank", "1"), ("state", "stale")]), Some(1.0));
+    assert_eq!(
+        sample(
+            &m,
+            "fpm_rank_state",
+            &[("engine", "vllm"), ("dp_rank", "1"), ("state", "stale")]
+        ),
+        Some(1.0)
+    );
     tokio::time::sleep(Duration::from_millis(2500)).await;
     let m = exp.metrics().await;
     for (e, r) in [("vllm", "0"), ("sglang", "0"), ("sglang", "1")] {
-        assert_eq!(sample(&m, "fpm_up", &[("engine", e), ("dp_rank", r)]), Some(1.0), "{e}/{r} idle but up");
-        assert_eq!(sample(&m, "fpm_rank_state", &[("engine", e), ("dp_rank", r), ("state", "idle")]), Some(1.0));
+        assert_eq!(
+            sample(&m, "fpm_up", &[("engine", e), ("dp_rank", r)]),
+            Some(1.0),
+            "{e}/{r} idle but up"
+        );
+        assert_eq!(
+            sample(
+                &m,
+                "fpm_rank_state",
+                &[("engine", e), ("dp_rank", r), ("state", "idle")]
+            ),
+            Some(1.0)
+        );
     }
-    assert_eq!(sample(&m, "fpm_engine_ranks", &[("engine", "vllm"), ("state", "stale")]), Some(1.0));
+    assert_eq!(
+        sample(
+            &m,
+            "fpm_engine_ranks",
+            &[("engine", "vllm"), ("state", "stale")]
+        ),
+        Some(1.0)
+    );
     exp.stop().await;
 }
 
@@ -149,7 +223,9 @@ async fn stream_delivers_real_frames_in_order() {
     d.start(0, &format!("{base}.0"), "w");
     wait_ranks_up(&exp, "e", &[0]).await;
 
-    let resp = reqwest::get(format!("{}/v1/stream?heartbeats=false", exp.url)).await.unwrap();
+    let resp = reqwest::get(format!("{}/v1/stream?heartbeats=false", exp.url))
+        .await
+        .unwrap();
     assert_eq!(resp.headers()["content-type"], "text/event-stream");
     let mut body = resp.bytes_stream();
     d.set_idle(0, false);
@@ -160,19 +236,32 @@ async fn stream_delivers_real_frames_in_order() {
     let mut seqs = Vec::new();
     let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
     while seqs.len() < 200 {
-        let chunk = tokio::time::timeout_at(deadline, body.next()).await.expect("stream stalled").unwrap().unwrap();
+        let chunk = tokio::time::timeout_at(deadline, body.next())
+            .await
+            .expect("stream stalled")
+            .unwrap()
+            .unwrap();
         buf.push_str(std::str::from_utf8(&chunk).unwrap());
         while let Some(end) = buf.find("\n\n") {
             let event: String = buf.drain(..end + 2).collect();
             if event.contains("event: frame") {
-                let data = event.lines().find_map(|l| l.strip_prefix("data: ")).unwrap();
+                let data = event
+                    .lines()
+                    .find_map(|l| l.strip_prefix("data: "))
+                    .unwrap();
                 let v: Value = serde_json::from_str(data).unwrap();
-                assert_eq!(v["metrics"]["scheduled_requests"]["sum_prefill_tokens"], 1000 + seqs.len() as u64);
+                assert_eq!(
+                    v["metrics"]["scheduled_requests"]["sum_prefill_tokens"],
+                    1000 + seqs.len() as u64
+                );
                 assert!(v["received_at_ns"].as_u64().unwrap() > 0);
                 seqs.push(v["sequence"].as_u64().unwrap());
             }
         }
     }
-    assert!(seqs.windows(2).all(|w| w[1] == w[0] + 1), "in order, no gap: {seqs:?}");
+    assert!(
+        seqs.windows(2).all(|w| w[1] == w[0] + 1),
+        "in order, no gap: {seqs:?}"
+    );
     exp.stop().await;
 }

@@ -16,21 +16,39 @@ fn promtool_check(body: &str) -> (bool, String) {
         .stderr(Stdio::piped())
         .spawn()
         .expect("promtool on PATH (scripts/test-deps.sh installs Debian's prometheus)");
-    child.stdin.take().unwrap().write_all(body.as_bytes()).unwrap();
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(body.as_bytes())
+        .unwrap();
     let out = child.wait_with_output().unwrap();
-    let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
     (out.status.success() && text.trim().is_empty(), text)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn live_metrics_pass_promtool() {
     let exp = Exporter::start(&["--demo", "--demo-ranks", "3", "--windows", "5s,30s"]).await;
-    let body = wait_for("demo ranks with window statistics", Duration::from_secs(15), || async {
-        let m = exp.metrics().await;
-        (sample(&m, "fpm_window_mean", &[("engine", "demo"), ("window", "5s")]).is_some()
-            && sample(&m, "fpm_up", &[("dp_rank", "2")]) == Some(1.0))
-        .then_some(m)
-    })
+    let body = wait_for(
+        "demo ranks with window statistics",
+        Duration::from_secs(15),
+        || async {
+            let m = exp.metrics().await;
+            (sample(
+                &m,
+                "fpm_window_mean",
+                &[("engine", "demo"), ("window", "5s")],
+            )
+            .is_some()
+                && sample(&m, "fpm_up", &[("dp_rank", "2")]) == Some(1.0))
+            .then_some(m)
+        },
+    )
     .await;
     let (ok, report) = promtool_check(&body);
     assert!(ok, "promtool check metrics failed:\n{report}");
@@ -41,7 +59,10 @@ async fn live_metrics_pass_promtool() {
         .send()
         .await
         .unwrap();
-    assert!(om.headers()["content-type"].to_str().unwrap().starts_with("application/openmetrics-text"));
+    assert!(om.headers()["content-type"]
+        .to_str()
+        .unwrap()
+        .starts_with("application/openmetrics-text"));
     let om = om.text().await.unwrap();
     assert!(om.ends_with("# EOF\n"));
     assert!(om.contains("# TYPE fpm_frames counter\n"));

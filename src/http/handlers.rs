@@ -2,9 +2,9 @@
 //! typo in a planner's URL fails loudly instead of silently matching everything.
 
 use super::AppState;
+use crate::sink::json;
 use crate::sink::prometheus::{self, text::Format};
 use crate::sink::stream::{ClientStream, StreamOptions};
-use crate::sink::json;
 use crate::state::RankFilter;
 use axum::extract::{Query, State};
 use axum::http::{header, HeaderMap, StatusCode};
@@ -18,7 +18,11 @@ use std::time::Duration;
 const MAX_PARAM_BYTES: usize = 256;
 
 fn bad_request(msg: impl Into<String>) -> Response {
-    (StatusCode::BAD_REQUEST, Json(serde_json::json!({ "error": msg.into() }))).into_response()
+    (
+        StatusCode::BAD_REQUEST,
+        Json(serde_json::json!({ "error": msg.into() })),
+    )
+        .into_response()
 }
 
 use axum::Json;
@@ -33,10 +37,12 @@ pub struct FilterParams {
 }
 
 impl FilterParams {
-    fn into_filter(self) -> Result<RankFilter, Response> {
+    fn into_filter(self) -> Result<RankFilter, String> {
         for v in [&self.engine, &self.worker_id].into_iter().flatten() {
             if v.len() > MAX_PARAM_BYTES {
-                return Err(bad_request(format!("query values are limited to {MAX_PARAM_BYTES} bytes")));
+                return Err(format!(
+                    "query values are limited to {MAX_PARAM_BYTES} bytes"
+                ));
             }
         }
         Ok(RankFilter {
@@ -53,6 +59,9 @@ pub async fn index() -> &'static str {
         "GET /metrics      Prometheus metrics (text 0.0.4; OpenMetrics on request)\n",
         "GET /v1/ranks     JSON snapshot of every rank (?engine=&worker_id=&dp_rank=)\n",
         "GET /v1/stream    server-sent events: frames and state changes (?interval=1s for snapshots)\n",
+        "GET /v1/loads     router load view per rank (?engine=&worker_id=&dp_rank=&format=sglang)\n",
+        "GET /get_load     SGLang /get_load entries of one worker (?worker_id=&engine=)\n",
+        "GET /v1/model     fitted wall_time models and a prediction (?prefill_tokens=&decode_requests=&decode_kv_tokens=)\n",
         "GET /healthz      liveness of the exporter\n",
         "GET /readyz       readiness: HTTP up and every endpoint started\n",
     )
@@ -87,14 +96,24 @@ pub async fn readyz(State(app): State<AppState>) -> Response {
         "endpoints": endpoints.len(),
         "endpoints_not_started": waiting,
     });
-    let status = if ready { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE };
+    let status = if ready {
+        StatusCode::OK
+    } else {
+        StatusCode::SERVICE_UNAVAILABLE
+    };
     (status, Json(body)).into_response()
 }
 
-pub async fn ranks(State(app): State<AppState>, params: Result<Query<FilterParams>, axum::extract::rejection::QueryRejection>) -> Response {
-    let filter = match params.map_err(|e| bad_request(e.body_text())).and_then(|Query(p)| p.into_filter()) {
+pub async fn ranks(
+    State(app): State<AppState>,
+    params: Result<Query<FilterParams>, axum::extract::rejection::QueryRejection>,
+) -> Response {
+    let filter = match params
+        .map_err(|e| e.body_text())
+        .and_then(|Query(p)| p.into_filter())
+    {
         Ok(f) => f,
-        Err(r) => return r,
+        Err(msg) => return bad_request(msg),
     };
     let registry = app.registry.clone();
     let body = tokio::task::spawn_blocking(move || {
@@ -121,7 +140,10 @@ pub struct StreamParams {
     heartbeats: Option<bool>,
 }
 
-pub async fn stream(State(app): State<AppState>, params: Result<Query<StreamParams>, axum::extract::rejection::QueryRejection>) -> Response {
+pub async fn stream(
+    State(app): State<AppState>,
+    params: Result<Query<StreamParams>, axum::extract::rejection::QueryRejection>,
+) -> Response {
     let Query(p) = match params {
         Ok(p) => p,
         Err(e) => return bad_request(e.body_text()),
@@ -131,9 +153,15 @@ pub async fn stream(State(app): State<AppState>, params: Result<Query<StreamPara
         Some(Ok(d)) if d >= Duration::from_millis(100) && d <= Duration::from_secs(3600) => Some(d),
         Some(_) => return bad_request("interval must be a duration from 100ms to 1h, e.g. 1s"),
     };
-    let filter = match (FilterParams { engine: p.engine, worker_id: p.worker_id, dp_rank: p.dp_rank }).into_filter() {
+    let filter = match (FilterParams {
+        engine: p.engine,
+        worker_id: p.worker_id,
+        dp_rank: p.dp_rank,
+    })
+    .into_filter()
+    {
         Ok(f) => f,
-        Err(r) => return r,
+        Err(msg) => return bad_request(msg),
     };
     let Ok(permit) = app.streams.clone().try_acquire_owned() else {
         return (
@@ -142,17 +170,29 @@ pub async fn stream(State(app): State<AppState>, params: Result<Query<StreamPara
         )
             .into_response();
     };
-    let options = StreamOptions { filter, interval, heartbeats: p.heartbeats.unwrap_or(true) };
+    let options = StreamOptions {
+        filter,
+        interval,
+        heartbeats: p.heartbeats.unwrap_or(true),
+    };
     let client = ClientStream::new(app.registry.clone(), options);
     let shutdown = app.shutdown.clone();
-    let events = futures::stream::unfold((client, permit, shutdown), |(mut client, permit, mut shutdown)| async move {
-        let msg = tokio::select! {
-            m = client.next() => m?,
-            _ = shutdown.wait_for(|s| *s) => return None,
-        };
-        // SAFETY of text: JSON never contains raw newlines, so one data line per event.
-        let text = String::from_utf8_lossy(&msg.data).into_owned();
-        Some((Ok::<_, std::convert::Infallible>(Event::default().event(msg.event).data(text)), (client, permit, shutdown)))
-    });
-    Sse::new(events).keep_alive(KeepAlive::default()).into_response()
+    let events = futures::stream::unfold(
+        (client, permit, shutdown),
+        |(mut client, permit, mut shutdown)| async move {
+            let msg = tokio::select! {
+                m = client.next() => m?,
+                _ = shutdown.wait_for(|s| *s) => return None,
+            };
+            // SAFETY of text: JSON never contains raw newlines, so one data line per event.
+            let text = String::from_utf8_lossy(&msg.data).into_owned();
+            Some((
+                Ok::<_, std::convert::Infallible>(Event::default().event(msg.event).data(text)),
+                (client, permit, shutdown),
+            ))
+        },
+    );
+    Sse::new(events)
+        .keep_alive(KeepAlive::default())
+        .into_response()
 }

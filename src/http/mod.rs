@@ -2,6 +2,7 @@
 //! health and readiness. Rendering runs on the blocking pool so a large scrape never
 //! stalls the ingest tasks sharing the runtime.
 
+mod feeds;
 mod handlers;
 
 use crate::state::Registry;
@@ -41,7 +42,11 @@ pub struct AppState {
 
 impl AppState {
     /// State for a registry with the given limits.
-    pub fn new(registry: Arc<Registry>, config: &HttpConfig, shutdown: tokio::sync::watch::Receiver<bool>) -> Self {
+    pub fn new(
+        registry: Arc<Registry>,
+        config: &HttpConfig,
+        shutdown: tokio::sync::watch::Receiver<bool>,
+    ) -> Self {
         let start_unix_secs = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
             .map(|d| d.as_secs_f64())
@@ -65,5 +70,8 @@ pub fn router(state: AppState) -> Router {
         .route("/readyz", get(handlers::readyz))
         .route("/v1/ranks", get(handlers::ranks))
         .route("/v1/stream", get(handlers::stream))
+        .route("/v1/loads", get(feeds::loads))
+        .route("/get_load", get(feeds::get_load))
+        .route("/v1/model", get(feeds::model))
         .with_state(state)
 }

@@ -33,7 +33,11 @@ impl Serialize for WindowJson<'_> {
         let q = (!empty).then(|| {
             let mut o = serde_json::Map::new();
             for ((_, name), v) in QUANTILES.iter().zip(w.wall_time_quantiles) {
-                let key = if *name == "1" { "max".to_string() } else { format!("p{}", &name[2..]) };
+                let key = if *name == "1" {
+                    "max".to_string()
+                } else {
+                    format!("p{}", &name[2..])
+                };
                 o.insert(key, serde_json::json!(v));
             }
             o
@@ -99,6 +103,7 @@ pub struct RankJson<'a> {
     last: Option<&'a ForwardPassMetrics>,
     counters: &'a Counters,
     windows: WindowsJson<'a>,
+    model: super::feeds::ModelJson,
 }
 
 impl<'a> RankJson<'a> {
@@ -119,7 +124,11 @@ impl<'a> RankJson<'a> {
             last_sequence: r.last.as_ref().map(|l| l.sequence),
             last: r.last.as_ref().map(|l| &l.metrics),
             counters: &r.counters,
-            windows: WindowsJson { names: window_names, windows: &r.windows },
+            windows: WindowsJson {
+                names: window_names,
+                windows: &r.windows,
+            },
+            model: super::feeds::ModelJson::new(&r.model, registry.model_window_secs(), None),
         }
     }
 }
@@ -138,6 +147,7 @@ struct EngineJson<'a> {
     labels: Labels<'a>,
     ranks: RankCounts,
     windows: WindowsJson<'a>,
+    model: super::feeds::ModelJson,
 }
 
 impl<'a> EngineJson<'a> {
@@ -152,14 +162,23 @@ impl<'a> EngineJson<'a> {
                 stale: e.stale,
                 expired_total: e.expired_total,
             },
-            windows: WindowsJson { names: window_names, windows: &e.windows },
+            windows: WindowsJson {
+                names: window_names,
+                windows: &e.windows,
+            },
+            model: super::feeds::ModelJson::new(&e.model, registry.model_window_secs(), None),
         }
     }
 }
 
 /// The names of the configured windows, e.g. `["10s", "60s"]`.
 pub fn window_names(registry: &Registry) -> Vec<String> {
-    registry.config.windows.iter().map(|w| format!("{w}s")).collect()
+    registry
+        .config
+        .windows
+        .iter()
+        .map(|w| format!("{w}s"))
+        .collect()
 }
 
 /// Renders the `/v1/ranks` document.
@@ -175,8 +194,16 @@ pub fn ranks_document(registry: &Registry, snap: &Snapshot) -> Vec<u8> {
     let doc = Doc {
         generated_at_ns: snap.at_unix_ns,
         windows: &names,
-        ranks: snap.ranks.iter().map(|r| RankJson::new(registry, r, &names)).collect(),
-        engines: snap.engines.iter().map(|e| EngineJson::new(registry, e, &names)).collect(),
+        ranks: snap
+            .ranks
+            .iter()
+            .map(|r| RankJson::new(registry, r, &names))
+            .collect(),
+        engines: snap
+            .engines
+            .iter()
+            .map(|e| EngineJson::new(registry, e, &names))
+            .collect(),
     };
     serde_json::to_vec(&doc).expect("JSON of plain data cannot fail")
 }

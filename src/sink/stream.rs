@@ -40,7 +40,11 @@ pub fn event_json(registry: &Registry, ev: &Event) -> Bytes {
         .get_or_init(|| {
             let engine = &registry.engines[ev.key.engine].name;
             let v = match &ev.kind {
-                EventKind::Frame { sequence, received_at_ns, metrics } => {
+                EventKind::Frame {
+                    sequence,
+                    received_at_ns,
+                    metrics,
+                } => {
                     #[derive(Serialize)]
                     struct F<'a> {
                         engine: &'a str,
@@ -129,7 +133,10 @@ impl ClientStream {
         for r in &snap.ranks {
             let json = serde_json::to_vec(&RankJson::new(&self.registry, r, &names))
                 .expect("JSON of plain data cannot fail");
-            self.pending.push_back(StreamMessage { event: "snapshot", data: json.into() });
+            self.pending.push_back(StreamMessage {
+                event: "snapshot",
+                data: json.into(),
+            });
         }
     }
 

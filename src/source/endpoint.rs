@@ -34,11 +34,20 @@ impl RankRange {
         let bad = || EndpointError(format!("invalid rank range {s:?}: use N, A-B or A..B"));
         let num = |t: &str| t.trim().parse::<u64>().map_err(|_| bad());
         let range = if let Some((a, b)) = s.split_once("..") {
-            RankRange { start: num(a)?, end: num(b)? }
+            RankRange {
+                start: num(a)?,
+                end: num(b)?,
+            }
         } else if let Some((a, b)) = s.split_once('-') {
-            RankRange { start: num(a)?, end: num(b)? + 1 }
+            RankRange {
+                start: num(a)?,
+                end: num(b)? + 1,
+            }
         } else {
-            RankRange { start: 0, end: num(s)? }
+            RankRange {
+                start: 0,
+                end: num(s)?,
+            }
         };
         if range.end <= range.start {
             return Err(EndpointError(format!("rank range {s:?} is empty")));
@@ -95,19 +104,40 @@ mod tests {
 
     #[test]
     fn conventions_of_both_engines() {
-        assert_eq!(rank_address("tcp://127.0.0.1:20380", 3).unwrap(), "tcp://127.0.0.1:20383");
-        assert_eq!(rank_address("tcp://*:20380", 0).unwrap(), "tcp://127.0.0.1:20380");
-        assert_eq!(rank_address("ipc:///tmp/fpm", 2).unwrap(), "ipc:///tmp/fpm.2");
-        assert!(rank_address("tcp://h:65535", 1).unwrap_err().0.contains("65536"));
+        assert_eq!(
+            rank_address("tcp://127.0.0.1:20380", 3).unwrap(),
+            "tcp://127.0.0.1:20383"
+        );
+        assert_eq!(
+            rank_address("tcp://*:20380", 0).unwrap(),
+            "tcp://127.0.0.1:20380"
+        );
+        assert_eq!(
+            rank_address("ipc:///tmp/fpm", 2).unwrap(),
+            "ipc:///tmp/fpm.2"
+        );
+        assert!(rank_address("tcp://h:65535", 1)
+            .unwrap_err()
+            .0
+            .contains("65536"));
         assert!(rank_address("udp://h:1", 0).is_err());
         assert!(rank_address("tcp://h:x", 0).is_err());
     }
 
     #[test]
     fn rank_ranges() {
-        assert_eq!(RankRange::parse("4").unwrap(), RankRange { start: 0, end: 4 });
-        assert_eq!(RankRange::parse("2-5").unwrap(), RankRange { start: 2, end: 6 });
-        assert_eq!(RankRange::parse("2..5").unwrap(), RankRange { start: 2, end: 5 });
+        assert_eq!(
+            RankRange::parse("4").unwrap(),
+            RankRange { start: 0, end: 4 }
+        );
+        assert_eq!(
+            RankRange::parse("2-5").unwrap(),
+            RankRange { start: 2, end: 6 }
+        );
+        assert_eq!(
+            RankRange::parse("2..5").unwrap(),
+            RankRange { start: 2, end: 5 }
+        );
         assert!(RankRange::parse("0").is_err());
         assert!(RankRange::parse("5-2").is_err());
         assert!(RankRange::parse("x").is_err());

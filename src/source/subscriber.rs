@@ -52,12 +52,18 @@ impl RateLimited {
     const INTERVAL: Duration = Duration::from_secs(10);
 
     fn new() -> Self {
-        RateLimited { last: None, suppressed: 0 }
+        RateLimited {
+            last: None,
+            suppressed: 0,
+        }
     }
 
     fn warn(&mut self, address: &str, reason: DecodeError, frames: usize, bytes: usize) {
         let now = Instant::now();
-        if self.last.is_some_and(|t| now.duration_since(t) < Self::INTERVAL) {
+        if self
+            .last
+            .is_some_and(|t| now.duration_since(t) < Self::INTERVAL)
+        {
             self.suppressed += 1;
             return;
         }

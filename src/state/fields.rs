@@ -20,31 +20,73 @@ pub struct Field {
 }
 
 const fn top(name: &'static str) -> Field {
-    Field { path: name, group: None, name }
+    Field {
+        path: name,
+        group: None,
+        name,
+    }
 }
 const fn sched(path: &'static str, name: &'static str) -> Field {
-    Field { path, group: Some("scheduled_requests"), name }
+    Field {
+        path,
+        group: Some("scheduled_requests"),
+        name,
+    }
 }
 const fn queued(path: &'static str, name: &'static str) -> Field {
-    Field { path, group: Some("queued_requests"), name }
+    Field {
+        path,
+        group: Some("queued_requests"),
+        name,
+    }
 }
 
 /// Every statistic-bearing field, in the order of [`values`].
 pub const FIELDS: [Field; FIELD_COUNT] = [
     top("wall_time"),
-    sched("scheduled_requests.num_prefill_requests", "num_prefill_requests"),
-    sched("scheduled_requests.sum_prefill_tokens", "sum_prefill_tokens"),
-    sched("scheduled_requests.var_prefill_length", "var_prefill_length"),
-    sched("scheduled_requests.sum_prefill_kv_tokens", "sum_prefill_kv_tokens"),
-    sched("scheduled_requests.num_decode_requests", "num_decode_requests"),
-    sched("scheduled_requests.sum_decode_kv_tokens", "sum_decode_kv_tokens"),
-    sched("scheduled_requests.var_decode_kv_tokens", "var_decode_kv_tokens"),
-    queued("queued_requests.num_prefill_requests", "num_prefill_requests"),
+    sched(
+        "scheduled_requests.num_prefill_requests",
+        "num_prefill_requests",
+    ),
+    sched(
+        "scheduled_requests.sum_prefill_tokens",
+        "sum_prefill_tokens",
+    ),
+    sched(
+        "scheduled_requests.var_prefill_length",
+        "var_prefill_length",
+    ),
+    sched(
+        "scheduled_requests.sum_prefill_kv_tokens",
+        "sum_prefill_kv_tokens",
+    ),
+    sched(
+        "scheduled_requests.num_decode_requests",
+        "num_decode_requests",
+    ),
+    sched(
+        "scheduled_requests.sum_decode_kv_tokens",
+        "sum_decode_kv_tokens",
+    ),
+    sched(
+        "scheduled_requests.var_decode_kv_tokens",
+        "var_decode_kv_tokens",
+    ),
+    queued(
+        "queued_requests.num_prefill_requests",
+        "num_prefill_requests",
+    ),
     queued("queued_requests.sum_prefill_tokens", "sum_prefill_tokens"),
     queued("queued_requests.var_prefill_length", "var_prefill_length"),
     queued("queued_requests.num_decode_requests", "num_decode_requests"),
-    queued("queued_requests.sum_decode_kv_tokens", "sum_decode_kv_tokens"),
-    queued("queued_requests.var_decode_kv_tokens", "var_decode_kv_tokens"),
+    queued(
+        "queued_requests.sum_decode_kv_tokens",
+        "sum_decode_kv_tokens",
+    ),
+    queued(
+        "queued_requests.var_decode_kv_tokens",
+        "var_decode_kv_tokens",
+    ),
 ];
 
 /// The frame's numeric values in [`FIELDS`] order.

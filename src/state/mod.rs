@@ -7,6 +7,8 @@
 pub mod endpoint;
 pub mod fields;
 pub mod labels;
+pub mod load;
+pub mod model;
 pub mod quantiles;
 pub mod rank;
 pub mod sequence;
@@ -174,7 +176,12 @@ impl Registry {
     }
 
     /// Registers an endpoint and returns its shared stats.
-    pub fn add_endpoint(&self, engine: usize, expected_rank: u64, address: &str) -> Arc<EndpointStats> {
+    pub fn add_endpoint(
+        &self,
+        engine: usize,
+        expected_rank: u64,
+        address: &str,
+    ) -> Arc<EndpointStats> {
         let stats = Arc::new(EndpointStats::new(engine, expected_rank, address));
         self.endpoints.write().push(stats.clone());
         stats
@@ -219,7 +226,14 @@ impl Registry {
             to = to.as_str(),
             "rank state changed"
         );
-        self.emit(key, EventKind::State { from, to, at_ns: now.unix_ns });
+        self.emit(
+            key,
+            EventKind::State {
+                from,
+                to,
+                at_ns: now.unix_ns,
+            },
+        );
     }
 
     /// Finds or creates the rank a frame belongs to; `None` when the rank cap refuses it.
@@ -252,7 +266,8 @@ impl Registry {
                     if map.len() >= self.config.max_ranks {
                         return None;
                     }
-                    let state = RankState::new(key.clone(), endpoint.clone(), &self.config.windows, now);
+                    let state =
+                        RankState::new(key.clone(), endpoint.clone(), &self.config.windows, now);
                     let h = Arc::new(Mutex::new(state));
                     map.insert(key.clone(), h.clone());
                     tracing::info!(
@@ -271,6 +286,9 @@ impl Registry {
     }
 
     /// Folds one accepted frame into its rank. Returns false if the rank cap refused it.
+    // The arguments are the frame and where it came from; bundling them would only
+    // move the same fields into a struct built once per frame.
+    #[allow(clippy::too_many_arguments)]
     pub fn ingest(
         &self,
         cache: &mut RankCache,
@@ -353,6 +371,7 @@ impl Registry {
                 stale: 0,
                 expired_total: self.expired[engine].load(Relaxed),
                 windows: self.empty_windows(),
+                model: model::ModelSums::default(),
             })
             .collect();
         let mut engine_hists: Vec<Vec<hdrhistogram::Histogram<u32>>> = (0..self.engines.len())
@@ -384,15 +403,22 @@ impl Registry {
                 w.wall_time_quantiles = quantiles::quantiles_of(&scratch);
                 let _ = engine_hists[rank.key.engine][i].add(&scratch);
             }
+            let mut model = model::ModelSums::default();
+            rank.model.merge_into(now.sec, &mut model);
+            eng.model.merge(&model);
             ranks.push(RankSnapshot {
                 key: rank.key.clone(),
                 endpoint: rank.endpoint.clone(),
                 liveness: rank.liveness,
                 last_frame_unix_ns: rank.last_frame_unix_ns,
-                age_ms: now.instant.saturating_duration_since(rank.last_frame_at).as_millis() as u64,
+                age_ms: now
+                    .instant
+                    .saturating_duration_since(rank.last_frame_at)
+                    .as_millis() as u64,
                 last: rank.last.clone(),
                 counters: rank.counters,
                 windows,
+                model,
             });
         }
         for (eng, hists) in engines.iter_mut().zip(&engine_hists) {
@@ -438,7 +464,10 @@ impl RankFilter {
         self.engine
             .as_deref()
             .is_none_or(|e| registry.engines[key.engine].name == e)
-            && self.worker_id.as_deref().is_none_or(|w| &*key.worker_id == w)
+            && self
+                .worker_id
+                .as_deref()
+                .is_none_or(|w| &*key.worker_id == w)
             && self.dp_rank.is_none_or(|r| key.dp_rank == r)
     }
 }
@@ -473,6 +502,8 @@ pub struct RankSnapshot {
     pub counters: Counters,
     /// Window statistics, in configured order.
     pub windows: Vec<WindowSnapshot>,
+    /// Performance-model sums over the longest window.
+    pub model: model::ModelSums,
 }
 
 /// One engine's all-ranks aggregate.
@@ -490,6 +521,8 @@ pub struct EngineSnapshot {
     pub expired_total: u64,
     /// Merged window statistics of all its ranks.
     pub windows: Vec<WindowSnapshot>,
+    /// Performance-model sums of all its ranks over the longest window.
+    pub model: model::ModelSums,
 }
 
 /// Everything the sinks need, taken at one instant.

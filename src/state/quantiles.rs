@@ -86,7 +86,11 @@ pub fn quantiles_of(h: &Histogram<u32>) -> [f64; 4] {
     }
     let mut out = [0.0; 4];
     for (o, (q, _)) in out.iter_mut().zip(QUANTILES) {
-        let v = if q >= 1.0 { h.max() } else { h.value_at_quantile(q) };
+        let v = if q >= 1.0 {
+            h.max()
+        } else {
+            h.value_at_quantile(q)
+        };
         *o = v as f64 / 1e6;
     }
     out

@@ -71,13 +71,25 @@ mod tests {
         assert_eq!(t.observe(501), SeqEvent::InOrder);
         assert_eq!(t.observe(505), SeqEvent::Gap { missed: 3 });
         assert_eq!(t.observe(505), SeqEvent::Duplicate);
-        assert_eq!(t.observe(400), SeqEvent::Duplicate, "a step back, not a restart");
+        assert_eq!(
+            t.observe(400),
+            SeqEvent::Duplicate,
+            "a step back, not a restart"
+        );
         assert_eq!(t.observe(506), SeqEvent::InOrder);
-        assert_eq!(t.observe(2), SeqEvent::Restart, "slow joiner missed 0 and 1");
+        assert_eq!(
+            t.observe(2),
+            SeqEvent::Restart,
+            "slow joiner missed 0 and 1"
+        );
         assert_eq!(t.observe(3), SeqEvent::InOrder);
         assert_eq!(t.observe(0), SeqEvent::Restart);
         let mut t = SequenceTracker::default();
         t.observe(1_000_000);
-        assert_eq!(t.observe(300_000), SeqEvent::Restart, "far below half: restarted");
+        assert_eq!(
+            t.observe(300_000),
+            SeqEvent::Restart,
+            "far below half: restarted"
+        );
     }
 }

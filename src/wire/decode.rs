@@ -185,7 +185,9 @@ impl<'de> Deserialize<'de> for LossyStr<'de> {
                 Ok(LossyStr(String::from_utf8_lossy(v)))
             }
             fn visit_bytes<E>(self, v: &[u8]) -> Result<Self::Value, E> {
-                Ok(LossyStr(Cow::Owned(String::from_utf8_lossy(v).into_owned())))
+                Ok(LossyStr(Cow::Owned(
+                    String::from_utf8_lossy(v).into_owned(),
+                )))
             }
         }
         d.deserialize_str(V)
@@ -238,7 +240,9 @@ fn expect_num<E: de::Error>(e: Option<Elem>, field: &str) -> Result<u64, E> {
 
 fn dp_rank_from<E: de::Error>(v: u64) -> Result<u64, E> {
     if v > u32::MAX as u64 {
-        return Err(E::custom(format_args!("invalid_value: dp_rank {v} out of range")));
+        return Err(E::custom(format_args!(
+            "invalid_value: dp_rank {v} out of range"
+        )));
     }
     Ok(v)
 }
@@ -380,4 +384,3 @@ impl<'de> Deserialize<'de> for WallOrScope {
         d.deserialize_any(V)
     }
 }
-

@@ -2,9 +2,9 @@
 //! exporter, and bounded waiting. Everything here is bounded in time.
 #![allow(dead_code)]
 
+use clap::Parser;
 use fpm_exporter::app::Running;
 use fpm_exporter::config::{Cli, Settings};
-use clap::Parser;
 use serde_json::{json, Value};
 use std::io::{BufRead, BufReader, Write};
 use std::path::PathBuf;
@@ -54,7 +54,11 @@ impl Driver {
         let mut line = String::new();
         stdout.read_line(&mut line).expect("driver ready line");
         assert!(line.contains("ready"), "driver said {line:?}");
-        Driver { child, stdin, stdout }
+        Driver {
+            child,
+            stdin,
+            stdout,
+        }
     }
 
     /// Sends one command and returns its reply; panics on `ok: false`.
@@ -63,7 +67,8 @@ impl Driver {
         self.stdin.flush().unwrap();
         let mut line = String::new();
         self.stdout.read_line(&mut line).expect("driver reply");
-        let v: Value = serde_json::from_str(&line).unwrap_or_else(|e| panic!("bad reply {line:?}: {e}"));
+        let v: Value =
+            serde_json::from_str(&line).unwrap_or_else(|e| panic!("bad reply {line:?}: {e}"));
         assert_eq!(v["ok"], json!(true), "driver refused {command}: {v}");
         v
     }
@@ -75,8 +80,10 @@ impl Driver {
 
     /// Publishes `metrics` (wire field names) `count` times and waits until sent.
     pub fn publish(&mut self, rank: u64, metrics: Value, count: u64) {
-        self.cmd(json!({"cmd": "publish", "rank": rank, "metrics": metrics, "count": count,
-                        "backpressure": true, "drain": true}));
+        self.cmd(
+            json!({"cmd": "publish", "rank": rank, "metrics": metrics, "count": count,
+                        "backpressure": true, "drain": true}),
+        );
     }
 
     /// Sets a publisher idle (heartbeats) or busy (no heartbeats).
@@ -124,7 +131,10 @@ pub fn free_port_range(n: u16) -> u16 {
 
 /// A fresh directory for ipc sockets (removed on drop).
 pub fn ipc_dir() -> tempfile::TempDir {
-    tempfile::Builder::new().prefix("fpm-ipc").tempdir().unwrap()
+    tempfile::Builder::new()
+        .prefix("fpm-ipc")
+        .tempdir()
+        .unwrap()
 }
 
 /// An exporter running in-process on an ephemeral port.
@@ -143,14 +153,25 @@ impl Exporter {
         argv.extend_from_slice(args);
         let cli = Cli::parse_from(argv);
         let settings = Settings::from_cli(&cli.run).expect("valid test settings");
-        let running = fpm_exporter::app::start(settings).await.expect("exporter starts");
+        let running = fpm_exporter::app::start(settings)
+            .await
+            .expect("exporter starts");
         let url = format!("http://{}", running.addr);
-        Exporter { running: Some(running), url, client: reqwest::Client::new() }
+        Exporter {
+            running: Some(running),
+            url,
+            client: reqwest::Client::new(),
+        }
     }
 
     /// GET a path, returning status and body.
     pub async fn get(&self, path: &str) -> (u16, String) {
-        let r = self.client.get(format!("{}{path}", self.url)).send().await.expect("GET");
+        let r = self
+            .client
+            .get(format!("{}{path}", self.url))
+            .send()
+            .await
+            .expect("GET");
         let status = r.status().as_u16();
         (status, r.text().await.unwrap())
     }
@@ -184,7 +205,10 @@ where
         if let Some(v) = check().await {
             return v;
         }
-        assert!(Instant::now() < deadline, "timed out after {timeout:?} waiting for {what}");
+        assert!(
+            Instant::now() < deadline,
+            "timed out after {timeout:?} waiting for {what}"
+        );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }

@@ -10,15 +10,30 @@ use std::sync::atomic::Ordering::Relaxed;
 use std::sync::Arc;
 
 /// Connected or not.
-pub const CONNECTED: Family = Family::gauge("fpm_endpoint_connected", "1 while the SUB socket of the endpoint is connected to its publisher.");
+pub const CONNECTED: Family = Family::gauge(
+    "fpm_endpoint_connected",
+    "1 while the SUB socket of the endpoint is connected to its publisher.",
+);
 /// Successful connects.
-pub const CONNECTS: Family = Family::counter("fpm_endpoint_connects_total", "Successful connects to the endpoint (the first and every re-creation after silence).");
+pub const CONNECTS: Family = Family::counter(
+    "fpm_endpoint_connects_total",
+    "Successful connects to the endpoint (the first and every re-creation after silence).",
+);
 /// Messages received.
-pub const MESSAGES: Family = Family::counter("fpm_endpoint_messages_total", "Multipart messages received on the endpoint, valid or not.");
+pub const MESSAGES: Family = Family::counter(
+    "fpm_endpoint_messages_total",
+    "Multipart messages received on the endpoint, valid or not.",
+);
 /// Receive errors.
-pub const RECEIVE_ERRORS: Family = Family::counter("fpm_endpoint_receive_errors_total", "Socket receive errors on the endpoint (disconnects noticed while receiving).");
+pub const RECEIVE_ERRORS: Family = Family::counter(
+    "fpm_endpoint_receive_errors_total",
+    "Socket receive errors on the endpoint (disconnects noticed while receiving).",
+);
 /// Skipped messages by reason.
-pub const DECODE_ERRORS: Family = Family::counter("fpm_decode_errors_total", "Messages skipped on the endpoint because they are not valid FPM frames, by reason.");
+pub const DECODE_ERRORS: Family = Family::counter(
+    "fpm_decode_errors_total",
+    "Messages skipped on the endpoint because they are not valid FPM frames, by reason.",
+);
 
 /// Every family this collector writes.
 pub fn families() -> Vec<Family> {
@@ -26,13 +41,22 @@ pub fn families() -> Vec<Family> {
 }
 
 /// Writes the endpoint families.
-pub fn write(w: &mut Writer, registry: &Registry, endpoints: &[Arc<EndpointStats>], engine_labels: &[String]) {
+pub fn write(
+    w: &mut Writer,
+    registry: &Registry,
+    endpoints: &[Arc<EndpointStats>],
+    engine_labels: &[String],
+) {
     let labels: Vec<String> = endpoints
         .iter()
         .map(|e| {
             let mut l = engine_labels[e.engine].clone();
             push_label(&mut l, "endpoint", &e.address);
-            push_label(&mut l, "dp_rank", itoa::Buffer::new().format(e.expected_rank));
+            push_label(
+                &mut l,
+                "dp_rank",
+                itoa::Buffer::new().format(e.expected_rank),
+            );
             l
         })
         .collect();
@@ -43,9 +67,14 @@ pub fn write(w: &mut Writer, registry: &Registry, endpoints: &[Arc<EndpointStats
         w.sample(&CONNECTED, l, &[], e.connected.load(Relaxed) as u8 as f64);
     }
     for (fam, get) in [
-        (&CONNECTS, (|e: &EndpointStats| e.connects.load(Relaxed)) as fn(&EndpointStats) -> u64),
+        (
+            &CONNECTS,
+            (|e: &EndpointStats| e.connects.load(Relaxed)) as fn(&EndpointStats) -> u64,
+        ),
         (&MESSAGES, |e: &EndpointStats| e.messages.load(Relaxed)),
-        (&RECEIVE_ERRORS, |e: &EndpointStats| e.receive_errors.load(Relaxed)),
+        (&RECEIVE_ERRORS, |e: &EndpointStats| {
+            e.receive_errors.load(Relaxed)
+        }),
     ] {
         w.family(fam);
         for (e, l) in both() {

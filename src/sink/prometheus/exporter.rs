@@ -6,37 +6,80 @@ use crate::state::Registry;
 use std::sync::atomic::Ordering::Relaxed;
 
 /// Build information.
-pub const BUILD_INFO: Family = Family::gauge("fpm_exporter_build_info", "Always 1; the version label carries the exporter's version.");
+pub const BUILD_INFO: Family = Family::gauge(
+    "fpm_exporter_build_info",
+    "Always 1; the version label carries the exporter's version.",
+);
 /// Ranks tracked.
-pub const RANKS_TRACKED: Family = Family::gauge("fpm_exporter_ranks_tracked", "Ranks currently tracked (not yet expired).");
+pub const RANKS_TRACKED: Family = Family::gauge(
+    "fpm_exporter_ranks_tracked",
+    "Ranks currently tracked (not yet expired).",
+);
 /// Rank cap.
-pub const RANKS_LIMIT: Family = Family::gauge("fpm_exporter_ranks_limit", "Most ranks the exporter tracks at once (--max-ranks).");
+pub const RANKS_LIMIT: Family = Family::gauge(
+    "fpm_exporter_ranks_limit",
+    "Most ranks the exporter tracks at once (--max-ranks).",
+);
 /// Refused frames.
-pub const REFUSED: Family = Family::counter("fpm_exporter_refused_frames_total", "Frames refused because the rank limit was reached (a publisher cycling through identities).");
+pub const REFUSED: Family = Family::counter(
+    "fpm_exporter_refused_frames_total",
+    "Frames refused because the rank limit was reached (a publisher cycling through identities).",
+);
 /// Stream clients.
-pub const STREAM_CLIENTS: Family = Family::gauge("fpm_exporter_stream_clients", "Clients connected to /v1/stream.");
+pub const STREAM_CLIENTS: Family = Family::gauge(
+    "fpm_exporter_stream_clients",
+    "Clients connected to /v1/stream.",
+);
 /// Process CPU.
-pub const CPU: Family = Family::counter("process_cpu_seconds_total", "Total user and system CPU time spent by the exporter, in seconds.");
+pub const CPU: Family = Family::counter(
+    "process_cpu_seconds_total",
+    "Total user and system CPU time spent by the exporter, in seconds.",
+);
 /// Process RSS.
-pub const RSS: Family = Family::gauge("process_resident_memory_bytes", "Resident memory of the exporter, in bytes.");
+pub const RSS: Family = Family::gauge(
+    "process_resident_memory_bytes",
+    "Resident memory of the exporter, in bytes.",
+);
 /// Process start.
-pub const START: Family = Family::gauge("process_start_time_seconds", "Start time of the exporter since the Unix epoch, in seconds.");
+pub const START: Family = Family::gauge(
+    "process_start_time_seconds",
+    "Start time of the exporter since the Unix epoch, in seconds.",
+);
 
 /// Every family this collector writes.
 pub fn families() -> Vec<Family> {
-    vec![BUILD_INFO, RANKS_TRACKED, RANKS_LIMIT, REFUSED, STREAM_CLIENTS, CPU, RSS, START]
+    vec![
+        BUILD_INFO,
+        RANKS_TRACKED,
+        RANKS_LIMIT,
+        REFUSED,
+        STREAM_CLIENTS,
+        CPU,
+        RSS,
+        START,
+    ]
 }
 
 /// Writes the exporter's own families.
 pub fn write(w: &mut Writer, registry: &Registry, start_unix_secs: f64) {
     w.family(&BUILD_INFO);
-    w.sample(&BUILD_INFO, "", &[("version", env!("CARGO_PKG_VERSION"))], 1.0);
+    w.sample(
+        &BUILD_INFO,
+        "",
+        &[("version", env!("CARGO_PKG_VERSION"))],
+        1.0,
+    );
     w.family(&RANKS_TRACKED);
     w.sample(&RANKS_TRACKED, "", &[], registry.rank_count() as f64);
     w.family(&RANKS_LIMIT);
     w.sample(&RANKS_LIMIT, "", &[], registry.config.max_ranks as f64);
     w.family(&REFUSED);
-    w.sample(&REFUSED, "", &[], registry.refused_frames.load(Relaxed) as f64);
+    w.sample(
+        &REFUSED,
+        "",
+        &[],
+        registry.refused_frames.load(Relaxed) as f64,
+    );
     w.family(&STREAM_CLIENTS);
     w.sample(&STREAM_CLIENTS, "", &[], registry.stream_clients() as f64);
     if let Some((cpu, rss)) = process_usage() {

@@ -5,6 +5,7 @@
 pub mod endpoints;
 pub mod engines;
 pub mod exporter;
+pub mod model;
 pub mod ranks;
 pub mod text;
 
@@ -40,10 +41,22 @@ pub fn render(registry: &Registry, format: Format, start_unix_secs: f64) -> Stri
             l
         })
         .collect();
-    let window_names: Vec<String> = registry.config.windows.iter().map(|w| format!("{w}s")).collect();
+    let window_names: Vec<String> = registry
+        .config
+        .windows
+        .iter()
+        .map(|w| format!("{w}s"))
+        .collect();
     let mut w = Writer::new(format, 4096 + snap.ranks.len() * 24 * 1024);
     ranks::write(&mut w, &snap.ranks, &rank_labels, &window_names);
     engines::write(&mut w, &snap.engines, &engine_labels, &window_names);
+    model::write(
+        &mut w,
+        &snap.ranks,
+        &rank_labels,
+        &snap.engines,
+        &engine_labels,
+    );
     endpoints::write(&mut w, registry, &registry.endpoints(), &engine_labels);
     exporter::write(&mut w, registry, start_unix_secs);
     w.finish()
@@ -53,6 +66,7 @@ pub fn render(registry: &Registry, format: Format, start_unix_secs: f64) -> Stri
 pub fn all_families() -> Vec<Family> {
     let mut v = ranks::families();
     v.extend(engines::families());
+    v.extend(model::families());
     v.extend(endpoints::families());
     v.extend(exporter::families());
     v

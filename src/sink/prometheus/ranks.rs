@@ -9,13 +9,25 @@ use crate::state::rank::Liveness;
 use crate::state::{RankSnapshot, WindowSnapshot};
 
 /// 1 while the rank is not stale, 0 while stale.
-pub const UP: Family = Family::gauge("fpm_up", "1 while the rank sends frames (busy or idle), 0 once it is stale.");
+pub const UP: Family = Family::gauge(
+    "fpm_up",
+    "1 while the rank sends frames (busy or idle), 0 once it is stale.",
+);
 /// One-hot liveness state.
-pub const STATE: Family = Family::gauge("fpm_rank_state", "1 for the rank's current state (busy, idle or stale), 0 for the others.");
+pub const STATE: Family = Family::gauge(
+    "fpm_rank_state",
+    "1 for the rank's current state (busy, idle or stale), 0 for the others.",
+);
 /// Latest frame of any kind.
-pub const LAST_FRAME: Family = Family::gauge("fpm_last_frame_timestamp_seconds", "Unix time of the latest frame of any kind (iteration or heartbeat).");
+pub const LAST_FRAME: Family = Family::gauge(
+    "fpm_last_frame_timestamp_seconds",
+    "Unix time of the latest frame of any kind (iteration or heartbeat).",
+);
 /// Latest iteration frame.
-pub const LAST_ITERATION: Family = Family::gauge("fpm_last_iteration_timestamp_seconds", "Unix time of the latest iteration frame (heartbeats excluded).");
+pub const LAST_ITERATION: Family = Family::gauge(
+    "fpm_last_iteration_timestamp_seconds",
+    "Unix time of the latest iteration frame (heartbeats excluded).",
+);
 
 /// Latest iteration's fields, in [`FIELDS`] order.
 pub const LAST_VALUES: [Family; 14] = [
@@ -36,32 +48,83 @@ pub const LAST_VALUES: [Family; 14] = [
 ];
 
 /// Iterations in each window.
-pub const WINDOW_ITERATIONS: Family = Family::gauge("fpm_window_iterations", "Iterations (heartbeats excluded) in the sliding window.");
+pub const WINDOW_ITERATIONS: Family = Family::gauge(
+    "fpm_window_iterations",
+    "Iterations (heartbeats excluded) in the sliding window.",
+);
 /// Window mean.
-pub const WINDOW_MEAN: Family = Family::gauge("fpm_window_mean", "Mean of the field over the iterations in the sliding window (field in its wire unit).");
+pub const WINDOW_MEAN: Family = Family::gauge(
+    "fpm_window_mean",
+    "Mean of the field over the iterations in the sliding window (field in its wire unit).",
+);
 /// Window variance.
-pub const WINDOW_VARIANCE: Family = Family::gauge("fpm_window_variance", "Population variance (Welford) of the field over the sliding window.");
+pub const WINDOW_VARIANCE: Family = Family::gauge(
+    "fpm_window_variance",
+    "Population variance (Welford) of the field over the sliding window.",
+);
 /// Window minimum.
-pub const WINDOW_MIN: Family = Family::gauge("fpm_window_min", "Minimum of the field over the sliding window.");
+pub const WINDOW_MIN: Family = Family::gauge(
+    "fpm_window_min",
+    "Minimum of the field over the sliding window.",
+);
 /// Window maximum.
-pub const WINDOW_MAX: Family = Family::gauge("fpm_window_max", "Maximum of the field over the sliding window.");
+pub const WINDOW_MAX: Family = Family::gauge(
+    "fpm_window_max",
+    "Maximum of the field over the sliding window.",
+);
 /// wall_time quantiles.
 pub const WALL_TIME_QUANTILE: Family = Family::summary("fpm_wall_time_window_seconds", "Iteration wall_time over the sliding window: quantiles (hdrhistogram, 1% precision; quantile 1 is the max), and the window's sum and count.");
 
 /// Cumulative counters, each with how to read it from [`crate::state::rank::Counters`].
 pub const COUNTERS: [Family; 12] = [
-    Family::counter("fpm_frames_total", "Frames accepted from the rank, heartbeats included."),
-    Family::counter("fpm_heartbeats_total", "Heartbeat frames accepted from the rank."),
-    Family::counter("fpm_iterations_total", "Iteration frames accepted from the rank."),
-    Family::counter("fpm_missed_frames_total", "Frames lost in transit or by the publisher, from gaps in the sequence numbers."),
-    Family::counter("fpm_publisher_restarts_total", "Times the publisher's sequence fell back: the engine restarted."),
-    Family::counter("fpm_duplicate_frames_total", "Frames with a repeated or out-of-order sequence number."),
-    Family::counter("fpm_wall_time_seconds_total", "Sum of iteration wall_time, in seconds (rate() gives busy fraction)."),
-    Family::counter("fpm_prefill_request_iterations_total", "Sum of scheduled prefill requests over iterations (chunked prefill counts each chunk)."),
-    Family::counter("fpm_prefill_tokens_total", "Prompt tokens computed (sum of scheduled sum_prefill_tokens)."),
-    Family::counter("fpm_prefill_kv_tokens_total", "KV tokens read but not computed (sum of scheduled sum_prefill_kv_tokens)."),
-    Family::counter("fpm_decode_request_iterations_total", "Sum of scheduled decode requests over iterations: decode tokens generated."),
-    Family::counter("fpm_decode_kv_tokens_total", "Sum of decode KV context over iterations."),
+    Family::counter(
+        "fpm_frames_total",
+        "Frames accepted from the rank, heartbeats included.",
+    ),
+    Family::counter(
+        "fpm_heartbeats_total",
+        "Heartbeat frames accepted from the rank.",
+    ),
+    Family::counter(
+        "fpm_iterations_total",
+        "Iteration frames accepted from the rank.",
+    ),
+    Family::counter(
+        "fpm_missed_frames_total",
+        "Frames lost in transit or by the publisher, from gaps in the sequence numbers.",
+    ),
+    Family::counter(
+        "fpm_publisher_restarts_total",
+        "Times the publisher's sequence fell back: the engine restarted.",
+    ),
+    Family::counter(
+        "fpm_duplicate_frames_total",
+        "Frames with a repeated or out-of-order sequence number.",
+    ),
+    Family::counter(
+        "fpm_wall_time_seconds_total",
+        "Sum of iteration wall_time, in seconds (rate() gives busy fraction).",
+    ),
+    Family::counter(
+        "fpm_prefill_request_iterations_total",
+        "Sum of scheduled prefill requests over iterations (chunked prefill counts each chunk).",
+    ),
+    Family::counter(
+        "fpm_prefill_tokens_total",
+        "Prompt tokens computed (sum of scheduled sum_prefill_tokens).",
+    ),
+    Family::counter(
+        "fpm_prefill_kv_tokens_total",
+        "KV tokens read but not computed (sum of scheduled sum_prefill_kv_tokens).",
+    ),
+    Family::counter(
+        "fpm_decode_request_iterations_total",
+        "Sum of scheduled decode requests over iterations: decode tokens generated.",
+    ),
+    Family::counter(
+        "fpm_decode_kv_tokens_total",
+        "Sum of decode KV context over iterations.",
+    ),
 ];
 
 fn counter_values(r: &RankSnapshot) -> [f64; 12] {
@@ -86,7 +149,14 @@ fn counter_values(r: &RankSnapshot) -> [f64; 12] {
 pub fn families() -> Vec<Family> {
     let mut v = vec![UP, STATE, LAST_FRAME, LAST_ITERATION];
     v.extend(LAST_VALUES);
-    v.extend([WINDOW_ITERATIONS, WINDOW_MEAN, WINDOW_VARIANCE, WINDOW_MIN, WINDOW_MAX, WALL_TIME_QUANTILE]);
+    v.extend([
+        WINDOW_ITERATIONS,
+        WINDOW_MEAN,
+        WINDOW_VARIANCE,
+        WINDOW_MIN,
+        WINDOW_MAX,
+        WALL_TIME_QUANTILE,
+    ]);
     v.extend(COUNTERS);
     v
 }
@@ -101,7 +171,12 @@ pub fn write(w: &mut Writer, ranks: &[RankSnapshot], labels: &[String], window_n
     w.family(&STATE);
     for (r, l) in both() {
         for s in [Liveness::Busy, Liveness::Idle, Liveness::Stale] {
-            w.sample(&STATE, l, &[("state", s.as_str())], (r.liveness == s) as u8 as f64);
+            w.sample(
+                &STATE,
+                l,
+                &[("state", s.as_str())],
+                (r.liveness == s) as u8 as f64,
+            );
         }
     }
     w.family(&LAST_FRAME);
@@ -125,7 +200,12 @@ pub fn write(w: &mut Writer, ranks: &[RankSnapshot], labels: &[String], window_n
     w.family(&WINDOW_ITERATIONS);
     for (r, l) in both() {
         for (win, name) in r.windows.iter().zip(window_names) {
-            w.sample(&WINDOW_ITERATIONS, l, &[("window", name)], win.moments.count as f64);
+            w.sample(
+                &WINDOW_ITERATIONS,
+                l,
+                &[("window", name)],
+                win.moments.count as f64,
+            );
         }
     }
     write_window_stats(
@@ -176,7 +256,13 @@ pub fn write_window_stats<'a>(
 
 /// Writes one window's quantile samples and its `_sum`/`_count` (nothing for an empty
 /// window). Shared by the rank and engine summaries.
-pub fn write_quantiles(w: &mut Writer, fam: &Family, labels: &str, window: &str, win: &WindowSnapshot) {
+pub fn write_quantiles(
+    w: &mut Writer,
+    fam: &Family,
+    labels: &str,
+    window: &str,
+    win: &WindowSnapshot,
+) {
     let m = &win.moments;
     if m.count == 0 {
         return;
@@ -185,6 +271,12 @@ pub fn write_quantiles(w: &mut Writer, fam: &Family, labels: &str, window: &str,
         w.sample(fam, labels, &[("window", window), ("quantile", q)], v);
     }
     let mean = m.summary(crate::state::fields::WALL_TIME).mean;
-    w.sample_suffixed(fam, "_sum", labels, &[("window", window)], mean * m.count as f64);
+    w.sample_suffixed(
+        fam,
+        "_sum",
+        labels,
+        &[("window", window)],
+        mean * m.count as f64,
+    );
     w.sample_suffixed(fam, "_count", labels, &[("window", window)], m.count as f64);
 }

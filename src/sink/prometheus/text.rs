@@ -62,15 +62,27 @@ pub struct Family {
 impl Family {
     /// A gauge family.
     pub const fn gauge(name: &'static str, help: &'static str) -> Family {
-        Family { name, kind: Kind::Gauge, help }
+        Family {
+            name,
+            kind: Kind::Gauge,
+            help,
+        }
     }
     /// A counter family (`name` must end in `_total`).
     pub const fn counter(name: &'static str, help: &'static str) -> Family {
-        Family { name, kind: Kind::Counter, help }
+        Family {
+            name,
+            kind: Kind::Counter,
+            help,
+        }
     }
     /// A summary family; samples are written with [`Writer::sample_suffixed`].
     pub const fn summary(name: &'static str, help: &'static str) -> Family {
-        Family { name, kind: Kind::Summary, help }
+        Family {
+            name,
+            kind: Kind::Summary,
+            help,
+        }
     }
 }
 
@@ -106,7 +118,10 @@ pub struct Writer {
 impl Writer {
     /// A writer with a capacity hint.
     pub fn new(format: Format, capacity: usize) -> Self {
-        Writer { out: String::with_capacity(capacity), format }
+        Writer {
+            out: String::with_capacity(capacity),
+            format,
+        }
     }
 
     /// Starts a family: its HELP and TYPE lines.
@@ -132,7 +147,14 @@ impl Writer {
 
     /// Writes one sample whose name is the family's plus `suffix` (`_sum`, `_count`).
     #[inline]
-    pub fn sample_suffixed(&mut self, f: &Family, suffix: &str, labels: &str, extra: &[(&str, &str)], value: f64) {
+    pub fn sample_suffixed(
+        &mut self,
+        f: &Family,
+        suffix: &str,
+        labels: &str,
+        extra: &[(&str, &str)],
+        value: f64,
+    ) {
         let out = &mut self.out;
         out.push_str(f.name);
         out.push_str(suffix);
@@ -219,9 +241,14 @@ mod tests {
     #[test]
     fn negotiates_openmetrics_only_when_asked() {
         assert_eq!(Format::negotiate(None), Format::Text);
-        assert_eq!(Format::negotiate(Some("text/plain;version=0.0.4")), Format::Text);
         assert_eq!(
-            Format::negotiate(Some("application/openmetrics-text;version=1.0.0,text/plain;q=0.5")),
+            Format::negotiate(Some("text/plain;version=0.0.4")),
+            Format::Text
+        );
+        assert_eq!(
+            Format::negotiate(Some(
+                "application/openmetrics-text;version=1.0.0,text/plain;q=0.5"
+            )),
             Format::OpenMetrics
         );
     }
