@@ -137,6 +137,8 @@ pub struct Registry {
     pub refused_frames: AtomicU64,
     /// Ranks expired so far, per engine.
     pub expired: Vec<AtomicU64>,
+    /// The recorder's counters, set when `--record` is on.
+    pub recorder: OnceLock<Arc<crate::capture::record::RecordStats>>,
 }
 
 impl Registry {
@@ -157,6 +159,7 @@ impl Registry {
             endpoints: RwLock::new(Vec::new()),
             events,
             refused_frames: AtomicU64::new(0),
+            recorder: OnceLock::new(),
         })
     }
 

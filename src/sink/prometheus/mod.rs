@@ -7,6 +7,7 @@ pub mod engines;
 pub mod exporter;
 pub mod model;
 pub mod ranks;
+pub mod record;
 pub mod text;
 
 use crate::state::{RankFilter, Registry};
@@ -59,6 +60,9 @@ pub fn render(registry: &Registry, format: Format, start_unix_secs: f64) -> Stri
     );
     endpoints::write(&mut w, registry, &registry.endpoints(), &engine_labels);
     exporter::write(&mut w, registry, start_unix_secs);
+    if let Some(stats) = registry.recorder.get() {
+        record::write(&mut w, stats);
+    }
     w.finish()
 }
 
@@ -69,5 +73,6 @@ pub fn all_families() -> Vec<Family> {
     v.extend(model::families());
     v.extend(endpoints::families());
     v.extend(exporter::families());
+    v.extend(record::families());
     v
 }
