@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Installs what the Python side of the tests needs, idempotently:
-#   - a venv at target/pyenv with msgspec, pyzmq, numpy, matplotlib
+#   - a venv at target/pyenv with msgspec, pyzmq, numpy, matplotlib, jsonschema
 #   - the real SGLang FPM publisher module (sglang==0.5.23 wheel, one file) at
 #     target/fpm-publisher/forward_pass_metrics.py
 #   - Debian's prometheus package (for promtool), only if promtool is missing
@@ -10,8 +10,8 @@ set -euo pipefail
 
 SGLANG_VERSION="0.5.23"
 MODULE_IN_WHEEL="sglang/srt/observability/forward_pass_metrics.py"
-PY_PACKAGES=(msgspec pyzmq numpy matplotlib)
-PY_IMPORTS="msgspec, zmq, numpy, matplotlib"
+PY_PACKAGES=(msgspec pyzmq numpy matplotlib jsonschema)
+PY_IMPORTS="msgspec, zmq, numpy, matplotlib, jsonschema"
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 VENV="$ROOT/target/pyenv"
