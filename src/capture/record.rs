@@ -125,6 +125,7 @@ pub fn start(
                     size: 0,
                     settings,
                     stats,
+                    last_warning: None,
                 }
                 .run(rx)
             })?
@@ -242,6 +243,8 @@ struct Writer {
     size: u64,
     settings: RecordSettings,
     stats: Arc<RecordStats>,
+    /// When a failure was last logged (a full disk fails every chunk: log it rarely).
+    last_warning: Option<std::time::Instant>,
 }
 
 impl Writer {
@@ -255,7 +258,19 @@ impl Writer {
                 Err(e) => {
                     self.stats.write_errors.fetch_add(1, Relaxed);
                     self.stats.dropped.fetch_add(frames, Relaxed);
-                    tracing::warn!(file = %self.settings.path.display(), error = %e, frames, "recording failed; frames dropped");
+                    if self
+                        .last_warning
+                        .is_none_or(|t| t.elapsed() >= Duration::from_secs(10))
+                    {
+                        self.last_warning = Some(std::time::Instant::now());
+                        tracing::warn!(
+                            file = %self.settings.path.display(),
+                            error = %e,
+                            frames,
+                            write_errors = self.stats.write_errors.load(Relaxed),
+                            "recording failed; frames dropped (logged at most every 10 s)"
+                        );
+                    }
                 }
             }
         }
@@ -337,6 +352,7 @@ mod tests {
                 keep,
             },
             stats: Arc::new(RecordStats::default()),
+            last_warning: None,
         }
     }
 

@@ -196,3 +196,72 @@ pub async fn run(
     }
     Ok(report)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn options(dir: &std::path::Path, files: Vec<PathBuf>, speed: f64) -> ReplayOptions {
+        ReplayOptions {
+            files,
+            endpoint: format!("ipc://{}/r", dir.display()),
+            speed,
+            wait: Duration::ZERO,
+        }
+    }
+
+    #[tokio::test]
+    async fn bad_lines_are_skipped_and_bad_input_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let cap = dir.path().join("cap.jsonl");
+        let good = |rank: u64, ns: u64| {
+            format!(
+                "{{\"received_at_ns\":{ns},\"metrics\":{{\"version\":1,\"worker_id\":\"w\",\"dp_rank\":{rank},\"counter_id\":9,\"wall_time\":0.01}}}}\n"
+            )
+        };
+        let text = [
+            good(0, 1_000),
+            "not json\n".to_string(),
+            "{\"received_at_ns\":5,\"metrics\":{\"version\":2}}\n".to_string(),
+            "{\"received_at_ns\":5,\"metrics\":{\"version\":1,\"wall_time\":-1.0}}\n".to_string(),
+            "\n".to_string(),
+            good(3, 2_000),
+            good(0, 3_000),
+        ]
+        .concat();
+        std::fs::write(&cap, text).unwrap();
+        let (_tx, rx) = tokio::sync::watch::channel(false);
+        let report = run(&options(dir.path(), vec![cap.clone()], 0.0), rx.clone())
+            .await
+            .unwrap();
+        assert_eq!(report.frames, 3);
+        assert_eq!(
+            report.skipped_lines, 3,
+            "garbage, an unknown version, a negative wall_time"
+        );
+        assert_eq!(report.ranks, vec![0, 3]);
+        assert!((report.capture_secs - 2e-6).abs() < 1e-12);
+
+        let e = run(
+            &options(dir.path(), vec![dir.path().join("missing")], 1.0),
+            rx.clone(),
+        )
+        .await
+        .unwrap_err();
+        assert!(e.0.contains("missing"), "{e}");
+        let empty = dir.path().join("empty.jsonl");
+        std::fs::write(&empty, "garbage\n").unwrap();
+        let e = run(&options(dir.path(), vec![empty], 1.0), rx.clone())
+            .await
+            .unwrap_err();
+        assert!(e.0.contains("no capture records"), "{e}");
+        let e = run(&options(dir.path(), vec![cap.clone()], -1.0), rx.clone())
+            .await
+            .unwrap_err();
+        assert!(e.0.contains("--speed"), "{e}");
+        let e = run(&options(dir.path(), vec![cap], f64::NAN), rx)
+            .await
+            .unwrap_err();
+        assert!(e.0.contains("--speed"), "{e}");
+    }
+}
