@@ -3,7 +3,7 @@
 //! `/v1/loads` read, and one capture line.
 //! Run: `cargo bench --bench feeds` (prints time per operation).
 
-use criterion::{black_box, criterion_group, criterion_main, Criterion};
+use criterion::{black_box, Criterion};
 use fpm_exporter::state::model::{ModelKind, ModelRing, ModelSums};
 use fpm_exporter::state::rank::{RankKey, RankState};
 use fpm_exporter::state::sequence::SeqEvent;
@@ -115,9 +115,22 @@ fn bench(c: &mut Criterion) {
     );
 }
 
-criterion_group! {
-    name = feeds;
-    config = Criterion::default().sample_size(20).warm_up_time(Duration::from_millis(300)).measurement_time(Duration::from_secs(1));
-    targets = bench
+fn main() {
+    // `cargo bench` passes --bench; `cargo test --all-targets -- --test-threads=2` runs
+    // this binary with the test harness's flags, which criterion's parser refuses: there,
+    // run every benchmark briefly as a smoke test instead.
+    let mut c = if std::env::args().any(|a| a == "--bench") {
+        Criterion::default()
+            .sample_size(20)
+            .warm_up_time(Duration::from_millis(300))
+            .measurement_time(Duration::from_secs(1))
+            .configure_from_args()
+    } else {
+        Criterion::default()
+            .sample_size(10)
+            .warm_up_time(Duration::from_millis(10))
+            .measurement_time(Duration::from_millis(50))
+    };
+    bench(&mut c);
+    c.final_summary();
 }
-criterion_main!(feeds);
