@@ -72,6 +72,17 @@ pub fn rotated(path: &Path, n: u32) -> PathBuf {
 
 /// Refuses to record over anything: FILE and FILE.1 .. FILE.keep must not exist.
 pub fn check_target(settings: &RecordSettings) -> Result<(), String> {
+    let dir = match settings.path.parent() {
+        Some(d) if !d.as_os_str().is_empty() => d,
+        _ => Path::new("."),
+    };
+    if !dir.is_dir() {
+        return Err(format!(
+            "--record {}: directory {} does not exist",
+            settings.path.display(),
+            dir.display()
+        ));
+    }
     let mut paths = vec![settings.path.clone()];
     paths.extend((1..=settings.keep).map(|n| rotated(&settings.path, n)));
     for p in paths {
@@ -467,5 +478,13 @@ mod tests {
         );
         std::fs::write(&path, "old").unwrap();
         assert!(check_target(&RecordSettings { keep: 0, ..s }).is_err());
+        let nowhere = RecordSettings {
+            path: dir.path().join("no/such/dir/cap.jsonl"),
+            max_bytes: 100,
+            keep: 1,
+        };
+        assert!(check_target(&nowhere)
+            .unwrap_err()
+            .contains("does not exist"));
     }
 }
