@@ -574,7 +574,7 @@ async fn capture_replay_capture_round_trip() {
         files: vec![cap_a.clone()],
         endpoint: ep_b.clone(),
         speed: 4.0,
-        wait: Duration::from_secs(2),
+        wait: Duration::from_secs(3),
     };
     let report = replay::run(&options, stop_rx).await.expect("replay runs");
     assert_eq!(report.frames as usize, a.len());
