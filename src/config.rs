@@ -65,7 +65,7 @@ pub enum Command {
         /// Base endpoint: tcp://HOST:PORT (rank r on PORT+r) or ipc:///PATH (rank r on PATH.r).
         #[arg(long, default_value = "tcp://127.0.0.1:20380")]
         endpoint: String,
-        /// Playback speed: 1 is the recorded pace, 2 twice as fast, 0 as fast as possible.
+        /// Playback speed: 1 is the recorded pace, 2 twice as fast, 0 as fast as possible (else 0.001 to 1000000).
         #[arg(long, default_value_t = 1.0)]
         speed: f64,
         /// Pause between binding and the first frame, so subscribers can connect first.

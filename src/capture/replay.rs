@@ -106,9 +106,10 @@ pub async fn run(
     options: &ReplayOptions,
     mut stop: tokio::sync::watch::Receiver<bool>,
 ) -> Result<ReplayReport, ReplayError> {
-    if !(options.speed.is_finite() && options.speed >= 0.0) {
+    // Bounded so that a recorded offset divided by the speed is always a valid Duration.
+    if !(options.speed == 0.0 || (0.001..=1e6).contains(&options.speed)) {
         return Err(ReplayError(format!(
-            "--speed {}: use a number >= 0 (0 = as fast as possible)",
+            "--speed {}: use 0 (as fast as possible) or a factor from 0.001 to 1000000",
             options.speed
         )));
     }
@@ -259,7 +260,14 @@ mod tests {
             .await
             .unwrap_err();
         assert!(e.0.contains("--speed"), "{e}");
-        let e = run(&options(dir.path(), vec![cap], f64::NAN), rx)
+        let e = run(
+            &options(dir.path(), vec![cap.clone()], f64::NAN),
+            rx.clone(),
+        )
+        .await
+        .unwrap_err();
+        assert!(e.0.contains("--speed"), "{e}");
+        let e = run(&options(dir.path(), vec![cap], 1e-300), rx)
             .await
             .unwrap_err();
         assert!(e.0.contains("--speed"), "{e}");
