@@ -24,6 +24,7 @@ pub struct Running {
     server: JoinHandle<()>,
     tasks: Vec<JoinHandle<()>>,
     demo_dir: Option<std::path::PathBuf>,
+    record_writer: Option<std::thread::JoinHandle<()>>,
 }
 
 /// Starts the demo engine (if any), the subscribers, the sweeper and the HTTP server.
@@ -39,6 +40,15 @@ pub async fn start(settings: Settings) -> std::io::Result<Running> {
             demo_dir = std::path::Path::new(path).parent().map(|p| p.to_path_buf());
         }
         tasks.extend(crate::demo::spawn(&demo.endpoint, demo.ranks, &shutdown_rx));
+    }
+    // The recorder subscribes to the event ring before any frame can arrive.
+    let mut record_writer = None;
+    if let Some(rec) = &settings.record {
+        let r = crate::capture::record::start(&registry, rec.clone(), shutdown_rx.clone())?;
+        let _ = registry.recorder.set(r.stats.clone());
+        tracing::info!(file = %rec.path.display(), max_bytes = rec.max_bytes, keep = rec.keep, "recording every accepted frame");
+        tasks.push(r.task);
+        record_writer = Some(r.writer);
     }
     let sub_config = SubscriberConfig {
         silence_timeout: settings.state.stale_after,
@@ -80,6 +90,7 @@ pub async fn start(settings: Settings) -> std::io::Result<Running> {
         server,
         tasks,
         demo_dir,
+        record_writer,
     })
 }
 
@@ -103,6 +114,10 @@ impl Running {
             let _ = self.server.await;
             for t in self.tasks {
                 let _ = t.await;
+            }
+            // The recorder's task has handed over its last lines; wait until written.
+            if let Some(w) = self.record_writer {
+                let _ = tokio::task::spawn_blocking(move || w.join()).await;
             }
         };
         if tokio::time::timeout(grace, all).await.is_err() {

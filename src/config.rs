@@ -11,7 +11,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 /// Label names the exporter itself uses; engine labels may not reuse them.
-pub const RESERVED_LABELS: [&str; 10] = [
+pub const RESERVED_LABELS: [&str; 12] = [
     "engine",
     "worker_id",
     "dp_rank",
@@ -22,6 +22,8 @@ pub const RESERVED_LABELS: [&str; 10] = [
     "state",
     "reason",
     "version",
+    "regression",
+    "term",
 ];
 
 /// Command-line interface.
@@ -54,6 +56,21 @@ pub enum Command {
         /// Stop after this long (default: run until interrupted).
         #[arg(long, value_parser = humantime::parse_duration)]
         duration: Option<Duration>,
+    },
+    /// Publish a capture made with --record again over ZMQ (one PUB per dp_rank in it).
+    Replay {
+        /// Capture files, played in the order given (a rotated capture: FILE.2 FILE.1 FILE).
+        #[arg(required = true, value_name = "FILE")]
+        files: Vec<PathBuf>,
+        /// Base endpoint: tcp://HOST:PORT (rank r on PORT+r) or ipc:///PATH (rank r on PATH.r).
+        #[arg(long, default_value = "tcp://127.0.0.1:20380")]
+        endpoint: String,
+        /// Playback speed: 1 is the recorded pace, 2 twice as fast, 0 as fast as possible (else 0.001 to 1000000).
+        #[arg(long, default_value_t = 1.0)]
+        speed: f64,
+        /// Pause between binding and the first frame, so subscribers can connect first.
+        #[arg(long, default_value = "1s", value_parser = humantime::parse_duration)]
+        wait: Duration,
     },
 }
 
@@ -99,6 +116,15 @@ pub struct RunArgs {
     /// Most concurrent /v1/stream clients.
     #[arg(long, value_name = "N")]
     pub max_streams: Option<usize>,
+    /// Record every accepted frame to FILE as JSON lines (Dynamo's recorder format); refuses an existing file.
+    #[arg(long, value_name = "FILE")]
+    pub record: Option<PathBuf>,
+    /// Rotate the capture when it reaches this size in bytes (default 256 MiB).
+    #[arg(long, value_name = "BYTES", requires = "record")]
+    pub record_max_bytes: Option<u64>,
+    /// Rotated capture files to keep: FILE.1 (newest) to FILE.N (default 5).
+    #[arg(long, value_name = "N", requires = "record")]
+    pub record_keep: Option<u32>,
     /// Log format.
     #[arg(long, value_enum, default_value = "text")]
     pub log_format: LogFormat,
@@ -160,6 +186,8 @@ pub struct Settings {
     pub demo: Option<DemoSettings>,
     /// Most concurrent stream clients.
     pub max_streams: usize,
+    /// Where to record accepted frames, if anywhere.
+    pub record: Option<crate::capture::record::RecordSettings>,
 }
 
 /// The simulated engine's settings.
@@ -422,6 +450,30 @@ impl Settings {
                 ranks: args.demo_ranks,
             });
         }
+        let record = match &args.record {
+            None => None,
+            Some(path) => {
+                let max_bytes = args
+                    .record_max_bytes
+                    .unwrap_or(crate::capture::record::DEFAULT_MAX_BYTES);
+                if max_bytes < 4096 {
+                    return Err(err("--record-max-bytes must be at least 4096".into()));
+                }
+                let keep = args
+                    .record_keep
+                    .unwrap_or(crate::capture::record::DEFAULT_KEEP);
+                if keep > 1000 {
+                    return Err(err("--record-keep must be at most 1000".into()));
+                }
+                let r = crate::capture::record::RecordSettings {
+                    path: path.clone(),
+                    max_bytes,
+                    keep,
+                };
+                crate::capture::record::check_target(&r).map_err(err)?;
+                Some(r)
+            }
+        };
         Ok(Settings {
             listen,
             state,
@@ -429,6 +481,7 @@ impl Settings {
             endpoints,
             demo,
             max_streams,
+            record,
         })
     }
 }

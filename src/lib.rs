@@ -7,6 +7,7 @@
 //! -> [`http`] (axum server). [`demo`] is a simulated engine for first runs and tests.
 
 pub mod app;
+pub mod capture;
 pub mod config;
 pub mod demo;
 pub mod http;

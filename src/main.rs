@@ -57,6 +57,36 @@ fn main() -> ExitCode {
                 }
                 ExitCode::SUCCESS
             }
+            Some(Command::Replay { files, endpoint, speed, wait }) => {
+                let options = fpm_exporter::capture::replay::ReplayOptions { files, endpoint, speed, wait };
+                let (tx, rx) = tokio::sync::watch::channel(false);
+                let run = fpm_exporter::capture::replay::run(&options, rx);
+                tokio::pin!(run);
+                let result = tokio::select! {
+                    r = &mut run => r,
+                    _ = wait_for_signal() => {
+                        let _ = tx.send(true);
+                        run.await
+                    }
+                };
+                match result {
+                    Ok(r) => {
+                        tracing::info!(
+                            frames = r.frames,
+                            skipped_lines = r.skipped_lines,
+                            ranks = ?r.ranks,
+                            capture_s = r.capture_secs,
+                            elapsed_s = r.elapsed_secs,
+                            "replay finished"
+                        );
+                        ExitCode::SUCCESS
+                    }
+                    Err(e) => {
+                        eprintln!("fpm-exporter replay: {e}");
+                        ExitCode::from(1)
+                    }
+                }
+            }
             None => {
                 let settings = match Settings::from_cli(&cli.run) {
                     Ok(s) => s,

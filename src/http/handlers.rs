@@ -59,6 +59,9 @@ pub async fn index() -> &'static str {
         "GET /metrics      Prometheus metrics (text 0.0.4; OpenMetrics on request)\n",
         "GET /v1/ranks     JSON snapshot of every rank (?engine=&worker_id=&dp_rank=)\n",
         "GET /v1/stream    server-sent events: frames and state changes (?interval=1s for snapshots)\n",
+        "GET /v1/loads     router load view per rank (?engine=&worker_id=&dp_rank=&format=sglang)\n",
+        "GET /get_load     SGLang /get_load entries of one worker (?worker_id=&engine=)\n",
+        "GET /v1/model     fitted wall_time models and a prediction (?prefill_tokens=&decode_requests=&decode_kv_tokens=)\n",
         "GET /healthz      liveness of the exporter\n",
         "GET /readyz       readiness: HTTP up and every endpoint started\n",
     )

@@ -2,6 +2,7 @@
 //! health and readiness. Rendering runs on the blocking pool so a large scrape never
 //! stalls the ingest tasks sharing the runtime.
 
+mod feeds;
 mod handlers;
 
 use crate::state::Registry;
@@ -69,5 +70,8 @@ pub fn router(state: AppState) -> Router {
         .route("/readyz", get(handlers::readyz))
         .route("/v1/ranks", get(handlers::ranks))
         .route("/v1/stream", get(handlers::stream))
+        .route("/v1/loads", get(feeds::loads))
+        .route("/get_load", get(feeds::get_load))
+        .route("/v1/model", get(feeds::model))
         .with_state(state)
 }

@@ -101,6 +101,7 @@ pub struct RankJson<'a> {
     last: Option<&'a ForwardPassMetrics>,
     counters: &'a Counters,
     windows: WindowsJson<'a>,
+    model: super::feeds::ModelJson,
 }
 
 impl<'a> RankJson<'a> {
@@ -125,6 +126,7 @@ impl<'a> RankJson<'a> {
                 names: window_names,
                 windows: &r.windows,
             },
+            model: super::feeds::ModelJson::new(&r.model, registry.model_window_secs(), None),
         }
     }
 }
@@ -143,6 +145,7 @@ struct EngineJson<'a> {
     labels: Labels<'a>,
     ranks: RankCounts,
     windows: WindowsJson<'a>,
+    model: super::feeds::ModelJson,
 }
 
 impl<'a> EngineJson<'a> {
@@ -161,6 +164,7 @@ impl<'a> EngineJson<'a> {
                 names: window_names,
                 windows: &e.windows,
             },
+            model: super::feeds::ModelJson::new(&e.model, registry.model_window_secs(), None),
         }
     }
 }

@@ -1,5 +1,6 @@
 //! Sinks: the forms in which the state leaves the exporter.
 
+pub mod feeds;
 pub mod json;
 pub mod prometheus;
 pub mod stream;

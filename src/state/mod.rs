@@ -7,6 +7,8 @@
 pub mod endpoint;
 pub mod fields;
 pub mod labels;
+pub mod load;
+pub mod model;
 pub mod quantiles;
 pub mod rank;
 pub mod sequence;
@@ -135,6 +137,8 @@ pub struct Registry {
     pub refused_frames: AtomicU64,
     /// Ranks expired so far, per engine.
     pub expired: Vec<AtomicU64>,
+    /// The recorder's counters, set when `--record` is on.
+    pub recorder: OnceLock<Arc<crate::capture::record::RecordStats>>,
 }
 
 impl Registry {
@@ -155,6 +159,7 @@ impl Registry {
             endpoints: RwLock::new(Vec::new()),
             events,
             refused_frames: AtomicU64::new(0),
+            recorder: OnceLock::new(),
         })
     }
 
@@ -396,6 +401,7 @@ impl Registry {
                 stale: 0,
                 expired_total: self.expired[engine].load(Relaxed),
                 windows: self.empty_windows(),
+                model: model::ModelSums::default(),
             })
             .collect();
         let mut engine_hists: Vec<Vec<hdrhistogram::Histogram<u32>>> = (0..self.engines.len())
@@ -427,6 +433,9 @@ impl Registry {
                 w.wall_time_quantiles = quantiles::quantiles_of(&scratch);
                 let _ = engine_hists[rank.key.engine][i].add(&scratch);
             }
+            let mut model = model::ModelSums::default();
+            rank.model.merge_into(now.sec, &mut model);
+            eng.model.merge(&model);
             ranks.push(RankSnapshot {
                 key: rank.key.clone(),
                 endpoint: rank.endpoint.clone(),
@@ -439,6 +448,7 @@ impl Registry {
                 last: rank.last.clone(),
                 counters: rank.counters,
                 windows,
+                model,
             });
         }
         for (eng, hists) in engines.iter_mut().zip(&engine_hists) {
@@ -526,6 +536,8 @@ pub struct RankSnapshot {
     pub counters: Counters,
     /// Window statistics, in configured order.
     pub windows: Vec<WindowSnapshot>,
+    /// Performance-model sums over the longest window.
+    pub model: model::ModelSums,
 }
 
 /// One engine's all-ranks aggregate.
@@ -543,6 +555,8 @@ pub struct EngineSnapshot {
     pub expired_total: u64,
     /// Merged window statistics of all its ranks.
     pub windows: Vec<WindowSnapshot>,
+    /// Performance-model sums of all its ranks over the longest window.
+    pub model: model::ModelSums,
 }
 
 /// Everything the sinks need, taken at one instant.

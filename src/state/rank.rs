@@ -2,6 +2,8 @@
 //! rolling statistics.
 
 use super::fields::{self, WALL_TIME};
+use super::load::LoadSample;
+use super::model::ModelRing;
 use super::quantiles::QuantileRing;
 use super::sequence::SeqEvent;
 use super::window::{FrameMoments, WindowRing};
@@ -107,6 +109,10 @@ pub struct RankState {
     pub counters: Counters,
     /// Set once the sweeper removed the rank: holders of a stale handle must re-register.
     pub removed: bool,
+    /// The load of the latest frame of any kind (a heartbeat resets it).
+    pub load: LoadSample,
+    /// Per-second sums of the performance model, over the longest window.
+    pub model: ModelRing,
     windows: WindowRing,
     quantiles: Vec<QuantileRing>,
 }
@@ -127,6 +133,8 @@ impl RankState {
             last_frame_unix_ns: now.unix_ns,
             counters: Counters::default(),
             removed: false,
+            load: LoadSample::default(),
+            model: ModelRing::new(longest),
             windows: WindowRing::new(longest),
             quantiles: windows.iter().map(|&w| QuantileRing::new(w)).collect(),
         }
@@ -150,6 +158,7 @@ impl RankState {
         }
         self.last_frame_at = now.instant;
         self.last_frame_unix_ns = now.unix_ns;
+        self.load = LoadSample::of(metrics);
         let next = if metrics.is_heartbeat() {
             c.heartbeats += 1;
             Liveness::Idle
@@ -170,6 +179,7 @@ impl RankState {
             c.decode_kv_tokens = c.decode_kv_tokens.saturating_add(s.sum_decode_kv_tokens.0);
             let values = fields::values(metrics);
             self.windows.record(now.sec, &values);
+            self.model.record(now.sec, metrics);
             for q in &mut self.quantiles {
                 q.record(now.sec, values[WALL_TIME]);
             }

@@ -384,3 +384,15 @@ impl<'de> Deserialize<'de> for WallOrScope {
         d.deserialize_any(V)
     }
 }
+
+/// A [`ForwardPassMetrics`] read from any self-describing serde format (the JSON of a
+/// capture) by the same rules as the msgpack payload: unknown keys ignored, missing
+/// fields defaulted, invalid numbers refused.
+#[derive(Debug, Clone, PartialEq)]
+pub struct AnyFormat(pub ForwardPassMetrics);
+
+impl<'de> Deserialize<'de> for AnyFormat {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        FpmSeed.deserialize(d).map(AnyFormat)
+    }
+}

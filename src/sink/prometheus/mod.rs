@@ -5,7 +5,9 @@
 pub mod endpoints;
 pub mod engines;
 pub mod exporter;
+pub mod model;
 pub mod ranks;
+pub mod record;
 pub mod text;
 
 use crate::state::{RankFilter, Registry};
@@ -49,8 +51,18 @@ pub fn render(registry: &Registry, format: Format, start_unix_secs: f64) -> Stri
     let mut w = Writer::new(format, 4096 + snap.ranks.len() * 24 * 1024);
     ranks::write(&mut w, &snap.ranks, &rank_labels, &window_names);
     engines::write(&mut w, &snap.engines, &engine_labels, &window_names);
+    model::write(
+        &mut w,
+        &snap.ranks,
+        &rank_labels,
+        &snap.engines,
+        &engine_labels,
+    );
     endpoints::write(&mut w, registry, &registry.endpoints(), &engine_labels);
     exporter::write(&mut w, registry, start_unix_secs);
+    if let Some(stats) = registry.recorder.get() {
+        record::write(&mut w, stats);
+    }
     w.finish()
 }
 
@@ -58,7 +70,9 @@ pub fn render(registry: &Registry, format: Format, start_unix_secs: f64) -> Stri
 pub fn all_families() -> Vec<Family> {
     let mut v = ranks::families();
     v.extend(engines::families());
+    v.extend(model::families());
     v.extend(endpoints::families());
     v.extend(exporter::families());
+    v.extend(record::families());
     v
 }

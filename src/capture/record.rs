@@ -1,0 +1,490 @@
+//! `--record FILE`: every accepted frame as one JSON line in the format of Dynamo's
+//! recorder, `{"received_at_ns": <unix ns>, "metrics": <FPM as on the wire>}`.
+//!
+//! Recording never slows ingestion. The recorder reads the registry's event ring
+//! (the one `/v1/stream` uses), which ingestion writes without ever waiting; a task
+//! turns frames into lines and hands chunks of lines to a writer thread through a
+//! bounded channel. A frame is counted as dropped when the recorder fell behind the
+//! ring or the channel was full. Chunks are handed over every second (and at 64 KiB),
+//! so the file is at most about a second behind; at shutdown everything is written.
+//!
+//! Rotation (logrotate style): when the next line would take FILE past
+//! `--record-max-bytes`, FILE is renamed FILE.1 (FILE.1 to FILE.2, ...; the oldest,
+//! FILE.<keep>, is overwritten) and a new FILE is started. Lines never straddle files.
+//! Disk use stays within about (keep + 1) x max-bytes.
+
+use crate::state::{EventKind, Registry};
+use serde::Serialize;
+use std::fs::{File, OpenOptions};
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::sync::mpsc::{sync_channel, Receiver, SyncSender, TrySendError};
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::sync::broadcast::error::{RecvError, TryRecvError};
+use tokio::sync::watch;
+
+/// Lines are handed to the writer in chunks of about this size.
+const CHUNK_BYTES: usize = 64 * 1024;
+/// Chunks that may wait for the writer (about 4 MiB); beyond this, frames are dropped.
+const CHUNKS_QUEUED: usize = 64;
+/// Longest time a line waits before it is handed to the writer.
+pub const FLUSH_INTERVAL: Duration = Duration::from_secs(1);
+
+/// Where and how to record.
+#[derive(Debug, Clone)]
+pub struct RecordSettings {
+    /// The capture file.
+    pub path: PathBuf,
+    /// Size at which the file is rotated.
+    pub max_bytes: u64,
+    /// Rotated files kept (FILE.1 .. FILE.keep).
+    pub keep: u32,
+}
+
+/// Default `--record-max-bytes`: 256 MiB.
+pub const DEFAULT_MAX_BYTES: u64 = 256 * 1024 * 1024;
+/// Default `--record-keep`.
+pub const DEFAULT_KEEP: u32 = 5;
+
+/// What the recorder did (exported as `fpm_record_*`).
+#[derive(Debug, Default)]
+pub struct RecordStats {
+    /// Frames written.
+    pub frames: AtomicU64,
+    /// Bytes written.
+    pub bytes: AtomicU64,
+    /// Frames lost because the recorder fell behind.
+    pub dropped: AtomicU64,
+    /// Rotations done.
+    pub rotations: AtomicU64,
+    /// Failed writes or rotations (their frames are counted as dropped too).
+    pub write_errors: AtomicU64,
+}
+
+/// The file FILE.n (n >= 1).
+pub fn rotated(path: &Path, n: u32) -> PathBuf {
+    let mut s = path.as_os_str().to_owned();
+    s.push(format!(".{n}"));
+    PathBuf::from(s)
+}
+
+/// Refuses to record over anything: FILE and FILE.1 .. FILE.keep must not exist.
+pub fn check_target(settings: &RecordSettings) -> Result<(), String> {
+    let dir = match settings.path.parent() {
+        Some(d) if !d.as_os_str().is_empty() => d,
+        _ => Path::new("."),
+    };
+    if !dir.is_dir() {
+        return Err(format!(
+            "--record {}: directory {} does not exist",
+            settings.path.display(),
+            dir.display()
+        ));
+    }
+    let mut paths = vec![settings.path.clone()];
+    paths.extend((1..=settings.keep).map(|n| rotated(&settings.path, n)));
+    for p in paths {
+        if p.exists() || p.symlink_metadata().is_ok() {
+            return Err(format!(
+                "--record {}: {} already exists; refusing to overwrite it (move it away or choose another file)",
+                settings.path.display(),
+                p.display()
+            ));
+        }
+    }
+    Ok(())
+}
+
+#[derive(Serialize)]
+struct Line<'a> {
+    received_at_ns: u64,
+    metrics: &'a crate::wire::ForwardPassMetrics,
+}
+
+/// A running recorder.
+pub struct Recorder {
+    /// The collecting task (ends at shutdown after handing over everything).
+    pub task: tokio::task::JoinHandle<()>,
+    /// The writer thread (ends once the task is done and every chunk is written).
+    pub writer: std::thread::JoinHandle<()>,
+    /// Counters.
+    pub stats: Arc<RecordStats>,
+}
+
+/// Creates FILE (refusing an existing one) and starts recording every frame the
+/// registry accepts from now on. Must be called before the subscribers start.
+pub fn start(
+    registry: &Arc<Registry>,
+    settings: RecordSettings,
+    shutdown: watch::Receiver<bool>,
+) -> std::io::Result<Recorder> {
+    check_target(&settings)
+        .map_err(|m| std::io::Error::new(std::io::ErrorKind::AlreadyExists, m))?;
+    let file = create(&settings.path)?;
+    let stats = Arc::new(RecordStats::default());
+    let (tx, rx) = sync_channel(CHUNKS_QUEUED);
+    let rx_events = registry.subscribe();
+    let writer = {
+        let stats = stats.clone();
+        std::thread::Builder::new()
+            .name("fpm-record".into())
+            .spawn(move || {
+                Writer {
+                    file,
+                    size: 0,
+                    settings,
+                    stats,
+                    last_warning: None,
+                }
+                .run(rx)
+            })?
+    };
+    let task = tokio::spawn(collect(rx_events, tx, stats.clone(), shutdown));
+    Ok(Recorder {
+        task,
+        writer,
+        stats,
+    })
+}
+
+fn create(path: &Path) -> std::io::Result<File> {
+    OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .open(path)
+        .map_err(|e| {
+            std::io::Error::new(
+                e.kind(),
+                format!("--record {}: cannot create it: {e}", path.display()),
+            )
+        })
+}
+
+struct Pending {
+    buf: Vec<u8>,
+    frames: u64,
+}
+
+impl Pending {
+    fn hand_off(&mut self, tx: &SyncSender<(Vec<u8>, u64)>, stats: &RecordStats) {
+        if self.frames == 0 {
+            return;
+        }
+        let chunk = std::mem::replace(&mut self.buf, Vec::with_capacity(CHUNK_BYTES + 1024));
+        let frames = std::mem::take(&mut self.frames);
+        match tx.try_send((chunk, frames)) {
+            Ok(()) => {}
+            Err(TrySendError::Full(_)) | Err(TrySendError::Disconnected(_)) => {
+                stats.dropped.fetch_add(frames, Relaxed);
+            }
+        }
+    }
+
+    fn push(&mut self, ev: &crate::state::Event) {
+        if let EventKind::Frame {
+            received_at_ns,
+            metrics,
+            ..
+        } = &ev.kind
+        {
+            let line = Line {
+                received_at_ns: *received_at_ns,
+                metrics,
+            };
+            serde_json::to_writer(&mut self.buf, &line)
+                .expect("JSON of plain data into a Vec cannot fail");
+            self.buf.push(b'\n');
+            self.frames += 1;
+        }
+    }
+}
+
+async fn collect(
+    mut rx: tokio::sync::broadcast::Receiver<Arc<crate::state::Event>>,
+    tx: SyncSender<(Vec<u8>, u64)>,
+    stats: Arc<RecordStats>,
+    mut shutdown: watch::Receiver<bool>,
+) {
+    let mut pending = Pending {
+        buf: Vec::with_capacity(CHUNK_BYTES + 1024),
+        frames: 0,
+    };
+    let mut tick = tokio::time::interval(FLUSH_INTERVAL);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            r = rx.recv() => match r {
+                Ok(ev) => {
+                    pending.push(&ev);
+                    if pending.buf.len() >= CHUNK_BYTES {
+                        pending.hand_off(&tx, &stats);
+                    }
+                }
+                Err(RecvError::Lagged(n)) => {
+                    stats.dropped.fetch_add(n, Relaxed);
+                }
+                Err(RecvError::Closed) => break,
+            },
+            _ = tick.tick() => pending.hand_off(&tx, &stats),
+            _ = shutdown.wait_for(|s| *s) => break,
+        }
+    }
+    // Whatever was accepted before shutdown is still in the ring: write it too.
+    loop {
+        match rx.try_recv() {
+            Ok(ev) => {
+                pending.push(&ev);
+                if pending.buf.len() >= CHUNK_BYTES {
+                    pending.hand_off(&tx, &stats);
+                }
+            }
+            Err(TryRecvError::Lagged(n)) => {
+                stats.dropped.fetch_add(n, Relaxed);
+            }
+            Err(_) => break,
+        }
+    }
+    pending.hand_off(&tx, &stats);
+}
+
+struct Writer {
+    file: File,
+    size: u64,
+    settings: RecordSettings,
+    stats: Arc<RecordStats>,
+    /// When a failure was last logged (a full disk fails every chunk: log it rarely).
+    last_warning: Option<std::time::Instant>,
+}
+
+impl Writer {
+    fn run(mut self, rx: Receiver<(Vec<u8>, u64)>) {
+        for (chunk, frames) in rx {
+            match self.write_chunk(&chunk) {
+                Ok(()) => {
+                    self.stats.frames.fetch_add(frames, Relaxed);
+                    self.stats.bytes.fetch_add(chunk.len() as u64, Relaxed);
+                }
+                Err(e) => {
+                    self.stats.write_errors.fetch_add(1, Relaxed);
+                    self.stats.dropped.fetch_add(frames, Relaxed);
+                    if self
+                        .last_warning
+                        .is_none_or(|t| t.elapsed() >= Duration::from_secs(10))
+                    {
+                        self.last_warning = Some(std::time::Instant::now());
+                        tracing::warn!(
+                            file = %self.settings.path.display(),
+                            error = %e,
+                            frames,
+                            write_errors = self.stats.write_errors.load(Relaxed),
+                            "recording failed; frames dropped (logged at most every 10 s)"
+                        );
+                    }
+                }
+            }
+        }
+        if let Err(e) = self.file.sync_data() {
+            tracing::warn!(file = %self.settings.path.display(), error = %e, "could not sync the capture at shutdown");
+        }
+    }
+
+    /// Writes whole lines, rotating before a line that would pass the size limit.
+    fn write_chunk(&mut self, chunk: &[u8]) -> std::io::Result<()> {
+        let mut start = 0;
+        while start < chunk.len() {
+            let room = self.settings.max_bytes.saturating_sub(self.size);
+            let mut end = start;
+            for (i, _) in chunk[start..]
+                .iter()
+                .enumerate()
+                .filter(|(_, &b)| b == b'\n')
+            {
+                let line_end = start + i + 1;
+                if (line_end - start) as u64 > room {
+                    break;
+                }
+                end = line_end;
+            }
+            if end == start {
+                if self.size > 0 {
+                    self.rotate()?;
+                    continue;
+                }
+                // One line longer than the limit: it gets a file of its own.
+                end = chunk[start..]
+                    .iter()
+                    .position(|&b| b == b'\n')
+                    .map_or(chunk.len(), |i| start + i + 1);
+            }
+            self.file.write_all(&chunk[start..end])?;
+            self.size += (end - start) as u64;
+            start = end;
+        }
+        Ok(())
+    }
+
+    fn rotate(&mut self) -> std::io::Result<()> {
+        self.file.flush()?;
+        let path = &self.settings.path;
+        if self.settings.keep == 0 {
+            std::fs::remove_file(path)?;
+        } else {
+            for n in (1..self.settings.keep).rev() {
+                let from = rotated(path, n);
+                if from.exists() {
+                    std::fs::rename(&from, rotated(path, n + 1))?;
+                }
+            }
+            std::fs::rename(path, rotated(path, 1))?;
+        }
+        self.file = create(path)?;
+        self.size = 0;
+        self.stats.rotations.fetch_add(1, Relaxed);
+        tracing::info!(file = %path.display(), keep = self.settings.keep, "capture rotated");
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::Value;
+
+    fn writer(dir: &Path, max_bytes: u64, keep: u32) -> Writer {
+        let path = dir.join("cap.jsonl");
+        Writer {
+            file: create(&path).unwrap(),
+            size: 0,
+            settings: RecordSettings {
+                path,
+                max_bytes,
+                keep,
+            },
+            stats: Arc::new(RecordStats::default()),
+            last_warning: None,
+        }
+    }
+
+    #[test]
+    fn rotation_keeps_whole_lines_and_the_newest_files() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut w = writer(dir.path(), 25, 2);
+        // Ten lines of 10 bytes: two per file (a third would make 30 > 25).
+        let lines: Vec<String> = (0..10).map(|i| format!("line-{i:03}\n")).collect();
+        w.write_chunk(lines[..3].concat().as_bytes()).unwrap();
+        w.write_chunk(lines[3..].concat().as_bytes()).unwrap();
+        let path = w.settings.path.clone();
+        let read = |n: Option<u32>| {
+            let p = n.map_or(path.clone(), |n| rotated(&path, n));
+            std::fs::read_to_string(p).unwrap()
+        };
+        assert_eq!(read(None), lines[8..].concat());
+        assert_eq!(read(Some(1)), lines[6..8].concat());
+        assert_eq!(read(Some(2)), lines[4..6].concat());
+        assert!(
+            !rotated(&w.settings.path, 3).exists(),
+            "only keep=2 rotated files stay"
+        );
+        assert_eq!(w.stats.rotations.load(Relaxed), 4);
+        // A line longer than the limit still gets written, alone.
+        let long = format!("{}\n", "x".repeat(40));
+        w.write_chunk(long.as_bytes()).unwrap();
+        assert_eq!(read(None), long);
+        assert_eq!(read(Some(1)), lines[8..].concat());
+    }
+
+    fn frame_event(i: u64) -> Arc<crate::state::Event> {
+        let metrics = crate::wire::ForwardPassMetrics {
+            version: 1,
+            counter_id: i,
+            ..Default::default()
+        };
+        Arc::new(crate::state::Event {
+            key: crate::state::rank::RankKey {
+                engine: 0,
+                worker_id: "w".into(),
+                dp_rank: 0,
+            },
+            kind: EventKind::Frame {
+                sequence: i,
+                received_at_ns: 1000 + i,
+                metrics,
+            },
+            json: std::sync::OnceLock::new(),
+        })
+    }
+
+    #[tokio::test]
+    async fn a_recorder_that_falls_behind_counts_what_it_lost() {
+        // The ring holds 16 events; 40 arrive before the recorder reads any.
+        let (events, rx) = tokio::sync::broadcast::channel(16);
+        for i in 0..40 {
+            events.send(frame_event(i)).unwrap();
+        }
+        let (tx, chunks) = sync_channel(CHUNKS_QUEUED);
+        let stats = Arc::new(RecordStats::default());
+        let (_stop, stop_rx) = watch::channel(true);
+        collect(rx, tx, stats.clone(), stop_rx).await;
+        let lines: Vec<Value> = chunks
+            .try_iter()
+            .flat_map(|(c, _)| {
+                String::from_utf8(c)
+                    .unwrap()
+                    .lines()
+                    .map(|l| serde_json::from_str(l).unwrap())
+                    .collect::<Vec<Value>>()
+            })
+            .collect();
+        assert_eq!(stats.dropped.load(Relaxed), 24);
+        assert_eq!(
+            lines.len(),
+            16,
+            "the newest 16 are still written at shutdown"
+        );
+        assert_eq!(lines[0]["received_at_ns"], 1024);
+        assert_eq!(lines[15]["metrics"]["counter_id"], 39);
+
+        // A full hand-off channel drops the chunk and counts its frames.
+        let (tx, _keep) = sync_channel(1);
+        tx.try_send((Vec::new(), 0)).unwrap();
+        let mut p = Pending {
+            buf: Vec::new(),
+            frames: 0,
+        };
+        for i in 0..5 {
+            p.push(&frame_event(i));
+        }
+        p.hand_off(&tx, &stats);
+        assert_eq!(stats.dropped.load(Relaxed), 24 + 5);
+    }
+
+    #[test]
+    fn refuses_existing_files() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("cap.jsonl");
+        let s = RecordSettings {
+            path: path.clone(),
+            max_bytes: 100,
+            keep: 3,
+        };
+        assert!(check_target(&s).is_ok());
+        std::fs::write(rotated(&path, 3), "old").unwrap();
+        let e = check_target(&s).unwrap_err();
+        assert!(
+            e.contains("cap.jsonl.3") && e.contains("refusing to overwrite"),
+            "{e}"
+        );
+        std::fs::write(&path, "old").unwrap();
+        assert!(check_target(&RecordSettings { keep: 0, ..s }).is_err());
+        let nowhere = RecordSettings {
+            path: dir.path().join("no/such/dir/cap.jsonl"),
+            max_bytes: 100,
+            keep: 1,
+        };
+        assert!(check_target(&nowhere)
+            .unwrap_err()
+            .contains("does not exist"));
+    }
+}

@@ -1,0 +1,172 @@
+//! Handlers of the router and planner feeds: `/v1/loads`, `/get_load` and `/v1/model`.
+//! Queries are strict like the other JSON endpoints: an unknown key is a 400.
+
+use super::AppState;
+use crate::sink::feeds::{self, GetLoadError};
+use crate::state::RankFilter;
+use axum::extract::rejection::QueryRejection;
+use axum::extract::{Query, State};
+use axum::http::{header, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use serde::Deserialize;
+
+/// Longest accepted query-parameter value, in bytes (as the other endpoints).
+const MAX_PARAM_BYTES: usize = 256;
+
+fn error(status: StatusCode, msg: impl Into<String>) -> Response {
+    (status, Json(serde_json::json!({ "error": msg.into() }))).into_response()
+}
+
+fn filter(
+    engine: Option<String>,
+    worker_id: Option<String>,
+    dp_rank: Option<u64>,
+) -> Result<RankFilter, String> {
+    if [&engine, &worker_id]
+        .into_iter()
+        .flatten()
+        .any(|v| v.len() > MAX_PARAM_BYTES)
+    {
+        return Err(format!(
+            "query values are limited to {MAX_PARAM_BYTES} bytes"
+        ));
+    }
+    Ok(RankFilter {
+        engine,
+        worker_id,
+        dp_rank,
+    })
+}
+
+fn json(body: Vec<u8>) -> Response {
+    ([(header::CONTENT_TYPE, "application/json")], body).into_response()
+}
+
+/// Query of `/v1/loads` and `/get_load`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LoadParams {
+    engine: Option<String>,
+    worker_id: Option<String>,
+    dp_rank: Option<u64>,
+    /// `sglang` for SGLang's `/get_load` shape; the default is the full view.
+    format: Option<String>,
+}
+
+/// `GET /v1/loads`: the load of every matching rank, read at request time.
+pub async fn loads(
+    State(app): State<AppState>,
+    params: Result<Query<LoadParams>, QueryRejection>,
+) -> Response {
+    let Query(p) = match params {
+        Ok(p) => p,
+        Err(e) => return error(StatusCode::BAD_REQUEST, e.body_text()),
+    };
+    let sglang = match p.format.as_deref() {
+        None | Some("full") => false,
+        Some("sglang") => true,
+        Some(other) => {
+            return error(
+                StatusCode::BAD_REQUEST,
+                format!("format {other:?}: use full or sglang"),
+            )
+        }
+    };
+    let filter = match filter(p.engine, p.worker_id, p.dp_rank) {
+        Ok(f) => f,
+        Err(msg) => return error(StatusCode::BAD_REQUEST, msg),
+    };
+    let snap = app.registry.loads(&filter);
+    if !sglang {
+        return json(feeds::loads_document(&app.registry, &snap));
+    }
+    match feeds::get_load_document(&app.registry, &snap) {
+        Ok(body) => json(body),
+        Err(GetLoadError::NoRank) => error(StatusCode::NOT_FOUND, "no rank matches the query"),
+        Err(GetLoadError::SeveralWorkers(w)) => error(
+            StatusCode::BAD_REQUEST,
+            format!(
+                "ranks of several workers match ({}); give worker_id (and engine)",
+                w.join(", ")
+            ),
+        ),
+    }
+}
+
+/// Query of `/get_load`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct GetLoadParams {
+    engine: Option<String>,
+    worker_id: Option<String>,
+}
+
+/// `GET /get_load`: SGLang's endpoint of that name, for routers that call it on the
+/// worker's URL; the same as `/v1/loads?format=sglang`.
+pub async fn get_load(
+    State(app): State<AppState>,
+    params: Result<Query<GetLoadParams>, QueryRejection>,
+) -> Response {
+    let Query(p) = match params {
+        Ok(p) => p,
+        Err(e) => return error(StatusCode::BAD_REQUEST, e.body_text()),
+    };
+    let params = LoadParams {
+        engine: p.engine,
+        worker_id: p.worker_id,
+        dp_rank: None,
+        format: Some("sglang".into()),
+    };
+    loads(State(app), Ok(Query(params))).await
+}
+
+/// Query of `/v1/model`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ModelParams {
+    engine: Option<String>,
+    worker_id: Option<String>,
+    dp_rank: Option<u64>,
+    prefill_tokens: Option<f64>,
+    decode_requests: Option<f64>,
+    decode_kv_tokens: Option<f64>,
+}
+
+/// `GET /v1/model`: the fitted regressions of every matching rank and engine, each with
+/// the wall_time it predicts for the given load (missing terms count as 0).
+pub async fn model(
+    State(app): State<AppState>,
+    params: Result<Query<ModelParams>, QueryRejection>,
+) -> Response {
+    let Query(p) = match params {
+        Ok(p) => p,
+        Err(e) => return error(StatusCode::BAD_REQUEST, e.body_text()),
+    };
+    let x = [
+        1.0,
+        p.prefill_tokens.unwrap_or(0.0),
+        p.decode_requests.unwrap_or(0.0),
+        p.decode_kv_tokens.unwrap_or(0.0),
+    ];
+    if x.iter().any(|v| !v.is_finite() || *v < 0.0 || *v > 1e15) {
+        return error(
+            StatusCode::BAD_REQUEST,
+            "prefill_tokens, decode_requests and decode_kv_tokens must be numbers from 0 to 1e15",
+        );
+    }
+    let filter = match filter(p.engine, p.worker_id, p.dp_rank) {
+        Ok(f) => f,
+        Err(msg) => return error(StatusCode::BAD_REQUEST, msg),
+    };
+    let registry = app.registry.clone();
+    match tokio::task::spawn_blocking(move || {
+        let snap = registry.models(&filter);
+        feeds::model_document(&registry, &snap, x)
+    })
+    .await
+    {
+        Ok(body) => json(body),
+        Err(e) => error(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()),
+    }
+}

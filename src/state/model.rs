@@ -1,0 +1,580 @@
+//! The online performance model: the linear regressions of iteration `wall_time` that
+//! Dynamo's planner fits, kept live per rank and per engine.
+//!
+//! - prefill: `wall_time ~ 1 + sum_prefill_tokens`, over pure-prefill iterations
+//!   (prefill tokens computed, no decode request scheduled);
+//! - decode: `wall_time ~ 1 + num_decode_requests + sum_decode_kv_tokens`, over
+//!   pure-decode iterations (decode requests, no prefill token);
+//! - aggregated: `wall_time ~ 1 + all three`, over every iteration.
+//!
+//! Heartbeats never enter. The fit is windowed normal equations: each second of a
+//! ring (as long as the longest configured window) holds the sums of `x x^T`,
+//! `x y` and `y^2` of its iterations, so an update is a handful of multiply-adds and
+//! the window slides one second at a time. Sums add, so an engine's model is the sum
+//! of its ranks' sums. The small non-negative least-squares problem (at most four
+//! unknowns) is solved only when someone reads the model.
+
+use super::rank::{Liveness, RankKey};
+use super::{RankFilter, Registry};
+use crate::wire::ForwardPassMetrics;
+
+/// Term names, in the order of the regressor vector `x = [1, p, d, k]`.
+pub const TERMS: [&str; 4] = [
+    "intercept",
+    "prefill_tokens",
+    "decode_requests",
+    "decode_kv_tokens",
+];
+
+/// Index of `(i, j)`, `i <= j`, in the packed upper triangle of a 4x4 matrix.
+const TRI: [[usize; 4]; 4] = [[0, 1, 2, 3], [1, 4, 5, 6], [2, 5, 7, 8], [3, 6, 8, 9]];
+
+/// Which regression.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ModelKind {
+    /// wall_time on prefill tokens.
+    Prefill,
+    /// wall_time on decode requests and decode KV tokens.
+    Decode,
+    /// wall_time on all three.
+    Aggregated,
+}
+
+impl ModelKind {
+    /// Every model, in output order.
+    pub const ALL: [ModelKind; 3] = [ModelKind::Prefill, ModelKind::Decode, ModelKind::Aggregated];
+
+    /// The `model` label value and JSON key.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ModelKind::Prefill => "prefill",
+            ModelKind::Decode => "decode",
+            ModelKind::Aggregated => "aggregated",
+        }
+    }
+
+    /// Indexes into [`TERMS`] of the model's terms.
+    pub fn terms(self) -> &'static [usize] {
+        match self {
+            ModelKind::Prefill => &[0, 1],
+            ModelKind::Decode => &[0, 2, 3],
+            ModelKind::Aggregated => &[0, 1, 2, 3],
+        }
+    }
+}
+
+/// Sufficient statistics of a least-squares fit on `x = [1, p, d, k]`: the packed
+/// upper triangle of `sum x x^T` (its first entry is the sample count), `sum x y`
+/// and `sum y^2`.
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct NormalSums {
+    /// Packed upper triangle of `sum x x^T`.
+    pub xx: [f64; 10],
+    /// `sum x y`.
+    pub xy: [f64; 4],
+    /// `sum y^2`.
+    pub yy: f64,
+}
+
+impl NormalSums {
+    /// Folds in one sample.
+    #[inline]
+    pub fn push(&mut self, x: &[f64; 4], y: f64) {
+        for i in 0..4 {
+            for j in i..4 {
+                self.xx[TRI[i][j]] += x[i] * x[j];
+            }
+            self.xy[i] += x[i] * y;
+        }
+        self.yy += y * y;
+    }
+
+    /// Adds another set of sums (another second, or another rank).
+    #[inline]
+    pub fn merge(&mut self, o: &NormalSums) {
+        for (a, b) in self.xx.iter_mut().zip(&o.xx) {
+            *a += b;
+        }
+        for (a, b) in self.xy.iter_mut().zip(&o.xy) {
+            *a += b;
+        }
+        self.yy += o.yy;
+    }
+
+    /// Number of samples.
+    pub fn count(&self) -> u64 {
+        self.xx[0].round() as u64
+    }
+
+    /// Fits `kind`'s terms with non-negative coefficients.
+    pub fn fit(&self, kind: ModelKind) -> Fit {
+        fit_terms(self, kind.terms())
+    }
+}
+
+/// The sums of all three models over the same stretch of time.
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct ModelSums {
+    /// Pure-prefill iterations.
+    pub prefill: NormalSums,
+    /// Pure-decode iterations.
+    pub decode: NormalSums,
+    /// Every iteration.
+    pub aggregated: NormalSums,
+}
+
+impl ModelSums {
+    /// Folds in one iteration frame (the caller keeps heartbeats out).
+    #[inline]
+    pub fn push(&mut self, m: &ForwardPassMetrics) {
+        let s = &m.scheduled_requests;
+        let x = [
+            1.0,
+            s.sum_prefill_tokens.0 as f64,
+            s.num_decode_requests.0 as f64,
+            s.sum_decode_kv_tokens.0 as f64,
+        ];
+        let y = m.wall_time.0;
+        self.aggregated.push(&x, y);
+        if x[1] > 0.0 && x[2] == 0.0 {
+            self.prefill.push(&x, y);
+        } else if x[2] > 0.0 && x[1] == 0.0 {
+            self.decode.push(&x, y);
+        }
+    }
+
+    /// Adds another set of sums.
+    pub fn merge(&mut self, o: &ModelSums) {
+        self.prefill.merge(&o.prefill);
+        self.decode.merge(&o.decode);
+        self.aggregated.merge(&o.aggregated);
+    }
+
+    /// The sums of one model.
+    pub fn get(&self, kind: ModelKind) -> &NormalSums {
+        match kind {
+            ModelKind::Prefill => &self.prefill,
+            ModelKind::Decode => &self.decode,
+            ModelKind::Aggregated => &self.aggregated,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Default)]
+struct Slot {
+    /// Second since the registry's epoch, plus one; 0 = never used.
+    second: u64,
+    sums: ModelSums,
+}
+
+/// A ring of per-second [`ModelSums`].
+#[derive(Debug, Clone)]
+pub struct ModelRing {
+    slots: Box<[Slot]>,
+}
+
+impl ModelRing {
+    /// A ring covering `secs` seconds.
+    pub fn new(secs: u64) -> Self {
+        ModelRing {
+            slots: vec![Slot::default(); secs.max(1) as usize].into_boxed_slice(),
+        }
+    }
+
+    /// The window the ring covers, in seconds.
+    pub fn secs(&self) -> u64 {
+        self.slots.len() as u64
+    }
+
+    /// Folds one iteration into second `now_sec`.
+    #[inline]
+    pub fn record(&mut self, now_sec: u64, m: &ForwardPassMetrics) {
+        let len = self.slots.len() as u64;
+        let slot = &mut self.slots[(now_sec % len) as usize];
+        if slot.second != now_sec + 1 {
+            slot.second = now_sec + 1;
+            slot.sums = ModelSums::default();
+        }
+        slot.sums.push(m);
+    }
+
+    /// Adds the sums of the whole window ending at `now_sec` into `out`.
+    pub fn merge_into(&self, now_sec: u64, out: &mut ModelSums) {
+        let lowest = (now_sec + 1).saturating_sub(self.slots.len() as u64 - 1);
+        for slot in self.slots.iter() {
+            if slot.second >= lowest && slot.second <= now_sec + 1 {
+                out.merge(&slot.sums);
+            }
+        }
+    }
+}
+
+/// One fitted regression.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Fit {
+    /// Iterations the fit is based on.
+    pub samples: u64,
+    /// Coefficients in [`TERMS`] order (0 for terms the model does not have); `None`
+    /// until there are more samples than terms.
+    pub coefficients: Option<[f64; 4]>,
+    /// Coefficient of determination; `None` without a fit or when wall_time did not vary.
+    pub r_squared: Option<f64>,
+}
+
+impl Fit {
+    /// Predicted wall_time, seconds, for `x = [1, p, d, k]`.
+    pub fn predict(&self, x: &[f64; 4]) -> Option<f64> {
+        self.coefficients
+            .map(|b| b.iter().zip(x).map(|(b, x)| b * x).sum())
+    }
+}
+
+/// The model sums of the ranks that passed a filter, and of their engines.
+#[derive(Debug, Clone)]
+pub struct ModelsSnapshot {
+    /// When, Unix ns.
+    pub at_unix_ns: u64,
+    /// The window the sums cover, seconds.
+    pub window_secs: u64,
+    /// Ranks, sorted by key, with their liveness.
+    pub ranks: Vec<(RankKey, Liveness, ModelSums)>,
+    /// Per engine (configured order): the sums of its matching ranks, and how many.
+    pub engines: Vec<(ModelSums, usize)>,
+}
+
+impl Registry {
+    /// The model window, seconds (the longest configured window).
+    pub fn model_window_secs(&self) -> u64 {
+        self.config.windows.iter().copied().max().unwrap_or(1)
+    }
+
+    /// The performance-model sums of every rank passing `filter` (no fit yet: the
+    /// caller fits what it needs).
+    pub fn models(&self, filter: &RankFilter) -> ModelsSnapshot {
+        let now = self.now();
+        let handles: Vec<_> = {
+            let map = self.ranks.read();
+            map.iter()
+                .filter(|(k, _)| filter.matches(self, k))
+                .map(|(_, h)| h.clone())
+                .collect()
+        };
+        let mut engines = vec![(ModelSums::default(), 0usize); self.engines.len()];
+        let mut ranks: Vec<_> = handles
+            .iter()
+            .map(|h| {
+                let rank = h.lock();
+                let mut sums = ModelSums::default();
+                rank.model.merge_into(now.sec, &mut sums);
+                let e = &mut engines[rank.key.engine];
+                e.0.merge(&sums);
+                e.1 += 1;
+                (rank.key.clone(), rank.liveness, sums)
+            })
+            .collect();
+        ranks.sort_by(|a, b| a.0.cmp(&b.0));
+        ModelsSnapshot {
+            at_unix_ns: now.unix_ns,
+            window_secs: self.model_window_secs(),
+            ranks,
+            engines,
+        }
+    }
+}
+
+fn fit_terms(s: &NormalSums, terms: &[usize]) -> Fit {
+    let samples = s.count();
+    let m = terms.len();
+    if samples as usize <= m {
+        return Fit {
+            samples,
+            coefficients: None,
+            r_squared: None,
+        };
+    }
+    let mut a = [[0.0; 4]; 4];
+    let mut b = [0.0; 4];
+    for (r, &i) in terms.iter().enumerate() {
+        for (c, &j) in terms.iter().enumerate() {
+            a[r][c] = s.xx[TRI[i.min(j)][i.max(j)]];
+        }
+        b[r] = s.xy[i];
+    }
+    let beta = nnls(&a, &b, m);
+    let mut coefficients = [0.0; 4];
+    for (r, &i) in terms.iter().enumerate() {
+        coefficients[i] = beta[r];
+    }
+    // SSE = yy - 2 beta.b + beta' A beta; SST = yy - (sum y)^2 / n.
+    let mut quad = 0.0;
+    let mut lin = 0.0;
+    for r in 0..m {
+        lin += beta[r] * b[r];
+        for c in 0..m {
+            quad += beta[r] * a[r][c] * beta[c];
+        }
+    }
+    let n = s.xx[0];
+    let sse = (s.yy - 2.0 * lin + quad).max(0.0);
+    let sst = s.yy - s.xy[0] * s.xy[0] / n;
+    let r_squared =
+        (sst > 1e-12 * s.yy.max(f64::MIN_POSITIVE)).then(|| (1.0 - sse / sst).clamp(0.0, 1.0));
+    Fit {
+        samples,
+        coefficients: Some(coefficients),
+        r_squared,
+    }
+}
+
+/// Non-negative least squares on the normal equations: minimises
+/// `0.5 x'Ax - b'x` subject to `x >= 0` for the leading `m x m` block (m <= 4).
+///
+/// The optimum is the unconstrained optimum on its own support (the KKT conditions),
+/// and with at most 4 unknowns there are at most 15 supports, so every one is solved
+/// and the feasible solution with the lowest objective wins: exact, and a few hundred
+/// flops. Variables are scaled to a unit diagonal first so that a token count (10^5)
+/// and the intercept (1) are comparable and singular supports are detected reliably.
+pub fn nnls(a: &[[f64; 4]; 4], b: &[f64; 4], m: usize) -> [f64; 4] {
+    let mut scale = [0.0; 4];
+    for i in 0..m {
+        scale[i] = if a[i][i] > 0.0 {
+            1.0 / a[i][i].sqrt()
+        } else {
+            0.0
+        };
+    }
+    let mut best = [0.0; 4];
+    let mut best_obj = 0.0; // the empty support: x = 0
+    for mask in 1u32..(1 << m) {
+        let idx: Vec<usize> = (0..m)
+            .filter(|&i| mask & (1 << i) != 0 && scale[i] > 0.0)
+            .collect();
+        if idx.len() != mask.count_ones() as usize {
+            continue;
+        }
+        let k = idx.len();
+        let mut sa = [[0.0; 4]; 4];
+        let mut sb = [0.0; 4];
+        for (r, &i) in idx.iter().enumerate() {
+            for (c, &j) in idx.iter().enumerate() {
+                sa[r][c] = a[i][j] * scale[i] * scale[j];
+            }
+            sb[r] = b[i] * scale[i];
+        }
+        let Some(z) = solve(sa, sb, k) else { continue };
+        if z[..k].iter().any(|&v| v < 0.0) {
+            continue;
+        }
+        // At a stationary point of the support the objective is -0.5 b'z.
+        let obj = -0.5 * (0..k).map(|r| sb[r] * z[r]).sum::<f64>();
+        if obj < best_obj {
+            best_obj = obj;
+            best = [0.0; 4];
+            for (r, &i) in idx.iter().enumerate() {
+                best[i] = z[r] * scale[i];
+            }
+        }
+    }
+    best
+}
+
+/// Solves `a z = b` (k x k, unit-diagonal scale) by Gaussian elimination with partial
+/// pivoting; `None` when the system is (numerically) singular.
+fn solve(mut a: [[f64; 4]; 4], mut b: [f64; 4], k: usize) -> Option<[f64; 4]> {
+    for col in 0..k {
+        let piv = (col..k).max_by(|&x, &y| a[x][col].abs().total_cmp(&a[y][col].abs()))?;
+        if a[piv][col].abs() < 1e-10 {
+            return None;
+        }
+        a.swap(col, piv);
+        b.swap(col, piv);
+        for r in col + 1..k {
+            let f = a[r][col] / a[col][col];
+            let pivot_row = a[col];
+            for (x, p) in a[r][col..k].iter_mut().zip(&pivot_row[col..k]) {
+                *x -= f * p;
+            }
+            b[r] -= f * b[col];
+        }
+    }
+    let mut z = [0.0; 4];
+    for r in (0..k).rev() {
+        let tail: f64 = (r + 1..k).map(|c| a[r][c] * z[c]).sum();
+        z[r] = (b[r] - tail) / a[r][r];
+    }
+    z[..k].iter().all(|v| v.is_finite()).then_some(z)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::wire::{Count, Real};
+    use rand::{Rng, SeedableRng};
+
+    fn sums_of(rows: &[([f64; 4], f64)]) -> NormalSums {
+        let mut s = NormalSums::default();
+        for (x, y) in rows {
+            s.push(x, *y);
+        }
+        s
+    }
+
+    /// Plain least squares on the given terms by brute force (no constraint), for
+    /// comparison: the same normal equations solved in full precision.
+    fn ols(rows: &[([f64; 4], f64)], terms: &[usize]) -> Vec<f64> {
+        let m = terms.len();
+        let mut a = [[0.0; 4]; 4];
+        let mut b = [0.0; 4];
+        for (x, y) in rows {
+            for r in 0..m {
+                for c in 0..m {
+                    a[r][c] += x[terms[r]] * x[terms[c]];
+                }
+                b[r] += x[terms[r]] * y;
+            }
+        }
+        solve(a, b, m).unwrap()[..m].to_vec()
+    }
+
+    #[test]
+    fn recovers_an_exact_linear_model() {
+        let mut rng = rand::rngs::SmallRng::seed_from_u64(1);
+        let truth = [0.004, 25e-6, 60e-6, 40e-9];
+        let rows: Vec<_> = (0..500)
+            .map(|_| {
+                let x = [
+                    1.0,
+                    rng.gen_range(0.0..4096.0),
+                    rng.gen_range(0.0..256.0),
+                    rng.gen_range(0.0..4.0e5),
+                ];
+                (x, truth.iter().zip(&x).map(|(b, x)| b * x).sum())
+            })
+            .collect();
+        let fit = sums_of(&rows).fit(ModelKind::Aggregated);
+        let c = fit.coefficients.unwrap();
+        for (got, want) in c.iter().zip(truth) {
+            assert!((got - want).abs() <= 1e-9 * want.max(1e-6), "{c:?}");
+        }
+        assert!(fit.r_squared.unwrap() > 0.999_999);
+        assert_eq!(fit.samples, 500);
+    }
+
+    #[test]
+    fn a_coefficient_ols_makes_negative_is_clamped_to_zero() {
+        // y falls with p: plain least squares gives a negative slope.
+        let rows: Vec<_> = (0..50)
+            .map(|i| ([1.0, i as f64, 0.0, 0.0], 10.0 - 0.1 * i as f64))
+            .collect();
+        let unconstrained = ols(&rows, &[0, 1]);
+        assert!(
+            unconstrained[1] < 0.0,
+            "the case must need the constraint: {unconstrained:?}"
+        );
+        let fit = sums_of(&rows).fit(ModelKind::Prefill);
+        let c = fit.coefficients.unwrap();
+        assert_eq!(c[1], 0.0);
+        // With the slope at 0 the best intercept is the mean of y.
+        let mean = rows.iter().map(|r| r.1).sum::<f64>() / 50.0;
+        assert!((c[0] - mean).abs() < 1e-9, "{c:?} vs mean {mean}");
+        assert!(
+            fit.r_squared.unwrap() < 1e-9,
+            "the intercept alone explains nothing"
+        );
+    }
+
+    #[test]
+    fn nnls_matches_kkt_on_random_problems() {
+        // KKT for min 0.5x'Ax - b'x, x >= 0: x >= 0, g = Ax - b >= 0, x_i g_i = 0.
+        let mut rng = rand::rngs::SmallRng::seed_from_u64(7);
+        for _ in 0..300 {
+            let m = rng.gen_range(1..=4);
+            let rows: Vec<_> = (0..20)
+                .map(|_| {
+                    let mut x = [0.0; 4];
+                    for v in x.iter_mut().take(m) {
+                        *v = rng.gen_range(-1.0..1.0);
+                    }
+                    (x, rng.gen_range(-1.0..1.0))
+                })
+                .collect();
+            let mut a = [[0.0; 4]; 4];
+            let mut b = [0.0; 4];
+            for (x, y) in &rows {
+                for r in 0..m {
+                    for c in 0..m {
+                        a[r][c] += x[r] * x[c];
+                    }
+                    b[r] += x[r] * y;
+                }
+            }
+            let x = nnls(&a, &b, m);
+            for i in 0..m {
+                let g: f64 = (0..m).map(|j| a[i][j] * x[j]).sum::<f64>() - b[i];
+                assert!(x[i] >= 0.0);
+                assert!(g >= -1e-9, "gradient {g} at {i}: {x:?}");
+                assert!(
+                    (x[i] * g).abs() < 1e-9,
+                    "complementarity at {i}: {x:?} g {g}"
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn too_few_samples_or_collinear_terms_do_not_break_the_fit() {
+        let one = sums_of(&[([1.0, 5.0, 0.0, 0.0], 1.0)]);
+        assert_eq!(one.fit(ModelKind::Prefill).coefficients, None);
+        // decode_kv_tokens = 1000 * decode_requests exactly: still a valid, exact fit.
+        let rows: Vec<_> = (1..40)
+            .map(|i| {
+                (
+                    [1.0, 0.0, i as f64, 1000.0 * i as f64],
+                    0.002 + 0.001 * i as f64,
+                )
+            })
+            .collect();
+        let fit = sums_of(&rows).fit(ModelKind::Decode);
+        let c = fit.coefficients.unwrap();
+        for (i, row) in rows.iter().enumerate() {
+            let p = fit.predict(&row.0).unwrap();
+            assert!(
+                (p - row.1).abs() < 1e-9,
+                "row {i}: {p} vs {} ({c:?})",
+                row.1
+            );
+        }
+        assert!(c.iter().all(|&v| v >= 0.0));
+    }
+
+    #[test]
+    fn frames_go_to_the_models_they_belong_to_and_the_window_slides() {
+        let frame = |p: u64, d: u64, k: u64, w: f64| ForwardPassMetrics {
+            version: 1,
+            wall_time: Real(w),
+            scheduled_requests: crate::wire::ScheduledRequests {
+                sum_prefill_tokens: Count(p),
+                num_decode_requests: Count(d),
+                sum_decode_kv_tokens: Count(k),
+                ..Default::default()
+            },
+            ..Default::default()
+        };
+        let mut ring = ModelRing::new(10);
+        ring.record(0, &frame(100, 0, 0, 0.01));
+        ring.record(1, &frame(0, 4, 400, 0.02));
+        ring.record(1, &frame(100, 4, 400, 0.03));
+        let mut s = ModelSums::default();
+        ring.merge_into(1, &mut s);
+        assert_eq!(
+            (s.prefill.count(), s.decode.count(), s.aggregated.count()),
+            (1, 1, 3)
+        );
+        let mut later = ModelSums::default();
+        ring.merge_into(10, &mut later);
+        assert_eq!(later.aggregated.count(), 2, "second 0 left the 10 s window");
+        let mut gone = ModelSums::default();
+        ring.merge_into(11, &mut gone);
+        assert_eq!(gone.aggregated.count(), 0);
+    }
+}

@@ -1,0 +1,617 @@
+//! Feeds for routers and planners, end to end with the real SGLang publisher: the load
+//! view and its SGLang shape, the online wall_time model against numpy, and a
+//! capture -> replay -> capture round trip.
+
+mod common;
+
+use common::{sample, wait_for, Driver, Exporter};
+use fpm_exporter::capture::replay::{self, ReplayOptions};
+use rand::{Rng, SeedableRng};
+use serde_json::{json, Value};
+use std::collections::BTreeMap;
+use std::io::Write;
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+/// Validates JSON documents against `proto/schema/<schema>.schema.json`.
+fn validate(schema: &str, docs: &[&str]) {
+    common::require_test_deps();
+    let dir = tempfile::tempdir().unwrap();
+    let paths: Vec<_> = docs
+        .iter()
+        .enumerate()
+        .map(|(i, d)| {
+            let p = dir.path().join(format!("{i}.json"));
+            std::fs::write(&p, d).unwrap();
+            p
+        })
+        .collect();
+    let out = Command::new(common::venv_python())
+        .arg(common::repo_root().join("tests/py/validate_json.py"))
+        .arg(schema)
+        .args(&paths)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{schema}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+fn promtool_check(body: &str) -> (bool, String) {
+    let mut child = Command::new("promtool")
+        .args(["check", "metrics"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("promtool on PATH (scripts/test-deps.sh installs it)");
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(body.as_bytes())
+        .unwrap();
+    let out = child.wait_with_output().unwrap();
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    (out.status.success() && text.trim().is_empty(), text)
+}
+
+async fn get_json(exp: &Exporter, path: &str) -> (u16, Value, String) {
+    let (status, body) = exp.get(path).await;
+    let v = serde_json::from_str(&body).unwrap_or(Value::Null);
+    (status, v, body)
+}
+
+fn rank(doc: &Value, dp_rank: u64) -> &Value {
+    doc["ranks"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|r| r["dp_rank"] == dp_rank)
+        .expect("rank present")
+}
+
+fn loaded_frame(scale: u64) -> Value {
+    json!({
+        "wall_time": 0.01 * scale as f64,
+        "scheduled_requests": {
+            "num_prefill_requests": scale, "sum_prefill_tokens": 500 * scale, "sum_prefill_kv_tokens": 100 * scale,
+            "num_decode_requests": 10 * scale, "sum_decode_kv_tokens": 20000 * scale
+        },
+        "queued_requests": {
+            "num_prefill_requests": 3 * scale, "sum_prefill_tokens": 7000 * scale,
+            "num_decode_requests": scale, "sum_decode_kv_tokens": 64
+        }
+    })
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn loads_follow_the_latest_frame_and_flag_stale_ranks() {
+    let dir = common::ipc_dir();
+    let base = format!("ipc://{}/l", dir.path().display());
+    let exp = Exporter::start(&[
+        "--endpoint",
+        &base,
+        "--ranks",
+        "2",
+        "--engine",
+        "e",
+        "--stale-after",
+        "4s",
+    ])
+    .await;
+    let mut d = Driver::spawn();
+    d.start(0, &format!("{base}.0"), "w");
+    d.start(1, &format!("{base}.1"), "w");
+    wait_for(
+        "both ranks idle in /v1/loads",
+        Duration::from_secs(15),
+        || async {
+            let (_, v, _) = get_json(&exp, "/v1/loads").await;
+            let ranks = v["ranks"].as_array()?;
+            (ranks.len() == 2
+                && ranks
+                    .iter()
+                    .all(|r| r["state"] == "idle" && r["heartbeat"] == true))
+            .then_some(())
+        },
+    )
+    .await;
+
+    // Busy: each rank's load is exactly its latest frame.
+    for r in 0..2u64 {
+        d.set_idle(r, false);
+        d.publish(r, loaded_frame(r + 1), 1);
+    }
+    let (status, v, full) = wait_for(
+        "both frames in /v1/loads",
+        Duration::from_secs(10),
+        || async {
+            let (s, v, body) = get_json(&exp, "/v1/loads").await;
+            let ranks = v["ranks"].as_array()?;
+            ranks
+                .iter()
+                .all(|r| r["state"] == "busy")
+                .then_some((s, v, body))
+        },
+    )
+    .await;
+    assert_eq!(status, 200);
+    assert_eq!(v["smoothing_window_s"], 10);
+    for s in 1..=2u64 {
+        let r = rank(&v, s - 1);
+        assert_eq!(r["engine"], "e");
+        assert_eq!(r["worker_id"], "w");
+        assert_eq!(r["fresh"], true);
+        assert_eq!(r["heartbeat"], false);
+        assert_eq!(r["running_requests"], 11 * s, "prefill + decode scheduled");
+        assert_eq!(r["waiting_requests"], 4 * s, "prefill + decode queued");
+        assert_eq!(r["kv_tokens"], 20100 * s, "decode KV + prefill KV read");
+        assert_eq!(r["queued_prefill_tokens"], 7000 * s);
+        assert_eq!(r["last_wall_time_s"], 0.01 * s as f64);
+        assert_eq!(
+            r["smoothed_wall_time_s"],
+            0.01 * s as f64,
+            "one iteration in the window"
+        );
+        assert!(r["age_ms"].as_u64().unwrap() < 2000);
+    }
+    // The SGLang shape, at both addresses.
+    let (status, gl, gl_body) = get_json(&exp, "/get_load").await;
+    assert_eq!(status, 200, "{gl_body}");
+    let (_, gl2, gl2_body) = get_json(&exp, "/v1/loads?format=sglang&worker_id=w&engine=e").await;
+    for doc in [&gl, &gl2] {
+        let entries = doc.as_array().unwrap();
+        assert_eq!(entries.len(), 2);
+        for (i, e) in entries.iter().enumerate() {
+            let s = i as u64 + 1;
+            assert_eq!(e["dp_rank"], i as u64);
+            assert_eq!(e["num_reqs"], 15 * s, "running + waiting");
+            assert_eq!(e["num_waiting_reqs"], 4 * s);
+            assert_eq!(
+                e["num_tokens"],
+                27100 * s,
+                "KV in use + queued prompt tokens"
+            );
+            assert_eq!(e["state"], "busy");
+        }
+    }
+    let (_, one, one_body) = get_json(&exp, "/v1/loads?dp_rank=1").await;
+    assert_eq!(one["ranks"].as_array().unwrap().len(), 1);
+
+    // A heartbeat means idle with nothing running: the load drops to zero, while the
+    // latest iteration's wall_time is still reported as such.
+    d.set_idle(0, true);
+    let (_, v, idle_body) = wait_for("rank 0 heartbeat", Duration::from_secs(5), || async {
+        let (s, v, body) = get_json(&exp, "/v1/loads").await;
+        (rank(&v, 0)["heartbeat"] == true).then_some((s, v, body))
+    })
+    .await;
+    let r0 = rank(&v, 0);
+    assert_eq!(r0["state"], "idle");
+    assert_eq!(r0["fresh"], true);
+    for k in [
+        "running_requests",
+        "waiting_requests",
+        "kv_tokens",
+        "queued_prefill_tokens",
+    ] {
+        assert_eq!(r0[k], 0, "{k} after a heartbeat");
+    }
+    assert_eq!(r0["last_wall_time_s"], 0.01);
+
+    // A silent rank is flagged stale, with its last known load, never shown as empty.
+    d.stop(1);
+    let (_, v, stale_body) = wait_for("rank 1 stale", Duration::from_secs(12), || async {
+        let (s, v, body) = get_json(&exp, "/v1/loads").await;
+        (rank(&v, 1)["state"] == "stale").then_some((s, v, body))
+    })
+    .await;
+    let r1 = rank(&v, 1);
+    assert_eq!(r1["fresh"], false);
+    assert_eq!(r1["running_requests"], 22);
+    assert!(r1["age_ms"].as_u64().unwrap() >= 4000);
+    let (_, gl, stale_gl) = get_json(&exp, "/get_load").await;
+    assert_eq!(gl[1]["state"], "stale");
+    assert_eq!(gl[1]["num_reqs"], 30);
+
+    // A second worker on the same rank: /get_load must be told which worker.
+    d.cmd(json!({"cmd": "start", "key": "w2", "rank": 1, "endpoint": format!("{base}.1"), "worker_id": "w2"}));
+    wait_for("worker w2", Duration::from_secs(10), || async {
+        let (_, v, _) = get_json(&exp, "/v1/loads?worker_id=w2").await;
+        (v["ranks"].as_array()?.len() == 1).then_some(())
+    })
+    .await;
+    let (status, err, _) = get_json(&exp, "/get_load").await;
+    assert_eq!(status, 400);
+    assert!(err["error"].as_str().unwrap().contains("e/w2"), "{err}");
+    let (status, w2, w2_body) = get_json(&exp, "/get_load?worker_id=w2").await;
+    assert_eq!(status, 200);
+    assert_eq!(w2.as_array().unwrap().len(), 1);
+    assert_eq!(w2[0]["state"], "idle");
+
+    // Bad queries fail loudly; an unknown worker is not an empty success.
+    assert_eq!(exp.get("/get_load?worker_id=nobody").await.0, 404);
+    assert_eq!(exp.get("/v1/loads?format=xml").await.0, 400);
+    assert_eq!(exp.get("/v1/loads?dp_rnk=1").await.0, 400);
+    let (_, none, none_body) = get_json(&exp, "/v1/loads?engine=nope").await;
+    assert_eq!(none["ranks"].as_array().unwrap().len(), 0);
+
+    validate(
+        "loads",
+        &[&full, &one_body, &idle_body, &stale_body, &none_body],
+    );
+    validate("get_load", &[&gl_body, &gl2_body, &stale_gl, &w2_body]);
+    exp.stop().await;
+}
+
+/// The known model the frames follow (intercept, per prefill token, per decode
+/// request, per decode KV token), in seconds.
+const TRUTH: [f64; 4] = [0.003, 2.0e-5, 5.0e-5, 3.0e-8];
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn online_model_matches_numpy_least_squares_on_real_frames() {
+    let port = common::free_port_range(1);
+    let endpoint = format!("tcp://127.0.0.1:{port}");
+    let exp = Exporter::start(&[
+        "--endpoint",
+        &endpoint,
+        "--engine",
+        "m",
+        "--label",
+        "model=llama",
+    ])
+    .await;
+    let mut d = Driver::spawn();
+    d.start(0, &endpoint, "fit");
+    wait_for("rank up", Duration::from_secs(15), || async {
+        let (_, v, _) = get_json(&exp, "/v1/loads").await;
+        (v["ranks"].as_array()?.len() == 1).then_some(())
+    })
+    .await;
+    d.set_idle(0, false);
+
+    // 400 iterations from the known model plus noise: pure prefill, pure decode, mixed.
+    let mut rng = rand::rngs::SmallRng::seed_from_u64(42);
+    let mut rows = Vec::new();
+    for i in 0..400 {
+        let (p, dr, k) = match i % 3 {
+            0 => (rng.gen_range(64..4096u64), 0, 0),
+            1 => {
+                let dr = rng.gen_range(1..256u64);
+                (0, dr, dr * rng.gen_range(100..3000u64))
+            }
+            _ => {
+                let dr = rng.gen_range(1..256u64);
+                (
+                    rng.gen_range(64..2048u64),
+                    dr,
+                    dr * rng.gen_range(100..3000u64),
+                )
+            }
+        };
+        let x = [1.0, p as f64, dr as f64, k as f64];
+        let y: f64 =
+            TRUTH.iter().zip(x).map(|(b, x)| b * x).sum::<f64>() + rng.gen_range(-0.0005..0.0005);
+        rows.push(json!([p, dr, k, y]));
+        let frame = json!({
+            "wall_time": y,
+            "scheduled_requests": {
+                "num_prefill_requests": (p > 0) as u64, "sum_prefill_tokens": p,
+                "num_decode_requests": dr, "sum_decode_kv_tokens": k
+            }
+        });
+        d.cmd(json!({"cmd": "publish", "rank": 0, "metrics": frame, "backpressure": true, "drain": i == 399}));
+    }
+    wait_for("400 iterations", Duration::from_secs(15), || async {
+        let (_, v, _) = get_json(&exp, "/v1/model").await;
+        (v["ranks"][0]["model"]["aggregated"]["samples"] == 400).then_some(())
+    })
+    .await;
+
+    // numpy on the same data.
+    let mut py = Command::new(common::venv_python())
+        .arg(common::repo_root().join("tests/py/lstsq.py"))
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    py.stdin
+        .take()
+        .unwrap()
+        .write_all(json!({ "rows": rows }).to_string().as_bytes())
+        .unwrap();
+    let out = py.wait_with_output().unwrap();
+    assert!(out.status.success());
+    let numpy: Value = serde_json::from_slice(&out.stdout).unwrap();
+
+    let q = [1.0, 1000.0, 10.0, 20000.0];
+    let (status, doc, body) = get_json(
+        &exp,
+        "/v1/model?engine=m&prefill_tokens=1000&decode_requests=10&decode_kv_tokens=20000",
+    )
+    .await;
+    assert_eq!(status, 200, "{body}");
+    let (_, ranks_doc, _) = get_json(&exp, "/v1/ranks").await;
+    let metrics = exp.metrics().await;
+    let terms = |kind: &str| -> &[&str] {
+        match kind {
+            "prefill" => &["intercept", "prefill_tokens"],
+            "decode" => &["intercept", "decode_requests", "decode_kv_tokens"],
+            _ => &[
+                "intercept",
+                "prefill_tokens",
+                "decode_requests",
+                "decode_kv_tokens",
+            ],
+        }
+    };
+    for kind in ["prefill", "decode", "aggregated"] {
+        let want = &numpy[kind];
+        let want_coef: Vec<f64> = want["coefficients"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|v| v.as_f64().unwrap())
+            .collect();
+        assert!(
+            want_coef.iter().all(|&c| c > 0.0),
+            "the data must not need the constraint: {want_coef:?}"
+        );
+        for fit in [
+            &doc["ranks"][0]["model"][kind],
+            &doc["engines"][0]["model"][kind],
+            &ranks_doc["ranks"][0]["model"][kind],
+            &ranks_doc["engines"][0]["model"][kind],
+        ] {
+            assert_eq!(fit["samples"], want["samples"], "{kind}");
+            for (term, w) in terms(kind).iter().zip(&want_coef) {
+                let got = fit["coefficients"][term].as_f64().unwrap();
+                assert!(
+                    (got - w).abs() <= 1e-6 * w.abs(),
+                    "{kind} {term}: {got} vs numpy {w}"
+                );
+            }
+            let r2 = fit["r_squared"].as_f64().unwrap();
+            assert!(
+                (r2 - want["r_squared"].as_f64().unwrap()).abs() < 1e-8,
+                "{kind} R² {r2} vs {}",
+                want["r_squared"]
+            );
+        }
+        // The prediction is the fitted line at the query.
+        let idx: &[usize] = match kind {
+            "prefill" => &[0, 1],
+            "decode" => &[0, 2, 3],
+            _ => &[0, 1, 2, 3],
+        };
+        let predicted: f64 = idx.iter().zip(&want_coef).map(|(&i, c)| c * q[i]).sum();
+        let got = doc["ranks"][0]["model"][kind]["predicted_wall_time_s"]
+            .as_f64()
+            .unwrap();
+        assert!(
+            (got - predicted).abs() <= 1e-6 * predicted,
+            "{kind} prediction {got} vs {predicted}"
+        );
+        // The same fits as gauges.
+        for (term, w) in terms(kind).iter().zip(&want_coef) {
+            let l = [
+                ("engine", "m"),
+                ("dp_rank", "0"),
+                ("regression", kind),
+                ("term", term),
+            ];
+            let got = sample(&metrics, "fpm_model_coefficient", &l).unwrap();
+            assert!(
+                (got - w).abs() <= 1e-6 * w.abs(),
+                "gauge {kind} {term}: {got} vs {w}"
+            );
+            let got = sample(
+                &metrics,
+                "fpm_engine_model_coefficient",
+                &[("engine", "m"), ("regression", kind), ("term", term)],
+            )
+            .unwrap();
+            assert!((got - w).abs() <= 1e-6 * w.abs());
+        }
+        let n = sample(
+            &metrics,
+            "fpm_model_samples",
+            &[("engine", "m"), ("regression", kind)],
+        )
+        .unwrap();
+        assert_eq!(n, want["samples"].as_f64().unwrap());
+    }
+    let (ok, report) = promtool_check(&metrics);
+    assert!(
+        ok,
+        "promtool with the model families (and a user label named model):\n{report}"
+    );
+    validate("model", &[&body]);
+    assert_eq!(exp.get("/v1/model?prefill_tokens=-1").await.0, 400);
+    assert_eq!(exp.get("/v1/model?prefill_tokens=abc").await.0, 400);
+    exp.stop().await;
+}
+
+fn read_capture(path: &std::path::Path) -> Vec<Value> {
+    std::fs::read_to_string(path)
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("capture line {l:?}: {e}")))
+        .collect()
+}
+
+/// Per (worker_id, dp_rank): the metrics in arrival order, with counter_id removed, and
+/// the counter_ids apart.
+type PerRank = BTreeMap<(String, u64), (Vec<Value>, Vec<u64>)>;
+
+fn per_rank(capture: &[Value]) -> PerRank {
+    let mut out = PerRank::new();
+    for rec in capture {
+        assert!(rec["received_at_ns"].as_u64().unwrap() > 0);
+        let mut m = rec["metrics"].clone();
+        let key = (
+            m["worker_id"].as_str().unwrap().to_string(),
+            m["dp_rank"].as_u64().unwrap(),
+        );
+        let counter = m
+            .as_object_mut()
+            .unwrap()
+            .remove("counter_id")
+            .unwrap()
+            .as_u64()
+            .unwrap();
+        let e = out.entry(key).or_default();
+        e.0.push(m);
+        e.1.push(counter);
+    }
+    out
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn capture_replay_capture_round_trip() {
+    let tmp = tempfile::tempdir().unwrap();
+    let cap_a = tmp.path().join("a.jsonl");
+    let cap_b = tmp.path().join("b.jsonl");
+    let port_a = common::free_port_range(2);
+    let ep_a = format!("tcp://127.0.0.1:{port_a}");
+    let exp = Exporter::start(&[
+        "--endpoint",
+        &ep_a,
+        "--ranks",
+        "2",
+        "--record",
+        cap_a.to_str().unwrap(),
+    ])
+    .await;
+    // A second exporter may not record over the first one's file.
+    let cli = <fpm_exporter::config::Cli as clap::Parser>::parse_from([
+        "x",
+        "--record",
+        cap_a.to_str().unwrap(),
+    ]);
+    let err = fpm_exporter::config::Settings::from_cli(&cli.run)
+        .unwrap_err()
+        .0;
+    assert!(err.contains("refusing to overwrite"), "{err}");
+
+    let mut d = Driver::spawn();
+    for r in 0..2u64 {
+        d.start(r, &format!("tcp://127.0.0.1:{}", port_a + r as u16), "cap");
+    }
+    for r in ["0", "1"] {
+        wait_for("rank up", Duration::from_secs(15), || async {
+            (sample(&exp.metrics().await, "fpm_up", &[("dp_rank", r)]) == Some(1.0)).then_some(())
+        })
+        .await;
+    }
+    // 40 distinct iterations per rank, then idle again until a heartbeat follows.
+    for r in 0..2u64 {
+        d.set_idle(r, false);
+        for i in 0..40u64 {
+            let mut f = loaded_frame(1 + r);
+            f["wall_time"] = json!(0.001 * (i + 1) as f64 + r as f64);
+            f["scheduled_requests"]["sum_prefill_tokens"] = json!(i * 7 + r);
+            f["scheduled_requests"]["var_prefill_length"] = json!(i as f64 / 3.0);
+            d.cmd(json!({"cmd": "publish", "rank": r, "metrics": f, "backpressure": true, "drain": i == 39}));
+        }
+        d.set_idle(r, true);
+    }
+    wait_for(
+        "heartbeats after the iterations",
+        Duration::from_secs(10),
+        || async {
+            let (_, v, _) = get_json(&exp, "/v1/loads").await;
+            let ranks = v["ranks"].as_array()?;
+            (ranks.len() == 2 && ranks.iter().all(|r| r["heartbeat"] == true)).then_some(())
+        },
+    )
+    .await;
+    d.stop(0);
+    d.stop(1);
+    let frames_a = sample(&exp.metrics().await, "fpm_record_frames_total", &[]);
+    exp.stop().await;
+    let a = read_capture(&cap_a);
+    assert!(
+        frames_a.unwrap() <= a.len() as f64,
+        "everything counted was written by shutdown"
+    );
+    let pa = per_rank(&a);
+    assert_eq!(pa.len(), 2);
+    for (key, (metrics, counters)) in &pa {
+        let iterations = metrics
+            .iter()
+            .filter(|m| m["wall_time"].as_f64().unwrap() > 0.0)
+            .count();
+        assert_eq!(iterations, 40, "{key:?}");
+        assert!(metrics.len() > 41, "heartbeats are recorded too: {key:?}");
+        assert!(
+            counters.windows(2).all(|w| w[1] == w[0] + 1),
+            "no frame lost in capture A: {counters:?}"
+        );
+    }
+
+    // Replay A, 4x faster, into a second exporter that records B.
+    let port_b = common::free_port_range(2);
+    let ep_b = format!("tcp://127.0.0.1:{port_b}");
+    let exp_b = Exporter::start(&[
+        "--endpoint",
+        &ep_b,
+        "--ranks",
+        "2",
+        "--record",
+        cap_b.to_str().unwrap(),
+    ])
+    .await;
+    let (_stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let options = ReplayOptions {
+        files: vec![cap_a.clone()],
+        endpoint: ep_b.clone(),
+        speed: 4.0,
+        wait: Duration::from_secs(3),
+    };
+    let report = replay::run(&options, stop_rx).await.expect("replay runs");
+    assert_eq!(report.frames as usize, a.len());
+    assert_eq!(report.skipped_lines, 0);
+    assert_eq!(report.ranks, vec![0, 1]);
+    assert!(
+        report.elapsed_secs >= report.capture_secs / 4.0 * 0.95,
+        "paced at 4x: {} s for a {} s capture",
+        report.elapsed_secs,
+        report.capture_secs
+    );
+    wait_for(
+        "every replayed frame in B",
+        Duration::from_secs(10),
+        || async {
+            let m = exp_b.metrics().await;
+            let n: f64 = ["0", "1"]
+                .iter()
+                .filter_map(|r| sample(&m, "fpm_frames_total", &[("dp_rank", r)]))
+                .sum();
+            (n as usize == a.len()).then_some(())
+        },
+    )
+    .await;
+    exp_b.stop().await;
+    let b = read_capture(&cap_b);
+    let pb = per_rank(&b);
+    assert_eq!(pa.keys().collect::<Vec<_>>(), pb.keys().collect::<Vec<_>>());
+    for (key, (metrics_a, _)) in &pa {
+        let (metrics_b, counters_b) = &pb[key];
+        // Everything but counter_id is identical, frame by frame, in order.
+        assert_eq!(metrics_a, metrics_b, "{key:?}");
+        // Replay renumbers like a restarted engine: 0, 1, 2, ... per socket.
+        assert_eq!(
+            *counters_b,
+            (0..counters_b.len() as u64).collect::<Vec<_>>(),
+            "{key:?}"
+        );
+    }
+}
