@@ -86,6 +86,18 @@ pub struct RunArgs {
     /// Most concurrent /v1/stream clients.
     #[arg(long, value_name = "N")]
     pub max_streams: Option<usize>,
+    /// Serve /metrics (with /healthz, /readyz) on this separate address; --listen then serves only the JSON API.
+    #[arg(long, value_name = "ADDR")]
+    pub metrics_listen: Option<SocketAddr>,
+    /// File holding a bearer token required on the JSON API (/v1/*); the env FPM_API_TOKEN may give the token itself.
+    #[arg(long, value_name = "FILE")]
+    pub api_token_file: Option<PathBuf>,
+    /// Require the bearer token on /metrics too.
+    #[arg(long)]
+    pub protect_metrics: bool,
+    /// Drop an HTTP connection that sends no complete request headers for this long (also bounds idle keep-alive).
+    #[arg(long, value_name = "DURATION", value_parser = humantime::parse_duration)]
+    pub http_idle_timeout: Option<Duration>,
     /// Log format.
     #[arg(long, value_enum, default_value = "text")]
     pub log_format: LogFormat,
@@ -147,6 +159,14 @@ pub struct Settings {
     pub demo: Option<DemoSettings>,
     /// Most concurrent stream clients.
     pub max_streams: usize,
+    /// Separate address for /metrics, /healthz and /readyz.
+    pub metrics_listen: Option<SocketAddr>,
+    /// Bearer token of the JSON API.
+    pub api_token: Option<crate::http::auth::ApiToken>,
+    /// Whether /metrics needs the token too.
+    pub protect_metrics: bool,
+    /// Header-read and idle keep-alive timeout of HTTP connections.
+    pub http_idle_timeout: Duration,
 }
 
 /// The simulated engine's settings.
@@ -343,7 +363,39 @@ impl Settings {
             });
             demo = Some(DemoSettings { endpoint: base, ranks: args.demo_ranks });
         }
-        Ok(Settings { listen, state, engines, endpoints, demo, max_streams })
+        let api_token = match &args.api_token_file {
+            Some(path) => {
+                let text = std::fs::read_to_string(path)
+                    .map_err(|e| err(format!("--api-token-file {}: {e}", path.display())))?;
+                Some(
+                    crate::http::auth::ApiToken::new(&text)
+                        .ok_or_else(|| err(format!("--api-token-file {}: the file is empty", path.display())))?,
+                )
+            }
+            None => std::env::var("FPM_API_TOKEN").ok().and_then(|t| crate::http::auth::ApiToken::new(&t)),
+        };
+        if args.protect_metrics && api_token.is_none() {
+            return Err(err("--protect-metrics needs a token (--api-token-file or FPM_API_TOKEN)".into()));
+        }
+        let http_idle_timeout = args.http_idle_timeout.unwrap_or(crate::http::DEFAULT_IDLE_TIMEOUT);
+        if http_idle_timeout < Duration::from_millis(100) {
+            return Err(err("--http-idle-timeout must be at least 100ms".into()));
+        }
+        if args.metrics_listen.is_some_and(|m| m == listen && m.port() != 0) {
+            return Err(err("--metrics-listen must differ from --listen".into()));
+        }
+        Ok(Settings {
+            listen,
+            state,
+            engines,
+            endpoints,
+            demo,
+            max_streams,
+            metrics_listen: args.metrics_listen,
+            api_token,
+            protect_metrics: args.protect_metrics,
+            http_idle_timeout,
+        })
     }
 }
 
