@@ -21,12 +21,18 @@ struct Proc {
 impl Proc {
     /// Starts the binary on a free port and waits until /healthz answers.
     async fn spawn(args: &[&str]) -> Proc {
+        Proc::spawn_env(args, &[]).await
+    }
+
+    /// Like [`Proc::spawn`], with extra environment variables.
+    async fn spawn_env(args: &[&str], env: &[(&str, &str)]) -> Proc {
         let dir = tempfile::tempdir().unwrap();
         let stderr = dir.path().join("stderr.log");
         let port = common::free_port_range(1);
         let child = Command::new(env!("CARGO_BIN_EXE_fpm-exporter"))
             .args(args)
             .args(["--listen", &format!("127.0.0.1:{port}")])
+            .envs(env.iter().copied())
             .stdout(Stdio::null())
             .stderr(std::fs::File::create(&stderr).unwrap())
             .spawn()
@@ -240,4 +246,39 @@ async fn sigterm_under_load_completes_in_flight_responses_and_exits_0_within_1s(
     let log = p.stderr();
     assert!(!log.contains("panicked"), "{log}");
     eprintln!("exit after SIGTERM took {took:?}; {complete} scrapes completed under load");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn api_token_from_the_environment_guards_the_json_api_only() {
+    let p = Proc::spawn_env(
+        &["--demo", "--demo-ranks", "1"],
+        &[("FPM_API_TOKEN", "env-token-123")],
+    )
+    .await;
+    let client = reqwest::Client::new();
+    let ranks = format!("{}/v1/ranks", p.url);
+    assert_eq!(client.get(&ranks).send().await.unwrap().status(), 401);
+    assert_eq!(
+        client
+            .get(&ranks)
+            .bearer_auth("env-token-12")
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        401
+    );
+    assert_eq!(
+        client
+            .get(&ranks)
+            .bearer_auth("env-token-123")
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        200
+    );
+    assert_eq!(p.get("/metrics").await.0, 200);
+    // The token never shows up in the logs.
+    assert!(!p.stderr().contains("env-token-123"));
 }
