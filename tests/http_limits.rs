@@ -2,6 +2,9 @@
 //! values are bounded, stream clients are capped with a clear 503, stalled or
 //! vanished stream clients neither slow ingestion nor leak, lag is reported to the
 //! client, and the optional bearer token and separate /metrics address work.
+//! (The stalled clients stall for 10 s here, not the 30 s of the issue, to keep the
+//! suite short; nothing in the mechanism depends on the duration: the event ring is
+//! bounded and a stalled socket only holds its kernel buffers.)
 
 mod common;
 
@@ -313,9 +316,11 @@ async fn stalled_stream_clients_do_not_slow_ingestion_and_are_told_of_lag() {
         },
     )
     .await;
-    let with_stalled = publish_paced(&base, &mut p, n, rate).await;
+    // They stay stalled for 10 s of steady ingest.
+    let n_stalled = 4000;
+    let with_stalled = publish_paced(&base, &mut p, n_stalled, rate).await;
     assert_eq!(
-        with_stalled, n as f64,
+        with_stalled, n_stalled as f64,
         "every frame still ingested with 50 stalled clients"
     );
     let m = get(&format!("{base}/metrics")).await.1;
