@@ -593,3 +593,48 @@ async fn cycling_identities_are_capped_then_expire_and_make_room() {
     p.close().await;
     exp.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn extreme_integers_are_accepted_without_wrapping_or_poisoning_statistics() {
+    let dir = common::ipc_dir();
+    let addr = format!("ipc://{}/x", dir.path().display());
+    let mut p = FramePublisher::bind(&format!("{addr}.0")).await.unwrap();
+    let exp = Exporter::start(&["--endpoint", &addr, "--engine", "e"]).await;
+    until_subscribed(&exp, &mut p, "e", "probe").await;
+    // u64::MAX is a valid count on the wire; three of them must saturate, not wrap.
+    for _ in 0..3 {
+        p.send_frames(msg(fpm(b"big", V::F(0.01), V::U(u64::MAX))))
+            .await
+            .unwrap();
+    }
+    let l = [("engine", "e"), ("worker_id", "big")];
+    let m = wait_for("three extreme frames", Duration::from_secs(5), || async {
+        let m = exp.metrics().await;
+        (sample(&m, "fpm_iterations_total", &l) == Some(3.0)).then_some(m)
+    })
+    .await;
+    assert_eq!(
+        sample(&m, "fpm_decode_request_iterations_total", &l),
+        Some(u64::MAX as f64)
+    );
+    assert_eq!(
+        sample(&m, "fpm_last_scheduled_decode_requests", &l),
+        Some(u64::MAX as f64)
+    );
+    for line in m.lines().filter(|l| l.contains("worker_id=\"big\"")) {
+        let v = line.rsplit_once(' ').unwrap().1;
+        assert!(
+            !v.contains("NaN") && !v.contains("Inf"),
+            "non-finite sample: {line}"
+        );
+    }
+    let mut wl = l.to_vec();
+    wl.extend([
+        ("window", "60s"),
+        ("field", "scheduled_requests.num_decode_requests"),
+    ]);
+    assert_eq!(sample(&m, "fpm_window_mean", &wl), Some(u64::MAX as f64));
+    assert_eq!(sample(&m, "fpm_window_variance", &wl), Some(0.0));
+    p.close().await;
+    exp.stop().await;
+}
