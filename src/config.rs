@@ -95,7 +95,7 @@ pub struct RunArgs {
     /// Require the bearer token on /metrics too.
     #[arg(long)]
     pub protect_metrics: bool,
-    /// Drop an HTTP connection that sends no complete request headers for this long (also bounds idle keep-alive).
+    /// Drop an HTTP connection that sends no complete request headers for this long (also bounds idle keep-alive) [default: 30s].
     #[arg(long, value_name = "DURATION", value_parser = humantime::parse_duration)]
     pub http_idle_timeout: Option<Duration>,
     /// Log format.
