@@ -18,10 +18,12 @@ pub const SWEEP_INTERVAL: Duration = Duration::from_millis(250);
 pub struct Running {
     /// The bound HTTP address.
     pub addr: SocketAddr,
+    /// The bound address of the separate /metrics listener, if configured.
+    pub metrics_addr: Option<SocketAddr>,
     /// The ranks.
     pub registry: Arc<Registry>,
     shutdown: watch::Sender<bool>,
-    server: JoinHandle<()>,
+    servers: Vec<JoinHandle<()>>,
     tasks: Vec<JoinHandle<()>>,
     demo_dir: Option<std::path::PathBuf>,
     record_writer: Option<std::thread::JoinHandle<()>>,
@@ -64,30 +66,50 @@ pub async fn start(settings: Settings) -> std::io::Result<Running> {
 
     let listener = tokio::net::TcpListener::bind(settings.listen).await?;
     let addr = listener.local_addr()?;
-    let state = AppState::new(
-        registry.clone(),
-        &HttpConfig {
-            max_streams: settings.max_streams,
-        },
-        shutdown_rx.clone(),
-    );
+    let metrics_listener = match settings.metrics_listen {
+        Some(a) => Some(tokio::net::TcpListener::bind(a).await?),
+        None => None,
+    };
+    let metrics_addr = metrics_listener
+        .as_ref()
+        .map(|l| l.local_addr())
+        .transpose()?;
+    let http_config = HttpConfig {
+        max_streams: settings.max_streams,
+        api_token: settings.api_token.clone(),
+        protect_metrics: settings.protect_metrics,
+        idle_timeout: settings.http_idle_timeout,
+    };
+    let state = AppState::new(registry.clone(), &http_config, shutdown_rx.clone());
     state.http_up.store(true, Relaxed);
-    let app = http::router(state);
-    let mut stop = shutdown_rx.clone();
-    let server = tokio::spawn(async move {
-        let serve = axum::serve(listener, app).with_graceful_shutdown(async move {
-            let _ = stop.wait_for(|s| *s).await;
-        });
-        if let Err(e) = serve.await {
-            tracing::error!(error = %e, "HTTP server failed");
+    let mut servers = Vec::new();
+    let main_routes = match metrics_listener {
+        Some(l) => {
+            let app = http::router_for(state.clone(), http::Routes::Metrics);
+            servers.push(tokio::spawn(http::serve::serve(
+                l,
+                app,
+                http_config.idle_timeout,
+                shutdown_rx.clone(),
+            )));
+            http::Routes::Api
         }
-    });
-    tracing::info!(%addr, engines = settings.engines.len(), endpoints = settings.endpoints.len(), "fpm-exporter listening");
+        None => http::Routes::All,
+    };
+    let app = http::router_for(state, main_routes);
+    servers.push(tokio::spawn(http::serve::serve(
+        listener,
+        app,
+        http_config.idle_timeout,
+        shutdown_rx.clone(),
+    )));
+    tracing::info!(%addr, ?metrics_addr, engines = settings.engines.len(), endpoints = settings.endpoints.len(), "fpm-exporter listening");
     Ok(Running {
         addr,
+        metrics_addr,
         registry,
         shutdown,
-        server,
+        servers,
         tasks,
         demo_dir,
         record_writer,
@@ -111,7 +133,9 @@ impl Running {
     pub async fn stop(self, grace: Duration) {
         let _ = self.shutdown.send(true);
         let all = async {
-            let _ = self.server.await;
+            for s in self.servers {
+                let _ = s.await;
+            }
             for t in self.tasks {
                 let _ = t.await;
             }

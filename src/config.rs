@@ -125,6 +125,18 @@ pub struct RunArgs {
     /// Rotated capture files to keep: FILE.1 (newest) to FILE.N (default 5).
     #[arg(long, value_name = "N", requires = "record")]
     pub record_keep: Option<u32>,
+    /// Serve /metrics (with /healthz, /readyz) on this separate address; --listen then serves only the JSON API.
+    #[arg(long, value_name = "ADDR")]
+    pub metrics_listen: Option<SocketAddr>,
+    /// File holding a bearer token required on the JSON API (/v1/*); the env FPM_API_TOKEN may give the token itself.
+    #[arg(long, value_name = "FILE")]
+    pub api_token_file: Option<PathBuf>,
+    /// Require the bearer token on /metrics too.
+    #[arg(long)]
+    pub protect_metrics: bool,
+    /// Drop an HTTP connection that sends no complete request headers for this long (also bounds idle keep-alive) [default: 30s].
+    #[arg(long, value_name = "DURATION", value_parser = humantime::parse_duration)]
+    pub http_idle_timeout: Option<Duration>,
     /// Log format.
     #[arg(long, value_enum, default_value = "text")]
     pub log_format: LogFormat,
@@ -188,6 +200,14 @@ pub struct Settings {
     pub max_streams: usize,
     /// Where to record accepted frames, if anywhere.
     pub record: Option<crate::capture::record::RecordSettings>,
+    /// Separate address for /metrics, /healthz and /readyz.
+    pub metrics_listen: Option<SocketAddr>,
+    /// Bearer token of the JSON API.
+    pub api_token: Option<crate::http::auth::ApiToken>,
+    /// Whether /metrics needs the token too.
+    pub protect_metrics: bool,
+    /// Header-read and idle keep-alive timeout of HTTP connections.
+    pub http_idle_timeout: Duration,
 }
 
 /// The simulated engine's settings.
@@ -474,6 +494,38 @@ impl Settings {
                 Some(r)
             }
         };
+        let api_token = match &args.api_token_file {
+            Some(path) => {
+                let text = std::fs::read_to_string(path)
+                    .map_err(|e| err(format!("--api-token-file {}: {e}", path.display())))?;
+                Some(crate::http::auth::ApiToken::new(&text).ok_or_else(|| {
+                    err(format!(
+                        "--api-token-file {}: the file is empty",
+                        path.display()
+                    ))
+                })?)
+            }
+            None => std::env::var("FPM_API_TOKEN")
+                .ok()
+                .and_then(|t| crate::http::auth::ApiToken::new(&t)),
+        };
+        if args.protect_metrics && api_token.is_none() {
+            return Err(err(
+                "--protect-metrics needs a token (--api-token-file or FPM_API_TOKEN)".into(),
+            ));
+        }
+        let http_idle_timeout = args
+            .http_idle_timeout
+            .unwrap_or(crate::http::DEFAULT_IDLE_TIMEOUT);
+        if http_idle_timeout < Duration::from_millis(100) {
+            return Err(err("--http-idle-timeout must be at least 100ms".into()));
+        }
+        if args
+            .metrics_listen
+            .is_some_and(|m| m == listen && m.port() != 0)
+        {
+            return Err(err("--metrics-listen must differ from --listen".into()));
+        }
         Ok(Settings {
             listen,
             state,
@@ -482,6 +534,10 @@ impl Settings {
             demo,
             max_streams,
             record,
+            metrics_listen: args.metrics_listen,
+            api_token,
+            protect_metrics: args.protect_metrics,
+            http_idle_timeout,
         })
     }
 }

@@ -2,10 +2,13 @@
 //! health and readiness. Rendering runs on the blocking pool so a large scrape never
 //! stalls the ingest tasks sharing the runtime.
 
+pub mod auth;
 mod feeds;
 mod handlers;
+pub mod serve;
 
 use crate::state::Registry;
+use auth::ApiToken;
 use axum::routing::get;
 use axum::Router;
 use std::sync::atomic::AtomicBool;
@@ -17,11 +20,26 @@ use tokio::sync::Semaphore;
 pub struct HttpConfig {
     /// Most concurrent `/v1/stream` clients; more get 503.
     pub max_streams: usize,
+    /// Bearer token required on the JSON API (`/v1/*`), if any.
+    pub api_token: Option<ApiToken>,
+    /// Whether `/metrics` requires the token too.
+    pub protect_metrics: bool,
+    /// How long a connection may take to send a request's headers, and how long an
+    /// idle keep-alive connection is kept.
+    pub idle_timeout: std::time::Duration,
 }
+
+/// Default of [`HttpConfig::idle_timeout`].
+pub const DEFAULT_IDLE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(30);
 
 impl Default for HttpConfig {
     fn default() -> Self {
-        HttpConfig { max_streams: 256 }
+        HttpConfig {
+            max_streams: 256,
+            api_token: None,
+            protect_metrics: false,
+            idle_timeout: DEFAULT_IDLE_TIMEOUT,
+        }
     }
 }
 
@@ -38,6 +56,10 @@ pub struct AppState {
     pub streams: Arc<Semaphore>,
     /// Turns true at shutdown: open streams end so the server can drain.
     pub shutdown: tokio::sync::watch::Receiver<bool>,
+    /// Bearer token of the JSON API, if any.
+    pub api_token: Option<ApiToken>,
+    /// Whether `/metrics` requires the token too.
+    pub protect_metrics: bool,
 }
 
 impl AppState {
@@ -57,21 +79,53 @@ impl AppState {
             http_up: Arc::new(AtomicBool::new(false)),
             streams: Arc::new(Semaphore::new(config.max_streams)),
             shutdown,
+            api_token: config.api_token.clone(),
+            protect_metrics: config.protect_metrics,
         }
     }
 }
 
+/// Which endpoints one listener serves.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Routes {
+    /// Everything (the default: one listen address).
+    All,
+    /// `/metrics` plus health and readiness (the `--metrics-listen` address).
+    Metrics,
+    /// The JSON API plus health and readiness (`--listen` when `--metrics-listen` is set).
+    Api,
+}
+
 /// The full router.
 pub fn router(state: AppState) -> Router {
-    Router::new()
+    router_for(state, Routes::All)
+}
+
+/// The router of one listener. Health, readiness and the index stay open; the JSON
+/// API (and `/metrics` with `protect_metrics`) need the bearer token when one is set.
+pub fn router_for(state: AppState, routes: Routes) -> Router {
+    let open = Router::new()
         .route("/", get(handlers::index))
-        .route("/metrics", get(handlers::metrics))
         .route("/healthz", get(handlers::healthz))
-        .route("/readyz", get(handlers::readyz))
+        .route("/readyz", get(handlers::readyz));
+    let mut metrics = Router::new().route("/metrics", get(handlers::metrics));
+    let mut api = Router::new()
         .route("/v1/ranks", get(handlers::ranks))
         .route("/v1/stream", get(handlers::stream))
         .route("/v1/loads", get(feeds::loads))
         .route("/get_load", get(feeds::get_load))
-        .route("/v1/model", get(feeds::model))
-        .with_state(state)
+        .route("/v1/model", get(feeds::model));
+    if let Some(token) = &state.api_token {
+        let guard = || axum::middleware::from_fn_with_state(token.clone(), auth::require_token);
+        api = api.route_layer(guard());
+        if state.protect_metrics {
+            metrics = metrics.route_layer(guard());
+        }
+    }
+    let router = match routes {
+        Routes::All => open.merge(metrics).merge(api),
+        Routes::Metrics => open.merge(metrics),
+        Routes::Api => open.merge(api),
+    };
+    router.with_state(state)
 }

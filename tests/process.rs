@@ -1,0 +1,284 @@
+//! The real binary as an operator runs it: CPU with many absent publishers, readiness,
+//! a publisher appearing late, and SIGTERM while responses and a stream are in flight.
+//! A separate process, so CPU and exit status are the exporter's alone.
+
+mod common;
+
+use common::{sample, wait_for};
+use fpm_exporter::publish::FramePublisher;
+use fpm_exporter::wire::ForwardPassMetrics;
+use futures::StreamExt;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+struct Proc {
+    child: Child,
+    url: String,
+    stderr: std::path::PathBuf,
+    _dir: tempfile::TempDir,
+}
+
+impl Proc {
+    /// Starts the binary on a free port and waits until /healthz answers.
+    async fn spawn(args: &[&str]) -> Proc {
+        Proc::spawn_env(args, &[]).await
+    }
+
+    /// Like [`Proc::spawn`], with extra environment variables.
+    async fn spawn_env(args: &[&str], env: &[(&str, &str)]) -> Proc {
+        let dir = tempfile::tempdir().unwrap();
+        let stderr = dir.path().join("stderr.log");
+        let port = common::free_port_range(1);
+        let child = Command::new(env!("CARGO_BIN_EXE_fpm-exporter"))
+            .args(args)
+            .args(["--listen", &format!("127.0.0.1:{port}")])
+            .envs(env.iter().copied())
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(&stderr).unwrap())
+            .spawn()
+            .expect("spawn fpm-exporter");
+        let url = format!("http://127.0.0.1:{port}");
+        let p = Proc {
+            child,
+            url,
+            stderr,
+            _dir: dir,
+        };
+        wait_for("exporter answering", Duration::from_secs(10), || async {
+            reqwest::get(format!("{}/healthz", p.url))
+                .await
+                .ok()
+                .filter(|r| r.status() == 200)
+                .map(|_| ())
+        })
+        .await;
+        p
+    }
+
+    async fn get(&self, path: &str) -> (u16, String) {
+        let r = reqwest::get(format!("{}{path}", self.url)).await.unwrap();
+        (r.status().as_u16(), r.text().await.unwrap())
+    }
+
+    /// User plus system CPU seconds of the process so far.
+    fn cpu_seconds(&self) -> f64 {
+        let stat = std::fs::read_to_string(format!("/proc/{}/stat", self.child.id())).unwrap();
+        let f: Vec<&str> = stat[stat.rfind(')').unwrap() + 2..]
+            .split_whitespace()
+            .collect();
+        (f[11].parse::<f64>().unwrap() + f[12].parse::<f64>().unwrap()) / 100.0
+    }
+
+    fn sigterm(&self) {
+        let ok = Command::new("kill")
+            .args(["-TERM", &self.child.id().to_string()])
+            .status()
+            .unwrap();
+        assert!(ok.success());
+    }
+
+    /// Waits up to `limit` for the exit; returns the status and how long it took.
+    fn wait_exit(&mut self, limit: Duration) -> Option<(std::process::ExitStatus, Duration)> {
+        let t0 = Instant::now();
+        while t0.elapsed() < limit {
+            if let Some(s) = self.child.try_wait().unwrap() {
+                return Some((s, t0.elapsed()));
+            }
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        None
+    }
+
+    fn stderr(&self) -> String {
+        std::fs::read_to_string(&self.stderr).unwrap_or_default()
+    }
+}
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn absent_publishers_cost_no_cpu_keep_readiness_and_a_late_one_is_picked_up() {
+    let base = common::free_port_range(32);
+    let ipc = common::ipc_dir();
+    let cfg = ipc.path().join("engines.toml");
+    std::fs::write(
+        &cfg,
+        format!(
+            "[[engine]]\nname = \"tcp\"\nendpoint = \"tcp://127.0.0.1:{base}\"\nranks = 32\n\
+             [[engine]]\nname = \"ipc\"\nendpoint = \"ipc://{}/absent\"\nranks = 32\n",
+            ipc.path().display()
+        ),
+    )
+    .unwrap();
+    let mut p = Proc::spawn(&["--config", cfg.to_str().unwrap()]).await;
+    let (status, body) = p.get("/readyz").await;
+    assert_eq!(status, 200, "ready although no publisher is up: {body}");
+    let v: serde_json::Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(v["endpoints"], 64);
+
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let (cpu0, t0) = (p.cpu_seconds(), Instant::now());
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    let share = (p.cpu_seconds() - cpu0) / t0.elapsed().as_secs_f64();
+    eprintln!(
+        "CPU with 64 absent publishers: {:.2}% of one core",
+        share * 100.0
+    );
+    assert!(
+        share < 0.05,
+        "{:.1}% of a core with 64 absent publishers",
+        share * 100.0
+    );
+    let m = p.get("/metrics").await.1;
+    let connected: Vec<f64> = m
+        .lines()
+        .filter(|l| l.starts_with("fpm_endpoint_connected{"))
+        .map(|l| l.rsplit_once(' ').unwrap().1.parse().unwrap())
+        .collect();
+    assert_eq!(connected, vec![0.0; 64]);
+    assert_eq!(p.get("/readyz").await.0, 200);
+
+    // Rank 7's publisher appears 6 s after the exporter started.
+    let mut publisher = FramePublisher::bind(&format!("tcp://127.0.0.1:{}", base + 7))
+        .await
+        .unwrap();
+    let appeared = Instant::now();
+    let l = [("engine", "tcp"), ("dp_rank", "7")];
+    loop {
+        let mut hb = ForwardPassMetrics {
+            version: 1,
+            dp_rank: 7,
+            worker_id: "late".into(),
+            ..Default::default()
+        };
+        publisher.send(&mut hb).await.unwrap();
+        if sample(&p.get("/metrics").await.1, "fpm_up", &l) == Some(1.0) {
+            break;
+        }
+        assert!(
+            appeared.elapsed() < Duration::from_secs(3),
+            "late publisher not picked up in 3 s"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    eprintln!("late publisher picked up after {:?}", appeared.elapsed());
+    p.sigterm();
+    let (status, took) = p
+        .wait_exit(Duration::from_secs(2))
+        .expect("exits after SIGTERM");
+    assert!(status.success(), "exit status {status}");
+    assert!(took < Duration::from_secs(1), "took {took:?}");
+    publisher.close().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_under_load_completes_in_flight_responses_and_exits_0_within_1s() {
+    let mut p = Proc::spawn(&["--demo", "--demo-ranks", "4"]).await;
+    wait_for("demo ranks up", Duration::from_secs(15), || async {
+        (sample(&p.get("/metrics").await.1, "fpm_up", &[("dp_rank", "3")]) == Some(1.0))
+            .then_some(())
+    })
+    .await;
+    let stream = reqwest::get(format!("{}/v1/stream", p.url)).await.unwrap();
+    assert_eq!(stream.status(), 200);
+    let mut stream = stream.bytes_stream();
+    let first = tokio::time::timeout(Duration::from_secs(5), stream.next())
+        .await
+        .unwrap();
+    assert!(first.unwrap().is_ok());
+
+    // 6 clients scrape /metrics back to back; every response that began must complete.
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let scrapers: Vec<_> = (0..6)
+        .map(|_| {
+            let (url, stop) = (p.url.clone(), stop.clone());
+            tokio::spawn(async move {
+                let client = reqwest::Client::new();
+                let (mut complete, mut broken) = (0u32, Vec::new());
+                while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                    let Ok(r) = client.get(format!("{url}/metrics")).send().await else {
+                        // Refused or closed before a response: not in flight.
+                        tokio::time::sleep(Duration::from_millis(5)).await;
+                        continue;
+                    };
+                    match r.text().await {
+                        Ok(body) if body.contains("\nprocess_start_time_seconds ") => complete += 1,
+                        Ok(body) => broken.push(format!("truncated body of {} bytes", body.len())),
+                        Err(e) => broken.push(format!("body error: {e}")),
+                    }
+                }
+                (complete, broken)
+            })
+        })
+        .collect();
+    tokio::time::sleep(Duration::from_millis(800)).await;
+    p.sigterm();
+    let exited = tokio::task::block_in_place(|| p.wait_exit(Duration::from_secs(3)));
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let (status, took) = exited.expect("exited after SIGTERM");
+    assert!(status.success(), "exit status {status}");
+    assert!(took < Duration::from_secs(1), "exit took {took:?}");
+
+    // The stream ends cleanly (end of body, not a broken connection).
+    let rest = tokio::time::timeout(Duration::from_secs(2), async {
+        while let Some(chunk) = stream.next().await {
+            if let Err(e) = chunk {
+                return Err(e.to_string());
+            }
+        }
+        Ok(())
+    })
+    .await
+    .expect("stream ended");
+    assert_eq!(rest, Ok(()), "stream ended with an error");
+    let mut complete = 0;
+    for s in scrapers {
+        let (c, broken) = s.await.unwrap();
+        assert!(broken.is_empty(), "in-flight responses broken: {broken:?}");
+        complete += c;
+    }
+    assert!(complete > 10, "only {complete} scrapes completed");
+    let log = p.stderr();
+    assert!(!log.contains("panicked"), "{log}");
+    eprintln!("exit after SIGTERM took {took:?}; {complete} scrapes completed under load");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn api_token_from_the_environment_guards_the_json_api_only() {
+    let p = Proc::spawn_env(
+        &["--demo", "--demo-ranks", "1"],
+        &[("FPM_API_TOKEN", "env-token-123")],
+    )
+    .await;
+    let client = reqwest::Client::new();
+    let ranks = format!("{}/v1/ranks", p.url);
+    assert_eq!(client.get(&ranks).send().await.unwrap().status(), 401);
+    assert_eq!(
+        client
+            .get(&ranks)
+            .bearer_auth("env-token-12")
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        401
+    );
+    assert_eq!(
+        client
+            .get(&ranks)
+            .bearer_auth("env-token-123")
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        200
+    );
+    assert_eq!(p.get("/metrics").await.0, 200);
+    // The token never shows up in the logs.
+    assert!(!p.stderr().contains("env-token-123"));
+}
