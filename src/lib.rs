@@ -14,4 +14,5 @@ pub mod http;
 pub mod config;
 pub mod demo;
 pub mod publish;
+pub mod loadgen;
 pub mod app;
