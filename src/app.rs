@@ -51,6 +51,11 @@ pub async fn start(settings: Settings) -> std::io::Result<Running> {
     let app = http::router(state);
     let mut stop = shutdown_rx.clone();
     let server = tokio::spawn(async move {
+        // Without TCP_NODELAY, Nagle holds small SSE writes back until the client's
+        // delayed ACK: stream events would arrive up to tens of ms late.
+        let listener = axum::serve::ListenerExt::tap_io(listener, |tcp| {
+            let _ = tcp.set_nodelay(true);
+        });
         let serve = axum::serve(listener, app).with_graceful_shutdown(async move {
             let _ = stop.wait_for(|s| *s).await;
         });

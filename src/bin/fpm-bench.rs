@@ -209,6 +209,7 @@ struct Exporter {
     child: Child,
     pid: u32,
     addr: String,
+    perf: Option<Child>,
 }
 
 impl Exporter {
@@ -230,7 +231,7 @@ impl Exporter {
             .spawn()
             .expect("spawn exporter");
         let pid = child.id();
-        let e = Exporter { child, pid, addr };
+        let e = Exporter { child, pid, addr, perf: None };
         let deadline = Instant::now() + Duration::from_secs(10);
         while http_get(&e.addr, "/healthz").is_err() {
             assert!(Instant::now() < deadline, "exporter did not come up");
@@ -241,6 +242,19 @@ impl Exporter {
 
     fn cpu_seconds(&self) -> f64 {
         proc_cpu_seconds(self.pid)
+    }
+
+    /// Profiling hook: with FPM_BENCH_PERF_DIR=dir set, records the exporter with perf
+    /// from now until it stops, into `dir/<tag>.perf.data`.
+    fn profile(&mut self, tag: &str) {
+        let Ok(dir) = std::env::var("FPM_BENCH_PERF_DIR") else { return };
+        let out = format!("{dir}/{tag}.perf.data");
+        self.perf = Command::new("perf")
+            .args(["record", "-e", "cpu-clock", "-F", "2000", "-g", "-p", &self.pid.to_string(), "-o", &out])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .ok();
     }
 
     fn rss_bytes(&self) -> u64 {
@@ -275,6 +289,10 @@ impl Exporter {
 
 impl Drop for Exporter {
     fn drop(&mut self) {
+        if let Some(mut perf) = self.perf.take() {
+            let _ = Command::new("kill").args(["-INT", &perf.id().to_string()]).status();
+            let _ = perf.wait();
+        }
         drop(self.child.stdin.take());
         let deadline = Instant::now() + Duration::from_secs(3);
         while Instant::now() < deadline {
@@ -366,6 +384,21 @@ fn http_get(addr: &str, path: &str) -> std::io::Result<(u16, String)> {
         body.to_string()
     };
     Ok((status, body))
+}
+
+/// GET timed from connect to the last byte received: (status, body bytes, time).
+fn http_get_timed(addr: &str, path: &str) -> std::io::Result<(u16, usize, Duration)> {
+    let t = Instant::now();
+    let mut s = TcpStream::connect(addr)?;
+    s.set_read_timeout(Some(Duration::from_secs(10)))?;
+    write!(s, "GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n")?;
+    let mut raw = Vec::with_capacity(32 << 20);
+    s.read_to_end(&mut raw)?;
+    let took = t.elapsed();
+    let head_end = raw.windows(4).position(|w| w == b"\r\n\r\n").map(|p| p + 4).unwrap_or(raw.len());
+    let head = String::from_utf8_lossy(&raw[..head_end]);
+    let status = head.split_whitespace().nth(1).and_then(|v| v.parse().ok()).unwrap_or(0);
+    Ok((status, raw.len() - head_end, took))
 }
 
 fn dechunk(mut body: &str) -> String {
@@ -584,7 +617,7 @@ impl Bench<'_> {
 
     async fn throughput(&self, transport: &str, ranks: u64, rate: f64) -> Throughput {
         let base = endpoint_base(transport, ranks as u16, &format!("ingest{ranks}"));
-        let exp = Exporter::spawn(&[
+        let mut exp = Exporter::spawn(&[
             "--endpoint",
             &base,
             "--ranks",
@@ -603,6 +636,7 @@ impl Bench<'_> {
         gen.set(Phase::Quiet);
         tokio::time::sleep(Duration::from_millis(300)).await;
         let c0 = exp.counters();
+        exp.profile(&format!("ingest-{transport}-{ranks}"));
         let cpu0 = exp.cpu_seconds();
         let t0 = Instant::now();
         gen.set(Phase::Load);
@@ -747,8 +781,71 @@ impl Bench<'_> {
         }
     }
 
+    /// The same generator and rate into bare zeromq SUBs (no exporter): the latency the
+    /// transport and this machine's scheduling add by themselves.
+    async fn transport_latency(&mut self, ranks: u64, rate: f64) {
+        let base = endpoint_base("tcp", ranks as u16, "tlat");
+        let epoch = Instant::now();
+        let log = SendLog::new(ranks, epoch);
+        let gen = Generator::start(&self.gen, &base, ranks, Some(rate), self.args.seconds, Some(log.clone()));
+        let stop = Arc::new(AtomicBool::new(false));
+        let stop2 = stop.clone();
+        let base2 = base.clone();
+        let sink = std::thread::spawn(move || -> Vec<(u64, u64, u64)> {
+            let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+            rt.block_on(async move {
+                use zeromq::{Socket, SocketRecv};
+                let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
+                for r in 0..ranks {
+                    let addr = fpm_exporter::source::endpoint::rank_address(&base2, r).unwrap();
+                    let (tx, stop) = (tx.clone(), stop2.clone());
+                    tokio::spawn(async move {
+                        let mut sub = zeromq::SubSocket::new();
+                        if sub.connect(&addr).await.is_err() || sub.subscribe("").await.is_err() {
+                            return;
+                        }
+                        while !stop.load(Relaxed) {
+                            if let Ok(Ok(m)) = tokio::time::timeout(Duration::from_millis(100), sub.recv()).await {
+                                let at = epoch.elapsed().as_nanos() as u64;
+                                let seq = m.get(1).and_then(|f| <[u8; 8]>::try_from(f.as_ref()).ok()).map(u64::from_be_bytes);
+                                if let Some(seq) = seq {
+                                    let _ = tx.send((r, seq, at));
+                                }
+                            }
+                        }
+                    });
+                }
+                drop(tx);
+                let mut got = Vec::new();
+                while let Some(x) = rx.recv().await {
+                    got.push(x);
+                }
+                got
+            })
+        });
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        gen.set(Phase::Quiet);
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        gen.set(Phase::Load);
+        tokio::time::sleep(Duration::from_secs_f64(self.args.seconds + 0.5)).await;
+        gen.set(Phase::Hold);
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        stop.store(true, Relaxed);
+        let got = sink.join().unwrap_or_default();
+        let _ = gen.finish().await;
+        let lat = latencies(&log, &got);
+        self.result(format!(
+            "transport latency at {rate:.0} frames/s ({ranks} ranks, generator -> bare zeromq SUB, no exporter): p50 {:.3} ms, p99 {:.3} ms, max {:.3} ms over {} frames",
+            percentile(&lat, 0.5),
+            percentile(&lat, 0.99),
+            lat.last().copied().unwrap_or(f64::NAN),
+            lat.len()
+        ));
+    }
+
     /// Frame-to-client latency on /v1/stream at 10,000 frames/s (8 ranks x 1,250/s).
     async fn latency(&mut self) {
+        self.transport_latency(8, 10_000.0).await;
         let ranks = 8u64;
         let rate = 10_000.0;
         let base = endpoint_base("tcp", ranks as u16, "lat");
@@ -807,18 +904,20 @@ impl Bench<'_> {
         stop.store(true, Relaxed);
         let got = client.join().unwrap_or_default();
         let report = gen.finish().await;
-        let mut lat: Vec<f64> = got
-            .iter()
-            .filter_map(|&(rank, seq, at)| {
-                log.sent_at(rank as usize, seq)
-                    .map(|s| at.saturating_sub(s) as f64 / 1e6)
-            })
-            .collect();
-        lat.sort_by(|a, b| a.total_cmp(b));
+        let lat = latencies(&log, &got);
+        if let Ok(path) = std::env::var("FPM_BENCH_DUMP") {
+            let lines: String = got
+                .iter()
+                .filter_map(|&(rank, seq, at)| log.sent_at(rank as usize, seq).map(|s| format!("{s} {rank} {seq} {}\n", at.saturating_sub(s))))
+                .collect();
+            let _ = std::fs::write(path, lines);
+        }
         self.result(format!(
-            "stream latency at {rate:.0} frames/s ({ranks} ranks, /v1/stream): p50 {:.3} ms, p99 {:.3} ms, max {:.3} ms over {} of {} frames sent   [target p99 <= 2 ms]",
+            "stream latency at {rate:.0} frames/s ({ranks} ranks, /v1/stream): p50 {:.3} ms, p90 {:.3} ms, p99 {:.3} ms, p99.9 {:.3} ms, max {:.3} ms over {} of {} frames sent   [target p99 <= 2 ms]",
             percentile(&lat, 0.5),
+            percentile(&lat, 0.9),
             percentile(&lat, 0.99),
+            percentile(&lat, 0.999),
             lat.last().copied().unwrap_or(f64::NAN),
             lat.len(),
             report.load_sent()
@@ -829,7 +928,7 @@ impl Bench<'_> {
     async fn scrape(&mut self) {
         let ranks = 1024u64;
         let base = endpoint_base("ipc", 0, "scrape");
-        let exp = Exporter::spawn(&[
+        let mut exp = Exporter::spawn(&[
             "--endpoint",
             &base,
             "--ranks",
@@ -856,14 +955,14 @@ impl Bench<'_> {
         gen.set(Phase::Hold);
         tokio::time::sleep(Duration::from_millis(500)).await;
         let tracked = exp.counters().ranks;
+        exp.profile("scrape");
         let timings = |path: &str| {
             let mut ms = Vec::new();
             let mut size = 0;
             for _ in 0..10 {
-                let t = Instant::now();
-                if let Ok((200, body)) = http_get(&exp.addr, path) {
-                    ms.push(t.elapsed().as_secs_f64() * 1e3);
-                    size = body.len();
+                if let Ok((200, bytes, took)) = http_get_timed(&exp.addr, path) {
+                    ms.push(took.as_secs_f64() * 1e3);
+                    size = bytes;
                 }
             }
             ms.sort_by(|a, b| a.total_cmp(b));
@@ -931,6 +1030,16 @@ impl Bench<'_> {
             "heap per tracked rank in steady state (1,024 ranks, windows 10s,60s, 70 s of iterations): {per_rank:.1} KiB   [target <= 64 KiB RSS]"
         ));
     }
+}
+
+/// Milliseconds from send to receipt of every received load frame, sorted.
+fn latencies(log: &SendLog, got: &[(u64, u64, u64)]) -> Vec<f64> {
+    let mut lat: Vec<f64> = got
+        .iter()
+        .filter_map(|&(rank, seq, at)| log.sent_at(rank as usize, seq).map(|s| at.saturating_sub(s) as f64 / 1e6))
+        .collect();
+    lat.sort_by(|a, b| a.total_cmp(b));
+    lat
 }
 
 fn json_u64(s: &str, key: &str) -> Option<u64> {
