@@ -76,6 +76,11 @@ impl Family {
 
 /// Appends `value` to `out` escaped for a label value (`\\`, `\"`, `\n`).
 pub fn escape_label_value(out: &mut String, value: &str) {
+    // Nearly every value needs no escaping: copy it whole instead of char by char.
+    if !value.bytes().any(|b| matches!(b, b'\\' | b'"' | b'\n')) {
+        out.push_str(value);
+        return;
+    }
     for c in value.chars() {
         match c {
             '\\' => out.push_str("\\\\"),
