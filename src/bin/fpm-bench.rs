@@ -207,14 +207,53 @@ fn serve(flags: &[String]) -> ExitCode {
             });
         }
         // The parent closes stdin (or dies): that is the stop signal.
-        let _ = tokio::task::spawn_blocking(|| {
-            let mut sink = [0u8; 64];
-            while matches!(std::io::stdin().read(&mut sink), Ok(n) if n > 0) {}
+        // A line "render" asks for server-side render timings (one JSON line back).
+        let registry = running.registry.clone();
+        let _ = tokio::task::spawn_blocking(move || {
+            for line in std::io::stdin().lock().lines().map_while(Result::ok) {
+                if line.trim() == "render" {
+                    println!("{}", render_timings(&registry));
+                }
+            }
         })
         .await;
         running.stop(Duration::from_millis(500)).await;
     });
     ExitCode::SUCCESS
+}
+
+/// Ten renders of /metrics and of /v1/ranks inside the exporter, each split into the
+/// snapshot and the text: medians in ms, and sizes.
+fn render_timings(registry: &fpm_exporter::state::Registry) -> serde_json::Value {
+    use fpm_exporter::sink::{json, prometheus};
+    use fpm_exporter::state::RankFilter;
+    let (mut snap_ms, mut metrics_ms, mut ranks_ms) = (Vec::new(), Vec::new(), Vec::new());
+    let (mut metrics_bytes, mut ranks_bytes) = (0, 0);
+    for _ in 0..10 {
+        let t = Instant::now();
+        let snap = registry.snapshot(&RankFilter::default());
+        snap_ms.push(t.elapsed().as_secs_f64() * 1e3);
+        drop(snap);
+        let t = Instant::now();
+        metrics_bytes = prometheus::render(registry, prometheus::text::Format::Text, 0.0).len();
+        metrics_ms.push(t.elapsed().as_secs_f64() * 1e3);
+        let t = Instant::now();
+        let snap = registry.snapshot(&RankFilter::default());
+        ranks_bytes = json::ranks_document(registry, &snap).len();
+        ranks_ms.push(t.elapsed().as_secs_f64() * 1e3);
+    }
+    let med = |v: &mut Vec<f64>| {
+        v.sort_by(|a, b| a.total_cmp(b));
+        percentile(v, 0.5)
+    };
+    serde_json::json!({
+        "ranks": registry.rank_count(),
+        "snapshot_ms": med(&mut snap_ms),
+        "metrics_ms": med(&mut metrics_ms),
+        "metrics_bytes": metrics_bytes,
+        "ranks_ms": med(&mut ranks_ms),
+        "ranks_bytes": ranks_bytes,
+    })
 }
 
 /// A child exporter process.
@@ -239,7 +278,7 @@ impl Exporter {
             .args(["--listen", &addr])
             .args(flags)
             .stdin(Stdio::piped())
-            .stdout(Stdio::null())
+            .stdout(Stdio::piped())
             .stderr(Stdio::inherit())
             .spawn()
             .expect("spawn exporter");
@@ -260,6 +299,26 @@ impl Exporter {
 
     fn cpu_seconds(&self) -> f64 {
         proc_cpu_seconds(self.pid)
+    }
+
+    /// Server-side render timings (see [`render_timings`]).
+    fn render_timings(&mut self) -> serde_json::Value {
+        let (Some(stdin), Some(stdout)) = (self.child.stdin.as_mut(), self.child.stdout.as_mut())
+        else {
+            return serde_json::Value::Null;
+        };
+        if writeln!(stdin, "render")
+            .and_then(|_| stdin.flush())
+            .is_err()
+        {
+            return serde_json::Value::Null;
+        }
+        let mut line = Vec::new();
+        let mut byte = [0u8; 1];
+        while stdout.read(&mut byte).map(|n| n == 1).unwrap_or(false) && byte[0] != b'\n' {
+            line.push(byte[0]);
+        }
+        serde_json::from_slice(&line).unwrap_or_default()
     }
 
     /// Profiling hook: with FPM_BENCH_PERF_DIR=dir set, records the exporter with perf
@@ -1041,11 +1100,24 @@ impl Bench<'_> {
         let (m50, mmax, msize) = timings("/metrics");
         let (r50, rmax, rsize) = timings("/v1/ranks");
         let rss_scraped = exp.rss_bytes();
+        let server = exp.render_timings();
         let report = gen.finish().await;
         self.result(format!(
-            "/metrics with {tracked} ranks tracked: median {m50:.1} ms, max {mmax:.1} ms, {msize} bytes   [target <= 20 ms]"
+            "/metrics render inside the exporter with {} ranks: median {:.1} ms ({:.1} ms of it the snapshot), {} bytes   [target <= 20 ms]",
+            server["ranks"],
+            server["metrics_ms"].as_f64().unwrap_or(f64::NAN),
+            server["snapshot_ms"].as_f64().unwrap_or(f64::NAN),
+            server["metrics_bytes"]
         ));
-        self.result(format!("/v1/ranks with {tracked} ranks tracked: median {r50:.1} ms, max {rmax:.1} ms, {rsize} bytes"));
+        self.result(format!(
+            "GET /metrics with {tracked} ranks tracked (client side, to the last byte): median {m50:.1} ms, max {mmax:.1} ms, {msize} bytes"
+        ));
+        self.result(format!(
+            "/v1/ranks render inside the exporter: median {:.1} ms, {} bytes",
+            server["ranks_ms"].as_f64().unwrap_or(f64::NAN),
+            server["ranks_bytes"]
+        ));
+        self.result(format!("GET /v1/ranks with {tracked} ranks tracked (client side): median {r50:.1} ms, max {rmax:.1} ms, {rsize} bytes"));
         self.result(format!(
             "exporter RSS: {:.1} MiB with 1,024 endpoints configured, {:.1} MiB once every rank connected and sent heartbeats, {:.1} MiB with {tracked} ranks busy {busy:.0} s ({} frames): {:.1} KiB per tracked rank (windows 10s,60s)   [target <= 64 KiB]",
             rss0 as f64 / 1048576.0,
