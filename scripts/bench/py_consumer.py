@@ -12,7 +12,8 @@ Protocol with the harness (stdout, one JSON object per line):
 - ``{"ready": true, "ranks": N}`` once a frame from every expected rank arrived;
 - ``{"frames": F, "iterations": I, "missed": M, "seconds": S, "rate": F/S}`` when the
   load is over: counting starts at the first iteration frame and stops after
-  ``--idle-end`` seconds without one (S runs from the first to the last iteration).
+  ``--idle-end`` seconds without one (S runs from the first to the last iteration);
+  ``cpu_seconds`` is this process's CPU time over the same span.
 Exits by itself after ``--max-seconds`` in any case.
 """
 
@@ -66,6 +67,7 @@ def main() -> int:
     ready = False
     frames = iterations = 0
     first = last = None
+    cpu_first = cpu_last = 0.0
     poller = zmq.Poller()
     poller.register(sock, zmq.POLLIN)
     while time.monotonic() < deadline:
@@ -94,7 +96,9 @@ def main() -> int:
             now = time.monotonic()
             if first is None:
                 first = now
+                cpu_first = time.process_time()
             last = now
+            cpu_last = time.process_time()
             frames += 1
             iterations += 1
             st.latest = m
@@ -130,6 +134,7 @@ def main() -> int:
                 "missed": missed,
                 "seconds": seconds,
                 "rate": frames / seconds if seconds > 0 else 0.0,
+                "cpu_seconds": cpu_last - cpu_first,
             }
         ),
         flush=True,
