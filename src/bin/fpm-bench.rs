@@ -185,6 +185,10 @@ fn serve(flags: &[String]) -> ExitCode {
             return ExitCode::from(2);
         }
     };
+    // FPM_BENCH_COUNT_HEAP=1: count live heap bytes from the start (answers "heap").
+    if std::env::var_os("FPM_BENCH_COUNT_HEAP").is_some() {
+        COUNTING.store(true, Relaxed);
+    }
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -193,26 +197,15 @@ fn serve(flags: &[String]) -> ExitCode {
         let running = fpm_exporter::app::start(settings)
             .await
             .expect("exporter starts");
-        // Diagnostics: FPM_BENCH_HEAP_LOG=1 prints the live heap once a second.
-        if std::env::var_os("FPM_BENCH_HEAP_LOG").is_some() {
-            COUNTING.store(true, Relaxed);
-            tokio::spawn(async {
-                loop {
-                    tokio::time::sleep(Duration::from_secs(1)).await;
-                    eprintln!(
-                        "serve: live heap {:.1} MiB",
-                        LIVE_BYTES.load(Relaxed) as f64 / 1048576.0
-                    );
-                }
-            });
-        }
         // The parent closes stdin (or dies): that is the stop signal.
         // A line "render" asks for server-side render timings (one JSON line back).
         let registry = running.registry.clone();
         let _ = tokio::task::spawn_blocking(move || {
             for line in std::io::stdin().lock().lines().map_while(Result::ok) {
-                if line.trim() == "render" {
-                    println!("{}", render_timings(&registry));
+                match line.trim() {
+                    "render" => println!("{}", render_timings(&registry)),
+                    "heap" => println!("{}", LIVE_BYTES.load(Relaxed)),
+                    _ => {}
                 }
             }
         })
@@ -266,6 +259,10 @@ struct Exporter {
 
 impl Exporter {
     async fn spawn(flags: &[&str]) -> Exporter {
+        Self::spawn_env(flags, &[]).await
+    }
+
+    async fn spawn_env(flags: &[&str], env: &[(&str, &str)]) -> Exporter {
         let port = std::net::TcpListener::bind("127.0.0.1:0")
             .unwrap()
             .local_addr()
@@ -277,6 +274,7 @@ impl Exporter {
             .arg("serve")
             .args(["--listen", &addr])
             .args(flags)
+            .envs(env.iter().copied())
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit())
@@ -303,11 +301,21 @@ impl Exporter {
 
     /// Server-side render timings (see [`render_timings`]).
     fn render_timings(&mut self) -> serde_json::Value {
+        self.ask("render")
+    }
+
+    /// Live heap bytes of an exporter started with FPM_BENCH_COUNT_HEAP.
+    fn heap_bytes(&mut self) -> f64 {
+        self.ask("heap").as_f64().unwrap_or(f64::NAN)
+    }
+
+    /// One command on the serve process's stdin, one JSON line back.
+    fn ask(&mut self, command: &str) -> serde_json::Value {
         let (Some(stdin), Some(stdout)) = (self.child.stdin.as_mut(), self.child.stdout.as_mut())
         else {
             return serde_json::Value::Null;
         };
-        if writeln!(stdin, "render")
+        if writeln!(stdin, "{command}")
             .and_then(|_| stdin.flush())
             .is_err()
         {
@@ -1061,17 +1069,18 @@ impl Bench<'_> {
     async fn scrape(&mut self) {
         let ranks = 1024u64;
         let base = endpoint_base("ipc", 0, "scrape");
-        let mut exp = Exporter::spawn(&[
+        let flags = [
             "--endpoint",
             &base,
             "--ranks",
             &ranks.to_string(),
             "--engine",
             "bench",
-        ])
-        .await;
+        ];
+        let mut exp = Exporter::spawn_env(&flags, &[("FPM_BENCH_COUNT_HEAP", "1")]).await;
         tokio::time::sleep(Duration::from_secs(1)).await;
         let rss0 = exp.rss_bytes();
+        let heap0 = exp.heap_bytes();
         let busy = 5.0;
         let gen = Generator::start(&self.gen, &base, ranks, Some(20_000.0), busy, None);
         if !exp
@@ -1086,12 +1095,14 @@ impl Bench<'_> {
         gen.set(Phase::Quiet);
         tokio::time::sleep(Duration::from_millis(500)).await;
         let rss_idle = exp.rss_bytes();
+        let heap_idle = exp.heap_bytes();
         gen.set(Phase::Load);
         tokio::time::sleep(Duration::from_secs_f64(busy + 0.5)).await;
         gen.set(Phase::Hold);
         tokio::time::sleep(Duration::from_millis(500)).await;
         let tracked = exp.counters().ranks;
         let rss1 = exp.rss_bytes();
+        let heap1 = exp.heap_bytes();
         exp.profile("scrape");
         let timings = |path: &str| {
             let mut ms = Vec::new();
@@ -1137,6 +1148,14 @@ impl Bench<'_> {
             rss1 as f64 / 1048576.0,
             report.load_sent(),
             (rss1 as f64 - rss0 as f64) / tracked.max(1) as f64 / 1024.0
+        ));
+        self.result(format!(
+            "exporter live heap: {:.1} MiB configured, {:.1} MiB connected, {:.1} MiB busy: {:.1} KiB per tracked rank ({:.1} KiB of it before the first iteration)",
+            heap0 / 1048576.0,
+            heap_idle / 1048576.0,
+            heap1 / 1048576.0,
+            (heap1 - heap0) / tracked.max(1) as f64 / 1024.0,
+            (heap_idle - heap0) / tracked.max(1) as f64 / 1024.0
         ));
         self.result(format!(
             "exporter RSS after the 20 scrapes above: {:.1} MiB (the allocator keeps the ~{} MiB render buffers)",
