@@ -1158,9 +1158,9 @@ impl Bench<'_> {
             (heap_idle - heap0) / tracked.max(1) as f64 / 1024.0
         ));
         self.result(format!(
-            "exporter RSS after the 20 scrapes above: {:.1} MiB (the allocator keeps the ~{} MiB render buffers)",
+            "exporter RSS after the 20 scrapes above: {:.1} MiB = {:.1} KiB per tracked rank",
             rss_scraped as f64 / 1048576.0,
-            (msize + rsize) >> 20
+            (rss_scraped as f64 - rss0 as f64) / tracked.max(1) as f64 / 1024.0
         ));
     }
 

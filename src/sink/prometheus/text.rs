@@ -102,16 +102,38 @@ pub fn push_label(out: &mut String, name: &str, value: &str) {
     out.push('"');
 }
 
-/// Writes families and samples into one buffer.
+/// Receives the exposition piece by piece when rendering is streamed.
+pub type ChunkSink = Box<dyn FnMut(String) + Send>;
+
+/// Writes families and samples into one buffer, or, when streaming, hands the buffer
+/// to a [`ChunkSink`] each time it reaches the chunk size.
 pub struct Writer {
     out: String,
     format: Format,
+    chunk: usize,
+    sink: Option<ChunkSink>,
 }
 
 impl Writer {
     /// A writer with a capacity hint.
     pub fn new(format: Format, capacity: usize) -> Self {
-        Writer { out: String::with_capacity(capacity), format }
+        Writer { out: String::with_capacity(capacity), format, chunk: usize::MAX, sink: None }
+    }
+
+    /// A writer that passes pieces of about `chunk` bytes to `sink` as it goes, so a
+    /// large exposition never sits in memory whole; [`Writer::finish`] returns the rest.
+    pub fn streaming(format: Format, chunk: usize, sink: ChunkSink) -> Self {
+        Writer { out: String::with_capacity(chunk + 4096), format, chunk, sink: Some(sink) }
+    }
+
+    #[inline]
+    fn maybe_flush(&mut self) {
+        if self.out.len() >= self.chunk {
+            if let Some(sink) = self.sink.as_mut() {
+                let next = String::with_capacity(self.chunk + 4096);
+                sink(std::mem::replace(&mut self.out, next));
+            }
+        }
     }
 
     /// Starts a family: its HELP and TYPE lines.
@@ -160,6 +182,7 @@ impl Writer {
         out.push(' ');
         push_value(out, value);
         out.push('\n');
+        self.maybe_flush();
     }
 
     /// Finishes the exposition and returns it.
@@ -219,6 +242,25 @@ mod tests {
             "# HELP fpm_things Things seen.\n# TYPE fpm_things counter\nfpm_things_total{reason=\"x\"} 0.5\n\
              # HELP fpm_test A test gauge.\n# TYPE fpm_test gauge\nfpm_test +Inf\n# EOF\n"
         );
+    }
+
+    #[test]
+    fn streaming_hands_over_bounded_pieces_that_add_up() {
+        let pieces = std::sync::Arc::new(std::sync::Mutex::new(Vec::<String>::new()));
+        let sink = pieces.clone();
+        let mut w = Writer::streaming(Format::Text, 100, Box::new(move |p| sink.lock().unwrap().push(p)));
+        let mut whole = Writer::new(Format::Text, 0);
+        for x in [&mut w, &mut whole] {
+            x.family(&G);
+            for i in 0..50 {
+                x.sample(&G, "engine=\"e\"", &[("dp_rank", &i.to_string())], i as f64 * 0.5);
+            }
+        }
+        let rest = w.finish();
+        let pieces = pieces.lock().unwrap();
+        assert!(pieces.len() >= 10, "{} pieces", pieces.len());
+        assert!(pieces.iter().all(|p| p.len() < 100 + 64), "a piece far beyond the chunk size");
+        assert_eq!(pieces.concat() + &rest, whole.finish());
     }
 
     #[test]
