@@ -3,9 +3,10 @@
 //! both together as the subscriber runs them. `cargo bench --bench hot_path`.
 
 use criterion::{black_box, criterion_group, BatchSize, Criterion};
+use fpm_exporter::sink::prometheus::text::Format;
 use fpm_exporter::state::rank::{RankKey, RankState};
 use fpm_exporter::state::sequence::SeqEvent;
-use fpm_exporter::state::{EngineInfo, RankCache, Registry, StateConfig};
+use fpm_exporter::state::{EngineInfo, RankCache, RankFilter, Registry, StateConfig};
 use fpm_exporter::wire::decode::decode_payload;
 use std::sync::Arc;
 
@@ -95,7 +96,48 @@ fn hot_path(c: &mut Criterion) {
     }
 }
 
-criterion_group!(benches, hot_path);
+/// A registry with 1,024 busy ranks (one engine), for the scrape-side benchmarks.
+fn busy_registry() -> Arc<Registry> {
+    let reg = registry();
+    let endpoint: Arc<str> = "ipc:///bench".into();
+    let now = reg.now();
+    for r in 0..1024u64 {
+        let mut model = fpm_exporter::loadgen::FrameModel::new("bench-engine-0", r, 7);
+        let mut cache = RankCache::default();
+        for seq in 0..50 {
+            let ev = if seq == 0 {
+                SeqEvent::First
+            } else {
+                SeqEvent::InOrder
+            };
+            reg.ingest(
+                &mut cache,
+                0,
+                &endpoint,
+                seq,
+                ev,
+                model.next_iteration().clone(),
+                &now,
+            );
+        }
+    }
+    reg
+}
+
+fn scrape(c: &mut Criterion) {
+    let reg = busy_registry();
+    let mut group = c.benchmark_group("1,024 ranks");
+    group.sample_size(20);
+    group.bench_function("snapshot", |b| {
+        b.iter(|| reg.snapshot(&RankFilter::default()))
+    });
+    group.bench_function("/metrics render", |b| {
+        b.iter(|| fpm_exporter::sink::prometheus::render(&reg, Format::Text, 0.0).len())
+    });
+    group.finish();
+}
+
+criterion_group!(benches, hot_path, scrape);
 
 fn main() {
     if std::env::args().any(|a| a == "--bench") {
