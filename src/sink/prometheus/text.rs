@@ -185,6 +185,28 @@ impl Writer {
         self.maybe_flush();
     }
 
+    /// Writes one sample whose extra labels are already rendered and escaped
+    /// (`k="v",...`): for label sets repeated on every rank, escaping them once per
+    /// scrape instead of once per sample.
+    #[inline]
+    pub fn sample_rendered(&mut self, f: &Family, labels: &str, extra: &str, value: f64) {
+        let out = &mut self.out;
+        out.push_str(f.name);
+        if !labels.is_empty() || !extra.is_empty() {
+            out.push('{');
+            out.push_str(labels);
+            if !labels.is_empty() && !extra.is_empty() {
+                out.push(',');
+            }
+            out.push_str(extra);
+            out.push('}');
+        }
+        out.push(' ');
+        push_value(out, value);
+        out.push('\n');
+        self.maybe_flush();
+    }
+
     /// Finishes the exposition and returns it.
     pub fn finish(mut self) -> String {
         if self.format == Format::OpenMetrics {
@@ -261,6 +283,22 @@ mod tests {
         assert!(pieces.len() >= 10, "{} pieces", pieces.len());
         assert!(pieces.iter().all(|p| p.len() < 100 + 64), "a piece far beyond the chunk size");
         assert_eq!(pieces.concat() + &rest, whole.finish());
+    }
+
+    #[test]
+    fn pre_rendered_labels_write_the_same_line() {
+        let mut a = Writer::new(Format::Text, 0);
+        let mut b = Writer::new(Format::Text, 0);
+        let mut extra = String::new();
+        push_label(&mut extra, "field", "a\"b");
+        push_label(&mut extra, "window", "10s");
+        for labels in ["engine=\"e\"", ""] {
+            a.sample(&G, labels, &[("field", "a\"b"), ("window", "10s")], 1.5);
+            b.sample_rendered(&G, labels, &extra, 1.5);
+        }
+        a.sample(&G, "", &[], 2.0);
+        b.sample_rendered(&G, "", "", 2.0);
+        assert_eq!(a.finish(), b.finish());
     }
 
     #[test]
