@@ -11,6 +11,7 @@ pub mod capture;
 pub mod config;
 pub mod demo;
 pub mod http;
+pub mod loadgen;
 pub mod publish;
 pub mod sink;
 pub mod source;

@@ -12,11 +12,15 @@ use crate::state::sequence::SequenceTracker;
 use crate::state::{RankCache, Registry};
 use crate::wire::decode::{decode_payload, decode_sequence};
 use crate::wire::DecodeError;
+use futures::FutureExt;
 use std::sync::atomic::Ordering::Relaxed;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tokio::sync::watch;
 use zeromq::{Socket, SocketOptions, SocketRecv, SubSocket, ZmqMessage};
+
+/// Most messages taken in one go once the socket has woken up.
+const DRAIN_BATCH: usize = 256;
 
 /// Timing of connection attempts.
 #[derive(Debug, Clone)]
@@ -180,6 +184,20 @@ pub async fn run(
                     Ok(msg) => {
                         deadline = tokio::time::Instant::now() + config.silence_timeout;
                         ingest.handle(msg);
+                        // Take what is already queued without re-arming the select's
+                        // shutdown and timer futures for every message (they cost more
+                        // than decoding under load); bounded, so shutdown stays prompt.
+                        for _ in 0..DRAIN_BATCH {
+                            match socket.recv().now_or_never() {
+                                Some(Ok(msg)) => ingest.handle(msg),
+                                Some(Err(e)) => {
+                                    stats.receive_errors.fetch_add(1, Relaxed);
+                                    tracing::debug!(endpoint = %address, error = %e, "receive error");
+                                    break;
+                                }
+                                None => break,
+                            }
+                        }
                     }
                     Err(e) => {
                         // A drop is noticed here; the socket reconnects on its own, and

@@ -329,6 +329,20 @@ impl Registry {
         metrics: ForwardPassMetrics,
         now: &Now,
     ) -> bool {
+        // Steady state: the cached rank is checked and updated under one lock.
+        if let Some((wid, rank, handle)) = &cache.hit {
+            if *rank == metrics.dp_rank && *wid == metrics.worker_id {
+                let mut rank = handle.lock();
+                if !rank.removed {
+                    let t = rank.apply(&metrics, sequence, seq, now);
+                    let key =
+                        (t.is_some() || self.events.receiver_count() > 0).then(|| rank.key.clone());
+                    drop(rank);
+                    self.after_apply(key, t, sequence, metrics, now);
+                    return true;
+                }
+            }
+        }
         let Some(handle) = self.rank_for(cache, engine, endpoint, &metrics, now) else {
             self.refused_frames.fetch_add(1, Relaxed);
             return false;
@@ -336,13 +350,27 @@ impl Registry {
         let (key, transition) = {
             let mut rank = handle.lock();
             let t = rank.apply(&metrics, sequence, seq, now);
-            (t.map(|_| rank.key.clone()), t)
+            let key = (t.is_some() || self.events.receiver_count() > 0).then(|| rank.key.clone());
+            (key, t)
         };
-        if let (Some(key), Some(t)) = (key.as_ref(), transition) {
-            self.log_transition(key, t, now);
+        self.after_apply(key, transition, sequence, metrics, now);
+        true
+    }
+
+    /// Logs a transition and feeds the event stream; `key` is set when either needs it.
+    fn after_apply(
+        &self,
+        key: Option<RankKey>,
+        transition: Option<Transition>,
+        sequence: u64,
+        metrics: ForwardPassMetrics,
+        now: &Now,
+    ) {
+        let Some(key) = key else { return };
+        if let Some(t) = transition {
+            self.log_transition(&key, t, now);
         }
         if self.events.receiver_count() > 0 {
-            let key = key.unwrap_or_else(|| handle.lock().key.clone());
             self.emit(
                 &key,
                 EventKind::Frame {
@@ -352,7 +380,6 @@ impl Registry {
                 },
             );
         }
-        true
     }
 
     /// Ages every rank: marks silent ones stale and removes expired ones.

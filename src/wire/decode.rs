@@ -150,6 +150,18 @@ pub fn decode_payload(payload: &[u8]) -> Result<ForwardPassMetrics, DecodeError>
     if payload.len() > MAX_PAYLOAD_BYTES {
         return Err(DecodeError::Oversize);
     }
+    let metrics = match super::fast::decode_map(payload) {
+        Some(m) => m,
+        None => decode_general(payload)?,
+    };
+    if metrics.version != SUPPORTED_VERSION {
+        return Err(DecodeError::UnsupportedVersion);
+    }
+    Ok(metrics)
+}
+
+/// The general decoder: every accepted form, every error reason, but no version check.
+pub(crate) fn decode_general(payload: &[u8]) -> Result<ForwardPassMetrics, DecodeError> {
     let mut de = rmp_serde::Deserializer::new(std::io::Cursor::new(payload));
     de.set_max_depth(MAX_DEPTH);
     let metrics = FpmSeed
@@ -157,9 +169,6 @@ pub fn decode_payload(payload: &[u8]) -> Result<ForwardPassMetrics, DecodeError>
         .map_err(|e| DecodeError::from_rmp(&e))?;
     if de.position() as usize != payload.len() {
         return Err(DecodeError::TrailingBytes);
-    }
-    if metrics.version != SUPPORTED_VERSION {
-        return Err(DecodeError::UnsupportedVersion);
     }
     Ok(metrics)
 }

@@ -6,6 +6,7 @@
 
 pub mod decode;
 pub mod encode;
+mod fast;
 mod number;
 
 use serde::{Deserialize, Serialize};

@@ -2,7 +2,7 @@
 //! wall-time quantiles and cumulative counters. Labels: engine, worker_id, dp_rank
 //! and the engine's configured labels.
 
-use super::text::{Family, Writer};
+use super::text::{push_label, Family, Writer};
 use crate::state::fields::FIELDS;
 use crate::state::quantiles::QUANTILES;
 use crate::state::rank::Liveness;
@@ -237,17 +237,32 @@ pub fn write_window_stats<'a>(
     window_names: &[String],
     fams: [&Family; 4],
 ) {
+    // The (field, window) label pairs are the same for every series: render them once.
+    let extras: Vec<Vec<String>> = window_names
+        .iter()
+        .map(|name| {
+            FIELDS
+                .iter()
+                .map(|field| {
+                    let mut e = String::new();
+                    push_label(&mut e, "field", field.path);
+                    push_label(&mut e, "window", name);
+                    e
+                })
+                .collect()
+        })
+        .collect();
     for (k, fam) in fams.iter().enumerate() {
         w.family(fam);
         for (windows, l) in series.clone() {
-            for (win, name) in windows.iter().zip(window_names) {
+            for (win, extras) in windows.iter().zip(&extras) {
                 if win.moments.count == 0 {
                     continue;
                 }
-                for (i, field) in FIELDS.iter().enumerate() {
+                for (i, extra) in extras.iter().enumerate() {
                     let s = win.moments.summary(i);
                     let v = [s.mean, s.variance, s.min, s.max][k];
-                    w.sample(fam, l, &[("field", field.path), ("window", name)], v);
+                    w.sample_rendered(fam, l, extra, v);
                 }
             }
         }
