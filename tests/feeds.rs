@@ -13,55 +13,6 @@ use std::io::Write;
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
-/// Validates JSON documents against `proto/schema/<schema>.schema.json`.
-fn validate(schema: &str, docs: &[&str]) {
-    common::require_test_deps();
-    let dir = tempfile::tempdir().unwrap();
-    let paths: Vec<_> = docs
-        .iter()
-        .enumerate()
-        .map(|(i, d)| {
-            let p = dir.path().join(format!("{i}.json"));
-            std::fs::write(&p, d).unwrap();
-            p
-        })
-        .collect();
-    let out = Command::new(common::venv_python())
-        .arg(common::repo_root().join("tests/py/validate_json.py"))
-        .arg(schema)
-        .args(&paths)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{schema}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-}
-
-fn promtool_check(body: &str) -> (bool, String) {
-    let mut child = Command::new("promtool")
-        .args(["check", "metrics"])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("promtool on PATH (scripts/test-deps.sh installs it)");
-    child
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(body.as_bytes())
-        .unwrap();
-    let out = child.wait_with_output().unwrap();
-    let text = format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    (out.status.success() && text.trim().is_empty(), text)
-}
-
 async fn get_json(exp: &Exporter, path: &str) -> (u16, Value, String) {
     let (status, body) = exp.get(path).await;
     let v = serde_json::from_str(&body).unwrap_or(Value::Null);
@@ -243,11 +194,11 @@ async fn loads_follow_the_latest_frame_and_flag_stale_ranks() {
     let (_, none, none_body) = get_json(&exp, "/v1/loads?engine=nope").await;
     assert_eq!(none["ranks"].as_array().unwrap().len(), 0);
 
-    validate(
+    common::validate_json(
         "loads",
         &[&full, &one_body, &idle_body, &stale_body, &none_body],
     );
-    validate("get_load", &[&gl_body, &gl2_body, &stale_gl, &w2_body]);
+    common::validate_json("get_load", &[&gl_body, &gl2_body, &stale_gl, &w2_body]);
     exp.stop().await;
 }
 
@@ -428,12 +379,12 @@ async fn online_model_matches_numpy_least_squares_on_real_frames() {
         .unwrap();
         assert_eq!(n, want["samples"].as_f64().unwrap());
     }
-    let (ok, report) = promtool_check(&metrics);
+    let (ok, report) = common::promtool_check(&metrics);
     assert!(
         ok,
         "promtool with the model families (and a user label named model):\n{report}"
     );
-    validate("model", &[&body]);
+    common::validate_json("model", &[&body]);
     assert_eq!(exp.get("/v1/model?prefill_tokens=-1").await.0, 400);
     assert_eq!(exp.get("/v1/model?prefill_tokens=abc").await.0, 400);
     exp.stop().await;

@@ -8,28 +8,6 @@ use futures::StreamExt;
 use serde_json::Value;
 use std::time::Duration;
 
-fn validate(schema: &str, docs: &[String]) {
-    let dir = tempfile::tempdir().unwrap();
-    let mut paths = Vec::new();
-    for (i, d) in docs.iter().enumerate() {
-        let p = dir.path().join(format!("{i}.json"));
-        std::fs::write(&p, d).unwrap();
-        paths.push(p);
-    }
-    common::require_test_deps();
-    let out = std::process::Command::new(common::venv_python())
-        .arg(common::repo_root().join("tests/py/validate_json.py"))
-        .arg(schema)
-        .args(&paths)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{schema}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-}
-
 /// Reads SSE events until `n` of each wanted name were seen (bounded by a deadline).
 async fn read_events(url: &str, want: &[(&str, usize)]) -> Vec<(String, String)> {
     let resp = reqwest::get(url).await.unwrap();
@@ -77,7 +55,7 @@ async fn snapshot_and_stream_match_their_schemas() {
     assert_eq!(status, 200);
     let (_, one) = exp.get("/v1/ranks?engine=demo&dp_rank=1").await;
     let (_, none) = exp.get("/v1/ranks?engine=nope").await;
-    validate("ranks", &[all.clone(), one.clone(), none.clone()]);
+    common::validate_json("ranks", &[all.clone(), one.clone(), none.clone()]);
     let one: Value = serde_json::from_str(&one).unwrap();
     assert_eq!(one["ranks"].as_array().unwrap().len(), 1);
     assert_eq!(one["ranks"][0]["dp_rank"], 1);
@@ -100,9 +78,9 @@ async fn snapshot_and_stream_match_their_schemas() {
             .map(|(_, d)| d.clone())
             .collect()
     };
-    validate("stream:frame", &data(&frames, "frame"));
+    common::validate_json("stream:frame", &data(&frames, "frame"));
     let snap_docs = data(&snaps, "snapshot");
-    validate("stream:snapshot", &snap_docs);
+    common::validate_json("stream:snapshot", &snap_docs);
     assert!(
         data(&snaps, "frame").is_empty(),
         "sampling mode sends snapshots, not frames"
@@ -201,7 +179,7 @@ async fn silent_ranks_go_stale_then_expire_from_every_output() {
         })
         .collect();
     assert_eq!(tos, ["busy", "stale", "expired"]);
-    validate(
+    common::validate_json(
         "stream:state",
         &events.iter().map(|(_, d)| d.clone()).collect::<Vec<_>>(),
     );

@@ -4,32 +4,7 @@
 mod common;
 
 use common::{sample, wait_for, Exporter};
-use std::io::Write;
-use std::process::{Command, Stdio};
 use std::time::Duration;
-
-fn promtool_check(body: &str) -> (bool, String) {
-    let mut child = Command::new("promtool")
-        .args(["check", "metrics"])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("promtool on PATH (scripts/test-deps.sh installs Debian's prometheus)");
-    child
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(body.as_bytes())
-        .unwrap();
-    let out = child.wait_with_output().unwrap();
-    let text = format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    (out.status.success() && text.trim().is_empty(), text)
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn live_metrics_pass_promtool() {
@@ -50,7 +25,7 @@ async fn live_metrics_pass_promtool() {
         },
     )
     .await;
-    let (ok, report) = promtool_check(&body);
+    let (ok, report) = common::promtool_check(&body);
     assert!(ok, "promtool check metrics failed:\n{report}");
     // OpenMetrics when asked for, ending in # EOF.
     let om = reqwest::Client::new()
@@ -72,6 +47,6 @@ async fn live_metrics_pass_promtool() {
 #[test]
 fn promtool_rejects_broken_exposition() {
     // Guards the check above: promtool really reads what we give it.
-    let (ok, _) = promtool_check("# TYPE x_total gauge\nx_total{a=\"b} 1\n");
+    let (ok, _) = common::promtool_check("# TYPE x_total gauge\nx_total{a=\"b} 1\n");
     assert!(!ok);
 }

@@ -228,3 +228,54 @@ pub fn sample(exposition: &str, name: &str, labels: &[(&str, &str)]) -> Option<f
             .then(|| value.parse().ok())?
     })
 }
+
+/// Runs `promtool check metrics` on an exposition: (clean, promtool's report).
+pub fn promtool_check(body: &str) -> (bool, String) {
+    let mut child = Command::new("promtool")
+        .args(["check", "metrics"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("promtool on PATH (scripts/test-deps.sh installs Debian's prometheus)");
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(body.as_bytes())
+        .unwrap();
+    let out = child.wait_with_output().unwrap();
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    (out.status.success() && text.trim().is_empty(), text)
+}
+
+/// Validates JSON documents against `proto/schema/` (`name` as in
+/// tests/py/validate_json.py, e.g. `ranks` or `stream:frame`); panics with the error.
+pub fn validate_json<S: AsRef<str>>(schema: &str, docs: &[S]) {
+    require_test_deps();
+    let dir = tempfile::tempdir().unwrap();
+    let paths: Vec<PathBuf> = docs
+        .iter()
+        .enumerate()
+        .map(|(i, d)| {
+            let p = dir.path().join(format!("{i}.json"));
+            std::fs::write(&p, d.as_ref()).unwrap();
+            p
+        })
+        .collect();
+    let out = Command::new(venv_python())
+        .arg(repo_root().join("tests/py/validate_json.py"))
+        .arg(schema)
+        .args(&paths)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{schema}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
