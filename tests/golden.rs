@@ -4,11 +4,12 @@
 use fpm_exporter::wire::encode::encode_payload;
 use fpm_exporter::wire::{decode_message, decode_payload, DecodeError, ForwardPassMetrics};
 use serde_json::{json, Value};
-use std::path::PathBuf;
+
+mod common;
 
 fn golden(name: &str) -> (Vec<u8>, Value) {
-    let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("proto/golden");
-    let bytes = std::fs::read(dir.join(format!("{name}.msgpack"))).unwrap();
+    let dir = common::repo_root().join("proto/golden");
+    let bytes = common::golden_payload(name);
     let json: Value =
         serde_json::from_str(&std::fs::read_to_string(dir.join(format!("{name}.json"))).unwrap())
             .unwrap();
@@ -69,19 +70,13 @@ fn heartbeat_is_recognised_and_iterations_are_not() {
     }
 }
 
+/// The encoder (demo, load generator, replay) sends what the publishers send.
 #[test]
 fn encoding_reproduces_the_real_publishers_bytes() {
-    for name in [
-        "v1_heartbeat",
-        "v1_prefill",
-        "v1_decode",
-        "v1_mixed",
-        "v1_large",
-        "v1_worker_id_unicode",
-        "v1_empty_worker",
-    ] {
-        let (bytes, _) = golden(name);
-        let m: ForwardPassMetrics = decode_payload(&bytes).unwrap();
+    for name in common::PUBLISHED_FORMS {
+        let bytes = common::golden_payload(name);
+        let m: ForwardPassMetrics =
+            decode_payload(&bytes).unwrap_or_else(|e| panic!("{name}: {e}"));
         assert_eq!(encode_payload(&m), bytes, "{name}: byte-exact re-encoding");
     }
 }

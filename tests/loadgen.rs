@@ -1,52 +1,16 @@
-//! The load generator sends what the real publisher sends, byte for byte, and the
+//! The load generator puts the captured stream on the wire frame for frame, and the
 //! benchmark's loss accounting (sent by the generator vs counted by the exporter)
 //! holds at a rate the exporter easily keeps up with.
 
 mod common;
 
 use bytes::Bytes;
-use common::{ipc_dir, sample, wait_for, Exporter};
+use common::{golden_payload as golden, ipc_dir, sample, wait_for, Exporter};
 use fpm_exporter::loadgen::{self, LoadConfig, Phase};
 use fpm_exporter::publish::FramePublisher;
 use fpm_exporter::wire::decode::decode_payload;
-use fpm_exporter::wire::encode::encode_payload;
-use std::path::PathBuf;
 use std::time::Duration;
 use zeromq::{Socket, SocketRecv, SubSocket};
-
-fn golden(name: &str) -> Vec<u8> {
-    let path = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-        .join("proto/golden")
-        .join(format!("{name}.msgpack"));
-    std::fs::read(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
-}
-
-/// Golden payloads the released publishers emit (captured v1 frames, and vLLM's
-/// timing_scope variant). The other golden files are forms only a decoder must accept
-/// (positional, legacy, unknown fields, missing fields), which no publisher encodes.
-const PUBLISHED_FORMS: [&str; 8] = [
-    "v1_heartbeat",
-    "v1_prefill",
-    "v1_decode",
-    "v1_mixed",
-    "v1_large",
-    "v1_worker_id_unicode",
-    "v1_empty_worker",
-    "vllm_timing_scope",
-];
-
-#[test]
-fn encoder_reproduces_every_published_golden_frame() {
-    for name in PUBLISHED_FORMS {
-        let bytes = golden(name);
-        let metrics = decode_payload(&bytes).unwrap_or_else(|e| panic!("{name}: {e}"));
-        assert_eq!(
-            encode_payload(&metrics),
-            bytes,
-            "{name}: re-encoded bytes differ from the capture"
-        );
-    }
-}
 
 /// Replays the captured stream of publisher '694d98a3c5e3b1f2' (sequences 0..=4)
 /// through the generator's publisher and compares all three frames on the wire.

@@ -603,6 +603,17 @@ impl Generator {
         Generator { phase, task }
     }
 
+    /// One latency measurement's load: a quiet settle, `seconds` (+0.5) of load, then a
+    /// hold long enough for the last frames to arrive.
+    async fn load_for(&self, seconds: f64) {
+        self.set(Phase::Quiet);
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        self.set(Phase::Load);
+        tokio::time::sleep(Duration::from_secs_f64(seconds + 0.5)).await;
+        self.set(Phase::Hold);
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+
     fn set(&self, p: Phase) {
         let _ = self.phase.send(p);
     }
@@ -962,12 +973,7 @@ impl Bench<'_> {
             })
         });
         tokio::time::sleep(Duration::from_secs(1)).await;
-        gen.set(Phase::Quiet);
-        tokio::time::sleep(Duration::from_millis(300)).await;
-        gen.set(Phase::Load);
-        tokio::time::sleep(Duration::from_secs_f64(self.args.seconds + 0.5)).await;
-        gen.set(Phase::Hold);
-        tokio::time::sleep(Duration::from_millis(300)).await;
+        gen.load_for(self.args.seconds).await;
         stop.store(true, Relaxed);
         let got = sink.join().unwrap_or_default();
         let _ = gen.finish().await;
@@ -1033,12 +1039,7 @@ impl Bench<'_> {
             got
         });
         tokio::time::sleep(Duration::from_millis(500)).await;
-        gen.set(Phase::Quiet);
-        tokio::time::sleep(Duration::from_millis(300)).await;
-        gen.set(Phase::Load);
-        tokio::time::sleep(Duration::from_secs_f64(self.args.seconds + 0.5)).await;
-        gen.set(Phase::Hold);
-        tokio::time::sleep(Duration::from_millis(300)).await;
+        gen.load_for(self.args.seconds).await;
         stop.store(true, Relaxed);
         let got = client.join().unwrap_or_default();
         let report = gen.finish().await;

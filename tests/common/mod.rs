@@ -279,3 +279,25 @@ pub fn validate_json<S: AsRef<str>>(schema: &str, docs: &[S]) {
         String::from_utf8_lossy(&out.stderr)
     );
 }
+
+/// Golden payloads the released publishers emit (captured v1 frames, and vLLM's
+/// timing_scope variant). The other golden files are forms only a decoder must accept
+/// (positional, legacy, unknown fields, missing fields), which no publisher encodes.
+pub const PUBLISHED_FORMS: [&str; 8] = [
+    "v1_heartbeat",
+    "v1_prefill",
+    "v1_decode",
+    "v1_mixed",
+    "v1_large",
+    "v1_worker_id_unicode",
+    "v1_empty_worker",
+    "vllm_timing_scope",
+];
+
+/// The raw payload of golden frame `name` (`proto/golden/<name>.msgpack`).
+pub fn golden_payload(name: &str) -> Vec<u8> {
+    let path = repo_root()
+        .join("proto/golden")
+        .join(format!("{name}.msgpack"));
+    std::fs::read(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
+}
