@@ -4,7 +4,6 @@
 
 use super::text::{push_label, Family, Writer};
 use crate::state::endpoint::EndpointStats;
-use crate::state::Registry;
 use crate::wire::DecodeError;
 use std::sync::atomic::Ordering::Relaxed;
 use std::sync::Arc;
@@ -41,12 +40,7 @@ pub fn families() -> Vec<Family> {
 }
 
 /// Writes the endpoint families.
-pub fn write(
-    w: &mut Writer,
-    registry: &Registry,
-    endpoints: &[Arc<EndpointStats>],
-    engine_labels: &[String],
-) {
+pub fn write(w: &mut Writer, endpoints: &[Arc<EndpointStats>], engine_labels: &[String]) {
     let labels: Vec<String> = endpoints
         .iter()
         .map(|e| {
@@ -60,7 +54,6 @@ pub fn write(
             l
         })
         .collect();
-    let _ = registry;
     let both = || endpoints.iter().zip(&labels);
     w.family(&CONNECTED);
     for (e, l) in both() {

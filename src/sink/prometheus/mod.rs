@@ -73,7 +73,7 @@ fn render_into(registry: &Registry, w: &mut Writer, start_unix_secs: f64) {
     ranks::write(w, &snap.ranks, &rank_labels, &window_names);
     engines::write(w, &snap.engines, &engine_labels, &window_names);
     model::write(w, &snap.ranks, &rank_labels, &snap.engines, &engine_labels);
-    endpoints::write(w, registry, &registry.endpoints(), &engine_labels);
+    endpoints::write(w, &registry.endpoints(), &engine_labels);
     exporter::write(w, registry, start_unix_secs);
     if let Some(stats) = registry.recorder.get() {
         record::write(w, stats);
