@@ -17,7 +17,7 @@ use std::sync::atomic::Ordering::Relaxed;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tokio::sync::watch;
-use zeromq::{Socket, SocketOptions, SocketRecv, SubSocket, ZmqMessage};
+use zeromq::{Socket, SocketEvent, SocketOptions, SocketRecv, SubSocket, ZmqMessage};
 
 /// Most messages taken in one go once the socket has woken up.
 const DRAIN_BATCH: usize = 256;
@@ -90,26 +90,40 @@ struct Ingest {
     stats: Arc<EndpointStats>,
     address: Arc<str>,
     tracker: SequenceTracker,
+    /// Connection events of the current socket: a peer that connected or left means
+    /// the next frame may come from another publisher instance.
+    peer_events: Option<futures::channel::mpsc::Receiver<SocketEvent>>,
     cache: RankCache,
     log: RateLimited,
 }
 
 impl Ingest {
+    /// Starts sequence accounting afresh for a new socket (see `proto/sequence.md`).
+    fn watch(&mut self, socket: &mut SubSocket) {
+        self.peer_events = Some(socket.monitor());
+        self.tracker.on_reconnect();
+    }
+
     fn handle(&mut self, msg: ZmqMessage) {
         self.stats.messages.fetch_add(1, Relaxed);
+        if let Some(events) = &mut self.peer_events {
+            while events.try_recv().is_ok() {
+                self.tracker.on_reconnect();
+            }
+        }
+        let now = self.registry.now();
         let frames = msg.into_vec();
         let result = match frames.as_slice() {
             [_topic, seq, payload] => decode_sequence(seq).and_then(|sequence| {
                 // Account for the sequence even when the payload is bad, so a skipped
                 // frame is not also reported as a lost one.
-                let event = self.tracker.observe(sequence);
+                let event = self.tracker.observe(sequence, now.instant);
                 decode_payload(payload).map(|m| (sequence, event, m))
             }),
             _ => Err(DecodeError::FrameCount),
         };
         match result {
             Ok((sequence, event, metrics)) => {
-                let now = self.registry.now();
                 self.registry.ingest(
                     &mut self.cache,
                     self.stats.engine,
@@ -142,6 +156,7 @@ pub async fn run(
         stats: stats.clone(),
         address: address.clone(),
         tracker: SequenceTracker::default(),
+        peer_events: None,
         cache: RankCache::default(),
         log: RateLimited::new(),
     };
@@ -151,6 +166,7 @@ pub async fn run(
         let mut options = SocketOptions::default();
         options.connect_timeout(config.connect_timeout);
         let mut socket = SubSocket::with_options(options);
+        ingest.watch(&mut socket);
         let connected = tokio::select! {
             r = socket.connect(&address) => r,
             _ = shutdown.changed() => return,

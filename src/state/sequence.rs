@@ -1,62 +1,77 @@
-//! Sequence accounting for one publisher connection.
+//! Sequence accounting for one publisher endpoint.
 //!
-//! Publishers number their messages 0, 1, 2, ... per process. A jump forward is real
-//! loss; a fall back to a low number is a restarted publisher, not a gap; a repeat or
-//! a small step back is a duplicate or out-of-order frame.
+//! Publishers number their messages 0, 1, 2, ... per process. Over one PUB->SUB
+//! connection (a TCP or IPC stream) frames can be dropped by the publisher's high-water
+//! mark but never repeated or reordered, so the rule (documented in
+//! `proto/sequence.md`) follows from the transport, not from how far a number moved:
+//!
+//! - a step back, or a repeat, is always a new publisher instance: a restart;
+//! - a forward jump on a connection that stayed up is loss;
+//! - a forward jump on a new connection (socket re-created, peer reconnected) or after
+//!   a silence no live publisher keeps ([`RESYNC_SILENCE`]) cannot be loss we observed:
+//!   the frames sent meanwhile went nowhere, or belong to a restarted publisher. It is
+//!   counted as a restart, never as missed frames.
+
+use std::time::{Duration, Instant};
 
 /// What one sequence number tells about the stream.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum SeqEvent {
-    /// The first frame seen from this publisher (nothing to compare with).
+    /// The first frame seen from this endpoint (nothing to compare with).
     First,
     /// The next number, as expected.
     InOrder,
-    /// `missed` frames were lost before this one.
+    /// `missed` frames were lost before this one on a live connection.
     Gap {
         /// How many sequence numbers were skipped.
         missed: u64,
     },
-    /// The publisher restarted (its counter fell back).
+    /// A new publisher instance: the counter stepped back, or continuity was lost
+    /// across a new connection or a silence.
     Restart,
-    /// A repeated or out-of-order number.
+    /// A repeated or out-of-order number. ZMQ cannot produce one (see the module doc);
+    /// kept for sources whose transport can redeliver.
     Duplicate,
 }
 
-/// A step back to at most this number is always read as a restart.
-const RESTART_FLOOR: u64 = 64;
+/// Silence after which a forward jump is read as a restart rather than loss: a live
+/// publisher heartbeats every second even when idle, and loss comes in bursts while
+/// frames flow, so a jump first seen after two missing heartbeats is not a drop the
+/// exporter saw happen.
+pub const RESYNC_SILENCE: Duration = Duration::from_secs(2);
 
-/// Tracks the last sequence number of one publisher.
+/// Tracks the last sequence number seen on one endpoint.
 #[derive(Debug, Clone, Default)]
 pub struct SequenceTracker {
-    last: Option<u64>,
+    last: Option<(u64, Instant)>,
+    /// Set when the connection changed since the last frame.
+    reconnected: bool,
 }
 
 impl SequenceTracker {
-    /// Classifies `seq` and remembers it (unless it is a duplicate).
-    pub fn observe(&mut self, seq: u64) -> SeqEvent {
-        let Some(last) = self.last else {
-            self.last = Some(seq);
+    /// Classifies `seq`, received at `now`, and remembers it.
+    pub fn observe(&mut self, seq: u64, now: Instant) -> SeqEvent {
+        let reconnected = std::mem::take(&mut self.reconnected);
+        let Some((last, at)) = self.last.replace((seq, now)) else {
             return SeqEvent::First;
         };
-        if seq == last.wrapping_add(1) {
-            self.last = Some(seq);
+        if seq <= last {
+            SeqEvent::Restart
+        } else if seq == last + 1 {
             SeqEvent::InOrder
-        } else if seq > last {
-            self.last = Some(seq);
+        } else if reconnected || now.saturating_duration_since(at) >= RESYNC_SILENCE {
+            SeqEvent::Restart
+        } else {
             SeqEvent::Gap {
                 missed: seq - last - 1,
             }
-        } else if seq == last || (seq > RESTART_FLOOR && seq >= last / 2) {
-            SeqEvent::Duplicate
-        } else {
-            self.last = Some(seq);
-            SeqEvent::Restart
         }
     }
 
-    /// Forgets the publisher (e.g. after the socket was re-created).
-    pub fn reset(&mut self) {
-        self.last = None;
+    /// Notes that the socket was re-created or its peer connection changed: the next
+    /// frame may come from another publisher instance.
+    pub fn on_reconnect(&mut self) {
+        self.reconnected = true;
     }
 }
 
@@ -64,32 +79,116 @@ impl SequenceTracker {
 mod tests {
     use super::*;
 
+    /// Feeds `seqs` 10 ms apart starting at `t`; returns the events and the next time.
+    fn feed(
+        t: &mut SequenceTracker,
+        at: &mut Instant,
+        seqs: impl IntoIterator<Item = u64>,
+    ) -> Vec<SeqEvent> {
+        seqs.into_iter()
+            .map(|s| {
+                *at += Duration::from_millis(10);
+                t.observe(s, *at)
+            })
+            .collect()
+    }
+
+    fn counts(events: &[SeqEvent]) -> (u64, u64, u64) {
+        let mut c = (0, 0, 0);
+        for e in events {
+            match e {
+                SeqEvent::Gap { missed } => c.0 += missed,
+                SeqEvent::Restart => c.1 += 1,
+                SeqEvent::Duplicate => c.2 += 1,
+                _ => {}
+            }
+        }
+        c
+    }
+
     #[test]
-    fn classifies_the_publisher_cases() {
-        let mut t = SequenceTracker::default();
-        assert_eq!(t.observe(500), SeqEvent::First, "late join: no gap counted");
-        assert_eq!(t.observe(501), SeqEvent::InOrder);
-        assert_eq!(t.observe(505), SeqEvent::Gap { missed: 3 });
-        assert_eq!(t.observe(505), SeqEvent::Duplicate);
+    fn live_connection_gaps_and_late_join() {
+        let (mut t, mut at) = (SequenceTracker::default(), Instant::now());
+        assert_eq!(feed(&mut t, &mut at, [500]), [SeqEvent::First], "late join");
         assert_eq!(
-            t.observe(400),
-            SeqEvent::Duplicate,
-            "a step back, not a restart"
+            feed(&mut t, &mut at, [501, 505, 506]),
+            [
+                SeqEvent::InOrder,
+                SeqEvent::Gap { missed: 3 },
+                SeqEvent::InOrder
+            ]
         );
-        assert_eq!(t.observe(506), SeqEvent::InOrder);
+    }
+
+    #[test]
+    fn restart_first_seen_above_64_is_one_restart_not_duplicates() {
+        let (mut t, mut at) = (SequenceTracker::default(), Instant::now());
+        feed(&mut t, &mut at, 0..=1000);
+        // The publisher restarted; the exporter first sees its frame 600, then onwards.
+        t.on_reconnect();
+        let events = feed(&mut t, &mut at, 600..=900);
+        assert_eq!(counts(&events), (0, 1, 0));
+        // Even without a connection event (zeromq reconnected on its own), a step back
+        // on the same socket is a restart, whatever its size.
+        let events = feed(&mut t, &mut at, 450..=500);
+        assert_eq!(counts(&events), (0, 1, 0));
         assert_eq!(
-            t.observe(2),
-            SeqEvent::Restart,
-            "slow joiner missed 0 and 1"
+            feed(&mut t, &mut at, [500]),
+            [SeqEvent::Restart],
+            "a repeat"
         );
-        assert_eq!(t.observe(3), SeqEvent::InOrder);
-        assert_eq!(t.observe(0), SeqEvent::Restart);
-        let mut t = SequenceTracker::default();
-        t.observe(1_000_000);
+    }
+
+    #[test]
+    fn short_lived_publisher_jump_after_reconnect_is_a_restart_not_a_gap() {
+        let (mut t, mut at) = (SequenceTracker::default(), Instant::now());
+        feed(&mut t, &mut at, 0..=30);
+        t.on_reconnect();
+        let events = feed(&mut t, &mut at, 40..=60);
+        assert_eq!(events[0], SeqEvent::Restart);
+        assert_eq!(counts(&events), (0, 1, 0), "no gap of 9");
+    }
+
+    #[test]
+    fn jump_after_a_silence_is_a_restart_even_on_the_same_socket() {
+        let (mut t, mut at) = (SequenceTracker::default(), Instant::now());
+        feed(&mut t, &mut at, 0..=30);
+        at += RESYNC_SILENCE;
+        assert_eq!(t.observe(40, at), SeqEvent::Restart);
+        // A long silence followed by the next number is a long forward pass, not a restart.
+        at += Duration::from_secs(30);
+        assert_eq!(t.observe(41, at), SeqEvent::InOrder);
+    }
+
+    #[test]
+    fn reconnect_without_loss_stays_in_order() {
+        let (mut t, mut at) = (SequenceTracker::default(), Instant::now());
+        feed(&mut t, &mut at, 0..=10);
+        t.on_reconnect();
         assert_eq!(
-            t.observe(300_000),
-            SeqEvent::Restart,
-            "far below half: restarted"
+            feed(&mut t, &mut at, [11, 13]),
+            [SeqEvent::InOrder, SeqEvent::Gap { missed: 1 }]
         );
+    }
+
+    #[test]
+    fn many_short_lived_publishers_count_one_restart_each() {
+        let (mut t, mut at) = (SequenceTracker::default(), Instant::now());
+        let mut events = Vec::new();
+        // Each instance lives for 3 to 120 frames; the exporter catches it from a
+        // varying first frame, sometimes above where the last one stopped.
+        for (i, (first, len)) in [(0, 3), (2, 120), (70, 80), (5, 4), (100, 30), (0, 65)]
+            .into_iter()
+            .enumerate()
+        {
+            if i % 2 == 0 {
+                t.on_reconnect();
+            } else {
+                at += RESYNC_SILENCE;
+            }
+            events.extend(feed(&mut t, &mut at, first..first + len));
+        }
+        assert_eq!(events[0], SeqEvent::First);
+        assert_eq!(counts(&events), (0, 5, 0));
     }
 }
