@@ -67,6 +67,19 @@ pub struct EngineInfo {
     pub labels: Vec<(String, String)>,
 }
 
+/// Reads the wall clock as Unix nanoseconds; injectable so tests can step it.
+pub type WallClock = Arc<dyn Fn() -> u64 + Send + Sync>;
+
+/// The system wall clock (0 before 1970, which no real clock reports).
+pub fn system_wall_clock() -> WallClock {
+    Arc::new(|| {
+        SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map(|d| d.as_nanos() as u64)
+            .unwrap_or(0)
+    })
+}
+
 /// A point in time on both clocks: monotonic for ageing, wall clock for reporting.
 #[derive(Debug, Clone, Copy)]
 pub struct Now {
@@ -74,7 +87,8 @@ pub struct Now {
     pub instant: Instant,
     /// Whole seconds since the registry's epoch (indexes the window rings).
     pub sec: u64,
-    /// Wall-clock Unix nanoseconds.
+    /// Wall-clock Unix nanoseconds, read when the point was taken (so it follows
+    /// clock corrections; nothing ages or windows by it).
     pub unix_ns: u64,
 }
 
@@ -129,7 +143,7 @@ pub struct Registry {
     /// Configured engines, indexed by [`RankKey::engine`].
     pub engines: Vec<EngineInfo>,
     epoch: Instant,
-    epoch_unix_ns: u64,
+    wall_clock: WallClock,
     ranks: RwLock<HashMap<RankKey, RankHandle>>,
     endpoints: RwLock<Vec<Arc<EndpointStats>>>,
     events: broadcast::Sender<Arc<Event>>,
@@ -144,17 +158,22 @@ pub struct Registry {
 impl Registry {
     /// An empty registry for the given engines.
     pub fn new(config: StateConfig, engines: Vec<EngineInfo>) -> Arc<Self> {
+        Self::with_wall_clock(config, engines, system_wall_clock())
+    }
+
+    /// An empty registry that reads wall time from `wall_clock`.
+    pub fn with_wall_clock(
+        config: StateConfig,
+        engines: Vec<EngineInfo>,
+        wall_clock: WallClock,
+    ) -> Arc<Self> {
         let (events, _) = broadcast::channel(config.stream_buffer.max(16));
-        let epoch_unix_ns = SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .map(|d| d.as_nanos() as u64)
-            .unwrap_or(0);
         Arc::new(Registry {
             expired: engines.iter().map(|_| AtomicU64::new(0)).collect(),
             config,
             engines,
             epoch: Instant::now(),
-            epoch_unix_ns,
+            wall_clock,
             ranks: RwLock::new(HashMap::new()),
             endpoints: RwLock::new(Vec::new()),
             events,
@@ -165,16 +184,29 @@ impl Registry {
 
     /// The current time on both clocks.
     pub fn now(&self) -> Now {
-        self.at(Instant::now())
-    }
-
-    /// `instant` on both clocks.
-    pub fn at(&self, instant: Instant) -> Now {
-        let since = instant.saturating_duration_since(self.epoch);
+        let instant = Instant::now();
         Now {
             instant,
-            sec: since.as_secs(),
-            unix_ns: self.epoch_unix_ns + since.as_nanos() as u64,
+            sec: instant.saturating_duration_since(self.epoch).as_secs(),
+            unix_ns: (self.wall_clock)(),
+        }
+    }
+
+    /// `instant` on both clocks (the wall time is the current one, shifted by how far
+    /// `instant` is from now).
+    pub fn at(&self, instant: Instant) -> Now {
+        let now = self.now();
+        let unix_ns = if instant >= now.instant {
+            now.unix_ns
+                .saturating_add((instant - now.instant).as_nanos() as u64)
+        } else {
+            now.unix_ns
+                .saturating_sub((now.instant - instant).as_nanos() as u64)
+        };
+        Now {
+            instant,
+            sec: instant.saturating_duration_since(self.epoch).as_secs(),
+            unix_ns,
         }
     }
 
@@ -384,35 +416,51 @@ impl Registry {
 
     /// Ages every rank: marks silent ones stale and removes expired ones.
     pub fn sweep(&self, now: &Now) {
+        let expired = self.mark_stale(now);
+        if !expired.is_empty() {
+            self.remove_expired(expired, now);
+        }
+    }
+
+    /// Under the read lock: marks silent ranks stale, returns those silent long enough
+    /// to expire.
+    fn mark_stale(&self, now: &Now) -> Vec<RankKey> {
         let mut expired = Vec::new();
-        {
-            let map = self.ranks.read();
-            for (key, handle) in map.iter() {
-                let mut rank = handle.lock();
-                let silent = now.instant.saturating_duration_since(rank.last_frame_at);
-                if silent >= self.config.expire_after {
-                    expired.push(key.clone());
-                } else if silent >= self.config.stale_after {
-                    if let Some(t) = rank.transition(Liveness::Stale) {
-                        drop(rank);
-                        self.log_transition(key, t, now);
-                    }
+        let map = self.ranks.read();
+        for (key, handle) in map.iter() {
+            let mut rank = handle.lock();
+            let silent = now.instant.saturating_duration_since(rank.last_frame_at);
+            if silent >= self.config.expire_after {
+                expired.push(key.clone());
+            } else if silent >= self.config.stale_after {
+                if let Some(t) = rank.transition(Liveness::Stale) {
+                    drop(rank);
+                    self.log_transition(key, t, now);
                 }
             }
         }
-        if expired.is_empty() {
-            return;
-        }
+        expired
+    }
+
+    /// Under the write lock: removes the candidates that are still silent. A frame may
+    /// have arrived since [`Self::mark_stale`] looked; that rank lives on.
+    fn remove_expired(&self, candidates: Vec<RankKey>, now: &Now) {
         let mut map = self.ranks.write();
-        for key in expired {
-            if let Some(handle) = map.remove(&key) {
-                let mut rank = handle.lock();
-                rank.removed = true;
-                let from = rank.liveness;
-                drop(rank);
-                self.expired[key.engine].fetch_add(1, Relaxed);
-                self.log_transition(&key, (from, Liveness::Expired), now);
+        for key in candidates {
+            let Some(handle) = map.get(&key) else {
+                continue;
+            };
+            let mut rank = handle.lock();
+            if now.instant.saturating_duration_since(rank.last_frame_at) < self.config.expire_after
+            {
+                continue;
             }
+            rank.removed = true;
+            let from = rank.liveness;
+            drop(rank);
+            map.remove(&key);
+            self.expired[key.engine].fetch_add(1, Relaxed);
+            self.log_transition(&key, (from, Liveness::Expired), now);
         }
     }
 
@@ -596,3 +644,6 @@ pub struct Snapshot {
     /// Engines, in configured order.
     pub engines: Vec<EngineSnapshot>,
 }
+
+#[cfg(test)]
+mod registry_tests;
