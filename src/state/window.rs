@@ -56,6 +56,11 @@ impl WindowRing {
         }
         let len = self.slots.len() as u64;
         let slot = &mut self.slots[(now_sec % len) as usize];
+        if slot.second > now_sec + 1 {
+            // Older than the longest window behind data already recorded: it is in no
+            // window any more, and taking the slot would wipe that newer second.
+            return;
+        }
         if slot.second != now_sec + 1 {
             slot.second = now_sec + 1;
             slot.moments.clear();
@@ -204,5 +209,9 @@ mod tests {
         let w = ring.window(20, 10);
         assert_eq!(w.count, 1);
         assert_eq!(w.summary(0).mean, 7.0);
+        // A frame 10 s late maps to the same slot: it must not wipe second 20.
+        ring.record(10, &vals(1000.0));
+        assert_eq!(ring.window(20, 10).count, 1);
+        assert_eq!(ring.window(20, 10).summary(0).mean, 7.0);
     }
 }
