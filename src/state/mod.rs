@@ -58,6 +58,13 @@ impl Default for StateConfig {
     }
 }
 
+/// Cumulative totals an engine keeps from its expired ranks.
+#[derive(Default)]
+struct Retired {
+    iterations: AtomicU64,
+    wall_time_ns: AtomicU64,
+}
+
 /// One configured engine: a name and the labels every one of its series carries.
 #[derive(Debug, Clone, Serialize)]
 pub struct EngineInfo {
@@ -151,6 +158,9 @@ pub struct Registry {
     pub refused_frames: AtomicU64,
     /// Ranks expired so far, per engine.
     pub expired: Vec<AtomicU64>,
+    /// Per engine, the cumulative totals of its expired ranks (written under the map's
+    /// write lock, read under its read lock, so a snapshot counts each rank once).
+    retired: Vec<Retired>,
     /// The recorder's counters, set when `--record` is on.
     pub recorder: OnceLock<Arc<crate::capture::record::RecordStats>>,
 }
@@ -170,6 +180,7 @@ impl Registry {
         let (events, _) = broadcast::channel(config.stream_buffer.max(16));
         Arc::new(Registry {
             expired: engines.iter().map(|_| AtomicU64::new(0)).collect(),
+            retired: engines.iter().map(|_| Retired::default()).collect(),
             config,
             engines,
             epoch: Instant::now(),
@@ -457,6 +468,13 @@ impl Registry {
             }
             rank.removed = true;
             let from = rank.liveness;
+            let retired = &self.retired[key.engine];
+            retired
+                .iterations
+                .fetch_add(rank.counters.iterations, Relaxed);
+            retired
+                .wall_time_ns
+                .fetch_add(rank.counters.wall_time_ns, Relaxed);
             drop(rank);
             map.remove(&key);
             self.expired[key.engine].fetch_add(1, Relaxed);
@@ -477,6 +495,8 @@ impl Registry {
                 expired_total: self.expired[engine].load(Relaxed),
                 windows: self.empty_windows(),
                 model: model::ModelSums::default(),
+                iterations_total: 0,
+                wall_time_ns_total: 0,
             })
             .collect();
         let mut engine_hists: Vec<Vec<hdrhistogram::Histogram<u32>>> = (0..self.engines.len())
@@ -485,6 +505,14 @@ impl Registry {
         let mut scratch = quantiles::new_histogram();
         let handles: Vec<RankHandle> = {
             let map = self.ranks.read();
+            // Expired ranks' totals as of the ranks listed here: a rank removed from now
+            // on is still in the list (its counters frozen), and not in these totals.
+            if filter.worker_id.is_none() && filter.dp_rank.is_none() {
+                for (eng, retired) in engines.iter_mut().zip(&self.retired) {
+                    eng.iterations_total = retired.iterations.load(Relaxed);
+                    eng.wall_time_ns_total = retired.wall_time_ns.load(Relaxed);
+                }
+            }
             map.iter()
                 .filter(|(k, _)| filter.matches(self, k))
                 .map(|(_, h)| h.clone())
@@ -494,6 +522,12 @@ impl Registry {
         for handle in handles {
             let rank = handle.lock();
             let eng = &mut engines[rank.key.engine];
+            eng.iterations_total = eng
+                .iterations_total
+                .saturating_add(rank.counters.iterations);
+            eng.wall_time_ns_total = eng
+                .wall_time_ns_total
+                .saturating_add(rank.counters.wall_time_ns);
             match rank.liveness {
                 Liveness::Busy => eng.busy += 1,
                 Liveness::Idle => eng.idle += 1,
@@ -632,6 +666,11 @@ pub struct EngineSnapshot {
     pub windows: Vec<WindowSnapshot>,
     /// Performance-model sums of all its ranks over the longest window.
     pub model: model::ModelSums,
+    /// Iterations of all its ranks since the exporter started, expired ranks included
+    /// (only the filtered ranks when the snapshot is filtered by worker or rank).
+    pub iterations_total: u64,
+    /// Their wall_time sum, in nanoseconds (same scope).
+    pub wall_time_ns_total: u64,
 }
 
 /// Everything the sinks need, taken at one instant.

@@ -67,6 +67,10 @@ pub struct Counters {
     pub duplicate_frames: u64,
     /// Sum of wall_time over iterations, in seconds.
     pub wall_time_seconds: f64,
+    /// The same sum in whole nanoseconds: integer, so engine totals add ranks in any
+    /// order (and move expired ones aside) without ever going down by a rounding.
+    #[serde(skip)]
+    pub wall_time_ns: u64,
     /// Sum of scheduled prefill requests over iterations.
     pub prefill_request_iterations: u64,
     /// Sum of prefill tokens computed.
@@ -166,6 +170,9 @@ impl RankState {
             let s = &metrics.scheduled_requests;
             c.iterations += 1;
             c.wall_time_seconds += metrics.wall_time.0;
+            c.wall_time_ns = c
+                .wall_time_ns
+                .saturating_add((metrics.wall_time.0 * 1e9).round() as u64);
             c.prefill_request_iterations = c
                 .prefill_request_iterations
                 .saturating_add(s.num_prefill_requests.0);

@@ -42,7 +42,7 @@ pub const MAX: Family = Family::gauge(
     "Maximum of the field over all the engine's iterations in the sliding window.",
 );
 /// wall_time quantiles over all ranks.
-pub const QUANTILE: Family = Family::summary("fpm_engine_wall_time_window_seconds", "Iteration wall_time of all the engine's ranks over the sliding window: quantiles, sum and count.");
+pub const QUANTILE: Family = Family::summary("fpm_engine_wall_time_window_seconds", "Iteration wall_time of all the engine's ranks: quantiles over the sliding window; _sum and _count are cumulative since the exporter started, expired ranks included.");
 
 /// Every family this collector writes.
 pub fn families() -> Vec<Family> {
@@ -89,7 +89,8 @@ pub fn write(
     w.family(&QUANTILE);
     for (e, l) in both() {
         for (win, name) in e.windows.iter().zip(window_names) {
-            write_quantiles(w, &QUANTILE, l, name, win);
+            let totals = (e.wall_time_ns_total as f64 / 1e9, e.iterations_total);
+            write_quantiles(w, &QUANTILE, l, name, win, totals);
         }
     }
 }

@@ -73,7 +73,7 @@ pub const WINDOW_MAX: Family = Family::gauge(
     "Maximum of the field over the sliding window.",
 );
 /// wall_time quantiles.
-pub const WALL_TIME_QUANTILE: Family = Family::summary("fpm_wall_time_window_seconds", "Iteration wall_time over the sliding window: quantiles (hdrhistogram, 1% precision; quantile 1 is the max), and the window's sum and count.");
+pub const WALL_TIME_QUANTILE: Family = Family::summary("fpm_wall_time_window_seconds", "Iteration wall_time: quantiles over the sliding window (hdrhistogram, 1% precision; quantile 1 is the max); _sum and _count are cumulative since the rank was first seen, as in client libraries' summaries.");
 
 /// Cumulative counters, each with how to read it from [`crate::state::rank::Counters`].
 pub const COUNTERS: [Family; 12] = [
@@ -217,7 +217,8 @@ pub fn write(w: &mut Writer, ranks: &[RankSnapshot], labels: &[String], window_n
     w.family(&WALL_TIME_QUANTILE);
     for (r, l) in both() {
         for (win, name) in r.windows.iter().zip(window_names) {
-            write_quantiles(w, &WALL_TIME_QUANTILE, l, name, win);
+            let totals = (r.counters.wall_time_seconds, r.counters.iterations);
+            write_quantiles(w, &WALL_TIME_QUANTILE, l, name, win, totals);
         }
     }
     for (i, fam) in COUNTERS.iter().enumerate() {
@@ -269,29 +270,22 @@ pub fn write_window_stats<'a>(
     }
 }
 
-/// Writes one window's quantile samples and its `_sum`/`_count` (nothing for an empty
-/// window). Shared by the rank and engine summaries.
+/// Writes one window's quantile samples (none for an empty window) and the cumulative
+/// `_sum`/`_count` (`totals`: seconds, iterations), which never go down, so `rate()` of
+/// them reads right. Shared by the rank and engine summaries.
 pub fn write_quantiles(
     w: &mut Writer,
     fam: &Family,
     labels: &str,
     window: &str,
     win: &WindowSnapshot,
+    (sum, count): (f64, u64),
 ) {
-    let m = &win.moments;
-    if m.count == 0 {
-        return;
+    if win.moments.count > 0 {
+        for ((_, q), v) in QUANTILES.iter().zip(win.wall_time_quantiles) {
+            w.sample(fam, labels, &[("window", window), ("quantile", q)], v);
+        }
     }
-    for ((_, q), v) in QUANTILES.iter().zip(win.wall_time_quantiles) {
-        w.sample(fam, labels, &[("window", window), ("quantile", q)], v);
-    }
-    let mean = m.summary(crate::state::fields::WALL_TIME).mean;
-    w.sample_suffixed(
-        fam,
-        "_sum",
-        labels,
-        &[("window", window)],
-        mean * m.count as f64,
-    );
-    w.sample_suffixed(fam, "_count", labels, &[("window", window)], m.count as f64);
+    w.sample_suffixed(fam, "_sum", labels, &[("window", window)], sum);
+    w.sample_suffixed(fam, "_count", labels, &[("window", window)], count as f64);
 }
