@@ -40,10 +40,18 @@ async fn real_publisher_restarts_first_seen_far_from_zero_count_once_each() {
     })
     .await;
     d.publish(0, busy_json(), 1000);
-    wait_for("1000 iterations", Duration::from_secs(15), || async {
-        (counts(&exp.metrics().await, &l)[1] == 1000.0).then_some(())
-    })
+    // A busy machine may make the PUB socket drop some of the burst: those are real
+    // gaps on a live connection, counted as missed. None may be added by a restart.
+    let c = wait_for(
+        "1000 iterations accounted",
+        Duration::from_secs(15),
+        || async {
+            let c = counts(&exp.metrics().await, &l);
+            (c[1] + c[3] >= 1000.0).then_some(c)
+        },
+    )
     .await;
+    let missed = c[3];
 
     // (burst after the restart, restarts expected so far). First a restart seen below
     // where the old instance stopped (~1000 -> ~600), then one seen above it (~650 ->
@@ -67,7 +75,7 @@ async fn real_publisher_restarts_first_seen_far_from_zero_count_once_each() {
             after[2], restarts,
             "one restart per new instance: {after:?}"
         );
-        assert_eq!(after[3], 0.0, "a restart is not a gap: {after:?}");
+        assert_eq!(after[3], missed, "a restart is not a gap: {after:?}");
         assert_eq!(after[4], 0.0, "a restart is not duplicates: {after:?}");
 
         // Frames on the new connection keep counting in order.
@@ -77,7 +85,7 @@ async fn real_publisher_restarts_first_seen_far_from_zero_count_once_each() {
             (c[1] >= after[1] + 50.0).then_some(c)
         })
         .await;
-        assert_eq!((c[2], c[3], c[4]), (restarts, 0.0, 0.0), "{c:?}");
+        assert_eq!((c[2], c[3], c[4]), (restarts, missed, 0.0), "{c:?}");
     }
     let m = exp.metrics().await;
     assert_eq!(
