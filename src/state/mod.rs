@@ -5,6 +5,7 @@
 //! consistent [`Snapshot`]s.
 
 pub mod endpoint;
+pub mod engines;
 pub mod fields;
 pub mod labels;
 pub mod load;
@@ -59,7 +60,7 @@ impl Default for StateConfig {
 }
 
 /// One configured engine: a name and the labels every one of its series carries.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Default, Serialize)]
 pub struct EngineInfo {
     /// The `engine` label value.
     pub name: String,
@@ -126,8 +127,8 @@ pub struct RankCache {
 pub struct Registry {
     /// Tunables.
     pub config: StateConfig,
-    /// Configured engines, indexed by [`RankKey::engine`].
-    pub engines: Vec<EngineInfo>,
+    /// Configured engines and those sources added since, indexed by [`RankKey::engine`].
+    pub engines: engines::Engines,
     epoch: Instant,
     epoch_unix_ns: u64,
     ranks: RwLock<HashMap<RankKey, RankHandle>>,
@@ -135,8 +136,10 @@ pub struct Registry {
     events: broadcast::Sender<Arc<Event>>,
     /// Frames refused because [`StateConfig::max_ranks`] ranks were already tracked.
     pub refused_frames: AtomicU64,
-    /// Ranks expired so far, per engine.
+    /// Ranks expired so far, per engine (one slot per possible engine).
     pub expired: Vec<AtomicU64>,
+    /// The NATS client's counters, set when `--nats` or `--nats-publish` is on.
+    pub nats: OnceLock<Arc<crate::source::nats::NatsStats>>,
     /// The recorder's counters, set when `--record` is on.
     pub recorder: OnceLock<Arc<crate::capture::record::RecordStats>>,
 }
@@ -149,10 +152,12 @@ impl Registry {
             .duration_since(UNIX_EPOCH)
             .map(|d| d.as_nanos() as u64)
             .unwrap_or(0);
+        let engines = engines::Engines::new(engines);
         Arc::new(Registry {
-            expired: engines.iter().map(|_| AtomicU64::new(0)).collect(),
+            expired: (0..engines.capacity()).map(|_| AtomicU64::new(0)).collect(),
             config,
             engines,
+            nats: OnceLock::new(),
             epoch: Instant::now(),
             epoch_unix_ns,
             ranks: RwLock::new(HashMap::new()),
@@ -420,7 +425,17 @@ impl Registry {
     pub fn snapshot(&self, filter: &RankFilter) -> Snapshot {
         let now = self.now();
         let nwin = self.config.windows.len();
-        let mut engines: Vec<EngineSnapshot> = (0..self.engines.len())
+        // Handles first: a rank's engine is registered before the rank, so every
+        // handle's engine index is below the length read after them.
+        let handles: Vec<RankHandle> = {
+            let map = self.ranks.read();
+            map.iter()
+                .filter(|(k, _)| filter.matches(self, k))
+                .map(|(_, h)| h.clone())
+                .collect()
+        };
+        let n_engines = self.engines.len();
+        let mut engines: Vec<EngineSnapshot> = (0..n_engines)
             .map(|engine| EngineSnapshot {
                 engine,
                 busy: 0,
@@ -431,17 +446,10 @@ impl Registry {
                 model: model::ModelSums::default(),
             })
             .collect();
-        let mut engine_hists: Vec<Vec<hdrhistogram::Histogram<u32>>> = (0..self.engines.len())
+        let mut engine_hists: Vec<Vec<hdrhistogram::Histogram<u32>>> = (0..n_engines)
             .map(|_| (0..nwin).map(|_| quantiles::new_histogram()).collect())
             .collect();
         let mut scratch = quantiles::new_histogram();
-        let handles: Vec<RankHandle> = {
-            let map = self.ranks.read();
-            map.iter()
-                .filter(|(k, _)| filter.matches(self, k))
-                .map(|(_, h)| h.clone())
-                .collect()
-        };
         let mut ranks = Vec::with_capacity(handles.len());
         for handle in handles {
             let rank = handle.lock();
