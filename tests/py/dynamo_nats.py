@@ -3,8 +3,10 @@
 publish:   FpmDirectPublisher (what TensorRT-LLM workers use) publishes --count frames
            per dp rank with values derived from (rank, i); prints {"published": [...]}
            with every frame's fields, then shuts down.
-subscribe: FpmEventSubscriber (what Dynamo's planner uses) receives --count messages,
-           decodes each payload with msgspec and prints one JSON object per line.
+subscribe: FpmEventSubscriber (what Dynamo's planner uses) receives messages until
+           --count iteration frames (wall_time > 0) came, decodes each payload with
+           msgspec and prints {"frame": ..., "hex": <the payload bytes>} per line, after a
+           {"ready": true} line.
 
 Runs with no etcd and no GPU: file discovery in a temp dir, NATS event plane.
 Bounded: exits after --max-seconds whatever happens.
@@ -69,13 +71,22 @@ async def main():
         import msgspec
 
         sub = FpmEventSubscriber(ep)
-        print(json.dumps({"ready": True}), flush=True)
         loop = asyncio.get_running_loop()
-        for _ in range(args.count):
-            raw = await loop.run_in_executor(None, sub.recv)
+        # The subscription starts with the first recv(); give it time to reach the
+        # server before saying ready.
+        pending = loop.run_in_executor(None, sub.recv)
+        await asyncio.sleep(1.0)
+        print(json.dumps({"ready": True}), flush=True)
+        got = 0
+        while got < args.count:
+            raw = await pending
             if raw is None:
                 break
-            print(json.dumps(msgspec.msgpack.decode(raw)), flush=True)
+            frame = msgspec.msgpack.decode(raw)
+            print(json.dumps({"frame": frame, "hex": raw.hex()}), flush=True)
+            if frame.get("wall_time", 0) > 0:
+                got += 1
+            pending = loop.run_in_executor(None, sub.recv)
         sub.shutdown()
     rt.shutdown()
     sys.stdout.flush()
