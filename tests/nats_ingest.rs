@@ -302,3 +302,70 @@ async fn filters_select_the_scope_and_absent_nats_does_not_block_startup() {
     assert!(rank(&ex, "w2", 0).await.is_none() && rank(&ex, "w3", 0).await.is_none());
     ex.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_nats_outage_never_stops_zmq_ingest_and_both_roles_reconnect_within_2s() {
+    let mut nats = NatsServer::start();
+    let ex = Exporter::start(&[
+        "--demo",
+        "--nats",
+        &nats.url(),
+        "--nats-publish",
+        &nats.url(),
+    ])
+    .await;
+    let both = |want: f64| {
+        let ex = &ex;
+        async move {
+            let m = ex.metrics().await;
+            let ok = ["ingest", "publish"]
+                .iter()
+                .all(|r| sample(&m, "fpm_nats_connected", &[("role", r)]) == Some(want));
+            ok.then_some(())
+        }
+    };
+    wait_for("both connected", Duration::from_secs(10), || both(1.0)).await;
+    let frames = |m: &str| -> f64 {
+        (0..4)
+            .map(|r| {
+                sample(
+                    m,
+                    "fpm_frames_total",
+                    &[("engine", "demo"), ("dp_rank", &r.to_string())],
+                )
+                .unwrap_or(0.0)
+            })
+            .sum()
+    };
+    nats.kill();
+    wait_for("both disconnected", Duration::from_secs(10), || both(0.0)).await;
+    let during = frames(&ex.metrics().await);
+    // Long enough for the reconnect backoff to reach its ceiling.
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let later = frames(&ex.metrics().await);
+    assert!(
+        later > during,
+        "ZMQ ingest goes on while NATS is away ({during} -> {later})"
+    );
+    nats.restart();
+    let back = std::time::Instant::now();
+    wait_for("both reconnected", Duration::from_secs(10), || both(1.0)).await;
+    let took = back.elapsed();
+    assert!(
+        took < Duration::from_secs(2),
+        "reconnected {took:?} after nats-server came back"
+    );
+    // The relay still runs: its own messages come back on the subscription, skipped.
+    let own = |m: &str| sample(m, "fpm_nats_own_messages_total", &[]).unwrap();
+    let before = own(&ex.metrics().await);
+    wait_for("relay flowing again", Duration::from_secs(10), || async {
+        (own(&ex.metrics().await) > before).then_some(())
+    })
+    .await;
+    assert_eq!(
+        sample(&ex.metrics().await, "fpm_nats_ingested_frames_total", &[]),
+        Some(0.0),
+        "own relay never re-ingested"
+    );
+    ex.stop().await;
+}

@@ -188,15 +188,27 @@ async fn open_bucket(
     if let Ok(store) = js.get_key_value(bucket).await {
         return Ok(store);
     }
-    js.create_key_value(async_nats::jetstream::kv::Config {
-        bucket: bucket.to_owned(),
-        description: "fpm-exporter: /v1/loads entry per rank".into(),
-        history: 1,
+    // The stream a KV bucket is, configured as async-nats's `create_key_value` does
+    // (jetstream/context.rs `kv_to_stream_config`), but created directly: that call
+    // first reads account info in a shape nats-server 2.9 (Debian's) does not send.
+    use async_nats::jetstream::stream;
+    js.create_stream(stream::Config {
+        name: format!("KV_{bucket}"),
+        description: Some("fpm-exporter: /v1/loads entry per rank".into()),
+        subjects: vec![format!("$KV.{bucket}.>")],
+        max_messages_per_subject: 1,
         max_age,
+        storage: stream::StorageType::File,
+        allow_rollup: true,
+        deny_delete: true,
+        allow_direct: true,
+        num_replicas: 1,
+        discard: stream::DiscardPolicy::New,
         ..Default::default()
     })
     .await
-    .map_err(|e| e.to_string())
+    .map_err(|e| e.to_string())?;
+    js.get_key_value(bucket).await.map_err(|e| e.to_string())
 }
 
 async fn kv_writer(
