@@ -7,12 +7,14 @@
 #     only if either binary is missing
 #   - Dynamo's own runtime (ai-dynamo-runtime==1.6.1 wheel, deps pydantic and uvloop)
 #     in the venv, and Debian's nats-server, for the NATS interop tests
+#   - kubernetes-validate==1.37.0 in the venv, for tests/deploy.rs
 # Fast (well under a second) when everything is already present.
 # Progress goes to stderr; stdout gets one summary line.
 set -euo pipefail
 
 SGLANG_VERSION="0.5.23"
 DYNAMO_RUNTIME="ai-dynamo-runtime==1.6.1"
+K8S_VALIDATE="kubernetes-validate==1.37.0"
 MODULE_IN_WHEEL="sglang/srt/observability/forward_pass_metrics.py"
 PY_PACKAGES=(msgspec pyzmq numpy matplotlib jsonschema)
 PY_IMPORTS="msgspec, zmq, numpy, matplotlib, jsonschema"
@@ -68,6 +70,15 @@ else
     log "installing $DYNAMO_RUNTIME into target/pyenv"
     "$VPY" -m pip install --quiet --disable-pip-version-check "$DYNAMO_RUNTIME" >&2
     "$VPY" -c 'from dynamo._core import FpmDirectPublisher, FpmEventSubscriber'
+fi
+
+# --- kubernetes-validate (offline schema checks of deploy/) -------------------
+if "$VPY" -c 'import importlib.metadata as m, sys; sys.exit(m.version("kubernetes-validate") != "1.37.0")' >/dev/null 2>&1; then
+    log "kubernetes-validate present"
+else
+    log "installing $K8S_VALIDATE into target/pyenv"
+    "$VPY" -m pip install --quiet --disable-pip-version-check "$K8S_VALIDATE" >&2
+    "$VPY" -c 'import kubernetes_validate, yaml'
 fi
 
 # --- real SGLang publisher module ----------------------------------------
