@@ -204,7 +204,18 @@ async fn run(
     }
     tx.send(Phase::Quiet).unwrap();
     tokio::time::sleep(Duration::from_millis(500)).await;
-    let before = total(&metrics(&ingest.url).await.0, counter);
+    let before_m = metrics(&ingest.url).await.0;
+    let before = total(&before_m, counter);
+    let lost_before = match &edge {
+        Some(e) => (
+            total(
+                &metrics(&e.url).await.0,
+                "fpm_nats_relay_dropped_frames_total",
+            ),
+            total(&before_m, "fpm_nats_missed_messages_total"),
+        ),
+        None => (0.0, 0.0),
+    };
     let cpu0 = cpu_seconds(ingest.child.id());
     tx.send(Phase::Load).unwrap();
     tokio::time::sleep(args.duration).await;
@@ -217,8 +228,8 @@ async fn run(
         Some(e) => {
             let em = metrics(&e.url).await.0;
             Some((
-                total(&em, "fpm_nats_relay_dropped_frames_total"),
-                total(&m, "fpm_nats_missed_messages_total"),
+                total(&em, "fpm_nats_relay_dropped_frames_total") - lost_before.0,
+                total(&m, "fpm_nats_missed_messages_total") - lost_before.1,
             ))
         }
         None => None,
@@ -269,7 +280,7 @@ fn main() -> ExitCode {
         let _ = nats.kill();
         let _ = nats.wait();
         let _ = std::fs::remove_dir_all(&dir);
-        println!("| path | ranks | offered frames/s | ingested frames/s | ingesting exporter CPU µs/frame | /metrics scrape | NATS path losses (edge relay drops / gaps at centre) |");
+        println!("| path | ranks | offered frames/s | ingested frames/s | ingesting exporter CPU µs/frame | /metrics scrape | NATS path frames lost over the run (edge relay drops / gaps at centre) |");
         println!("|---|---|---|---|---|---|---|");
         for r in &runs {
             let label = if r.path == "zmq" { "ZMQ direct" } else { "edge -> NATS -> central" };
