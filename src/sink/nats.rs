@@ -302,7 +302,12 @@ async fn kv_writer(
                     }
                     Err(_) => { stats.kv_errors.fetch_add(1, Relaxed); }
                 }
-                last_put.retain(|k, _| loads.ranks.iter().any(|r| &r.key == k));
+                if last_put.len() > loads.ranks.len() {
+                    let live: std::collections::HashSet<&RankKey> =
+                        loads.ranks.iter().map(|r| &r.key).collect();
+                    last_put.retain(|k, _| live.contains(k));
+                    dirty.retain(|k, _| live.contains(k));
+                }
             }
         }
     }
