@@ -5,11 +5,16 @@
 #     target/fpm-publisher/forward_pass_metrics.py
 #   - Debian's prometheus package (promtool, and the server tests/dashboards.rs runs),
 #     only if either binary is missing
+#   - Dynamo's own runtime (ai-dynamo-runtime==1.6.1 wheel, deps pydantic and uvloop)
+#     in the venv, and Debian's nats-server, for the NATS interop tests
+#   - kubernetes-validate==1.37.0 in the venv, for tests/deploy.rs
 # Fast (well under a second) when everything is already present.
 # Progress goes to stderr; stdout gets one summary line.
 set -euo pipefail
 
 SGLANG_VERSION="0.5.23"
+DYNAMO_RUNTIME="ai-dynamo-runtime==1.6.1"
+K8S_VALIDATE="kubernetes-validate==1.37.0"
 MODULE_IN_WHEEL="sglang/srt/observability/forward_pass_metrics.py"
 PY_PACKAGES=(msgspec pyzmq numpy matplotlib jsonschema)
 PY_IMPORTS="msgspec, zmq, numpy, matplotlib, jsonschema"
@@ -55,6 +60,25 @@ else
     log "installing ${PY_PACKAGES[*]} into target/pyenv"
     "$VPY" -m pip install --quiet --disable-pip-version-check "${PY_PACKAGES[@]}" >&2
     "$VPY" -c "import $PY_IMPORTS"
+fi
+
+# --- Dynamo's runtime (FpmDirectPublisher, FpmEventSubscriber) -------------
+if "$VPY" -c 'import importlib.metadata as m, sys; sys.exit(m.version("ai-dynamo-runtime") != "1.6.1")' >/dev/null 2>&1 \
+    && "$VPY" -c 'from dynamo._core import FpmDirectPublisher, FpmEventSubscriber' >/dev/null 2>&1; then
+    log "dynamo runtime present"
+else
+    log "installing $DYNAMO_RUNTIME into target/pyenv"
+    "$VPY" -m pip install --quiet --disable-pip-version-check "$DYNAMO_RUNTIME" >&2
+    "$VPY" -c 'from dynamo._core import FpmDirectPublisher, FpmEventSubscriber'
+fi
+
+# --- kubernetes-validate (offline schema checks of deploy/) -------------------
+if "$VPY" -c 'import importlib.metadata as m, sys; sys.exit(m.version("kubernetes-validate") != "1.37.0")' >/dev/null 2>&1; then
+    log "kubernetes-validate present"
+else
+    log "installing $K8S_VALIDATE into target/pyenv"
+    "$VPY" -m pip install --quiet --disable-pip-version-check "$K8S_VALIDATE" >&2
+    "$VPY" -c 'import kubernetes_validate, yaml'
 fi
 
 # --- real SGLang publisher module ----------------------------------------
@@ -106,6 +130,25 @@ else
     fi
     command -v promtool >/dev/null 2>&1 || { log "promtool still not on PATH after install"; exit 1; }
     command -v prometheus >/dev/null 2>&1 || { log "prometheus still not on PATH after install"; exit 1; }
+fi
+
+# --- nats-server (Debian's package) ----------------------------------------
+if command -v nats-server >/dev/null 2>&1; then
+    log "nats-server present"
+else
+    SUDO=()
+    if [ "$(id -u)" -ne 0 ]; then
+        SUDO=(sudo)
+    fi
+    log "installing Debian package nats-server"
+    "${SUDO[@]}" apt-get update -qq >&2
+    "${SUDO[@]}" env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq nats-server >&2
+    # The package may start its service; tests start their own servers.
+    if command -v systemctl >/dev/null 2>&1; then
+        "${SUDO[@]}" systemctl stop nats-server >/dev/null 2>&1 || true
+        "${SUDO[@]}" systemctl disable nats-server >/dev/null 2>&1 || true
+    fi
+    command -v nats-server >/dev/null 2>&1 || { log "nats-server still not on PATH after install"; exit 1; }
 fi
 
 echo "test-deps: ok ($("$VPY" -c 'import sys; print("python %d.%d" % sys.version_info[:2])'), $(promtool --version 2>&1 | head -n1 | awk '{print "promtool", $3}'))"

@@ -52,6 +52,30 @@ pub async fn start(settings: Settings) -> std::io::Result<Running> {
         tasks.push(r.task);
         record_writer = Some(r.writer);
     }
+    // The relay subscribes to the event ring before any frame can arrive, too.
+    if let Some(nats) = &settings.nats {
+        let stats = Arc::new(crate::source::nats::NatsStats::default());
+        let _ = registry.nats.set(stats.clone());
+        let relay = crate::sink::nats::Publisher::new(&registry, nats);
+        let own_ids = Arc::new(relay.ids.iter().copied().collect());
+        tasks.extend(
+            relay
+                .spawn(
+                    registry.clone(),
+                    stats.clone(),
+                    nats.clone(),
+                    shutdown_rx.clone(),
+                )
+                .await?,
+        );
+        tasks.push(tokio::spawn(crate::source::nats::ingest::run(
+            registry.clone(),
+            stats,
+            nats.clone(),
+            own_ids,
+            shutdown_rx.clone(),
+        )));
+    }
     let sub_config = SubscriberConfig {
         silence_timeout: settings.state.stale_after,
         ..Default::default()

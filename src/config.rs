@@ -140,6 +140,9 @@ pub struct RunArgs {
     /// Log format.
     #[arg(long, value_enum, default_value = "text")]
     pub log_format: LogFormat,
+    /// NATS ingest and relay (Dynamo's event plane).
+    #[command(flatten)]
+    pub nats: crate::source::nats::config::NatsArgs,
 }
 
 /// How logs are written.
@@ -161,6 +164,7 @@ pub struct FileConfig {
     expire_after: Option<toml::Spanned<String>>,
     max_ranks: Option<usize>,
     max_streams: Option<usize>,
+    nats: Option<crate::source::nats::config::NatsFile>,
     #[serde(default)]
     engine: Vec<FileEngine>,
 }
@@ -174,6 +178,8 @@ struct FileEngine {
     ranks: Option<toml::Spanned<RanksValue>>,
     #[serde(default)]
     labels: Option<toml::Spanned<std::collections::BTreeMap<String, String>>>,
+    #[serde(default)]
+    nats: Option<crate::source::nats::config::EngineScopeFile>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -208,6 +214,8 @@ pub struct Settings {
     pub protect_metrics: bool,
     /// Header-read and idle keep-alive timeout of HTTP connections.
     pub http_idle_timeout: Duration,
+    /// NATS ingest and relay, when configured.
+    pub nats: Option<crate::source::nats::config::NatsSettings>,
 }
 
 /// The simulated engine's settings.
@@ -439,7 +447,9 @@ impl Settings {
                 "--label applies to the engine given with --endpoint".into()
             ));
         }
-        if args.demo || (engines.is_empty() && !engine_from_flags) {
+        let nats_ingest =
+            args.nats.nats.is_some() || file.nats.as_ref().is_some_and(|n| n.has_url());
+        if args.demo || (engines.is_empty() && !engine_from_flags && !nats_ingest) {
             if args.demo_ranks == 0 || args.demo_ranks > 64 {
                 return Err(err("--demo-ranks must be from 1 to 64".into()));
             }
@@ -526,7 +536,16 @@ impl Settings {
         {
             return Err(err("--metrics-listen must differ from --listen".into()));
         }
+        let mut scopes: Vec<_> = file.engine.iter().map(|e| e.nats.clone()).collect();
+        scopes.resize(engines.len(), None);
+        let nats = crate::source::nats::config::NatsSettings::resolve(
+            &args.nats,
+            file.nats.as_ref(),
+            &scopes,
+        )
+        .map_err(err)?;
         Ok(Settings {
+            nats,
             listen,
             state,
             engines,

@@ -74,6 +74,11 @@ impl SendLog {
         self.ranks[rank].lock().push((seq, ns));
     }
 
+    /// Load frames handed to the socket of rank index `rank` so far.
+    pub fn count(&self, rank: usize) -> usize {
+        self.ranks.get(rank).map_or(0, |l| l.lock().len())
+    }
+
     /// When frame `seq` of rank index `rank` was handed to its socket (ns since base).
     pub fn sent_at(&self, rank: usize, seq: u64) -> Option<u64> {
         let log = self.ranks.get(rank)?.lock();

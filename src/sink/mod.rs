@@ -2,5 +2,6 @@
 
 pub mod feeds;
 pub mod json;
+pub mod nats;
 pub mod prometheus;
 pub mod stream;

@@ -1,6 +1,7 @@
 //! Sources: ZMQ subscribers, one task per rank endpoint of every configured engine.
 
 pub mod endpoint;
+pub mod nats;
 pub mod subscriber;
 
 use crate::state::Registry;

@@ -5,6 +5,7 @@
 //! consistent [`Snapshot`]s.
 
 pub mod endpoint;
+pub mod engines;
 pub mod fields;
 pub mod labels;
 pub mod load;
@@ -66,7 +67,7 @@ struct Retired {
 }
 
 /// One configured engine: a name and the labels every one of its series carries.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Default, Serialize)]
 pub struct EngineInfo {
     /// The `engine` label value.
     pub name: String,
@@ -147,8 +148,8 @@ pub struct RankCache {
 pub struct Registry {
     /// Tunables.
     pub config: StateConfig,
-    /// Configured engines, indexed by [`RankKey::engine`].
-    pub engines: Vec<EngineInfo>,
+    /// Configured engines and those sources added since, indexed by [`RankKey::engine`].
+    pub engines: engines::Engines,
     epoch: Instant,
     wall_clock: WallClock,
     ranks: RwLock<HashMap<RankKey, RankHandle>>,
@@ -156,11 +157,13 @@ pub struct Registry {
     events: broadcast::Sender<Arc<Event>>,
     /// Frames refused because [`StateConfig::max_ranks`] ranks were already tracked.
     pub refused_frames: AtomicU64,
-    /// Ranks expired so far, per engine.
+    /// Ranks expired so far, per engine (one slot per possible engine).
     pub expired: Vec<AtomicU64>,
     /// Per engine, the cumulative totals of its expired ranks (written under the map's
     /// write lock, read under its read lock, so a snapshot counts each rank once).
     retired: Vec<Retired>,
+    /// The NATS client's counters, set when `--nats` or `--nats-publish` is on.
+    pub nats: OnceLock<Arc<crate::source::nats::NatsStats>>,
     /// The recorder's counters, set when `--record` is on.
     pub recorder: OnceLock<Arc<crate::capture::record::RecordStats>>,
 }
@@ -178,11 +181,15 @@ impl Registry {
         wall_clock: WallClock,
     ) -> Arc<Self> {
         let (events, _) = broadcast::channel(config.stream_buffer.max(16));
+        let engines = engines::Engines::new(engines);
         Arc::new(Registry {
-            expired: engines.iter().map(|_| AtomicU64::new(0)).collect(),
-            retired: engines.iter().map(|_| Retired::default()).collect(),
+            expired: (0..engines.capacity()).map(|_| AtomicU64::new(0)).collect(),
+            retired: (0..engines.capacity())
+                .map(|_| Retired::default())
+                .collect(),
             config,
             engines,
+            nats: OnceLock::new(),
             epoch: Instant::now(),
             wall_clock,
             ranks: RwLock::new(HashMap::new()),
@@ -486,7 +493,31 @@ impl Registry {
     pub fn snapshot(&self, filter: &RankFilter) -> Snapshot {
         let now = self.now();
         let nwin = self.config.windows.len();
-        let mut engines: Vec<EngineSnapshot> = (0..self.engines.len())
+        // Handles first: a rank's engine is registered before the rank, so every
+        // handle's engine index is below the length read after them.
+        let (handles, retired): (Vec<RankHandle>, Vec<(u64, u64)>) = {
+            let map = self.ranks.read();
+            let handles: Vec<RankHandle> = map
+                .iter()
+                .filter(|(k, _)| filter.matches(self, k))
+                .map(|(_, h)| h.clone())
+                .collect();
+            // Expired ranks' totals as of the ranks listed here: a rank removed from now
+            // on is still in the list (its counters frozen), and not in these totals.
+            let retired = if filter.worker_id.is_none() && filter.dp_rank.is_none() {
+                (0..self.engines.len())
+                    .map(|e| {
+                        let r = &self.retired[e];
+                        (r.iterations.load(Relaxed), r.wall_time_ns.load(Relaxed))
+                    })
+                    .collect()
+            } else {
+                Vec::new()
+            };
+            (handles, retired)
+        };
+        let n_engines = self.engines.len();
+        let mut engines: Vec<EngineSnapshot> = (0..n_engines)
             .map(|engine| EngineSnapshot {
                 engine,
                 busy: 0,
@@ -495,29 +526,14 @@ impl Registry {
                 expired_total: self.expired[engine].load(Relaxed),
                 windows: self.empty_windows(),
                 model: model::ModelSums::default(),
-                iterations_total: 0,
-                wall_time_ns_total: 0,
+                iterations_total: retired.get(engine).map_or(0, |r| r.0),
+                wall_time_ns_total: retired.get(engine).map_or(0, |r| r.1),
             })
             .collect();
-        let mut engine_hists: Vec<Vec<hdrhistogram::Histogram<u32>>> = (0..self.engines.len())
+        let mut engine_hists: Vec<Vec<hdrhistogram::Histogram<u32>>> = (0..n_engines)
             .map(|_| (0..nwin).map(|_| quantiles::new_histogram()).collect())
             .collect();
         let mut scratch = quantiles::new_histogram();
-        let handles: Vec<RankHandle> = {
-            let map = self.ranks.read();
-            // Expired ranks' totals as of the ranks listed here: a rank removed from now
-            // on is still in the list (its counters frozen), and not in these totals.
-            if filter.worker_id.is_none() && filter.dp_rank.is_none() {
-                for (eng, retired) in engines.iter_mut().zip(&self.retired) {
-                    eng.iterations_total = retired.iterations.load(Relaxed);
-                    eng.wall_time_ns_total = retired.wall_time_ns.load(Relaxed);
-                }
-            }
-            map.iter()
-                .filter(|(k, _)| filter.matches(self, k))
-                .map(|(_, h)| h.clone())
-                .collect()
-        };
         let mut ranks = Vec::with_capacity(handles.len());
         for handle in handles {
             let rank = handle.lock();

@@ -46,9 +46,21 @@ pub struct SequenceTracker {
     last: Option<(u64, Instant)>,
     /// Set when the connection changed since the last frame.
     reconnected: bool,
+    /// The source names the publisher instance (NATS envelope `publisher_id`), so a
+    /// forward jump is always loss: a restarted publisher arrives under a new key.
+    keyed: bool,
 }
 
 impl SequenceTracker {
+    /// A tracker for a source that keys on the publisher instance itself: neither a new
+    /// connection nor a silence can hide a restart, so every forward jump is a gap.
+    pub fn keyed() -> Self {
+        SequenceTracker {
+            keyed: true,
+            ..Self::default()
+        }
+    }
+
     /// Classifies `seq`, received at `now`, and remembers it.
     pub fn observe(&mut self, seq: u64, now: Instant) -> SeqEvent {
         let reconnected = std::mem::take(&mut self.reconnected);
@@ -59,7 +71,9 @@ impl SequenceTracker {
             SeqEvent::Restart
         } else if seq == last + 1 {
             SeqEvent::InOrder
-        } else if reconnected || now.saturating_duration_since(at) >= RESYNC_SILENCE {
+        } else if !self.keyed
+            && (reconnected || now.saturating_duration_since(at) >= RESYNC_SILENCE)
+        {
             SeqEvent::Restart
         } else {
             SeqEvent::Gap {
@@ -104,6 +118,16 @@ mod tests {
             }
         }
         c
+    }
+
+    #[test]
+    fn keyed_publisher_counts_a_jump_across_an_outage_as_loss() {
+        let (mut t, mut at) = (SequenceTracker::keyed(), Instant::now());
+        feed(&mut t, &mut at, 0..=10);
+        t.on_reconnect();
+        at += Duration::from_secs(5);
+        assert_eq!(feed(&mut t, &mut at, [20]), [SeqEvent::Gap { missed: 9 }]);
+        assert_eq!(feed(&mut t, &mut at, [3]), [SeqEvent::Restart]);
     }
 
     #[test]

@@ -6,6 +6,7 @@ pub mod endpoints;
 pub mod engines;
 pub mod exporter;
 pub mod model;
+pub mod nats;
 pub mod ranks;
 pub mod record;
 pub mod text;
@@ -78,6 +79,9 @@ fn render_into(registry: &Registry, w: &mut Writer, start_unix_secs: f64) {
     if let Some(stats) = registry.recorder.get() {
         record::write(w, stats);
     }
+    if let Some(stats) = registry.nats.get() {
+        nats::write(w, stats);
+    }
 }
 
 /// Every metric family the exporter can write (the README documents each one).
@@ -88,5 +92,6 @@ pub fn all_families() -> Vec<Family> {
     v.extend(endpoints::families());
     v.extend(exporter::families());
     v.extend(record::families());
+    v.extend(nats::families());
     v
 }

@@ -1,0 +1,183 @@
+//! The NATS side's series (`--nats`, `--nats-publish`): written only when either is on.
+
+use super::text::{Family, Writer};
+use crate::source::nats::{payload_reason, ConnStats, NatsStats, Reject};
+use crate::wire::DecodeError;
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+
+/// Connection state.
+pub const CONNECTED: Family = Family::gauge(
+    "fpm_nats_connected",
+    "1 while the NATS connection of this role (ingest, publish) is up.",
+);
+/// Connections made.
+pub const CONNECTS: Family = Family::counter(
+    "fpm_nats_connects_total",
+    "NATS connections established, the first and every reconnect, by role.",
+);
+/// Disconnections.
+pub const DISCONNECTS: Family = Family::counter(
+    "fpm_nats_disconnects_total",
+    "NATS disconnections noticed, by role.",
+);
+/// Messages received.
+pub const MESSAGES: Family = Family::counter(
+    "fpm_nats_messages_total",
+    "Messages received on the FPM subscription, valid or not.",
+);
+/// Frames ingested.
+pub const INGESTED: Family = Family::counter(
+    "fpm_nats_ingested_frames_total",
+    "FPM frames from NATS folded into the rank state.",
+);
+/// Messages refused.
+pub const REJECTED: Family = Family::counter(
+    "fpm_nats_rejected_messages_total",
+    "NATS messages skipped, by reason: the envelope's (oversize, subject, envelope_*, wrong_topic, engine_limit, publisher_limit) or the FPM decoder's inside a valid envelope (payload_*).",
+);
+/// Unknown envelope fields.
+pub const UNKNOWN_FIELDS: Family = Family::counter(
+    "fpm_nats_unknown_envelope_fields_total",
+    "Envelope fields this build does not know; ignored, as Dynamo's decoder ignores them.",
+);
+/// Sequence gaps.
+pub const MISSED: Family = Family::counter(
+    "fpm_nats_missed_messages_total",
+    "Messages lost before reaching the exporter: gaps in a publisher's envelope sequence.",
+);
+/// Slow-consumer events.
+pub const SLOW: Family = Family::counter(
+    "fpm_nats_slow_consumer_events_total",
+    "Times the NATS client dropped messages because ingestion fell behind.",
+);
+/// Publishers tracked.
+pub const PUBLISHERS: Family = Family::gauge(
+    "fpm_nats_publishers",
+    "Publishers (envelope publisher_id per subject) tracked now.",
+);
+/// Own messages.
+pub const OWN: Family = Family::counter(
+    "fpm_nats_own_messages_total",
+    "Messages of this exporter's own relay seen on the subscription and skipped.",
+);
+/// Relayed frames.
+pub const RELAYED: Family = Family::counter(
+    "fpm_nats_relayed_frames_total",
+    "Accepted ZMQ frames handed to the NATS client by --nats-publish.",
+);
+/// Relay drops.
+pub const RELAY_DROPPED: Family = Family::counter(
+    "fpm_nats_relay_dropped_frames_total",
+    "Accepted ZMQ frames not relayed, by reason: lagged (the relay fell behind ingestion, e.g. NATS slow or away), error (the client refused the message).",
+);
+/// KV puts.
+pub const KV_UPDATES: Family = Family::counter(
+    "fpm_nats_kv_updates_total",
+    "Per-rank load entries written to the JetStream KV bucket.",
+);
+/// KV errors.
+pub const KV_ERRORS: Family = Family::counter(
+    "fpm_nats_kv_errors_total",
+    "Failed KV puts, bucket creations or timeouts.",
+);
+/// KV lag.
+pub const KV_DROPPED: Family = Family::counter(
+    "fpm_nats_kv_dropped_updates_total",
+    "Frames the KV writer skipped because it fell behind (every rank is then rewritten).",
+);
+
+/// Every family this collector writes.
+pub fn families() -> Vec<Family> {
+    vec![
+        CONNECTED,
+        CONNECTS,
+        DISCONNECTS,
+        MESSAGES,
+        INGESTED,
+        REJECTED,
+        UNKNOWN_FIELDS,
+        MISSED,
+        SLOW,
+        PUBLISHERS,
+        OWN,
+        RELAYED,
+        RELAY_DROPPED,
+        KV_UPDATES,
+        KV_ERRORS,
+        KV_DROPPED,
+    ]
+}
+
+fn roles(s: &NatsStats) -> Vec<(&'static str, &ConnStats)> {
+    [("ingest", &s.ingest), ("publish", &s.publish)]
+        .into_iter()
+        .filter(|(_, c)| c.enabled.load(Relaxed))
+        .collect()
+}
+
+fn one(w: &mut Writer, fam: &Family, v: &AtomicU64) {
+    w.family(fam);
+    w.sample(fam, "", &[], v.load(Relaxed) as f64);
+}
+
+/// Writes the NATS families.
+pub fn write(w: &mut Writer, s: &NatsStats) {
+    let roles = roles(s);
+    w.family(&CONNECTED);
+    for (r, c) in &roles {
+        w.sample(
+            &CONNECTED,
+            "",
+            &[("role", r)],
+            c.connected.load(Relaxed) as u8 as f64,
+        );
+    }
+    for (fam, get) in [
+        (
+            &CONNECTS,
+            (|c: &ConnStats| &c.connects) as fn(&ConnStats) -> &AtomicU64,
+        ),
+        (&DISCONNECTS, |c: &ConnStats| &c.disconnects),
+    ] {
+        w.family(fam);
+        for (r, c) in &roles {
+            w.sample(fam, "", &[("role", r)], get(c).load(Relaxed) as f64);
+        }
+    }
+    if s.ingest.enabled.load(Relaxed) {
+        one(w, &MESSAGES, &s.messages);
+        one(w, &INGESTED, &s.ingested);
+        w.family(&REJECTED);
+        for r in Reject::ALL {
+            let n = s.rejected[r as usize].load(Relaxed);
+            w.sample(&REJECTED, "", &[("reason", r.as_str())], n as f64);
+        }
+        for e in DecodeError::ALL {
+            let n = s.payload_errors[e.index()].load(Relaxed);
+            w.sample(&REJECTED, "", &[("reason", payload_reason(e))], n as f64);
+        }
+        one(w, &UNKNOWN_FIELDS, &s.unknown_envelope_fields);
+        one(w, &MISSED, &s.missed_messages);
+        one(w, &SLOW, &s.slow_consumer);
+        one(w, &PUBLISHERS, &s.publishers);
+        one(w, &OWN, &s.own_messages);
+    }
+    if s.publish.enabled.load(Relaxed) {
+        one(w, &RELAYED, &s.relayed);
+        w.family(&RELAY_DROPPED);
+        for (reason, v) in [
+            ("lagged", &s.relay_dropped_lagged),
+            ("error", &s.relay_dropped_error),
+        ] {
+            w.sample(
+                &RELAY_DROPPED,
+                "",
+                &[("reason", reason)],
+                v.load(Relaxed) as f64,
+            );
+        }
+        one(w, &KV_UPDATES, &s.kv_updates);
+        one(w, &KV_ERRORS, &s.kv_errors);
+        one(w, &KV_DROPPED, &s.kv_dropped_lagged);
+    }
+}

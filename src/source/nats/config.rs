@@ -1,0 +1,284 @@
+//! NATS settings: flags, the TOML `[nats]` section, and how they become connect
+//! options of `async-nats` (auth, TLS, reconnects).
+
+use super::subject::Scope;
+use std::path::PathBuf;
+use std::time::Duration;
+
+/// Flags of the NATS side (flattened into the exporter's flags).
+#[derive(Debug, Clone, Default, clap::Args)]
+pub struct NatsArgs {
+    /// Ingest Dynamo's FPM events from this NATS server (comma-separated URLs for a cluster).
+    #[arg(long, value_name = "URL")]
+    pub nats: Option<String>,
+    /// Only this Dynamo namespace (default: all).
+    #[arg(long, value_name = "NS", requires = "nats")]
+    pub nats_namespace: Option<String>,
+    /// Only this Dynamo component (default: all).
+    #[arg(long, value_name = "NAME", requires = "nats")]
+    pub nats_component: Option<String>,
+    /// Only this Dynamo endpoint (default: all).
+    #[arg(long, value_name = "NAME", requires = "nats")]
+    pub nats_endpoint: Option<String>,
+    /// Relay every frame accepted from ZMQ to this NATS server, in Dynamo's envelope, and keep the KV load table.
+    #[arg(long, value_name = "URL")]
+    pub nats_publish: Option<String>,
+    /// JetStream key-value bucket of the per-rank loads ("" for none) [default: fpm-loads].
+    #[arg(long, value_name = "NAME")]
+    pub nats_kv_bucket: Option<String>,
+    /// File holding the NATS token.
+    #[arg(long, value_name = "FILE")]
+    pub nats_token_file: Option<PathBuf>,
+    /// NATS user (with --nats-password-file).
+    #[arg(long, value_name = "USER")]
+    pub nats_user: Option<String>,
+    /// File holding the NATS password.
+    #[arg(long, value_name = "FILE", requires = "nats_user")]
+    pub nats_password_file: Option<PathBuf>,
+    /// File holding an NKey seed (SU...).
+    #[arg(long, value_name = "FILE")]
+    pub nats_nkey_file: Option<PathBuf>,
+    /// NATS credentials file (JWT and NKey seed, from `nsc`).
+    #[arg(long, value_name = "FILE")]
+    pub nats_creds_file: Option<PathBuf>,
+    /// PEM file of CA certificates to trust for the NATS server (turns TLS on).
+    #[arg(long, value_name = "FILE")]
+    pub nats_tls_ca: Option<PathBuf>,
+    /// Client certificate PEM for mutual TLS (with --nats-tls-key).
+    #[arg(long, value_name = "FILE", requires = "nats_tls_key")]
+    pub nats_tls_cert: Option<PathBuf>,
+    /// Client key PEM for mutual TLS.
+    #[arg(long, value_name = "FILE", requires = "nats_tls_cert")]
+    pub nats_tls_key: Option<PathBuf>,
+}
+
+/// The TOML `[nats]` section; flags override it.
+#[derive(Debug, Clone, Default, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NatsFile {
+    url: Option<String>,
+    namespace: Option<String>,
+    component: Option<String>,
+    endpoint: Option<String>,
+    publish_url: Option<String>,
+    /// Default scope of relayed engines that do not set their own.
+    publish_namespace: Option<String>,
+    publish_component: Option<String>,
+    publish_endpoint: Option<String>,
+    kv_bucket: Option<String>,
+    token_file: Option<PathBuf>,
+    user: Option<String>,
+    password_file: Option<PathBuf>,
+    nkey_file: Option<PathBuf>,
+    creds_file: Option<PathBuf>,
+    tls_ca: Option<PathBuf>,
+    tls_cert: Option<PathBuf>,
+    tls_key: Option<PathBuf>,
+}
+
+/// An engine's own relay scope in the TOML file (`[[engine]] nats = {...}`).
+#[derive(Debug, Clone, Default, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct EngineScopeFile {
+    namespace: Option<String>,
+    component: Option<String>,
+    endpoint: Option<String>,
+}
+
+/// Authentication, as async-nats offers it.
+#[derive(Debug, Clone, Default)]
+pub struct NatsAuth {
+    token_file: Option<PathBuf>,
+    user: Option<String>,
+    password_file: Option<PathBuf>,
+    nkey_file: Option<PathBuf>,
+    creds_file: Option<PathBuf>,
+    tls_ca: Option<PathBuf>,
+    tls_cert: Option<PathBuf>,
+    tls_key: Option<PathBuf>,
+}
+
+/// Validated NATS settings.
+#[derive(Debug, Clone)]
+pub struct NatsSettings {
+    /// Server to ingest from, if any.
+    pub ingest_url: Option<String>,
+    /// Subscription subject (filters applied).
+    pub ingest_subject: String,
+    /// Server to publish to, if any.
+    pub publish_url: Option<String>,
+    /// Relay scope of each configured engine, by engine index.
+    pub publish_scopes: Vec<Scope>,
+    /// KV bucket of the loads (`None`: no KV).
+    pub kv_bucket: Option<String>,
+    /// Auth and TLS, shared by both connections.
+    pub auth: NatsAuth,
+}
+
+/// Dynamo's own defaults for an endpoint's scope.
+pub const DEFAULT_SCOPE: (&str, &str, &str) = ("dynamo", "backend", "generate");
+
+/// The default KV bucket.
+pub const DEFAULT_KV_BUCKET: &str = "fpm-loads";
+
+impl NatsFile {
+    /// Whether the section names a server to ingest from.
+    pub fn has_url(&self) -> bool {
+        self.url.is_some()
+    }
+}
+
+impl NatsSettings {
+    /// Merges flags over the file; `engine_scopes` are the per-engine overrides, by
+    /// engine index. `None` when NATS is not used at all.
+    pub fn resolve(
+        args: &NatsArgs,
+        file: Option<&NatsFile>,
+        engine_scopes: &[Option<EngineScopeFile>],
+    ) -> Result<Option<NatsSettings>, String> {
+        let f = file.cloned().unwrap_or_default();
+        let ingest_url = args.nats.clone().or(f.url);
+        let publish_url = args.nats_publish.clone().or(f.publish_url);
+        if ingest_url.is_none() && publish_url.is_none() {
+            if file.is_some() {
+                return Err("nats: give url (ingest) or publish_url (relay)".into());
+            }
+            return Ok(None);
+        }
+        for u in ingest_url.iter().chain(&publish_url) {
+            check_url(u)?;
+        }
+        let pick = |flag: &Option<String>, file: Option<String>| flag.clone().or(file);
+        let (ns, comp, ep) = (
+            pick(&args.nats_namespace, f.namespace),
+            pick(&args.nats_component, f.component),
+            pick(&args.nats_endpoint, f.endpoint),
+        );
+        let ingest_subject =
+            super::subject::filter_subject(ns.as_deref(), comp.as_deref(), ep.as_deref());
+        let default_scope = Scope {
+            namespace: f
+                .publish_namespace
+                .unwrap_or_else(|| DEFAULT_SCOPE.0.into()),
+            component: f
+                .publish_component
+                .unwrap_or_else(|| DEFAULT_SCOPE.1.into()),
+            endpoint: f.publish_endpoint.unwrap_or_else(|| DEFAULT_SCOPE.2.into()),
+        };
+        let publish_scopes = engine_scopes
+            .iter()
+            .map(|s| {
+                let s = s.clone().unwrap_or_default();
+                Scope {
+                    namespace: s
+                        .namespace
+                        .unwrap_or_else(|| default_scope.namespace.clone()),
+                    component: s
+                        .component
+                        .unwrap_or_else(|| default_scope.component.clone()),
+                    endpoint: s.endpoint.unwrap_or_else(|| default_scope.endpoint.clone()),
+                }
+            })
+            .collect();
+        let kv_bucket = match args.nats_kv_bucket.clone().or(f.kv_bucket) {
+            None => Some(DEFAULT_KV_BUCKET.to_owned()),
+            Some(b) if b.is_empty() => None,
+            Some(b) => {
+                if !b
+                    .bytes()
+                    .all(|c| c.is_ascii_alphanumeric() || c == b'-' || c == b'_')
+                {
+                    return Err(format!(
+                        "nats kv bucket {b:?}: only letters, digits, - and _"
+                    ));
+                }
+                Some(b)
+            }
+        };
+        let auth = NatsAuth {
+            token_file: args.nats_token_file.clone().or(f.token_file),
+            user: args.nats_user.clone().or(f.user),
+            password_file: args.nats_password_file.clone().or(f.password_file),
+            nkey_file: args.nats_nkey_file.clone().or(f.nkey_file),
+            creds_file: args.nats_creds_file.clone().or(f.creds_file),
+            tls_ca: args.nats_tls_ca.clone().or(f.tls_ca),
+            tls_cert: args.nats_tls_cert.clone().or(f.tls_cert),
+            tls_key: args.nats_tls_key.clone().or(f.tls_key),
+        };
+        let methods = [
+            auth.token_file.is_some(),
+            auth.user.is_some(),
+            auth.nkey_file.is_some(),
+            auth.creds_file.is_some(),
+        ];
+        if methods.iter().filter(|m| **m).count() > 1 {
+            return Err("nats: give one of token, user/password, nkey or creds file".into());
+        }
+        if auth.user.is_some() != auth.password_file.is_some() {
+            return Err("nats: user and password file go together".into());
+        }
+        if auth.tls_cert.is_some() != auth.tls_key.is_some() {
+            return Err("nats: tls cert and key go together".into());
+        }
+        Ok(Some(NatsSettings {
+            ingest_url,
+            ingest_subject,
+            publish_url,
+            publish_scopes,
+            kv_bucket,
+            auth,
+        }))
+    }
+}
+
+fn check_url(u: &str) -> Result<(), String> {
+    for one in u.split(',') {
+        one.trim()
+            .parse::<async_nats::ServerAddr>()
+            .map_err(|e| format!("nats url {one:?}: {e}"))?;
+    }
+    Ok(())
+}
+
+fn read_secret(path: &PathBuf) -> std::io::Result<String> {
+    Ok(std::fs::read_to_string(path)?.trim().to_owned())
+}
+
+/// Longest pause between reconnect attempts: NATS back means connected within 2 s.
+pub const RECONNECT_MAX: Duration = Duration::from_millis(500);
+
+impl NatsAuth {
+    /// Connect options with this auth and TLS, reconnecting forever and fast, and never
+    /// failing because the server is not up yet.
+    pub async fn options(&self, name: &str) -> std::io::Result<async_nats::ConnectOptions> {
+        let mut o = async_nats::ConnectOptions::new();
+        if let Some(p) = &self.creds_file {
+            o = o.credentials_file(p).await?;
+        }
+        if let Some(p) = &self.token_file {
+            o = o.token(read_secret(p)?);
+        }
+        if let (Some(u), Some(p)) = (&self.user, &self.password_file) {
+            o = o.user_and_password(u.clone(), read_secret(p)?);
+        }
+        if let Some(p) = &self.nkey_file {
+            o = o.nkey(read_secret(p)?);
+        }
+        if let Some(ca) = &self.tls_ca {
+            o = o.add_root_certificates(ca.clone()).require_tls(true);
+        }
+        if let (Some(c), Some(k)) = (&self.tls_cert, &self.tls_key) {
+            o = o
+                .add_client_certificate(c.clone(), k.clone())
+                .require_tls(true);
+        }
+        Ok(o.name(name)
+            .retry_on_initial_connect()
+            .max_reconnects(None)
+            .connection_timeout(Duration::from_secs(1))
+            .ping_interval(Duration::from_secs(2))
+            .reconnect_delay_callback(|attempts| {
+                (Duration::from_millis(50) * attempts.min(10) as u32).min(RECONNECT_MAX)
+            }))
+    }
+}

@@ -1,0 +1,176 @@
+//! NATS source: Dynamo's event plane. Subscribes to the FPM subjects
+//! (`namespace.*.component.*.endpoint.*.forward-pass-metrics` by default), unwraps
+//! Dynamo's envelope, decodes the FPM inside with the same decoder as ZMQ frames and
+//! folds it into the registry. Each subject scope becomes an engine; sequence
+//! accounting keys on the envelope's publisher, since many publishers share a subject.
+
+pub mod config;
+pub mod envelope;
+pub mod ingest;
+pub mod subject;
+
+use crate::wire::DecodeError;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
+
+/// Why a NATS message was not ingested (before or around the FPM decoder's reasons).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Reject {
+    /// Larger than [`ingest::MAX_MESSAGE_BYTES`].
+    Oversize,
+    /// The subject is not a well-formed FPM subject.
+    Subject,
+    /// Not a MessagePack envelope map with the right field types.
+    EnvelopeMalformed,
+    /// An envelope field is missing.
+    EnvelopeMissingField,
+    /// The envelope's topic is not `forward-pass-metrics`.
+    WrongTopic,
+    /// A new subject scope while the engine table is full.
+    EngineLimit,
+    /// A new publisher while [`ingest::MAX_PUBLISHERS`] are tracked.
+    PublisherLimit,
+}
+
+impl Reject {
+    /// Every reason, in label order.
+    pub const ALL: [Reject; 7] = [
+        Reject::Oversize,
+        Reject::Subject,
+        Reject::EnvelopeMalformed,
+        Reject::EnvelopeMissingField,
+        Reject::WrongTopic,
+        Reject::EngineLimit,
+        Reject::PublisherLimit,
+    ];
+
+    /// The `reason` label value.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Reject::Oversize => "oversize",
+            Reject::Subject => "subject",
+            Reject::EnvelopeMalformed => "envelope_malformed",
+            Reject::EnvelopeMissingField => "envelope_missing_field",
+            Reject::WrongTopic => "wrong_topic",
+            Reject::EngineLimit => "engine_limit",
+            Reject::PublisherLimit => "publisher_limit",
+        }
+    }
+}
+
+/// The `reason` label of an FPM decode failure inside a valid envelope.
+pub fn payload_reason(e: DecodeError) -> &'static str {
+    match e {
+        DecodeError::FrameCount => "payload_frame_count",
+        DecodeError::SequenceSize => "payload_sequence_size",
+        DecodeError::EmptyPayload => "payload_empty_payload",
+        DecodeError::Oversize => "payload_oversize",
+        DecodeError::Truncated => "payload_truncated",
+        DecodeError::Malformed => "payload_malformed",
+        DecodeError::WrongShape => "payload_wrong_shape",
+        DecodeError::InvalidValue => "payload_invalid_value",
+        DecodeError::TooDeep => "payload_too_deep",
+        DecodeError::TrailingBytes => "payload_trailing_bytes",
+        DecodeError::UnsupportedVersion => "payload_unsupported_version",
+    }
+}
+
+/// Counters of one NATS connection (ingest or publish).
+#[derive(Debug, Default)]
+pub struct ConnStats {
+    /// Whether this connection is configured.
+    pub enabled: AtomicBool,
+    /// Connected now.
+    pub connected: AtomicBool,
+    /// Connections established (the first and every reconnect).
+    pub connects: AtomicU64,
+    /// Disconnections noticed.
+    pub disconnects: AtomicU64,
+}
+
+/// Everything the NATS side counts; read by the Prometheus sink.
+#[derive(Debug, Default)]
+pub struct NatsStats {
+    /// The ingest connection.
+    pub ingest: ConnStats,
+    /// The publish connection.
+    pub publish: ConnStats,
+    /// Messages received on the FPM subscription, valid or not.
+    pub messages: AtomicU64,
+    /// Frames folded into the registry.
+    pub ingested: AtomicU64,
+    /// Messages refused before the FPM decoder, by [`Reject`].
+    pub rejected: [AtomicU64; Reject::ALL.len()],
+    /// Valid envelopes whose FPM payload failed to decode, by [`DecodeError`].
+    pub payload_errors: [AtomicU64; DecodeError::ALL.len()],
+    /// Envelope fields this build does not know (ignored, as Dynamo does).
+    pub unknown_envelope_fields: AtomicU64,
+    /// Messages lost upstream: gaps in a publisher's envelope sequence.
+    pub missed_messages: AtomicU64,
+    /// Messages the client dropped because ingest fell behind (slow consumer).
+    pub slow_consumer: AtomicU64,
+    /// Publishers tracked now.
+    pub publishers: AtomicU64,
+    /// Our own relayed messages seen on the subscription and skipped.
+    pub own_messages: AtomicU64,
+    /// Frames handed to the NATS client by the relay.
+    pub relayed: AtomicU64,
+    /// Accepted frames the relay could not send: it fell behind ingestion.
+    pub relay_dropped_lagged: AtomicU64,
+    /// Accepted frames the relay could not send: the client refused them.
+    pub relay_dropped_error: AtomicU64,
+    /// KV puts done.
+    pub kv_updates: AtomicU64,
+    /// KV puts or bucket creations that failed.
+    pub kv_errors: AtomicU64,
+    /// Load updates not written because the KV writer fell behind ingestion.
+    pub kv_dropped_lagged: AtomicU64,
+}
+
+impl NatsStats {
+    /// Counts a refused message.
+    pub fn reject(&self, r: Reject) {
+        self.rejected[r as usize].fetch_add(1, Relaxed);
+    }
+}
+
+/// Keeps a connection's gauges in step with async-nats's events.
+pub fn event_callback(
+    stats: std::sync::Arc<NatsStats>,
+    publish: bool,
+) -> impl Fn(
+    async_nats::Event,
+) -> std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send + Sync>>
+       + Send
+       + Sync
+       + 'static {
+    move |event| {
+        let conn = if publish {
+            &stats.publish
+        } else {
+            &stats.ingest
+        };
+        match event {
+            async_nats::Event::Connected => {
+                conn.connected.store(true, Relaxed);
+                conn.connects.fetch_add(1, Relaxed);
+                tracing::info!(
+                    role = if publish { "publish" } else { "ingest" },
+                    "nats connected"
+                );
+            }
+            async_nats::Event::Disconnected => {
+                conn.connected.store(false, Relaxed);
+                conn.disconnects.fetch_add(1, Relaxed);
+                tracing::warn!(
+                    role = if publish { "publish" } else { "ingest" },
+                    "nats disconnected"
+                );
+            }
+            async_nats::Event::SlowConsumer(_) => {
+                stats.slow_consumer.fetch_add(1, Relaxed);
+            }
+            other => tracing::debug!(event = %other, "nats event"),
+        }
+        Box::pin(async {})
+    }
+}

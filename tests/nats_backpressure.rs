@@ -1,0 +1,109 @@
+//! A NATS server that is not there (or stalls) fills the relay's bounded buffers; ZMQ
+//! ingest goes on at full speed regardless, and every accepted frame is either handed
+//! to the NATS client or counted as dropped.
+
+mod common;
+mod nats_support;
+
+use common::{ipc_dir, sample, wait_for, Exporter};
+use fpm_exporter::loadgen::{self, LoadConfig, Phase};
+use nats_support::NatsServer;
+use std::time::Duration;
+
+fn sum(m: &str, name: &str) -> f64 {
+    m.lines()
+        .filter(|l| l.starts_with(&format!("{name}{{")))
+        .filter_map(|l| l.rsplit_once(' ')?.1.parse::<f64>().ok())
+        .sum()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_absent_server_never_slows_zmq_ingest_and_every_frame_is_relayed_or_counted() {
+    // A port for the server that is started only after the load.
+    let mut nats = NatsServer::start();
+    nats.kill();
+    let dir = ipc_dir();
+    let base = format!("ipc://{}/bp", dir.path().display());
+    let ex = Exporter::start(&[
+        "--endpoint",
+        &base,
+        "--ranks",
+        "4",
+        "--engine",
+        "bp",
+        "--nats-publish",
+        &nats.url(),
+        "--nats-kv-bucket",
+        "",
+    ])
+    .await;
+    let (tx, rx) = tokio::sync::watch::channel(Phase::Warmup);
+    let gen = tokio::spawn(loadgen::run(
+        LoadConfig {
+            endpoint: base.clone(),
+            ranks: 4,
+            worker_id: "bp".into(),
+            rate: Some(20_000.0),
+            duration: Duration::from_secs(2),
+            seed: 3,
+        },
+        rx,
+        None,
+    ));
+    wait_for("4 ranks", Duration::from_secs(10), || async {
+        let m = ex.metrics().await;
+        ((0..4).all(|r| sample(&m, "fpm_up", &[("dp_rank", &r.to_string())]) == Some(1.0)))
+            .then_some(())
+    })
+    .await;
+    tx.send(Phase::Quiet).unwrap();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let before = sum(&ex.metrics().await, "fpm_frames_total");
+    tx.send(Phase::Load).unwrap();
+    tokio::time::sleep(Duration::from_millis(2300)).await;
+    tx.send(Phase::Hold).unwrap();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    tx.send(Phase::Stop).unwrap();
+    let report = gen.await.unwrap().unwrap();
+    let m = ex.metrics().await;
+    let counted = sum(&m, "fpm_frames_total") - before;
+    assert_eq!(
+        counted as u64,
+        report.load_sent(),
+        "ZMQ ingest took every frame with NATS away"
+    );
+    assert!(
+        report.load_sent() > 25_000,
+        "more than the relay's buffers hold: {}",
+        report.load_sent()
+    );
+    assert_eq!(
+        sample(&m, "fpm_nats_connected", &[("role", "publish")]),
+        Some(0.0)
+    );
+    // The server comes up: the relay drains what its client buffered and counts what
+    // the event ring could not keep.
+    nats.restart();
+    let accepted = sum(&m, "fpm_frames_total");
+    let (relayed, dropped) = wait_for(
+        "relayed + dropped = accepted",
+        Duration::from_secs(15),
+        || async {
+            let m = ex.metrics().await;
+            let relayed = sample(&m, "fpm_nats_relayed_frames_total", &[]).unwrap();
+            let dropped = sample(
+                &m,
+                "fpm_nats_relay_dropped_frames_total",
+                &[("reason", "lagged")],
+            )
+            .unwrap();
+            (relayed + dropped == accepted).then_some((relayed, dropped))
+        },
+    )
+    .await;
+    assert!(
+        dropped > 0.0,
+        "the buffers are bounded: something was dropped ({relayed} relayed)"
+    );
+    ex.stop().await;
+}
