@@ -452,6 +452,11 @@ async fn hostile_worker_ids_keep_metrics_valid_escaped_and_capped() {
     .await;
     let (ok, report) = common::promtool_check(&m);
     assert!(ok, "promtool check metrics failed:\n{report}");
+    // The OpenMetrics form of the same, through a strict parser.
+    let om = common::openmetrics_body(&exp.url).await;
+    if let Err(e) = common::openmetrics_check(&om) {
+        panic!("strict OpenMetrics parser rejected hostile worker_ids: {e}");
+    }
     assert!(m.contains(r#"worker_id="q\"uo\"te""#), "quotes escaped");
     assert!(
         m.contains(r#"worker_id="back\\slash\\""#),
