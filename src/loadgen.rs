@@ -75,7 +75,10 @@ impl SendLog {
     /// The number of load frames rank index `rank` sent, once its load phase is over
     /// (`None` before): a harness can wait for exactly these without guessing a delay.
     pub fn finished(&self, rank: usize) -> Option<usize> {
-        let done = self.finished.get(rank)?.load(std::sync::atomic::Ordering::Acquire);
+        let done = self
+            .finished
+            .get(rank)?
+            .load(std::sync::atomic::Ordering::Acquire);
         done.then(|| self.ranks[rank].lock().len())
     }
 

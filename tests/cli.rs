@@ -79,7 +79,11 @@ fn stops_cleanly_on(signal: &str) {
         assert_eq!(stream.read(&mut byte).unwrap(), 1, "stream closed early");
         head.push(byte[0]);
     }
-    assert!(head.starts_with(b"HTTP/1.1 200"), "{:?}", String::from_utf8_lossy(&head));
+    assert!(
+        head.starts_with(b"HTTP/1.1 200"),
+        "{:?}",
+        String::from_utf8_lossy(&head)
+    );
     let sent = Instant::now();
     let status = Command::new("kill")
         .args([signal, &child.id().to_string()])

@@ -184,13 +184,17 @@ async fn frozen_publisher_goes_stale_and_is_reconnected() {
         "up again {:?} after the thaw, {thaw_sent} frames sent",
         thawed.elapsed()
     );
-    let m = wait_for("every thaw frame accounted for", Duration::from_secs(10), || async {
-        let m = exp.metrics().await;
-        let accounted = counter(&m, "fpm_frames_total") - counter(&before, "fpm_frames_total")
-            + counter(&m, "fpm_missed_frames_total")
-            - counter(&before, "fpm_missed_frames_total");
-        (accounted >= thaw_sent).then_some(m)
-    })
+    let m = wait_for(
+        "every thaw frame accounted for",
+        Duration::from_secs(10),
+        || async {
+            let m = exp.metrics().await;
+            let accounted = counter(&m, "fpm_frames_total") - counter(&before, "fpm_frames_total")
+                + counter(&m, "fpm_missed_frames_total")
+                - counter(&before, "fpm_missed_frames_total");
+            (accounted >= thaw_sent).then_some(m)
+        },
+    )
     .await;
     let accepted = counter(&m, "fpm_frames_total") - counter(&before, "fpm_frames_total");
     let missed =

@@ -122,10 +122,14 @@ async fn silent_ranks_go_stale_then_expire_from_every_output() {
     };
     // The stream client is subscribed once the exporter counts it: every state event
     // from then on reaches it.
-    wait_for("stream client subscribed", Duration::from_secs(10), || async {
-        (sample(&exp.metrics().await, "fpm_exporter_stream_clients", &[]) == Some(1.0))
-            .then_some(())
-    })
+    wait_for(
+        "stream client subscribed",
+        Duration::from_secs(10),
+        || async {
+            (sample(&exp.metrics().await, "fpm_exporter_stream_clients", &[]) == Some(1.0))
+                .then_some(())
+        },
+    )
     .await;
     let mut publisher = fpm_exporter::publish::FramePublisher::bind(&format!("{base}.0"))
         .await

@@ -97,7 +97,8 @@ async fn exporter_with_a_quiet_rank(frames: u64) -> (Exporter, FramePublisher, t
     let dir = ipc_dir();
     let addr = format!("ipc://{}/om", dir.path().display());
     let mut p = FramePublisher::bind(&format!("{addr}.0")).await.unwrap();
-    let exp = Exporter::start(&["--endpoint", &addr, "--engine", "om", "--windows", "5s,60s"]).await;
+    let exp =
+        Exporter::start(&["--endpoint", &addr, "--engine", "om", "--windows", "5s,60s"]).await;
     let worker = "w \"q\" \\ \n é";
     // Until subscribed; the frames that count go out once the exporter has the rank.
     let deadline = std::time::Instant::now() + Duration::from_secs(30);
@@ -115,11 +116,15 @@ async fn exporter_with_a_quiet_rank(frames: u64) -> (Exporter, FramePublisher, t
     for i in 0..frames {
         p.send(&mut busy(worker, i)).await.unwrap();
     }
-    wait_for("every iteration counted", Duration::from_secs(30), || async {
-        let m = exp.metrics().await;
-        (sample(&m, "fpm_iterations_total", &[("engine", "om")]) == Some(frames as f64))
-            .then_some(())
-    })
+    wait_for(
+        "every iteration counted",
+        Duration::from_secs(30),
+        || async {
+            let m = exp.metrics().await;
+            (sample(&m, "fpm_iterations_total", &[("engine", "om")]) == Some(frames as f64))
+                .then_some(())
+        },
+    )
     .await;
     (exp, p, dir)
 }
@@ -141,7 +146,10 @@ async fn openmetrics_output_passes_the_strict_parser_and_matches_the_classic_tex
     // Back to back, with no frame in between: the rank's series hold still.
     let (text_ct, text) = get(&exp.url, None).await;
     let (om_ct, om) = get(&exp.url, Some(OPENMETRICS)).await;
-    assert!(text_ct.starts_with("text/plain; version=0.0.4"), "{text_ct}");
+    assert!(
+        text_ct.starts_with("text/plain; version=0.0.4"),
+        "{text_ct}"
+    );
     assert!(om_ct.starts_with("application/openmetrics-text"), "{om_ct}");
     let parsed = parse(&om, Some(&text)).unwrap_or_else(|e| panic!("{e}\n{om}"));
 
@@ -202,7 +210,10 @@ async fn the_strict_parser_rejects_what_is_not_openmetrics() {
     // is not OpenMetrics (no `# EOF`), nor are a few classic mistakes.
     let (exp, p, _dir) = exporter_with_a_quiet_rank(1).await;
     let (_, text) = get(&exp.url, None).await;
-    assert!(parse(&text, None).is_err(), "classic text accepted as OpenMetrics");
+    assert!(
+        parse(&text, None).is_err(),
+        "classic text accepted as OpenMetrics"
+    );
     let (_, om) = get(&exp.url, Some(OPENMETRICS)).await;
     assert!(parse(&om, None).is_ok());
     for bad in [
@@ -264,13 +275,19 @@ async fn recording_proxy(upstream: String) -> (String, Arc<Mutex<Vec<Exchange>>>
             let (upstream, log) = (upstream.clone(), log.clone());
             tokio::spawn(async move {
                 let mut req = Vec::new();
-                let Some(_) = read_head(&mut client, &mut req).await else { return };
-                let Ok(mut server) = tokio::net::TcpStream::connect(&upstream).await else { return };
+                let Some(_) = read_head(&mut client, &mut req).await else {
+                    return;
+                };
+                let Ok(mut server) = tokio::net::TcpStream::connect(&upstream).await else {
+                    return;
+                };
                 if server.write_all(&req).await.is_err() {
                     return;
                 }
                 let mut resp = Vec::new();
-                let Some(end) = read_head(&mut server, &mut resp).await else { return };
+                let Some(end) = read_head(&mut server, &mut resp).await else {
+                    return;
+                };
                 log.lock().unwrap().push(Exchange {
                     accept: header(&String::from_utf8_lossy(&req), "accept").to_string(),
                     content_type: header(&String::from_utf8_lossy(&resp[..end]), "content-type")
@@ -308,9 +325,11 @@ async fn real_prometheus_negotiates_openmetrics_and_ingests_the_samples() {
             (!result.is_empty()).then_some(result)
         }
     };
-    let ingested = wait_for("Prometheus ingested the rank", Duration::from_secs(60), || {
-        query("fpm_iterations_total{engine=\"om\"}")
-    })
+    let ingested = wait_for(
+        "Prometheus ingested the rank",
+        Duration::from_secs(60),
+        || query("fpm_iterations_total{engine=\"om\"}"),
+    )
     .await;
     assert_eq!(ingested.len(), 1, "{ingested:?}");
     assert_eq!(ingested[0]["value"][1], "5");
@@ -326,11 +345,7 @@ async fn real_prometheus_negotiates_openmetrics_and_ingests_the_samples() {
         .unwrap();
     let active = targets["data"]["activeTargets"].as_array().unwrap();
     assert_eq!(active.len(), 1);
-    assert_eq!(
-        active[0]["health"], "up",
-        "{active:?}\n{}",
-        prom.log_tail()
-    );
+    assert_eq!(active[0]["health"], "up", "{active:?}\n{}", prom.log_tail());
     let scraped = query("scrape_samples_scraped").await.unwrap();
     let scraped: f64 = scraped[0]["value"][1].as_str().unwrap().parse().unwrap();
     let (_, om) = get(&exp.url, Some(OPENMETRICS)).await;

@@ -288,7 +288,10 @@ async fn soak(per_rank_hz: u64, duration: Duration) -> Report {
         let now = seen(&exp).await;
         let behind: Vec<(usize, usize)> = (0..ENGINES)
             .flat_map(|e| (0..RANKS).map(move |r| (e, r)))
-            .filter(|k| now.get(k).map_or(true, |s| s.last_sequence <= last_load[k.0][k.1]))
+            .filter(|k| {
+                now.get(k)
+                    .map_or(true, |s| s.last_sequence <= last_load[k.0][k.1])
+            })
             .collect();
         if behind.is_empty() {
             break now;
@@ -313,7 +316,11 @@ async fn soak(per_rank_hz: u64, duration: Duration) -> Report {
     for e in 0..ENGINES {
         for r in 0..RANKS {
             let (b, n) = (base[&(e, r)], end[&(e, r)]);
-            assert_eq!(n.frames - b.frames, n.iterations - b.iterations, "e{e}/{r}: all iterations");
+            assert_eq!(
+                n.frames - b.frames,
+                n.iterations - b.iterations,
+                "e{e}/{r}: all iterations"
+            );
             assert_eq!(n.duplicates, 0, "e{e}/{r}: duplicates");
             assert_eq!(n.restarts, 0, "e{e}/{r}: restarts");
             assert!(
@@ -325,7 +332,11 @@ async fn soak(per_rank_hz: u64, duration: Duration) -> Report {
                 n.missed - b.missed,
                 n.last_sequence - b.last_sequence,
             );
-            assert_eq!(a + m, c, "e{e}/{r}: frames neither accepted nor counted as missed");
+            assert_eq!(
+                a + m,
+                c,
+                "e{e}/{r}: frames neither accepted nor counted as missed"
+            );
             (accepted, missed, covered) = (accepted + a, missed + m, covered + c);
         }
     }
@@ -358,7 +369,12 @@ async fn soak_256_ranks_reduced_rate_loses_nothing_and_memory_is_flat() {
     let r = soak(10, Duration::from_secs(28)).await;
     assert!(r.sent > 0);
     // Every load frame lies in the accounted range (checked per rank in `soak`).
-    assert!(r.covered >= r.sent, "{} load frames, {} accounted", r.sent, r.covered);
+    assert!(
+        r.covered >= r.sent,
+        "{} load frames, {} accounted",
+        r.sent,
+        r.covered
+    );
     // 2,560 frames/s is far below capacity even in a debug build, but the publishers
     // share this test's runtime and the machine's cores: a publisher starved long
     // enough can drop a frame, which the exporter then counts. Losing more than 1 in
@@ -382,7 +398,12 @@ async fn soak_256_ranks_reduced_rate_loses_nothing_and_memory_is_flat() {
 #[ignore = "full-rate soak: 51,200 frames/s for 60 s; run with --release (fpm-bench --only soak runs it too)"]
 async fn soak_256_ranks_full_rate() {
     let r = soak(200, Duration::from_secs(60)).await;
-    assert!(r.covered >= r.sent, "{} load frames, {} accounted", r.sent, r.covered);
+    assert!(
+        r.covered >= r.sent,
+        "{} load frames, {} accounted",
+        r.sent,
+        r.covered
+    );
     assert!(
         r.rss_end - r.rss_warm < 16.0 * 1048576.0,
         "RSS grew from {} to {}",
