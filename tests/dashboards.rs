@@ -575,7 +575,7 @@ async fn every_dashboard_query_and_rule_returns_data_from_a_real_prometheus() {
     let mut faulty_seq = 0u64;
 
     // Until the exporter sees every started rank (the faulty one once it is subscribed).
-    let deadline = Instant::now() + Duration::from_secs(15);
+    let deadline = Instant::now() + Duration::from_secs(30);
     loop {
         let p = faulty_payload(&mut d, faulty_seq);
         faulty.send_raw(faulty_seq, p).await.unwrap();
@@ -590,10 +590,10 @@ async fn every_dashboard_query_and_rule_returns_data_from_a_real_prometheus() {
         {
             break;
         }
-        assert!(Instant::now() < deadline, "ranks not up after 15 s:\n{m}");
+        assert!(Instant::now() < deadline, "ranks not up after 30 s:\n{m}");
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
-    let deadline = Instant::now() + Duration::from_secs(20);
+    let deadline = Instant::now() + Duration::from_secs(40);
     loop {
         let r = async {
             reqwest::get(format!("{}/api/v1/query?query=fpm_up", prom.url))
@@ -610,7 +610,7 @@ async fn every_dashboard_query_and_rule_returns_data_from_a_real_prometheus() {
         }
         assert!(
             Instant::now() < deadline,
-            "Prometheus did not scrape the exporter within 20 s; its log:\n{}",
+            "Prometheus did not scrape the exporter within 40 s; its log:\n{}",
             prom.log_tail()
         );
         tokio::time::sleep(Duration::from_millis(200)).await;
@@ -699,7 +699,7 @@ async fn every_dashboard_query_and_rule_returns_data_from_a_real_prometheus() {
     .collect();
     let active = wait_for(
         "every alert pending or firing",
-        Duration::from_secs(20),
+        Duration::from_secs(40),
         || async {
             let alerts = api.get("/api/v1/alerts", &[]).await["alerts"]
                 .as_array()
@@ -862,8 +862,10 @@ async fn every_dashboard_query_and_rule_returns_data_from_a_real_prometheus() {
     drop(d);
     faulty.close().await;
     exp.stop().await;
+    // A guard on the suite's time budget (the scenario takes ~20 s on an idle machine),
+    // not a performance claim: loose enough for a loaded one.
     assert!(
-        t0.elapsed() < Duration::from_secs(60),
+        t0.elapsed() < Duration::from_secs(120),
         "took {:?}",
         t0.elapsed()
     );
