@@ -309,7 +309,7 @@ async fn real_prometheus_negotiates_openmetrics_and_ingests_the_samples() {
     let (proxy, exchanges) = recording_proxy(exp.url.trim_start_matches("http://").into()).await;
     // Debian's Prometheus (2.42) has no `scrape_protocols` setting (2.49 added it); it
     // asks for OpenMetrics 1.0.0 first by default, which the proxy records.
-    let prom = Prometheus::start("om", &[proxy.clone()], None);
+    let prom = Prometheus::start("om", std::slice::from_ref(&proxy), None);
     let client = reqwest::Client::new();
     let query = |q: &'static str| {
         let (client, url) = (client.clone(), prom.url.clone());

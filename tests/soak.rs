@@ -290,7 +290,7 @@ async fn soak(per_rank_hz: u64, duration: Duration) -> Report {
             .flat_map(|e| (0..RANKS).map(move |r| (e, r)))
             .filter(|k| {
                 now.get(k)
-                    .map_or(true, |s| s.last_sequence <= last_load[k.0][k.1])
+                    .is_none_or(|s| s.last_sequence <= last_load[k.0][k.1])
             })
             .collect();
         if behind.is_empty() {
