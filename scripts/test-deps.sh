@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Installs what the Python side of the tests needs, idempotently:
-#   - a venv at target/pyenv with msgspec, pyzmq, numpy, matplotlib, jsonschema
+#   - a venv at target/pyenv with msgspec, pyzmq, numpy, matplotlib, jsonschema and
+#     prometheus-client (its strict OpenMetrics parser checks /metrics), pinned
 #   - the real SGLang FPM publisher module (sglang==0.5.23 wheel, one file) at
 #     target/fpm-publisher/forward_pass_metrics.py
 #   - Debian's prometheus package (promtool, and the server tests/dashboards.rs runs),
@@ -16,8 +17,9 @@ SGLANG_VERSION="0.5.23"
 DYNAMO_RUNTIME="ai-dynamo-runtime==1.6.1"
 K8S_VALIDATE="kubernetes-validate==1.37.0"
 MODULE_IN_WHEEL="sglang/srt/observability/forward_pass_metrics.py"
-PY_PACKAGES=(msgspec pyzmq numpy matplotlib jsonschema)
-PY_IMPORTS="msgspec, zmq, numpy, matplotlib, jsonschema"
+PY_PACKAGES=(msgspec==0.23.0 pyzmq==27.3.0 numpy==2.4.6 matplotlib==3.11.2 jsonschema==4.26.0
+    prometheus-client==0.26.0)
+PY_IMPORTS="msgspec, zmq, numpy, matplotlib, jsonschema, prometheus_client"
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 VENV="$ROOT/target/pyenv"
@@ -54,7 +56,18 @@ if [ ! -x "$VPY" ]; then
         exit 1
     fi
 fi
-if "$VPY" -c "import $PY_IMPORTS" >/dev/null 2>&1; then
+# Present means importable at exactly the pinned versions.
+pinned_present() {
+    "$VPY" - "${PY_PACKAGES[@]}" <<'PYEOF' >/dev/null 2>&1
+import sys
+from importlib.metadata import version
+for spec in sys.argv[1:]:
+    name, want = spec.split("==")
+    if version(name) != want:
+        sys.exit(1)
+PYEOF
+}
+if "$VPY" -c "import $PY_IMPORTS" >/dev/null 2>&1 && pinned_present; then
     log "python packages present"
 else
     log "installing ${PY_PACKAGES[*]} into target/pyenv"

@@ -3,8 +3,17 @@
 # msgspec/pyzmq, the real SGLang publisher module, Debian's prometheus for promtool),
 # then runs every Rust test (unit, property, interop with the real publisher,
 # promtool on live output, fault and dashboard checks).
+#
+# FPM_TEST_CPU_BURN=N keeps N cores busy while the tests run (scripts/cpu-burn.sh,
+# stopped when this script exits, bounded to 30 min by itself): on the 2-core
+# machine, N=1 is "the other core fully busy", which the suite must pass under.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/test-deps.sh
+if [ "${FPM_TEST_CPU_BURN:-0}" != 0 ]; then
+    bash scripts/cpu-burn.sh "$FPM_TEST_CPU_BURN" 1800 &
+    burner=$!
+    trap 'kill "$burner" 2>/dev/null || true; wait "$burner" 2>/dev/null || true' EXIT
+fi
 echo "== cargo test (all targets)" >&2
 cargo test --all-targets --locked -- --test-threads=2

@@ -58,6 +58,8 @@ pub struct SendLog {
     base: Instant,
     /// Per rank: (sequence, nanoseconds since `base`) of every load frame.
     ranks: Vec<Mutex<Vec<(u64, u64)>>>,
+    /// Per rank: its load phase is over, so its log is complete.
+    finished: Vec<std::sync::atomic::AtomicBool>,
 }
 
 impl SendLog {
@@ -66,7 +68,18 @@ impl SendLog {
         Arc::new(SendLog {
             base,
             ranks: (0..ranks).map(|_| Mutex::new(Vec::new())).collect(),
+            finished: (0..ranks).map(|_| Default::default()).collect(),
         })
+    }
+
+    /// The number of load frames rank index `rank` sent, once its load phase is over
+    /// (`None` before): a harness can wait for exactly these without guessing a delay.
+    pub fn finished(&self, rank: usize) -> Option<usize> {
+        let done = self
+            .finished
+            .get(rank)?
+            .load(std::sync::atomic::Ordering::Acquire);
+        done.then(|| self.ranks[rank].lock().len())
     }
 
     fn record(&self, rank: usize, seq: u64) {
@@ -299,6 +312,9 @@ async fn run_rank(
                 }
                 report.load_sent = sent;
                 report.load_seconds = start.elapsed().as_secs_f64();
+                if let Some(log) = &log {
+                    log.finished[index].store(true, std::sync::atomic::Ordering::Release);
+                }
                 // Wait for the harness to move on (Hold or Stop), never resending.
                 while *phase.borrow() == Phase::Load {
                     if phase.changed().await.is_err() {

@@ -24,6 +24,7 @@ fn lists_the_chosen_sections_and_refuses_unknown_ones() {
         "scrape",
         "heap",
         "zero-loss",
+        "soak",
     ] {
         assert!(
             listed.lines().any(|l| l == s),

@@ -9,12 +9,12 @@
 
 mod common;
 
+use common::prometheus::Prometheus;
 use common::{repo_root, wait_for, Driver, Exporter};
 use fpm_exporter::publish::FramePublisher;
 use serde_json::{json, Value};
 use std::collections::{BTreeMap, BTreeSet};
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 const DASHBOARD: &str = "dashboards/fpm-exporter.json";
@@ -386,70 +386,6 @@ fn free_port() -> u16 {
         .port()
 }
 
-/// A Prometheus server on loopback, killed on drop.
-struct Prometheus {
-    child: Child,
-    url: String,
-    log: PathBuf,
-    _dir: tempfile::TempDir,
-}
-
-impl Prometheus {
-    fn start(targets: &[String], rules: &Path) -> Prometheus {
-        let dir = tempfile::Builder::new()
-            .prefix("fpm-prom")
-            .tempdir()
-            .unwrap();
-        let port = free_port();
-        let config = dir.path().join("prometheus.yml");
-        let targets: Vec<String> = targets.iter().map(|t| format!("\"{t}\"")).collect();
-        std::fs::write(
-            &config,
-            format!(
-                "global:\n  scrape_interval: 1s\n  scrape_timeout: 900ms\n  evaluation_interval: 1s\n\
-                 rule_files:\n  - \"{}\"\n\
-                 scrape_configs:\n  - job_name: {JOB}\n    static_configs:\n      - targets: [{}]\n",
-                rules.display(),
-                targets.join(", ")
-            ),
-        )
-        .unwrap();
-        let log = dir.path().join("prometheus.log");
-        let logf = std::fs::File::create(&log).unwrap();
-        let child = Command::new("prometheus")
-            .arg(format!("--config.file={}", config.display()))
-            .arg(format!(
-                "--storage.tsdb.path={}",
-                dir.path().join("data").display()
-            ))
-            .arg(format!("--web.listen-address=127.0.0.1:{port}"))
-            .stdin(Stdio::null())
-            .stdout(logf.try_clone().unwrap())
-            .stderr(logf)
-            .spawn()
-            .expect("prometheus on PATH (scripts/test-deps.sh installs Debian's prometheus)");
-        Prometheus {
-            child,
-            url: format!("http://127.0.0.1:{port}"),
-            log,
-            _dir: dir,
-        }
-    }
-
-    fn log_tail(&self) -> String {
-        let text = std::fs::read_to_string(&self.log).unwrap_or_default();
-        let lines: Vec<&str> = text.lines().collect();
-        lines[lines.len().saturating_sub(30)..].join("\n")
-    }
-}
-
-impl Drop for Prometheus {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
 struct Api {
     url: String,
     client: reqwest::Client,
@@ -612,8 +548,9 @@ async fn every_dashboard_query_and_rule_returns_data_from_a_real_prometheus() {
     // A second target of the same job where nothing listens: the exporter-down alert's case.
     let dead_target = format!("127.0.0.1:{}", free_port());
     let prom = Prometheus::start(
+        JOB,
         &[exporter_target.clone(), dead_target.clone()],
-        &repo_root().join(RULES),
+        Some(&repo_root().join(RULES)),
     );
     let api = Api {
         url: prom.url.clone(),
@@ -638,7 +575,7 @@ async fn every_dashboard_query_and_rule_returns_data_from_a_real_prometheus() {
     let mut faulty_seq = 0u64;
 
     // Until the exporter sees every started rank (the faulty one once it is subscribed).
-    let deadline = Instant::now() + Duration::from_secs(15);
+    let deadline = Instant::now() + Duration::from_secs(30);
     loop {
         let p = faulty_payload(&mut d, faulty_seq);
         faulty.send_raw(faulty_seq, p).await.unwrap();
@@ -653,10 +590,10 @@ async fn every_dashboard_query_and_rule_returns_data_from_a_real_prometheus() {
         {
             break;
         }
-        assert!(Instant::now() < deadline, "ranks not up after 15 s:\n{m}");
+        assert!(Instant::now() < deadline, "ranks not up after 30 s:\n{m}");
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
-    let deadline = Instant::now() + Duration::from_secs(20);
+    let deadline = Instant::now() + Duration::from_secs(40);
     loop {
         let r = async {
             reqwest::get(format!("{}/api/v1/query?query=fpm_up", prom.url))
@@ -673,7 +610,7 @@ async fn every_dashboard_query_and_rule_returns_data_from_a_real_prometheus() {
         }
         assert!(
             Instant::now() < deadline,
-            "Prometheus did not scrape the exporter within 20 s; its log:\n{}",
+            "Prometheus did not scrape the exporter within 40 s; its log:\n{}",
             prom.log_tail()
         );
         tokio::time::sleep(Duration::from_millis(200)).await;
@@ -762,7 +699,7 @@ async fn every_dashboard_query_and_rule_returns_data_from_a_real_prometheus() {
     .collect();
     let active = wait_for(
         "every alert pending or firing",
-        Duration::from_secs(20),
+        Duration::from_secs(40),
         || async {
             let alerts = api.get("/api/v1/alerts", &[]).await["alerts"]
                 .as_array()
@@ -948,8 +885,10 @@ async fn every_dashboard_query_and_rule_returns_data_from_a_real_prometheus() {
     drop(d);
     faulty.close().await;
     exp.stop().await;
+    // A guard on the suite's time budget (the scenario takes ~20 s on an idle machine),
+    // not a performance claim: loose enough for a loaded one.
     assert!(
-        t0.elapsed() < Duration::from_secs(60),
+        t0.elapsed() < Duration::from_secs(120),
         "took {:?}",
         t0.elapsed()
     );

@@ -537,19 +537,29 @@ async fn capture_replay_capture_round_trip() {
         report.elapsed_secs,
         report.capture_secs
     );
-    wait_for(
-        "every replayed frame in B",
-        Duration::from_secs(10),
-        || async {
-            let m = exp_b.metrics().await;
-            let n: f64 = ["0", "1"]
-                .iter()
-                .filter_map(|r| sample(&m, "fpm_frames_total", &[("dp_rank", r)]))
-                .sum();
-            (n as usize == a.len()).then_some(())
-        },
-    )
-    .await;
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let m = exp_b.metrics().await;
+        let per_rank: Vec<_> = ["0", "1"]
+            .iter()
+            .map(|r| {
+                let l = [("dp_rank", *r)];
+                let n = |name| sample(&m, name, &l).unwrap_or(0.0) as usize;
+                (n("fpm_frames_total"), n("fpm_missed_frames_total"))
+            })
+            .collect();
+        if per_rank.iter().map(|c| c.0).sum::<usize>() == a.len() {
+            break;
+        }
+        // Which frames are missing tells a late subscription (missed at the start)
+        // from frames dropped at close (not counted at all).
+        assert!(
+            std::time::Instant::now() < deadline,
+            "B has (frames, missed) {per_rank:?} per rank of {} frames replayed",
+            a.len()
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
     exp_b.stop().await;
     let b = read_capture(&cap_b);
     let pb = per_rank(&b);

@@ -85,7 +85,7 @@ async fn publish_paced(base: &str, p: &mut FramePublisher, n: u64, per_sec: u64)
         p.send(&mut busy(i)).await.unwrap();
     }
     let want = before + n as f64;
-    wait_for("paced frames accepted", Duration::from_secs(5), || async {
+    wait_for("paced frames accepted", Duration::from_secs(30), || async {
         let now = metric(base, "fpm_frames_total", &[("worker_id", "w")]).await;
         (now >= want).then_some(())
     })
@@ -112,6 +112,10 @@ fn rss_bytes() -> u64 {
         .unwrap()
 }
 
+/// Longest wait for a connection the 1 s `--http-idle-timeout` must drop: the timeout
+/// plus room for scheduling on a loaded 2-core machine.
+const IDLE_CLOSE_LIMIT: Duration = Duration::from_secs(10);
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn idle_and_half_sent_connections_are_dropped_but_streams_live_on() {
     let running = start(
@@ -123,7 +127,7 @@ async fn idle_and_half_sent_connections_are_dropped_but_streams_live_on() {
     let t0 = Instant::now();
     let silent = std::thread::spawn(move || {
         let mut s = std::net::TcpStream::connect(addr).unwrap();
-        s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+        s.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
         let mut buf = [0u8; 64];
         let n = s.read(&mut buf).unwrap_or(usize::MAX);
         (n, t0.elapsed())
@@ -132,7 +136,7 @@ async fn idle_and_half_sent_connections_are_dropped_but_streams_live_on() {
         let mut s = std::net::TcpStream::connect(addr).unwrap();
         s.write_all(b"GET /metrics HTTP/1.1\r\nHost: x\r\n")
             .unwrap();
-        s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+        s.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
         let mut buf = Vec::new();
         let _ = s.read_to_end(&mut buf);
         (buf, t0.elapsed())
@@ -157,13 +161,12 @@ async fn idle_and_half_sent_connections_are_dropped_but_streams_live_on() {
     assert!(last_chunk_at.duration_since(stream_start) >= Duration::from_secs(2));
     let (n, after) = silent.join().unwrap();
     assert_eq!(n, 0, "a silent connection is closed (EOF)");
-    assert!(
-        after < Duration::from_millis(2500),
-        "closed after {after:?}"
-    );
+    // Closed by the 1 s idle timeout, not by the client's 30 s read timeout (the bound
+    // leaves room for a loaded machine).
+    assert!(after < IDLE_CLOSE_LIMIT, "closed after {after:?}");
     let (buf, after) = partial.join().unwrap();
     assert!(
-        after < Duration::from_millis(2500),
+        after < IDLE_CLOSE_LIMIT,
         "a half-sent request is dropped, after {after:?}"
     );
     assert!(!String::from_utf8_lossy(&buf).contains("200 OK"));
@@ -242,7 +245,9 @@ async fn hundreds_of_stream_clients_then_a_clear_503_and_cleanup() {
         200.0
     );
 
-    // Every one of the 200 receives the frame.
+    // Every one of the 200 receives the frame. It goes out once, so first make sure
+    // the silence while they connected did not leave the socket being re-created.
+    until_subscribed(&base, &mut p).await;
     p.send(&mut busy(42)).await.unwrap();
     let got = futures::future::join_all(streams.iter_mut().map(|s| async {
         let mut text = String::new();
@@ -310,13 +315,15 @@ async fn stalled_stream_clients_do_not_slow_ingestion_and_are_told_of_lag() {
         .collect();
     wait_for(
         "stalled clients connected",
-        Duration::from_secs(5),
+        Duration::from_secs(30),
         || async {
             (metric(&base, "fpm_exporter_stream_clients", &[]).await == 50.0).then_some(())
         },
     )
     .await;
-    // They stay stalled for 10 s of steady ingest.
+    // They stay stalled for 10 s of steady ingest (on a subscription known to be live:
+    // the socket may have been re-created while they connected).
+    until_subscribed(&base, &mut p).await;
     let n_stalled = 4000;
     let with_stalled = publish_paced(&base, &mut p, n_stalled, rate).await;
     assert_eq!(

@@ -65,6 +65,11 @@ async fn real_publisher_over_tcp_and_ipc_reports_exact_values() {
     wait_ranks_up(&exp, "vllm", &[0, 1]).await;
     wait_ranks_up(&exp, "sglang", &[0, 1]).await;
 
+    // No heartbeats from here on, so the publisher's own sequence count says which
+    // counter_id its last frame carried (a heartbeat would take the next number).
+    for key in ["t0", "t1", "i0", "i1"] {
+        d.cmd(json!({"cmd": "set_idle", "key": key, "idle": false}));
+    }
     // Publish 50 distinct frames on each of the four ranks.
     for key in ["t0", "t1", "i0", "i1"] {
         for i in 0..50u64 {
@@ -159,12 +164,21 @@ async fn real_publisher_over_tcp_and_ipc_reports_exact_values() {
     let r = &ranks[0];
     assert_eq!(r["worker_id"], "sgl-w");
     assert_eq!(r["labels"]["role"], "prefill");
+    // The real publisher stamped counter_id itself; its sequence counter (read from the
+    // publisher object, not from the exporter) is one past the last frame it sent.
+    let status = d.cmd(json!({"cmd": "status", "key": "i1"}));
+    let next_seq = status["publishers"]["i1"]["next_seq"].as_u64().unwrap();
+    assert!(
+        next_seq >= 51,
+        "51 frames and the warm-up heartbeats: {status}"
+    );
     let mut expected = busy_frame(50);
     expected["version"] = json!(1);
     expected["worker_id"] = json!("sgl-w");
     expected["dp_rank"] = json!(1);
-    expected["counter_id"] = r["last_sequence"].clone();
+    expected["counter_id"] = json!(next_seq - 1);
     assert_eq!(r["last"], expected);
+    assert_eq!(r["last_sequence"], json!(next_seq - 1), "sequence frame");
     assert_eq!(r["counters"]["iterations"], 51);
     assert_eq!(
         r["windows"]["60s"]["scheduled_requests"]["sum_prefill_tokens"]["mean"],
@@ -172,6 +186,9 @@ async fn real_publisher_over_tcp_and_ipc_reports_exact_values() {
     );
 
     // Idle ranks stay up on heartbeats alone; a stopped publisher goes stale, alone.
+    for key in ["t0", "i0", "i1"] {
+        d.cmd(json!({"cmd": "set_idle", "key": key, "idle": true}));
+    }
     d.cmd(json!({"cmd": "stop", "key": "t1"}));
     let m = wait_for("vllm rank 1 stale", Duration::from_secs(8), || async {
         let m = exp.metrics().await;
@@ -186,22 +203,46 @@ async fn real_publisher_over_tcp_and_ipc_reports_exact_values() {
         ),
         Some(1.0)
     );
-    tokio::time::sleep(Duration::from_millis(2500)).await;
-    let m = exp.metrics().await;
-    for (e, r) in [("vllm", "0"), ("sglang", "0"), ("sglang", "1")] {
-        assert_eq!(
-            sample(&m, "fpm_up", &[("engine", e), ("dp_rank", r)]),
-            Some(1.0),
-            "{e}/{r} idle but up"
-        );
-        assert_eq!(
-            sample(
-                &m,
-                "fpm_rank_state",
-                &[("engine", e), ("dp_rank", r), ("state", "idle")]
-            ),
-            Some(1.0)
-        );
+    let idle_ranks = [("vllm", "0"), ("sglang", "0"), ("sglang", "1")];
+    wait_for(
+        "heartbeats from the idle ranks",
+        Duration::from_secs(15),
+        || async {
+            let m = exp.metrics().await;
+            idle_ranks
+                .iter()
+                .all(|(e, r)| {
+                    sample(
+                        &m,
+                        "fpm_rank_state",
+                        &[("engine", e), ("dp_rank", r), ("state", "idle")],
+                    ) == Some(1.0)
+                })
+                .then_some(())
+        },
+    )
+    .await;
+    // Over a span longer than stale_after (2 s), looked at every 250 ms, the idle
+    // ranks stay up and idle on their heartbeats alone.
+    let mut m = String::new();
+    for _ in 0..10 {
+        m = exp.metrics().await;
+        for (e, r) in idle_ranks {
+            assert_eq!(
+                sample(&m, "fpm_up", &[("engine", e), ("dp_rank", r)]),
+                Some(1.0),
+                "{e}/{r} idle but up"
+            );
+            assert_eq!(
+                sample(
+                    &m,
+                    "fpm_rank_state",
+                    &[("engine", e), ("dp_rank", r), ("state", "idle")]
+                ),
+                Some(1.0)
+            );
+        }
+        tokio::time::sleep(Duration::from_millis(250)).await;
     }
     assert_eq!(
         sample(

@@ -120,7 +120,17 @@ async fn silent_ranks_go_stale_then_expire_from_every_output() {
         let url = format!("{}/v1/stream?engine=x", exp.url);
         tokio::spawn(async move { read_events(&url, &[("state", 3)]).await })
     };
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    // The stream client is subscribed once the exporter counts it: every state event
+    // from then on reaches it.
+    wait_for(
+        "stream client subscribed",
+        Duration::from_secs(10),
+        || async {
+            (sample(&exp.metrics().await, "fpm_exporter_stream_clients", &[]) == Some(1.0))
+                .then_some(())
+        },
+    )
+    .await;
     let mut publisher = fpm_exporter::publish::FramePublisher::bind(&format!("{base}.0"))
         .await
         .unwrap();

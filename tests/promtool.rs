@@ -1,5 +1,5 @@
 //! `promtool check metrics` on live output of a running exporter fed by the demo
-//! engine, in both exposition formats' classic form, with hostile label values.
+//! engine; its OpenMetrics form through prometheus_client's strict parser.
 
 mod common;
 
@@ -27,19 +27,12 @@ async fn live_metrics_pass_promtool() {
     .await;
     let (ok, report) = common::promtool_check(&body);
     assert!(ok, "promtool check metrics failed:\n{report}");
-    // OpenMetrics when asked for, ending in # EOF.
-    let om = reqwest::Client::new()
-        .get(format!("{}/metrics", exp.url))
-        .header("Accept", "application/openmetrics-text; version=1.0.0")
-        .send()
-        .await
-        .unwrap();
-    assert!(om.headers()["content-type"]
-        .to_str()
-        .unwrap()
-        .starts_with("application/openmetrics-text"));
-    let om = om.text().await.unwrap();
-    assert!(om.ends_with("# EOF\n"));
+    // OpenMetrics when asked for, accepted by a strict OpenMetrics parser (see
+    // tests/openmetrics.rs for what else it and a real Prometheus check).
+    let om = common::openmetrics_body(&exp.url).await;
+    if let Err(e) = common::openmetrics_check(&om) {
+        panic!("strict OpenMetrics parser rejected live output: {e}");
+    }
     assert!(om.contains("# TYPE fpm_frames counter\n"));
     exp.stop().await;
 }

@@ -18,6 +18,9 @@ use std::io::BufRead;
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
+/// How long the sockets stay open after the last frame (see the end of [`run`]).
+pub const LINGER: Duration = Duration::from_secs(1);
+
 /// What to replay, where and how fast.
 #[derive(Debug, Clone)]
 pub struct ReplayOptions {
@@ -190,8 +193,10 @@ pub async fn run(
         Ok(Err(e)) => return Err(e),
         Err(e) => return Err(ReplayError(format!("reading the capture failed: {e}"))),
     }
-    // Let the last frames leave the sockets before they close.
-    tokio::time::sleep(Duration::from_millis(200)).await;
+    // The zeromq crate drops whatever is still queued when a PUB socket closes and has
+    // no flush, so the sockets stay open long enough for the last frames to leave
+    // even on a loaded machine (the earlier 200 ms left little room for that).
+    tokio::time::sleep(LINGER).await;
     for (_, p) in publishers {
         p.close().await;
     }

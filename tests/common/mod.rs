@@ -2,6 +2,8 @@
 //! exporter, and bounded waiting. Everything here is bounded in time.
 #![allow(dead_code)]
 
+pub mod prometheus;
+
 use clap::Parser;
 use fpm_exporter::app::Running;
 use fpm_exporter::config::{Cli, Settings};
@@ -251,6 +253,39 @@ pub fn promtool_check(body: &str) -> (bool, String) {
         String::from_utf8_lossy(&out.stderr)
     );
     (out.status.success() && text.trim().is_empty(), text)
+}
+
+/// Runs prometheus_client's strict OpenMetrics parser (`tests/py/check_openmetrics.py`)
+/// on an exposition: `Err(the parser's message)` when it is rejected.
+pub fn openmetrics_check(body: &str) -> Result<(), String> {
+    require_test_deps();
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("metrics.om");
+    std::fs::write(&path, body).unwrap();
+    let out = Command::new(venv_python())
+        .arg(repo_root().join("tests/py/check_openmetrics.py"))
+        .arg(&path)
+        .output()
+        .unwrap();
+    if out.status.success() {
+        Ok(())
+    } else {
+        Err(String::from_utf8_lossy(&out.stderr).into_owned())
+    }
+}
+
+/// GET `/metrics` with OpenMetrics asked for; panics unless it is answered in kind.
+pub async fn openmetrics_body(url: &str) -> String {
+    let r = reqwest::Client::new()
+        .get(format!("{url}/metrics"))
+        .header("Accept", "application/openmetrics-text; version=1.0.0")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let ct = r.headers()["content-type"].to_str().unwrap().to_string();
+    assert!(ct.starts_with("application/openmetrics-text"), "{ct}");
+    r.text().await.unwrap()
 }
 
 /// Validates JSON documents against `proto/schema/` (`name` as in

@@ -1,0 +1,79 @@
+//! A real Prometheus server (Debian's package, installed by scripts/test-deps.sh) on
+//! loopback, with a temporary TSDB, a 1 s scrape interval, and a kill on drop.
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+
+/// A Prometheus server on loopback, killed on drop.
+pub struct Prometheus {
+    child: Child,
+    /// Its base URL, e.g. `http://127.0.0.1:9090`.
+    pub url: String,
+    log: PathBuf,
+    _dir: tempfile::TempDir,
+}
+
+impl Prometheus {
+    /// Starts Prometheus scraping `targets` (host:port) every second as job `job`,
+    /// evaluating `rules` (a rule file) every second when given.
+    pub fn start(job: &str, targets: &[String], rules: Option<&Path>) -> Prometheus {
+        let dir = tempfile::Builder::new()
+            .prefix("fpm-prom")
+            .tempdir()
+            .unwrap();
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let config = dir.path().join("prometheus.yml");
+        let targets: Vec<String> = targets.iter().map(|t| format!("\"{t}\"")).collect();
+        let rule_files = rules
+            .map(|r| format!("rule_files:\n  - \"{}\"\n", r.display()))
+            .unwrap_or_default();
+        std::fs::write(
+            &config,
+            format!(
+                "global:\n  scrape_interval: 1s\n  scrape_timeout: 900ms\n  evaluation_interval: 1s\n\
+                 {rule_files}\
+                 scrape_configs:\n  - job_name: {job}\n    static_configs:\n      - targets: [{}]\n",
+                targets.join(", ")
+            ),
+        )
+        .unwrap();
+        let log = dir.path().join("prometheus.log");
+        let logf = std::fs::File::create(&log).unwrap();
+        let child = Command::new("prometheus")
+            .arg(format!("--config.file={}", config.display()))
+            .arg(format!(
+                "--storage.tsdb.path={}",
+                dir.path().join("data").display()
+            ))
+            .arg(format!("--web.listen-address=127.0.0.1:{port}"))
+            .stdin(Stdio::null())
+            .stdout(logf.try_clone().unwrap())
+            .stderr(logf)
+            .spawn()
+            .expect("prometheus on PATH (scripts/test-deps.sh installs Debian's prometheus)");
+        Prometheus {
+            child,
+            url: format!("http://127.0.0.1:{port}"),
+            log,
+            _dir: dir,
+        }
+    }
+
+    /// The last 30 lines of its log, for failure messages.
+    pub fn log_tail(&self) -> String {
+        let text = std::fs::read_to_string(&self.log).unwrap_or_default();
+        let lines: Vec<&str> = text.lines().collect();
+        lines[lines.len().saturating_sub(30)..].join("\n")
+    }
+}
+
+impl Drop for Prometheus {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
