@@ -53,7 +53,7 @@ pub async fn start(settings: Settings) -> std::io::Result<Running> {
         record_writer = Some(r.writer);
     }
     let sub_config = SubscriberConfig {
-        silence_timeout: settings.state.stale_after,
+        silence_timeout: settings.reconnect_after,
         ..Default::default()
     };
     tasks.extend(crate::source::spawn_all(
