@@ -140,6 +140,12 @@ pub struct RunArgs {
     /// Drop an HTTP connection that sends no complete request headers for this long (also bounds idle keep-alive) [default: 30s].
     #[arg(long, value_name = "DURATION", value_parser = humantime::parse_duration)]
     pub http_idle_timeout: Option<Duration>,
+    /// Drop a connection whose response write makes no progress for this long (a client that stopped reading) [default: 30s].
+    #[arg(long, value_name = "DURATION", value_parser = humantime::parse_duration)]
+    pub http_write_timeout: Option<Duration>,
+    /// Most /metrics renders at once; more scrapes get 503 [default: 4].
+    #[arg(long, value_name = "N")]
+    pub max_scrapes: Option<usize>,
     /// Log format.
     #[arg(long, value_enum, default_value = "text")]
     pub log_format: LogFormat,
@@ -214,6 +220,10 @@ pub struct Settings {
     pub http_idle_timeout: Duration,
     /// Silence after which a connected socket is re-created (not merely stale).
     pub reconnect_after: Duration,
+    /// How long a response write may make no progress.
+    pub http_write_timeout: Duration,
+    /// Most concurrent `/metrics` renders.
+    pub max_scrapes: usize,
 }
 
 /// The simulated engine's settings.
@@ -549,6 +559,16 @@ impl Settings {
         if http_idle_timeout < Duration::from_millis(100) {
             return Err(err("--http-idle-timeout must be at least 100ms".into()));
         }
+        let http_write_timeout = args
+            .http_write_timeout
+            .unwrap_or(crate::http::DEFAULT_WRITE_TIMEOUT);
+        if http_write_timeout < Duration::from_millis(100) {
+            return Err(err("--http-write-timeout must be at least 100ms".into()));
+        }
+        let max_scrapes = args.max_scrapes.unwrap_or(crate::http::DEFAULT_MAX_SCRAPES);
+        if max_scrapes == 0 {
+            return Err(err("--max-scrapes must be at least 1".into()));
+        }
         if args
             .metrics_listen
             .is_some_and(|m| m == listen && m.port() != 0)
@@ -568,6 +588,8 @@ impl Settings {
             protect_metrics: args.protect_metrics,
             http_idle_timeout,
             reconnect_after,
+            http_write_timeout,
+            max_scrapes,
         })
     }
 }

@@ -3,4 +3,5 @@
 pub mod feeds;
 pub mod json;
 pub mod prometheus;
+pub mod snapshots;
 pub mod stream;
