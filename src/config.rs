@@ -143,7 +143,7 @@ pub struct RunArgs {
     /// Drop a connection whose response write makes no progress for this long (a client that stopped reading) [default: 30s].
     #[arg(long, value_name = "DURATION", value_parser = humantime::parse_duration)]
     pub http_write_timeout: Option<Duration>,
-    /// Most /metrics renders at once; more scrapes get 503 [default: 4].
+    /// Most /metrics renders at once; more scrapes get 503 [default: 8].
     #[arg(long, value_name = "N")]
     pub max_scrapes: Option<usize>,
     /// Log format.

@@ -37,9 +37,9 @@ pub const DEFAULT_IDLE_TIMEOUT: std::time::Duration = std::time::Duration::from_
 /// Default of [`HttpConfig::write_timeout`]: a scrape timeout's worth (Prometheus allows
 /// at most the scrape interval, commonly 10 to 30 s).
 pub const DEFAULT_WRITE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(30);
-/// Default of [`HttpConfig::max_scrapes`]: an HA pair of Prometheus servers and a few
-/// people with curl.
-pub const DEFAULT_MAX_SCRAPES: usize = 4;
+/// Default of [`HttpConfig::max_scrapes`]: HA Prometheus pairs, dashboards and people
+/// with curl, while bounding the blocking threads stalled scrapers can hold.
+pub const DEFAULT_MAX_SCRAPES: usize = 8;
 
 impl Default for HttpConfig {
     fn default() -> Self {
