@@ -5,7 +5,6 @@ use crate::http::{self, AppState, HttpConfig};
 use crate::source::subscriber::SubscriberConfig;
 use crate::state::Registry;
 use std::net::SocketAddr;
-use std::sync::atomic::Ordering::Relaxed;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::watch;
@@ -77,7 +76,7 @@ pub async fn start(settings: Settings) -> std::io::Result<Running> {
         )));
     }
     let sub_config = SubscriberConfig {
-        silence_timeout: settings.state.stale_after,
+        silence_timeout: settings.reconnect_after,
         ..Default::default()
     };
     tasks.extend(crate::source::spawn_all(
@@ -103,30 +102,30 @@ pub async fn start(settings: Settings) -> std::io::Result<Running> {
         api_token: settings.api_token.clone(),
         protect_metrics: settings.protect_metrics,
         idle_timeout: settings.http_idle_timeout,
+        write_timeout: settings.http_write_timeout,
+        max_scrapes: settings.max_scrapes,
     };
     let state = AppState::new(registry.clone(), &http_config, shutdown_rx.clone());
-    state.http_up.store(true, Relaxed);
+    // `/readyz` reports HTTP up once every listener is in its accept loop.
+    state
+        .listening
+        .expect(1 + usize::from(metrics_listener.is_some()));
     let mut servers = Vec::new();
     let main_routes = match metrics_listener {
         Some(l) => {
             let app = http::router_for(state.clone(), http::Routes::Metrics);
-            servers.push(tokio::spawn(http::serve::serve(
-                l,
-                app,
-                http_config.idle_timeout,
-                shutdown_rx.clone(),
-            )));
+            let state = state.clone();
+            servers.push(tokio::spawn(async move {
+                http::serve::serve(l, app, &state).await
+            }));
             http::Routes::Api
         }
         None => http::Routes::All,
     };
-    let app = http::router_for(state, main_routes);
-    servers.push(tokio::spawn(http::serve::serve(
-        listener,
-        app,
-        http_config.idle_timeout,
-        shutdown_rx.clone(),
-    )));
+    let app = http::router_for(state.clone(), main_routes);
+    servers.push(tokio::spawn(async move {
+        http::serve::serve(listener, app, &state).await
+    }));
     tracing::info!(%addr, ?metrics_addr, engines = settings.engines.len(), endpoints = settings.endpoints.len(), "fpm-exporter listening");
     Ok(Running {
         addr,

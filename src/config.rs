@@ -110,6 +110,9 @@ pub struct RunArgs {
     /// Silence after which a rank expires and its series disappear.
     #[arg(long, value_name = "DURATION", value_parser = humantime::parse_duration)]
     pub expire_after: Option<Duration>,
+    /// Silence after which a connected socket is presumed half-open and re-created (at least --stale-after) [default: 30s].
+    #[arg(long, value_name = "DURATION", value_parser = humantime::parse_duration)]
+    pub reconnect_after: Option<Duration>,
     /// Most ranks tracked at once.
     #[arg(long, value_name = "N")]
     pub max_ranks: Option<usize>,
@@ -137,6 +140,12 @@ pub struct RunArgs {
     /// Drop an HTTP connection that sends no complete request headers for this long (also bounds idle keep-alive) [default: 30s].
     #[arg(long, value_name = "DURATION", value_parser = humantime::parse_duration)]
     pub http_idle_timeout: Option<Duration>,
+    /// Drop a connection whose response write makes no progress for this long (a client that stopped reading) [default: 30s].
+    #[arg(long, value_name = "DURATION", value_parser = humantime::parse_duration)]
+    pub http_write_timeout: Option<Duration>,
+    /// Most /metrics renders at once; more scrapes get 503 [default: 8].
+    #[arg(long, value_name = "N")]
+    pub max_scrapes: Option<usize>,
     /// Log format.
     #[arg(long, value_enum, default_value = "text")]
     pub log_format: LogFormat,
@@ -162,6 +171,7 @@ pub struct FileConfig {
     windows: Option<toml::Spanned<Vec<String>>>,
     stale_after: Option<toml::Spanned<String>>,
     expire_after: Option<toml::Spanned<String>>,
+    reconnect_after: Option<toml::Spanned<String>>,
     max_ranks: Option<usize>,
     max_streams: Option<usize>,
     nats: Option<crate::source::nats::config::NatsFile>,
@@ -216,6 +226,12 @@ pub struct Settings {
     pub http_idle_timeout: Duration,
     /// NATS ingest and relay, when configured.
     pub nats: Option<crate::source::nats::config::NatsSettings>,
+    /// Silence after which a connected socket is re-created (not merely stale).
+    pub reconnect_after: Duration,
+    /// How long a response write may make no progress.
+    pub http_write_timeout: Duration,
+    /// Most concurrent `/metrics` renders.
+    pub max_scrapes: usize,
 }
 
 /// The simulated engine's settings.
@@ -367,6 +383,29 @@ impl Settings {
         if state.expire_after <= state.stale_after {
             return Err(err("expire_after must be longer than stale_after".into()));
         }
+        let reconnect_after = match (args.reconnect_after, &file.reconnect_after) {
+            (Some(d), _) => Some(d),
+            (None, Some(v)) => Some(humantime::parse_duration(v.get_ref()).map_err(|e| {
+                at(
+                    v.span(),
+                    "reconnect_after",
+                    format!("{:?} is not a duration: {e}", v.get_ref()),
+                )
+            })?),
+            (None, None) => None,
+        };
+        // Unset, it follows a long --stale-after; set, it must not undercut it.
+        let reconnect_after = match reconnect_after {
+            None => crate::source::subscriber::DEFAULT_RECONNECT_AFTER.max(state.stale_after),
+            Some(d) if d < state.stale_after => {
+                return Err(err(format!(
+                    "reconnect_after ({}) must be at least stale_after ({})",
+                    humantime::format_duration(d),
+                    humantime::format_duration(state.stale_after)
+                )))
+            }
+            Some(d) => d,
+        };
         if let Some(n) = args.max_ranks.or(file.max_ranks) {
             if n == 0 {
                 return Err(err("max_ranks must be at least 1".into()));
@@ -530,6 +569,16 @@ impl Settings {
         if http_idle_timeout < Duration::from_millis(100) {
             return Err(err("--http-idle-timeout must be at least 100ms".into()));
         }
+        let http_write_timeout = args
+            .http_write_timeout
+            .unwrap_or(crate::http::DEFAULT_WRITE_TIMEOUT);
+        if http_write_timeout < Duration::from_millis(100) {
+            return Err(err("--http-write-timeout must be at least 100ms".into()));
+        }
+        let max_scrapes = args.max_scrapes.unwrap_or(crate::http::DEFAULT_MAX_SCRAPES);
+        if max_scrapes == 0 {
+            return Err(err("--max-scrapes must be at least 1".into()));
+        }
         if args
             .metrics_listen
             .is_some_and(|m| m == listen && m.port() != 0)
@@ -557,6 +606,9 @@ impl Settings {
             api_token,
             protect_metrics: args.protect_metrics,
             http_idle_timeout,
+            reconnect_after,
+            http_write_timeout,
+            max_scrapes,
         })
     }
 }
@@ -660,11 +712,36 @@ mod tests {
             e.contains("line 4") && e.contains("used by the exporter"),
             "{e}"
         );
+        let e = file("reconnect_after = \"soon\"\n").unwrap_err().0;
+        assert!(e.contains("line 1") && e.contains("reconnect_after"), "{e}");
         let e = file("stale_after = \"soon\"\n").unwrap_err().0;
         assert!(e.contains("line 1") && e.contains("stale_after"), "{e}");
         let e = Settings::from_cli(&args(&["-e", "tcp://h:65535", "-r", "2"]))
             .unwrap_err()
             .0;
         assert!(e.contains("--endpoint") && e.contains("65536"), "{e}");
+    }
+
+    #[test]
+    fn reconnect_after_defaults_to_30s_and_never_undercuts_stale_after() {
+        let s = Settings::from_cli(&args(&["--demo"])).unwrap();
+        assert_eq!(s.reconnect_after, Duration::from_secs(30));
+        let s = Settings::from_cli(&args(&["--stale-after", "45s"])).unwrap();
+        assert_eq!(
+            s.reconnect_after,
+            Duration::from_secs(45),
+            "follows a long stale_after"
+        );
+        let s = file("stale_after = \"2s\"\nreconnect_after = \"5s\"\n").unwrap();
+        assert_eq!(s.reconnect_after, Duration::from_secs(5));
+        let s = Settings::from_cli(&args(&["--reconnect-after", "4s"])).unwrap();
+        assert_eq!(s.reconnect_after, Duration::from_secs(4));
+        let e = Settings::from_cli(&args(&["--stale-after", "5s", "--reconnect-after", "2s"]))
+            .unwrap_err()
+            .0;
+        assert!(
+            e.contains("reconnect_after") && e.contains("stale_after"),
+            "{e}"
+        );
     }
 }

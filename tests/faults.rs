@@ -126,6 +126,8 @@ async fn frozen_publisher_goes_stale_and_is_reconnected() {
         "f",
         "--stale-after",
         "1s",
+        "--reconnect-after",
+        "1500ms",
     ])
     .await;
     let l = [("engine", "f"), ("worker_id", "frozen")];

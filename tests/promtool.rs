@@ -25,6 +25,14 @@ async fn live_metrics_pass_promtool() {
         },
     )
     .await;
+    // The HTTP side's limit counters are part of what promtool checks.
+    for name in [
+        "fpm_exporter_scrapes_rejected_total",
+        "fpm_exporter_http_write_timeouts_total",
+        "fpm_exporter_stream_snapshots_skipped_total",
+    ] {
+        assert_eq!(sample(&body, name, &[]), Some(0.0), "{name}");
+    }
     let (ok, report) = common::promtool_check(&body);
     assert!(ok, "promtool check metrics failed:\n{report}");
     // OpenMetrics when asked for, accepted by a strict OpenMetrics parser (see

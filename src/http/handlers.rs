@@ -68,6 +68,17 @@ pub async fn index() -> &'static str {
 }
 
 pub async fn metrics(State(app): State<AppState>, headers: HeaderMap) -> Response {
+    // Held by the render until its last piece is handed over (or the client is cut off
+    // by the write timeout), so stalled scrapers can hold at most --max-scrapes.
+    let Ok(permit) = app.scrapes.clone().try_acquire_owned() else {
+        app.registry.http.scrapes_rejected.fetch_add(1, Relaxed);
+        return (
+            StatusCode::SERVICE_UNAVAILABLE,
+            [(header::RETRY_AFTER, "1")],
+            Json(serde_json::json!({ "error": "too many concurrent scrapes; retry later" })),
+        )
+            .into_response();
+    };
     let format = Format::negotiate(headers.get(header::ACCEPT).and_then(|v| v.to_str().ok()));
     let registry = app.registry.clone();
     let start = app.start_unix_secs;
@@ -75,6 +86,7 @@ pub async fn metrics(State(app): State<AppState>, headers: HeaderMap) -> Respons
     // whole would stay resident (the allocator keeps such buffers) after every scrape.
     let (tx, rx) = tokio::sync::mpsc::channel::<std::io::Result<String>>(2);
     tokio::task::spawn_blocking(move || {
+        let _permit = permit;
         let pieces = tx.clone();
         let sink = Box::new(move |piece: String| {
             let _ = pieces.blocking_send(Ok(piece));
@@ -105,7 +117,7 @@ pub async fn readyz(State(app): State<AppState>) -> Response {
         .filter(|e| !e.started.load(Relaxed))
         .map(|e| &*e.address)
         .collect();
-    let http_up = app.http_up.load(Relaxed);
+    let http_up = app.listening.all_serving();
     let ready = http_up && waiting.is_empty();
     let body = serde_json::json!({
         "ready": ready,
@@ -192,7 +204,7 @@ pub async fn stream(
         interval,
         heartbeats: p.heartbeats.unwrap_or(true),
     };
-    let client = ClientStream::new(app.registry.clone(), options);
+    let client = ClientStream::new(app.registry.clone(), options, app.snapshots.clone());
     let shutdown = app.shutdown.clone();
     let events = futures::stream::unfold(
         (client, permit, shutdown),

@@ -11,7 +11,6 @@ use crate::state::Registry;
 use auth::ApiToken;
 use axum::routing::get;
 use axum::Router;
-use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
 use tokio::sync::Semaphore;
 
@@ -27,10 +26,20 @@ pub struct HttpConfig {
     /// How long a connection may take to send a request's headers, and how long an
     /// idle keep-alive connection is kept.
     pub idle_timeout: std::time::Duration,
+    /// How long a response write may make no progress (a client that stopped reading).
+    pub write_timeout: std::time::Duration,
+    /// Most `/metrics` renders at once; more get 503.
+    pub max_scrapes: usize,
 }
 
 /// Default of [`HttpConfig::idle_timeout`].
 pub const DEFAULT_IDLE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(30);
+/// Default of [`HttpConfig::write_timeout`]: a scrape timeout's worth (Prometheus allows
+/// at most the scrape interval, commonly 10 to 30 s).
+pub const DEFAULT_WRITE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(30);
+/// Default of [`HttpConfig::max_scrapes`]: HA Prometheus pairs, dashboards and people
+/// with curl, while bounding the blocking threads stalled scrapers can hold.
+pub const DEFAULT_MAX_SCRAPES: usize = 8;
 
 impl Default for HttpConfig {
     fn default() -> Self {
@@ -39,6 +48,8 @@ impl Default for HttpConfig {
             api_token: None,
             protect_metrics: false,
             idle_timeout: DEFAULT_IDLE_TIMEOUT,
+            write_timeout: DEFAULT_WRITE_TIMEOUT,
+            max_scrapes: DEFAULT_MAX_SCRAPES,
         }
     }
 }
@@ -50,10 +61,17 @@ pub struct AppState {
     pub registry: Arc<Registry>,
     /// Exporter start, Unix seconds (for `process_start_time_seconds`).
     pub start_unix_secs: f64,
-    /// Set once the listener is bound.
-    pub http_up: Arc<AtomicBool>,
+    /// The listeners in their accept loops (the `http` flag of `/readyz`).
+    pub listening: Arc<serve::Listening>,
+    /// Timers of every connection.
+    pub timeouts: serve::ServeTimeouts,
     /// Permits for stream clients.
     pub streams: Arc<Semaphore>,
+    /// Permits for `/metrics` renders: a budget of their own, so that stalled or slow
+    /// scrapes never take the blocking threads the JSON endpoints render on.
+    pub scrapes: Arc<Semaphore>,
+    /// Renderer of stream snapshot events, with its own budget.
+    pub snapshots: Arc<crate::sink::snapshots::Snapshots>,
     /// Turns true at shutdown: open streams end so the server can drain.
     pub shutdown: tokio::sync::watch::Receiver<bool>,
     /// Bearer token of the JSON API, if any.
@@ -76,8 +94,14 @@ impl AppState {
         AppState {
             registry,
             start_unix_secs,
-            http_up: Arc::new(AtomicBool::new(false)),
+            listening: Default::default(),
+            timeouts: serve::ServeTimeouts {
+                idle: config.idle_timeout,
+                write: config.write_timeout,
+            },
             streams: Arc::new(Semaphore::new(config.max_streams)),
+            scrapes: Arc::new(Semaphore::new(config.max_scrapes)),
+            snapshots: crate::sink::snapshots::Snapshots::for_this_machine(),
             shutdown,
             api_token: config.api_token.clone(),
             protect_metrics: config.protect_metrics,

@@ -4,4 +4,5 @@ pub mod feeds;
 pub mod json;
 pub mod nats;
 pub mod prometheus;
+pub mod snapshots;
 pub mod stream;

@@ -6,13 +6,13 @@
 //! (`event: lagged`). In sampling mode a client instead gets one `snapshot` event per
 //! rank per interval, plus the liveness changes.
 
-use crate::sink::json::{window_names, RankJson};
+use crate::sink::snapshots::Snapshots;
 use crate::state::{Event, EventKind, RankFilter, Registry};
 use bytes::Bytes;
 use serde::Serialize;
 use std::sync::Arc;
 use std::time::Duration;
-use tokio::sync::broadcast::error::RecvError;
+use tokio::sync::broadcast::error::{RecvError, TryRecvError};
 
 /// What a client asked for.
 #[derive(Debug, Clone, Default)]
@@ -95,11 +95,13 @@ pub struct ClientStream {
     rx: tokio::sync::broadcast::Receiver<Arc<Event>>,
     ticker: Option<tokio::time::Interval>,
     pending: std::collections::VecDeque<StreamMessage>,
+    snapshots: Arc<Snapshots>,
+    drain: tokio::time::Interval,
 }
 
 impl ClientStream {
-    /// Subscribes a new client.
-    pub fn new(registry: Arc<Registry>, options: StreamOptions) -> Self {
+    /// Subscribes a new client; its snapshot events (if any) come from `snapshots`.
+    pub fn new(registry: Arc<Registry>, options: StreamOptions, snapshots: Arc<Snapshots>) -> Self {
         let rx = registry.subscribe();
         let ticker = options.interval.map(|d| {
             let mut t = tokio::time::interval(d);
@@ -112,6 +114,12 @@ impl ClientStream {
             rx,
             ticker,
             pending: Default::default(),
+            snapshots,
+            drain: {
+                let mut t = tokio::time::interval(SAMPLING_DRAIN);
+                t.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
+                t
+            },
         }
     }
 
@@ -127,17 +135,14 @@ impl ClientStream {
         }
     }
 
-    fn snapshot_messages(&mut self) {
-        let snap = self.registry.snapshot(&self.options.filter);
-        let names = window_names(&self.registry);
-        for r in &snap.ranks {
-            let json = serde_json::to_vec(&RankJson::new(&self.registry, r, &names))
-                .expect("JSON of plain data cannot fail");
-            self.pending.push_back(StreamMessage {
-                event: "snapshot",
-                data: json.into(),
-            });
-        }
+    async fn snapshot_messages(&mut self) {
+        let wait = self.options.interval.unwrap_or(Duration::from_secs(1));
+        let rendered = self
+            .snapshots
+            .get(&self.registry, &self.options.filter, wait)
+            .await;
+        self.pending
+            .extend(rendered.iter().flat_map(|r| r.iter().cloned()));
     }
 
     /// The next message for this client; `None` once the exporter shuts down.
@@ -146,33 +151,78 @@ impl ClientStream {
             if let Some(m) = self.pending.pop_front() {
                 return Some(m);
             }
-            let tick = async {
-                match self.ticker.as_mut() {
-                    Some(t) => {
-                        t.tick().await;
+            if self.ticker.is_some() {
+                self.sample().await?;
+                continue;
+            }
+            match self.rx.recv().await {
+                Ok(ev) => {
+                    if let Some(m) = self.message(&ev) {
+                        return Some(m);
                     }
-                    None => std::future::pending::<()>().await,
                 }
-            };
-            tokio::select! {
-                r = self.rx.recv() => match r {
-                    Ok(ev) => {
-                        if self.wants(&ev) {
-                            let event = match ev.kind {
-                                EventKind::Frame { .. } => "frame",
-                                EventKind::State { .. } => "state",
-                            };
-                            return Some(StreamMessage { event, data: event_json(&self.registry, &ev) });
-                        }
-                    }
-                    Err(RecvError::Lagged(missed)) => {
-                        let data = format!("{{\"missed\":{missed}}}");
-                        return Some(StreamMessage { event: "lagged", data: data.into() });
-                    }
-                    Err(RecvError::Closed) => return None,
-                },
-                _ = tick => self.snapshot_messages(),
+                Err(RecvError::Lagged(missed)) => return Some(lagged(missed)),
+                Err(RecvError::Closed) => return None,
             }
         }
+    }
+
+    fn message(&self, ev: &Event) -> Option<StreamMessage> {
+        if !self.wants(ev) {
+            return None;
+        }
+        let event = match ev.kind {
+            EventKind::Frame { .. } => "frame",
+            EventKind::State { .. } => "state",
+        };
+        Some(StreamMessage {
+            event,
+            data: event_json(&self.registry, ev),
+        })
+    }
+
+    /// Sampling mode: waits for the interval or the next look at the ring, and queues
+    /// what is due. A sampling client skips every frame event, so it must not be woken
+    /// for each one (256 such clients at thousands of frames a second would keep the
+    /// async workers busy); it looks at the ring every [`SAMPLING_DRAIN`] instead.
+    async fn sample(&mut self) -> Option<()> {
+        let ticker = self.ticker.as_mut()?;
+        let snapshot = tokio::select! {
+            _ = ticker.tick() => true,
+            _ = self.drain.tick() => false,
+        };
+        self.drain_ring()?;
+        if snapshot {
+            self.snapshot_messages().await;
+        }
+        Some(())
+    }
+
+    /// Queues the wanted events already in the ring (liveness changes).
+    fn drain_ring(&mut self) -> Option<()> {
+        loop {
+            match self.rx.try_recv() {
+                Ok(ev) => {
+                    if let Some(m) = self.message(&ev) {
+                        self.pending.push_back(m);
+                    }
+                }
+                Err(TryRecvError::Empty) => return Some(()),
+                Err(TryRecvError::Lagged(missed)) => self.pending.push_back(lagged(missed)),
+                Err(TryRecvError::Closed) => return None,
+            }
+        }
+    }
+}
+
+/// How often a sampling client looks at the event ring for liveness changes; at 16,384
+/// events of ring this keeps up with 160,000 frames a second.
+pub const SAMPLING_DRAIN: Duration = Duration::from_millis(100);
+
+fn lagged(missed: u64) -> StreamMessage {
+    let data = format!("{{\"missed\":{missed}}}");
+    StreamMessage {
+        event: "lagged",
+        data: data.into(),
     }
 }

@@ -2,17 +2,22 @@
 //! never delays another.
 //!
 //! The `zeromq` crate reconnects by itself, but with a backoff that grows to 30 s and
-//! without noticing half-open connections. So this loop owns liveness: when a
-//! connected socket has been silent for the stale timeout (a live publisher sends a
-//! heartbeat every second), it drops the socket and connects afresh, retrying at
-//! most every [`SubscriberConfig::retry_max`].
+//! without noticing half-open connections. So this loop owns reconnection: when the
+//! transport reports the peer gone, or a connected socket has been silent for the
+//! (long) re-create timeout, it drops the socket and connects afresh, pausing between
+//! attempts from [`SubscriberConfig::retry_min`] doubling to `retry_max`.
+//!
+//! Being stale is a different thing: a state shown to users after `--stale-after` of
+//! silence, decided by the registry's sweeper. A busy engine sends no heartbeats
+//! during a long forward pass, so silence alone is weak evidence of a dead peer; the
+//! socket is kept until the longer `--reconnect-after`.
 
 use crate::state::endpoint::EndpointStats;
 use crate::state::sequence::SequenceTracker;
 use crate::state::{RankCache, Registry};
 use crate::wire::decode::{decode_payload, decode_sequence};
 use crate::wire::DecodeError;
-use futures::FutureExt;
+use futures::{FutureExt, StreamExt};
 use std::sync::atomic::Ordering::Relaxed;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -21,6 +26,10 @@ use zeromq::{Socket, SocketEvent, SocketOptions, SocketRecv, SubSocket, ZmqMessa
 
 /// Most messages taken in one go once the socket has woken up.
 const DRAIN_BATCH: usize = 256;
+
+/// Default of `--reconnect-after`: long enough for any forward pass, short enough to
+/// leave a half-open connection within a minute.
+pub const DEFAULT_RECONNECT_AFTER: Duration = Duration::from_secs(30);
 
 /// Timing of connection attempts.
 #[derive(Debug, Clone)]
@@ -31,7 +40,7 @@ pub struct SubscriberConfig {
     pub retry_min: Duration,
     /// Longest pause between connect attempts (bounds recovery after an outage).
     pub retry_max: Duration,
-    /// Silence on a connected socket after which it is re-created.
+    /// Silence on a connected socket after which it is re-created (`--reconnect-after`).
     pub silence_timeout: Duration,
 }
 
@@ -41,7 +50,7 @@ impl Default for SubscriberConfig {
             connect_timeout: Duration::from_secs(1),
             retry_min: Duration::from_millis(100),
             retry_max: Duration::from_millis(500),
-            silence_timeout: Duration::from_secs(3),
+            silence_timeout: DEFAULT_RECONNECT_AFTER,
         }
     }
 }
@@ -90,27 +99,19 @@ struct Ingest {
     stats: Arc<EndpointStats>,
     address: Arc<str>,
     tracker: SequenceTracker,
-    /// Connection events of the current socket: a peer that connected or left means
-    /// the next frame may come from another publisher instance.
-    peer_events: Option<futures::channel::mpsc::Receiver<SocketEvent>>,
     cache: RankCache,
     log: RateLimited,
 }
 
 impl Ingest {
-    /// Starts sequence accounting afresh for a new socket (see `proto/sequence.md`).
-    fn watch(&mut self, socket: &mut SubSocket) {
-        self.peer_events = Some(socket.monitor());
+    /// Notes a new socket or a peer that connected or left: the next frame may come
+    /// from another publisher instance (see `proto/sequence.md`).
+    fn new_connection(&mut self) {
         self.tracker.on_reconnect();
     }
 
     fn handle(&mut self, msg: ZmqMessage) {
         self.stats.messages.fetch_add(1, Relaxed);
-        if let Some(events) = &mut self.peer_events {
-            while events.try_recv().is_ok() {
-                self.tracker.on_reconnect();
-            }
-        }
         let now = self.registry.now();
         let frames = msg.into_vec();
         let result = match frames.as_slice() {
@@ -143,6 +144,17 @@ impl Ingest {
     }
 }
 
+/// Why a connected session ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum SessionEnd {
+    /// The exporter is stopping.
+    Shutdown,
+    /// The transport reported the peer gone (disconnect, or a receive error).
+    PeerGone,
+    /// Nothing arrived for [`SubscriberConfig::silence_timeout`]: presumed half-open.
+    Silent,
+}
+
 /// Runs the subscriber of one endpoint until `shutdown` turns true.
 pub async fn run(
     registry: Arc<Registry>,
@@ -156,7 +168,6 @@ pub async fn run(
         stats: stats.clone(),
         address: address.clone(),
         tracker: SequenceTracker::default(),
-        peer_events: None,
         cache: RankCache::default(),
         log: RateLimited::new(),
     };
@@ -166,69 +177,112 @@ pub async fn run(
         let mut options = SocketOptions::default();
         options.connect_timeout(config.connect_timeout);
         let mut socket = SubSocket::with_options(options);
-        ingest.watch(&mut socket);
+        ingest.new_connection();
+        // Made before connecting so that no disconnect can go unreported.
+        let mut events = socket.monitor();
+        let attempt = async {
+            socket.connect(&address).await?;
+            // A peer can complete the handshake and drop before the subscription goes
+            // out; that is a failed attempt like any other, so it backs off too.
+            socket.subscribe("").await
+        };
         let connected = tokio::select! {
-            r = socket.connect(&address) => r,
+            r = attempt => r,
             _ = shutdown.changed() => return,
         };
-        if let Err(e) = connected {
-            tracing::debug!(endpoint = %address, error = %e, "connect failed; will retry");
-            tokio::select! {
-                _ = tokio::time::sleep(retry) => {}
-                _ = shutdown.changed() => return,
+        match connected {
+            Err(e) => {
+                tracing::debug!(endpoint = %address, error = %e, "connect or subscribe failed; will retry");
             }
-            retry = (retry * 2).min(config.retry_max);
-            continue;
-        }
-        if let Err(e) = socket.subscribe("").await {
-            tracing::debug!(endpoint = %address, error = %e, "subscribe failed; will retry");
-            continue;
-        }
-        retry = config.retry_min;
-        stats.connects.fetch_add(1, Relaxed);
-        stats.connected.store(true, Relaxed);
-        tracing::debug!(endpoint = %address, "connected");
-        let mut deadline = tokio::time::Instant::now() + config.silence_timeout;
-        loop {
-            tokio::select! {
-                biased;
-                _ = shutdown.changed() => {
-                    stats.connected.store(false, Relaxed);
+            Ok(()) => {
+                stats.connects.fetch_add(1, Relaxed);
+                stats.connected.store(true, Relaxed);
+                tracing::debug!(endpoint = %address, "connected");
+                let (end, received) = session(
+                    &mut socket,
+                    &mut events,
+                    &mut ingest,
+                    &config,
+                    &mut shutdown,
+                )
+                .await;
+                stats.connected.store(false, Relaxed);
+                if end == SessionEnd::Shutdown {
                     return;
                 }
-                r = socket.recv() => match r {
-                    Ok(msg) => {
-                        deadline = tokio::time::Instant::now() + config.silence_timeout;
-                        ingest.handle(msg);
-                        // Take what is already queued without re-arming the select's
-                        // shutdown and timer futures for every message (they cost more
-                        // than decoding under load); bounded, so shutdown stays prompt.
-                        for _ in 0..DRAIN_BATCH {
-                            match socket.recv().now_or_never() {
-                                Some(Ok(msg)) => ingest.handle(msg),
-                                Some(Err(e)) => {
-                                    stats.receive_errors.fetch_add(1, Relaxed);
-                                    tracing::debug!(endpoint = %address, error = %e, "receive error");
-                                    break;
-                                }
-                                None => break,
-                            }
-                        }
-                    }
-                    Err(e) => {
-                        // A drop is noticed here; the socket reconnects on its own, and
-                        // the silence timeout covers the case where it does not.
-                        stats.receive_errors.fetch_add(1, Relaxed);
-                        tracing::debug!(endpoint = %address, error = %e, "receive error");
-                        tokio::time::sleep(Duration::from_millis(20)).await;
-                    }
-                },
-                _ = tokio::time::sleep_until(deadline) => {
-                    tracing::debug!(endpoint = %address, "silent; re-creating the socket");
-                    break;
+                tracing::debug!(endpoint = %address, reason = ?end, received, "re-creating the socket");
+                // Only a session that carried data proves the peer healthy; a peer that
+                // accepts and drops again and again is retried ever more slowly.
+                if received > 0 {
+                    retry = config.retry_min;
                 }
             }
         }
-        stats.connected.store(false, Relaxed);
+        // Every attempt, failed or ended, pauses before the next: never a tight loop.
+        tokio::select! {
+            _ = tokio::time::sleep(retry) => {}
+            _ = shutdown.changed() => return,
+        }
+        retry = (retry * 2).min(config.retry_max);
+    }
+}
+
+/// Receives on a connected socket until shutdown, the peer goes, or a long silence.
+/// Returns why it ended and how many messages it received.
+async fn session(
+    socket: &mut SubSocket,
+    events: &mut futures::channel::mpsc::Receiver<SocketEvent>,
+    ingest: &mut Ingest,
+    config: &SubscriberConfig,
+    shutdown: &mut watch::Receiver<bool>,
+) -> (SessionEnd, u64) {
+    let stats = ingest.stats.clone();
+    let address = ingest.address.clone();
+    let mut received = 0u64;
+    // Silence alone only makes the rank stale (the sweeper's job); the socket is
+    // re-created after the longer `silence_timeout`, so a long forward pass without
+    // heartbeats keeps its connection and the frame that ends it is not lost.
+    let mut deadline = tokio::time::Instant::now() + config.silence_timeout;
+    loop {
+        tokio::select! {
+            biased;
+            _ = shutdown.changed() => return (SessionEnd::Shutdown, received),
+            ev = events.next() => match ev {
+                Some(SocketEvent::Disconnected(_)) | None => return (SessionEnd::PeerGone, received),
+                Some(_) => ingest.new_connection(),
+            },
+            r = socket.recv() => match r {
+                Ok(msg) => {
+                    deadline = tokio::time::Instant::now() + config.silence_timeout;
+                    ingest.handle(msg);
+                    received += 1;
+                    // Take what is already queued without re-arming the select's
+                    // shutdown and timer futures for every message (they cost more
+                    // than decoding under load); bounded, so shutdown stays prompt.
+                    for _ in 0..DRAIN_BATCH {
+                        match socket.recv().now_or_never() {
+                            Some(Ok(msg)) => {
+                                ingest.handle(msg);
+                                received += 1;
+                            }
+                            Some(Err(e)) => {
+                                stats.receive_errors.fetch_add(1, Relaxed);
+                                tracing::debug!(endpoint = %address, error = %e, "receive error");
+                                return (SessionEnd::PeerGone, received);
+                            }
+                            None => break,
+                        }
+                    }
+                }
+                Err(e) => {
+                    // The crate reports a lost peer this way too; reconnecting here,
+                    // with this loop's backoff, beats the crate's own (up to 30 s).
+                    stats.receive_errors.fetch_add(1, Relaxed);
+                    tracing::debug!(endpoint = %address, error = %e, "receive error");
+                    return (SessionEnd::PeerGone, received);
+                }
+            },
+            _ = tokio::time::sleep_until(deadline) => return (SessionEnd::Silent, received),
+        }
     }
 }

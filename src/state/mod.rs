@@ -166,6 +166,19 @@ pub struct Registry {
     pub nats: OnceLock<Arc<crate::source::nats::NatsStats>>,
     /// The recorder's counters, set when `--record` is on.
     pub recorder: OnceLock<Arc<crate::capture::record::RecordStats>>,
+    /// Requests the HTTP side turned away or cut off.
+    pub http: HttpStats,
+}
+
+/// Counters of the HTTP side's limits, reported on `/metrics`.
+#[derive(Debug, Default)]
+pub struct HttpStats {
+    /// `/metrics` requests answered 503 because `--max-scrapes` renders were running.
+    pub scrapes_rejected: AtomicU64,
+    /// Stream snapshots skipped because the snapshot budget was busy.
+    pub snapshots_skipped: AtomicU64,
+    /// Connections dropped because a response write made no progress in time.
+    pub write_timeouts: AtomicU64,
 }
 
 impl Registry {
@@ -197,6 +210,7 @@ impl Registry {
             events,
             refused_frames: AtomicU64::new(0),
             recorder: OnceLock::new(),
+            http: HttpStats::default(),
         })
     }
 

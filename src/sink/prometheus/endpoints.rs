@@ -16,7 +16,7 @@ pub const CONNECTED: Family = Family::gauge(
 /// Successful connects.
 pub const CONNECTS: Family = Family::counter(
     "fpm_endpoint_connects_total",
-    "Successful connects to the endpoint (the first and every re-creation after silence).",
+    "Successful connects to the endpoint (the first, and every re-creation after the peer went or fell silent).",
 );
 /// Messages received.
 pub const MESSAGES: Family = Family::counter(

@@ -30,6 +30,21 @@ pub const STREAM_CLIENTS: Family = Family::gauge(
     "fpm_exporter_stream_clients",
     "Clients connected to /v1/stream.",
 );
+/// Scrapes turned away.
+pub const SCRAPES_REJECTED: Family = Family::counter(
+    "fpm_exporter_scrapes_rejected_total",
+    "Scrapes of /metrics answered 503 because --max-scrapes renders were already running.",
+);
+/// Write timeouts.
+pub const WRITE_TIMEOUTS: Family = Family::counter(
+    "fpm_exporter_http_write_timeouts_total",
+    "HTTP connections dropped because a response write made no progress for --http-write-timeout.",
+);
+/// Skipped stream snapshots.
+pub const SNAPSHOTS_SKIPPED: Family = Family::counter(
+    "fpm_exporter_stream_snapshots_skipped_total",
+    "Snapshot events of /v1/stream?interval= not sent because the snapshot budget was busy.",
+);
 /// Process CPU.
 pub const CPU: Family = Family::counter(
     "process_cpu_seconds_total",
@@ -54,6 +69,9 @@ pub fn families() -> Vec<Family> {
         RANKS_LIMIT,
         REFUSED,
         STREAM_CLIENTS,
+        SCRAPES_REJECTED,
+        WRITE_TIMEOUTS,
+        SNAPSHOTS_SKIPPED,
         CPU,
         RSS,
         START,
@@ -82,6 +100,15 @@ pub fn write(w: &mut Writer, registry: &Registry, start_unix_secs: f64) {
     );
     w.family(&STREAM_CLIENTS);
     w.sample(&STREAM_CLIENTS, "", &[], registry.stream_clients() as f64);
+    let http = &registry.http;
+    for (f, v) in [
+        (&SCRAPES_REJECTED, &http.scrapes_rejected),
+        (&WRITE_TIMEOUTS, &http.write_timeouts),
+        (&SNAPSHOTS_SKIPPED, &http.snapshots_skipped),
+    ] {
+        w.family(f);
+        w.sample(f, "", &[], v.load(Relaxed) as f64);
+    }
     if let Some((cpu, rss)) = process_usage() {
         w.family(&CPU);
         w.sample(&CPU, "", &[], cpu);

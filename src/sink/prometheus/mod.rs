@@ -2,6 +2,7 @@
 //! one collector per concern (ranks, engines, endpoints, the exporter itself).
 //! Expired ranks are simply absent from the snapshot, so their series disappear.
 
+mod accept;
 pub mod endpoints;
 pub mod engines;
 pub mod exporter;

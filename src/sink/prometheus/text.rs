@@ -22,10 +22,7 @@ pub enum Format {
 impl Format {
     /// Picks the format from an HTTP `Accept` header.
     pub fn negotiate(accept: Option<&str>) -> Format {
-        match accept {
-            Some(a) if a.contains("application/openmetrics-text") => Format::OpenMetrics,
-            _ => Format::Text,
-        }
+        super::accept::negotiate(accept)
     }
 
     /// The response's Content-Type.

@@ -1,0 +1,111 @@
+//! The `snapshot` events of `/v1/stream?interval=`. Rendering one means a registry
+//! snapshot plus one JSON document per rank; done on the async workers for hundreds
+//! of clients ten times a second, it would take the threads that ingest and HTTP run
+//! on. So it runs on the blocking pool under a budget of its own (a few threads at
+//! most), and clients with the same filter share one rendering made within
+//! [`REUSE_WITHIN`]: the cost follows the number of distinct filters, not of clients.
+
+use crate::sink::json::{window_names, RankJson};
+use crate::sink::stream::StreamMessage;
+use crate::state::{RankFilter, Registry};
+use parking_lot::Mutex;
+use std::sync::atomic::Ordering::Relaxed;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use tokio::sync::Semaphore;
+
+/// How old a shared rendering may be when handed to another client.
+pub const REUSE_WITHIN: Duration = Duration::from_millis(50);
+
+/// Most distinct filters remembered (older renderings are dropped first).
+const MAX_REMEMBERED: usize = 64;
+
+type Rendered = Arc<[StreamMessage]>;
+
+/// The shared renderer of snapshot events.
+pub struct Snapshots {
+    permits: Arc<Semaphore>,
+    recent: Mutex<Vec<(RankFilter, Instant, Rendered)>>,
+}
+
+fn same(a: &RankFilter, b: &RankFilter) -> bool {
+    a.engine == b.engine && a.worker_id == b.worker_id && a.dp_rank == b.dp_rank
+}
+
+impl Snapshots {
+    /// A renderer running at most `concurrent` renderings at once.
+    pub fn new(concurrent: usize) -> Arc<Self> {
+        Arc::new(Snapshots {
+            permits: Arc::new(Semaphore::new(concurrent.max(1))),
+            recent: Mutex::new(Vec::new()),
+        })
+    }
+
+    /// A budget of half the cores (at least one): ingest keeps the rest.
+    pub fn for_this_machine() -> Arc<Self> {
+        let cores = std::thread::available_parallelism().map_or(2, |n| n.get());
+        Self::new(cores / 2)
+    }
+
+    fn reuse(&self, filter: &RankFilter) -> Option<Rendered> {
+        let recent = self.recent.lock();
+        recent
+            .iter()
+            .find(|(f, at, _)| same(f, filter) && at.elapsed() <= REUSE_WITHIN)
+            .map(|(_, _, r)| r.clone())
+    }
+
+    fn remember(&self, filter: RankFilter, rendered: Rendered) {
+        let mut recent = self.recent.lock();
+        recent.retain(|(f, at, _)| !same(f, &filter) && at.elapsed() <= REUSE_WITHIN);
+        if recent.len() >= MAX_REMEMBERED {
+            recent.remove(0);
+        }
+        recent.push((filter, Instant::now(), rendered));
+    }
+
+    /// The snapshot events of `filter`, or `None` (counted as skipped) when the budget
+    /// stayed busy for `wait`, i.e. until the client's next interval.
+    pub async fn get(
+        &self,
+        registry: &Arc<Registry>,
+        filter: &RankFilter,
+        wait: Duration,
+    ) -> Option<Rendered> {
+        if let Some(r) = self.reuse(filter) {
+            return Some(r);
+        }
+        let Ok(Ok(permit)) = tokio::time::timeout(wait, self.permits.clone().acquire_owned()).await
+        else {
+            registry.http.snapshots_skipped.fetch_add(1, Relaxed);
+            return None;
+        };
+        // Whoever held the permit before may have rendered this very filter.
+        if let Some(r) = self.reuse(filter) {
+            return Some(r);
+        }
+        let (reg, f) = (registry.clone(), filter.clone());
+        let rendered = tokio::task::spawn_blocking(move || {
+            let _permit = permit;
+            render(&reg, &f)
+        })
+        .await
+        .ok()?;
+        self.remember(filter.clone(), rendered.clone());
+        Some(rendered)
+    }
+}
+
+fn render(registry: &Registry, filter: &RankFilter) -> Rendered {
+    let snap = registry.snapshot(filter);
+    let names = window_names(registry);
+    snap.ranks
+        .iter()
+        .map(|r| StreamMessage {
+            event: "snapshot",
+            data: serde_json::to_vec(&RankJson::new(registry, r, &names))
+                .expect("JSON of plain data cannot fail")
+                .into(),
+        })
+        .collect()
+}
