@@ -80,7 +80,8 @@ pub async fn start(settings: Settings) -> std::io::Result<Running> {
         protect_metrics: settings.protect_metrics,
         idle_timeout: settings.http_idle_timeout,
     };
-    let state = AppState::new(registry.clone(), &http_config, shutdown_rx.clone());
+    let mut state = AppState::new(registry.clone(), &http_config, shutdown_rx.clone());
+    state.engine_metrics = engine_metrics(&settings);
     state.http_up.store(true, Relaxed);
     let mut servers = Vec::new();
     let main_routes = match metrics_listener {
@@ -114,6 +115,27 @@ pub async fn start(settings: Settings) -> std::io::Result<Running> {
         demo_dir,
         record_writer,
     })
+}
+
+/// The engines' multiprocess directories, if any engine has one.
+fn engine_metrics(settings: &Settings) -> Option<Arc<crate::source::multiproc::EngineMetrics>> {
+    use crate::source::multiproc::{EngineMetrics, MultiprocDir};
+    if settings.multiproc_dirs.is_empty() {
+        return None;
+    }
+    let dirs = settings
+        .multiproc_dirs
+        .iter()
+        .map(|(i, path)| {
+            let e = &settings.engines[*i];
+            tracing::info!(engine = %e.name, dir = %path.display(), "serving the engine's multiprocess metrics on /engine_metrics");
+            MultiprocDir::new(&e.name, &e.labels, path.clone(), settings.multiproc)
+        })
+        .collect();
+    Some(Arc::new(EngineMetrics {
+        dirs,
+        merge_into_metrics: settings.merge_engine_metrics,
+    }))
 }
 
 async fn sweeper(registry: Arc<Registry>, mut shutdown: watch::Receiver<bool>) {

@@ -137,6 +137,18 @@ pub struct RunArgs {
     /// Drop an HTTP connection that sends no complete request headers for this long (also bounds idle keep-alive) [default: 30s].
     #[arg(long, value_name = "DURATION", value_parser = humantime::parse_duration)]
     pub http_idle_timeout: Option<Duration>,
+    /// The engine's PROMETHEUS_MULTIPROC_DIR: serve its own metrics on /engine_metrics (the engine of --endpoint, or one of its own).
+    #[arg(long, value_name = "DIR")]
+    pub multiproc_dir: Option<PathBuf>,
+    /// Also append the engines' multiprocess metrics to /metrics.
+    #[arg(long)]
+    pub merge_engine_metrics: bool,
+    /// Most bytes read from one multiprocess directory per scrape [default: 67108864].
+    #[arg(long, value_name = "BYTES")]
+    pub multiproc_max_bytes: Option<u64>,
+    /// Keep live-mode gauge files of pids absent from /proc (when the exporter cannot see the engine's processes).
+    #[arg(long)]
+    pub multiproc_no_pid_check: bool,
     /// Log format.
     #[arg(long, value_enum, default_value = "text")]
     pub log_format: LogFormat,
@@ -161,6 +173,9 @@ pub struct FileConfig {
     expire_after: Option<toml::Spanned<String>>,
     max_ranks: Option<usize>,
     max_streams: Option<usize>,
+    merge_engine_metrics: Option<bool>,
+    multiproc_max_bytes: Option<u64>,
+    multiproc_pid_check: Option<bool>,
     #[serde(default)]
     engine: Vec<FileEngine>,
 }
@@ -169,7 +184,8 @@ pub struct FileConfig {
 #[serde(deny_unknown_fields)]
 struct FileEngine {
     name: toml::Spanned<String>,
-    endpoint: toml::Spanned<String>,
+    endpoint: Option<toml::Spanned<String>>,
+    multiproc_dir: Option<PathBuf>,
     #[serde(default)]
     ranks: Option<toml::Spanned<RanksValue>>,
     #[serde(default)]
@@ -208,6 +224,12 @@ pub struct Settings {
     pub protect_metrics: bool,
     /// Header-read and idle keep-alive timeout of HTTP connections.
     pub http_idle_timeout: Duration,
+    /// (engine index, its multiprocess directory) for every engine that has one.
+    pub multiproc_dirs: Vec<(usize, PathBuf)>,
+    /// Limits of the multiprocess reader.
+    pub multiproc: crate::source::multiproc::MultiprocSettings,
+    /// Whether /metrics also carries the engines' multiprocess metrics.
+    pub merge_engine_metrics: bool,
 }
 
 /// The simulated engine's settings.
@@ -378,6 +400,7 @@ impl Settings {
 
         let mut engines = Vec::new();
         let mut endpoints = Vec::new();
+        let mut multiproc_dirs = Vec::new();
         for e in &file.engine {
             let idx = engines.len();
             let name = e.name.get_ref().trim();
@@ -407,10 +430,23 @@ impl Settings {
             for k in labels.0.keys() {
                 check_label(k).map_err(|m| at(labels.1.clone(), "engine.labels", m))?;
             }
-            endpoints.extend(
-                expand(idx, e.endpoint.get_ref(), ranks)
-                    .map_err(|m| at(e.endpoint.span(), "engine.endpoint", m))?,
-            );
+            match &e.endpoint {
+                Some(ep) => endpoints.extend(
+                    expand(idx, ep.get_ref(), ranks)
+                        .map_err(|m| at(ep.span(), "engine.endpoint", m))?,
+                ),
+                None if e.multiproc_dir.is_some() => {}
+                None => {
+                    return Err(at(
+                        e.name.span(),
+                        "engine",
+                        format!("{name:?} needs an endpoint or a multiproc_dir"),
+                    ))
+                }
+            }
+            if let Some(d) = &e.multiproc_dir {
+                multiproc_dirs.push((idx, d.clone()));
+            }
             engines.push(EngineInfo {
                 name: name.to_owned(),
                 labels: labels.0.into_iter().collect(),
@@ -418,9 +454,8 @@ impl Settings {
         }
 
         let mut demo = None;
-        let engine_from_flags = args.endpoint.is_some();
-        if let Some(base) = &args.endpoint {
-            let ranks = RankRange::parse(&args.ranks).map_err(|m| err(format!("--ranks: {m}")))?;
+        let engine_from_flags = args.endpoint.is_some() || args.multiproc_dir.is_some();
+        if engine_from_flags {
             let idx = engines.len();
             if engines.iter().any(|x| x.name == args.engine) {
                 return Err(err(format!(
@@ -428,15 +463,22 @@ impl Settings {
                     args.engine
                 )));
             }
-            endpoints
-                .extend(expand(idx, base, ranks).map_err(|m| err(format!("--endpoint: {m}")))?);
+            if let Some(base) = &args.endpoint {
+                let ranks =
+                    RankRange::parse(&args.ranks).map_err(|m| err(format!("--ranks: {m}")))?;
+                endpoints
+                    .extend(expand(idx, base, ranks).map_err(|m| err(format!("--endpoint: {m}")))?);
+            }
+            if let Some(d) = &args.multiproc_dir {
+                multiproc_dirs.push((idx, d.clone()));
+            }
             engines.push(EngineInfo {
                 name: args.engine.clone(),
                 labels: parse_label_flags(&args.labels)?,
             });
         } else if !args.labels.is_empty() {
             return Err(err(
-                "--label applies to the engine given with --endpoint".into()
+                "--label applies to the engine given with --endpoint or --multiproc-dir".into(),
             ));
         }
         if args.demo || (engines.is_empty() && !engine_from_flags) {
@@ -526,7 +568,28 @@ impl Settings {
         {
             return Err(err("--metrics-listen must differ from --listen".into()));
         }
+        let multiproc = crate::source::multiproc::MultiprocSettings {
+            max_bytes: args
+                .multiproc_max_bytes
+                .or(file.multiproc_max_bytes)
+                .unwrap_or(crate::source::multiproc::DEFAULT_MAX_BYTES),
+            pid_check: !args.multiproc_no_pid_check && file.multiproc_pid_check.unwrap_or(true),
+        };
+        if multiproc.max_bytes < 65_536 {
+            return Err(err("multiproc_max_bytes must be at least 65536".into()));
+        }
+        let merge_engine_metrics =
+            args.merge_engine_metrics || file.merge_engine_metrics.unwrap_or(false);
+        if merge_engine_metrics && multiproc_dirs.is_empty() {
+            return Err(err(
+                "--merge-engine-metrics needs an engine with --multiproc-dir (multiproc_dir)"
+                    .into(),
+            ));
+        }
         Ok(Settings {
+            multiproc_dirs,
+            multiproc,
+            merge_engine_metrics,
             listen,
             state,
             engines,
