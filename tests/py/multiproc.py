@@ -8,7 +8,7 @@ for tests/multiproc.rs and fpm-bench's multiproc section.
   multiproc.py compare --dir D --url URL --strip engine,model --dead PID --writer PID
       reference output before and after one GET of URL; checks it sample for sample.
   multiproc.py sglang-defs        the metric definitions taken from SGLang's source
-  multiproc.py bench-write --dir D --procs 64   one process writing the files of 64 pids
+  multiproc.py bench-write --dir D --procs 64   64 real writer processes, alive until stdin closes
   multiproc.py bench-python --dir D --runs N    median ms of MultiProcessCollector
 
 SGLang's definitions come from target/fpm-publisher/metrics_collector.py (sglang
@@ -311,19 +311,47 @@ def cmd_compare(a):
     return 0 if not errors else 1
 
 
-def cmd_bench_write(a):
+def cmd_bench_proc(a):
+    """One of the benchmark's engine processes: SGLang's families, its own tp_rank."""
     os.environ["PROMETHEUS_MULTIPROC_DIR"] = a.dir
     import prometheus_client as prom
-    from prometheus_client import values
-    for p in range(a.procs):
-        pid = 100000 + p
-        values.ValueClass = values.MultiProcessValue(process_identifier=lambda pid=pid: pid)
-        metrics = make_sglang(prom, prom.CollectorRegistry())
-        write_sglang(metrics, p, {"tp_rank": str(p), "model_name": "bench-model"})
-    values.ValueClass = None
-    files = os.listdir(a.dir)
-    size = sum(os.path.getsize(os.path.join(a.dir, f)) for f in files)
-    print(json.dumps({"files": len(files), "bytes": size, "families": len(sglang_defs()[0])}))
+    metrics = make_sglang(prom, prom.CollectorRegistry())
+    write_sglang(metrics, a.seed, {"tp_rank": str(a.seed), "model_name": "bench-model"})
+    print("ready %d" % os.getpid(), flush=True)
+    deadline = time.time() + a.max_seconds
+    while time.time() < deadline:
+        if select.select([sys.stdin], [], [], 0.5)[0] and not sys.stdin.read(1):
+            return
+
+
+def cmd_bench_write(a):
+    """Starts --procs real writer processes, prints the directory's size once all of
+    them have written, and keeps them alive (as an engine's are) until stdin closes."""
+    import subprocess
+    procs = [subprocess.Popen([sys.executable, os.path.abspath(__file__), "bench-proc",
+                               "--dir", a.dir, "--seed", str(p), "--max-seconds", str(a.max_seconds)],
+                              stdin=subprocess.PIPE, stdout=subprocess.PIPE)
+             for p in range(a.procs)]
+    try:
+        for pr in procs:
+            if not pr.stdout.readline().startswith(b"ready"):
+                raise SystemExit("a bench writer failed")
+        files = os.listdir(a.dir)
+        size = sum(os.path.getsize(os.path.join(a.dir, f)) for f in files)
+        print(json.dumps({"files": len(files), "bytes": size, "procs": len(procs),
+                          "families": len(sglang_defs()[0])}), flush=True)
+        deadline = time.time() + a.max_seconds
+        while time.time() < deadline:
+            if select.select([sys.stdin], [], [], 0.5)[0] and not sys.stdin.read(1):
+                break
+    finally:
+        for pr in procs:
+            pr.stdin.close()
+        for pr in procs:
+            try:
+                pr.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                pr.kill()
 
 
 def cmd_bench_python(a):
@@ -357,6 +385,11 @@ def main():
     b = sub.add_parser("bench-write")
     b.add_argument("--dir", required=True)
     b.add_argument("--procs", type=int, default=64)
+    b.add_argument("--max-seconds", type=float, default=600)
+    bp = sub.add_parser("bench-proc")
+    bp.add_argument("--dir", required=True)
+    bp.add_argument("--seed", type=int, required=True)
+    bp.add_argument("--max-seconds", type=float, default=600)
     r = sub.add_parser("bench-python")
     r.add_argument("--dir", required=True)
     r.add_argument("--runs", type=int, default=5)
@@ -370,6 +403,8 @@ def main():
         print(json.dumps({"defs": defs, "skipped": skipped}))
     elif a.cmd == "bench-write":
         cmd_bench_write(a)
+    elif a.cmd == "bench-proc":
+        cmd_bench_proc(a)
     else:
         cmd_bench_python(a)
 

@@ -295,3 +295,29 @@ fn short(e: std::io::Error) -> Reason {
         Reason::Io
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_are_read_as_python_splits_them() {
+        let g = parse_name("gauge_livesum_1234.db").unwrap().unwrap();
+        assert_eq!(
+            (g.kind, g.mode, g.pid.as_str()),
+            (Kind::Gauge, Some(Mode::LiveSum), "1234")
+        );
+        assert!(g.mode.unwrap().is_live() && !g.mode.unwrap().keeps_pid());
+        // Python's `split('_')[2][:-3]`, even for odd names.
+        assert_eq!(parse_name("gauge_all_12_3.db").unwrap().unwrap().pid, "");
+        assert_eq!(
+            parse_name("counter_77.db").unwrap().unwrap().kind,
+            Kind::Counter
+        );
+        assert_eq!(parse_name(".counter_1.db").unwrap(), None);
+        assert_eq!(parse_name("counter_1.txt").unwrap(), None);
+        assert!(parse_name("info_1.db").is_err());
+        assert!(parse_name("gauge_median_1.db").is_err());
+        assert!(parse_name("gauge_all.db").is_err());
+    }
+}

@@ -20,7 +20,9 @@ struct U64Hasher(u64);
 
 impl Hasher for U64Hasher {
     fn finish(&self) -> u64 {
-        self.0
+        // Keys carry their information in both halves (id << 32 | pid) and the table
+        // indexes by the low bits: fold the high bits down.
+        self.0 ^ (self.0 >> 29)
     }
     fn write(&mut self, bytes: &[u8]) {
         for &b in bytes {
@@ -28,7 +30,7 @@ impl Hasher for U64Hasher {
         }
     }
     fn write_u64(&mut self, n: u64) {
-        self.0 = (self.0 ^ n).wrapping_mul(0x9E37_79B9_7F4A_7C15);
+        self.0 = (self.0 ^ n ^ (n >> 32)).wrapping_mul(0x9E37_79B9_7F4A_7C15);
     }
 }
 
@@ -303,9 +305,9 @@ pub fn merge(keys: &Keys, files: &[FileData]) -> (Vec<MetricFamily>, u64) {
             }
         }
     }
-    // (family, sort key, sample); the sort key orders label groups, then the samples
-    // of a group: buckets by le, _count, _sum.
-    type Row = (u32, Vec<(String, String)>, u32, f64, Sample);
+    // (family, label group with pid, rank, le, sample): rows sort by family name and
+    // the group's labels (pid included), then within a group buckets by le, _count, _sum.
+    type Row = (u32, u64, u32, f64, Sample);
     let mut rows: Vec<Row> = Vec::with_capacity(accs.len() + buckets.len() * 16);
     let with_pid = |labels: &[(String, String)], pid: u32| {
         let mut l: Vec<(String, String)> = labels.to_vec();
@@ -340,10 +342,9 @@ pub fn merge(keys: &Keys, files: &[FileData]) -> (Vec<MetricFamily>, u64) {
             "_sum" => 2,
             _ => 0,
         };
-        let sort = with_pid(&keys.groups[s.group as usize].1, pid);
         rows.push((
             s.family,
-            sort,
+            (s.group as u64) << 32 | pid as u64,
             rank,
             0.0,
             Sample {
@@ -366,7 +367,7 @@ pub fn merge(keys: &Keys, files: &[FileData]) -> (Vec<MetricFamily>, u64) {
             labels.push(("le".into(), go_float_string(le)));
             rows.push((
                 fam_id,
-                group.clone(),
+                k,
                 0,
                 le,
                 Sample {
@@ -378,7 +379,7 @@ pub fn merge(keys: &Keys, files: &[FileData]) -> (Vec<MetricFamily>, u64) {
         }
         rows.push((
             fam_id,
-            group.clone(),
+            k,
             1,
             0.0,
             Sample {
@@ -388,13 +389,33 @@ pub fn merge(keys: &Keys, files: &[FileData]) -> (Vec<MetricFamily>, u64) {
             },
         ));
     }
-    rows.sort_by(|a, b| {
-        let fa = &keys.families[a.0 as usize].name;
-        let fb = &keys.families[b.0 as usize].name;
-        (fa, &a.1, a.2)
-            .cmp(&(fb, &b.1, b.2))
-            .then(a.3.total_cmp(&b.3))
-    });
+    // Label sets are compared once per distinct group, not once per row comparison:
+    // each group gets its ordinal in (family name, labels) order, equal sets equal ones.
+    let mut groups: Vec<(u64, Vec<(String, String)>)> = rows
+        .iter()
+        .map(|r| r.1)
+        .collect::<std::collections::HashSet<u64, BuildHasherDefault<U64Hasher>>>()
+        .into_iter()
+        .map(|k| {
+            let labels = &keys.groups[(k >> 32) as usize].1;
+            (k, with_pid(labels, (k & 0xffff_ffff) as u32))
+        })
+        .collect();
+    let family_name = |k: u64| &keys.families[keys.groups[(k >> 32) as usize].0 as usize].name;
+    groups.sort_unstable_by(|a, b| (family_name(a.0), &a.1).cmp(&(family_name(b.0), &b.1)));
+    let mut ordinal: FastMap<u64, u32> = FastMap::default();
+    let mut n = 0u32;
+    for (i, (k, labels)) in groups.iter().enumerate() {
+        if i > 0 && (family_name(groups[i - 1].0), &groups[i - 1].1) != (family_name(*k), labels) {
+            n += 1;
+        }
+        ordinal.insert(*k, n);
+    }
+    drop(groups);
+    for r in &mut rows {
+        r.1 = u64::from(ordinal[&r.1]);
+    }
+    rows.sort_by(|a, b| (a.1, a.2).cmp(&(b.1, b.2)).then(a.3.total_cmp(&b.3)));
     let mut out: Vec<MetricFamily> = Vec::new();
     for (fam, _, _, _, sample) in rows {
         let info = &keys.families[fam as usize];
