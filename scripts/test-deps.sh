@@ -3,7 +3,7 @@
 #   - a venv at target/pyenv with msgspec, pyzmq, numpy, matplotlib, jsonschema
 #   - the real SGLang FPM publisher module (sglang==0.5.23 wheel, one file) at
 #     target/fpm-publisher/forward_pass_metrics.py, and SGLang's metric definitions
-#     (metrics_collector.py, parsed by tests/py/sglang_metrics.py, never imported)
+#     (metrics_collector.py, parsed by tests/py/multiproc.py, never imported)
 #   - Debian's prometheus package (promtool, and the server tests/dashboards.rs runs),
 #     only if either binary is missing
 # Fast (well under a second) when everything is already present.
