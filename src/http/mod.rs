@@ -3,6 +3,7 @@
 //! stalls the ingest tasks sharing the runtime.
 
 pub mod auth;
+mod engine;
 mod feeds;
 mod handlers;
 pub mod serve;
@@ -78,6 +79,8 @@ pub struct AppState {
     pub api_token: Option<ApiToken>,
     /// Whether `/metrics` requires the token too.
     pub protect_metrics: bool,
+    /// The engines' multiprocess directories (`/engine_metrics`), if any engine has one.
+    pub engine_metrics: Option<Arc<crate::source::multiproc::EngineMetrics>>,
 }
 
 impl AppState {
@@ -105,6 +108,7 @@ impl AppState {
             shutdown,
             api_token: config.api_token.clone(),
             protect_metrics: config.protect_metrics,
+            engine_metrics: None,
         }
     }
 }
@@ -132,7 +136,9 @@ pub fn router_for(state: AppState, routes: Routes) -> Router {
         .route("/", get(handlers::index))
         .route("/healthz", get(handlers::healthz))
         .route("/readyz", get(handlers::readyz));
-    let mut metrics = Router::new().route("/metrics", get(handlers::metrics));
+    let mut metrics = Router::new()
+        .route("/metrics", get(handlers::metrics))
+        .route("/engine_metrics", get(engine::engine_metrics));
     let mut api = Router::new()
         .route("/v1/ranks", get(handlers::ranks))
         .route("/v1/stream", get(handlers::stream))

@@ -1,6 +1,8 @@
 //! Sources: ZMQ subscribers, one task per rank endpoint of every configured engine.
 
 pub mod endpoint;
+pub mod exposition;
+pub mod multiproc;
 pub mod nats;
 pub mod subscriber;
 

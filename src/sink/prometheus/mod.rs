@@ -4,6 +4,7 @@
 
 mod accept;
 pub mod endpoints;
+pub mod engine_metrics;
 pub mod engines;
 pub mod exporter;
 pub mod model;
@@ -33,8 +34,33 @@ pub fn render_streaming(
     chunk: usize,
     sink: ChunkSink,
 ) -> String {
+    render_streaming_with(registry, format, start_unix_secs, chunk, sink, None)
+}
+
+/// [`render_streaming`] plus, when engines have multiprocess directories, the
+/// reader's counters and (with `--merge-engine-metrics`) the engines' own families;
+/// an engine family named like one of the exporter's is left out and counted.
+pub fn render_streaming_with(
+    registry: &Registry,
+    format: Format,
+    start_unix_secs: f64,
+    chunk: usize,
+    sink: ChunkSink,
+    engine: Option<&crate::source::multiproc::EngineMetrics>,
+) -> String {
     let mut w = Writer::streaming(format, chunk, sink);
     render_into(registry, &mut w, start_unix_secs);
+    if let Some(em) = engine {
+        engine_metrics::write_stats(&mut w, em);
+        if em.merge_into_metrics {
+            let own: Vec<Family> = all_families();
+            let skip = |name: &str| {
+                own.iter()
+                    .any(|f| f.name == name || f.name.strip_suffix("_total") == Some(name))
+            };
+            engine_metrics::write_engines(&mut w, em, &skip);
+        }
+    }
     w.finish()
 }
 
@@ -94,5 +120,6 @@ pub fn all_families() -> Vec<Family> {
     v.extend(exporter::families());
     v.extend(record::families());
     v.extend(nats::families());
+    v.extend(engine_metrics::families());
     v
 }

@@ -170,6 +170,48 @@ impl Writer {
         let _ = writeln!(self.out, "# TYPE {name} {kind}");
     }
 
+    /// Starts a family known only at run time (re-exposed engine metrics): `help` is
+    /// escaped as the format requires.
+    pub fn family_dynamic(&mut self, name: &str, kind: &str, help: &str) {
+        let out = &mut self.out;
+        out.push_str("# HELP ");
+        out.push_str(name);
+        out.push(' ');
+        for c in help.chars() {
+            match c {
+                '\\' => out.push_str("\\\\"),
+                '\n' => out.push_str("\\n"),
+                '"' if self.format == Format::OpenMetrics => out.push_str("\\\""),
+                c => out.push(c),
+            }
+        }
+        out.push_str("\n# TYPE ");
+        out.push_str(name);
+        out.push(' ');
+        out.push_str(kind);
+        out.push('\n');
+    }
+
+    /// Writes one sample line with a run-time name and rendered, escaped labels.
+    pub fn sample_dynamic(&mut self, name: &str, labels: &str, value: f64) {
+        let out = &mut self.out;
+        out.push_str(name);
+        if !labels.is_empty() {
+            out.push('{');
+            out.push_str(labels);
+            out.push('}');
+        }
+        out.push(' ');
+        push_value(out, value);
+        out.push('\n');
+        self.maybe_flush();
+    }
+
+    /// The format being written.
+    pub fn format(&self) -> Format {
+        self.format
+    }
+
     /// Writes one sample of family `f`: pre-rendered `labels`, extra label pairs, value.
     #[inline]
     pub fn sample(&mut self, f: &Family, labels: &str, extra: &[(&str, &str)], value: f64) {

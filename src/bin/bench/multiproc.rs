@@ -1,0 +1,123 @@
+//! fpm-bench's `multiproc` section: a `PROMETHEUS_MULTIPROC_DIR` as SGLang leaves it (64 live
+//! Python processes, each writing every metric SGLang 0.5.23 defines through the real
+//! prometheus_client, tests/py/multiproc.py), read by Python's `MultiProcessCollector` +
+//! `generate_latest` and by the exporter's `/engine_metrics`, side by side.
+
+use super::{http_get, http_get_timed, percentile, Bench, Exporter};
+use std::io::{BufRead, BufReader};
+use std::path::PathBuf;
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+const PROCESSES: u32 = 64;
+const SCRAPES: usize = 50;
+
+impl Bench<'_> {
+    pub(crate) async fn multiproc(&mut self) {
+        let root = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
+        let python = self
+            .args
+            .python
+            .clone()
+            .unwrap_or_else(|| root.join("target/pyenv/bin/python"));
+        let script = root.join("tests/py/multiproc.py");
+        let dir = std::env::temp_dir().join(format!("fpm-bench-mp-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).expect("bench directory");
+        let d = dir.to_str().unwrap().to_owned();
+        let run = |args: &[&str]| -> serde_json::Value {
+            let out = Command::new(&python).arg(&script).args(args).output();
+            match out {
+                Ok(o) if o.status.success() => {
+                    serde_json::from_slice(&o.stdout).unwrap_or_default()
+                }
+                Ok(o) => {
+                    eprintln!("fpm-bench: {}", String::from_utf8_lossy(&o.stderr));
+                    serde_json::Value::Null
+                }
+                Err(e) => {
+                    eprintln!(
+                        "fpm-bench: cannot run {} ({e}); run scripts/test-deps.sh",
+                        python.display()
+                    );
+                    serde_json::Value::Null
+                }
+            }
+        };
+        // The writers stay alive (as an engine's processes do) until their stdin closes.
+        let procs = PROCESSES.to_string();
+        let writers = Command::new(&python)
+            .arg(&script)
+            .args(["bench-write", "--dir", &d, "--procs", &procs])
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .spawn();
+        let mut writers = match writers {
+            Ok(w) => w,
+            Err(e) => {
+                self.result(format!(
+                    "multiproc: cannot run {} ({e}); run scripts/test-deps.sh",
+                    python.display()
+                ));
+                return;
+            }
+        };
+        let mut line = String::new();
+        if let Some(out) = writers.stdout.take() {
+            let _ = BufReader::new(out).read_line(&mut line);
+        }
+        let written: serde_json::Value = serde_json::from_str(&line).unwrap_or_default();
+        if written.is_null() {
+            let _ = writers.kill();
+            let _ = writers.wait();
+            self.result("multiproc: could not write the directory (see above)".into());
+            return;
+        }
+        let py = run(&["bench-python", "--dir", &d, "--runs", "5"]);
+        let py_ms = py["median_ms"].as_f64().unwrap_or(f64::NAN);
+
+        let exp = Exporter::spawn(&["--multiproc-dir", &d]).await;
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        let rss0 = exp.rss_bytes();
+        let cold = http_get_timed(&exp.addr, "/engine_metrics").map(|r| r.2);
+        let mut times = Vec::with_capacity(SCRAPES);
+        let mut bytes = 0;
+        for _ in 0..SCRAPES {
+            if let Ok((200, n, t)) = http_get_timed(&exp.addr, "/engine_metrics") {
+                bytes = n;
+                times.push(t.as_secs_f64() * 1e3);
+            }
+        }
+        let rss1 = exp.rss_bytes();
+        times.sort_by(f64::total_cmp);
+        let ours = percentile(&times, 0.5);
+        let samples = http_get(&exp.addr, "/engine_metrics")
+            .map(|(_, b)| b.lines().filter(|l| !l.starts_with('#')).count())
+            .unwrap_or(0);
+        drop(exp);
+        drop(writers.stdin.take());
+        let _ = writers.wait();
+        let _ = std::fs::remove_dir_all(&dir);
+        self.result(format!(
+            "multiproc directory: {PROCESSES} processes x {} SGLang families, {} files, {:.1} MB on disk; samples served: exporter {samples}, python {}",
+            written["families"],
+            written["files"],
+            written["bytes"].as_f64().unwrap_or(0.0) / 1e6,
+            py["samples"],
+        ));
+        self.result(format!(
+            "multiproc scrape: exporter /engine_metrics median {ours:.2} ms (p90 {:.2}, first scrape {:.1} ms, {:.0} KB) vs python MultiProcessCollector+generate_latest median {py_ms:.0} ms = {:.0}x   [target <= 10 ms, >= 50x]",
+            percentile(&times, 0.9),
+            cold.map(|t| t.as_secs_f64() * 1e3).unwrap_or(f64::NAN),
+            bytes as f64 / 1e3,
+            py_ms / ours,
+        ));
+        self.result(format!(
+            "multiproc memory: exporter RSS {:.1} MB before, {:.1} MB after {} scrapes: growth {:.1} MB   [target < 20 MB]",
+            rss0 as f64 / 1e6,
+            rss1 as f64 / 1e6,
+            SCRAPES + 2,
+            (rss1 as f64 - rss0 as f64) / 1e6,
+        ));
+    }
+}

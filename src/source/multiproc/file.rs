@@ -1,0 +1,323 @@
+//! One `prometheus_client` multiprocess file (0.26.0 `mmap_dict.py`): its name says
+//! the kind, gauge mode and pid; its bytes are a `used` header and 8-byte aligned
+//! entries `len i32, key, space padding, value f64, timestamp f64`.
+//!
+//! Why plain `pread` rather than `memmap2`: a mapping of a file that another process
+//! truncates (or that lies about its size) raises SIGBUS on access, which would kill
+//! the exporter; a read just comes back short and the file is counted and skipped.
+//! Reading at most `used` bytes costs the same copy the kernel would do on faults.
+
+use super::Reason;
+use std::fs::File;
+use std::os::unix::fs::{FileExt, MetadataExt, OpenOptionsExt};
+use std::path::Path;
+
+/// The file kinds `prometheus_client` writes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Kind {
+    /// `counter_<pid>.db`.
+    Counter,
+    /// `histogram_<pid>.db`.
+    Histogram,
+    /// `summary_<pid>.db`.
+    Summary,
+    /// `gauge_<mode>_<pid>.db`.
+    Gauge,
+}
+
+/// The ten gauge multiprocess modes (`Gauge._MULTIPROC_MODES`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Mode {
+    /// One sample per process, with a `pid` label.
+    All,
+    /// Like `All`, for live processes only.
+    LiveAll,
+    /// Minimum over processes.
+    Min,
+    /// Minimum over live processes.
+    LiveMin,
+    /// Maximum over processes.
+    Max,
+    /// Maximum over live processes.
+    LiveMax,
+    /// Sum over processes.
+    Sum,
+    /// Sum over live processes.
+    LiveSum,
+    /// The value with the newest timestamp.
+    MostRecent,
+    /// The newest value among live processes.
+    LiveMostRecent,
+}
+
+impl Mode {
+    fn parse(s: &str) -> Option<Mode> {
+        Some(match s {
+            "all" => Mode::All,
+            "liveall" => Mode::LiveAll,
+            "min" => Mode::Min,
+            "livemin" => Mode::LiveMin,
+            "max" => Mode::Max,
+            "livemax" => Mode::LiveMax,
+            "sum" => Mode::Sum,
+            "livesum" => Mode::LiveSum,
+            "mostrecent" => Mode::MostRecent,
+            "livemostrecent" => Mode::LiveMostRecent,
+            _ => return None,
+        })
+    }
+
+    /// Live modes: `mark_process_dead` deletes their files when a process ends.
+    pub fn is_live(self) -> bool {
+        matches!(
+            self,
+            Mode::LiveAll | Mode::LiveMin | Mode::LiveMax | Mode::LiveSum | Mode::LiveMostRecent
+        )
+    }
+
+    /// Whether merged samples keep the `pid` label (only `all` and `liveall`).
+    pub fn keeps_pid(self) -> bool {
+        matches!(self, Mode::All | Mode::LiveAll)
+    }
+}
+
+/// What a file's name says.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FileName {
+    /// Kind of the samples in it.
+    pub kind: Kind,
+    /// Gauge mode (gauges only).
+    pub mode: Option<Mode>,
+    /// The `pid` label value, exactly as Python takes it: `name.split('_')[2][:-3]`.
+    pub pid: String,
+}
+
+/// Parses a directory entry's name. `Ok(None)`: not a file the Python collector reads
+/// (its glob is `*.db`, which skips dot files); `Err`: a `.db` file it would choke on.
+pub fn parse_name(name: &str) -> Result<Option<FileName>, Reason> {
+    if !name.ends_with(".db") || name.starts_with('.') {
+        return Ok(None);
+    }
+    let parts: Vec<&str> = name.split('_').collect();
+    let kind = match parts[0] {
+        "counter" => Kind::Counter,
+        "histogram" => Kind::Histogram,
+        "summary" => Kind::Summary,
+        "gauge" => Kind::Gauge,
+        _ => return Err(Reason::BadName),
+    };
+    if kind != Kind::Gauge {
+        return (parts.len() >= 2)
+            .then_some(Some(FileName {
+                kind,
+                mode: None,
+                pid: String::new(),
+            }))
+            .ok_or(Reason::BadName);
+    }
+    let (Some(mode), Some(last)) = (parts.get(1).and_then(|m| Mode::parse(m)), parts.get(2)) else {
+        return Err(Reason::BadName);
+    };
+    // Python slices three characters off whatever the third part is.
+    let pid: String = {
+        let chars: Vec<char> = last.chars().collect();
+        chars[..chars.len().saturating_sub(3)].iter().collect()
+    };
+    Ok(Some(FileName {
+        kind,
+        mode: Some(mode),
+        pid,
+    }))
+}
+
+/// Where each entry of a file sits, kept between scrapes: entries are only ever
+/// appended, so a file whose `used` grew is parsed from its old `used` on.
+#[derive(Debug, Default)]
+pub struct Layout {
+    dev: u64,
+    ino: u64,
+    used: usize,
+    /// (offset of the entry's length field, key length, offset of its value, key id).
+    entries: Vec<(u32, u32, u32, u32)>,
+}
+
+/// One read of a file: its layout for the next scrape and (key id, value, timestamp)
+/// per entry, in file order.
+pub struct Read {
+    /// The layout to keep.
+    pub layout: Layout,
+    /// Entry values.
+    pub values: Vec<(u32, f64, f64)>,
+}
+
+/// Reusable read buffers.
+#[derive(Default)]
+pub struct Buffers {
+    a: Vec<u8>,
+    b: Vec<u8>,
+}
+
+/// Bytes charged against the per-scrape budget for opening a file, so that a
+/// directory of many tiny files is bounded too.
+pub const OPEN_COST: u64 = 4096;
+
+/// Reads a file: `Ok(None)` when it vanished since the listing. The `used` region is
+/// read twice; a value that differs between the reads (a writer was updating it) is
+/// re-read on its own until two reads agree, so no value is ever torn.
+pub fn read(
+    path: &Path,
+    cached: Option<Layout>,
+    intern: &mut dyn FnMut(&[u8]) -> Option<u32>,
+    budget: &mut u64,
+    bufs: &mut Buffers,
+) -> Result<Option<Read>, Reason> {
+    // O_NONBLOCK: a FIFO named like a .db file must not hang the scrape in open().
+    let file = match std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NONBLOCK)
+        .open(path)
+    {
+        Ok(f) => f,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+        Err(_) => return Err(Reason::Io),
+    };
+    let meta = file.metadata().map_err(|_| Reason::Io)?;
+    if !meta.is_file() {
+        return Err(Reason::BadName);
+    }
+    let size = meta.len();
+    if size == 0 {
+        // Created and not yet sized by its writer.
+        return Ok(Some(Read {
+            layout: Layout::default(),
+            values: Vec::new(),
+        }));
+    }
+    let mut header = [0u8; 8];
+    file.read_exact_at(&mut header, 0).map_err(short)?;
+    let used = i32::from_ne_bytes(header[..4].try_into().expect("4 bytes"));
+    if used < 0 {
+        return Err(Reason::BadHeader);
+    }
+    let used = used as usize;
+    if used as u64 > size {
+        return Err(Reason::Truncated);
+    }
+    let cost = OPEN_COST + 2 * used as u64;
+    if cost > *budget {
+        return Err(Reason::ByteLimit);
+    }
+    *budget -= cost;
+    if used <= 8 {
+        return Ok(Some(Read {
+            layout: Layout::default(),
+            values: Vec::new(),
+        }));
+    }
+    let (a, b) = (&mut bufs.a, &mut bufs.b);
+    a.resize(used, 0);
+    b.resize(used, 0);
+    file.read_exact_at(a, 0).map_err(short)?;
+    file.read_exact_at(b, 0).map_err(short)?;
+
+    let reuse = cached.filter(|l| {
+        l.dev == meta.dev()
+            && l.ino == meta.ino()
+            && l.used <= used
+            && l.entries
+                .iter()
+                .all(|&(at, len, _, _)| entry_len(a, at as usize) == Some(len as usize))
+    });
+    let (mut entries, mut pos) = match reuse {
+        Some(l) => (l.entries, l.used),
+        None => (Vec::new(), 8),
+    };
+    while pos < used {
+        let len = entry_len(a, pos).ok_or(Reason::Corrupt)?;
+        let padded = len + (8 - (len + 4) % 8);
+        let value_at = pos + 4 + padded;
+        if value_at + 16 > used {
+            return Err(Reason::Corrupt);
+        }
+        let key = intern(&a[pos + 4..pos + 4 + len]).ok_or(Reason::BadKey)?;
+        entries.push((pos as u32, len as u32, value_at as u32, key));
+        pos = value_at + 16;
+    }
+    let same = a == b;
+    let mut values = Vec::with_capacity(entries.len());
+    for &(_, _, at, key) in &entries {
+        let at = at as usize;
+        let mut slot: [u8; 16] = a[at..at + 16].try_into().expect("16 bytes");
+        if !same && a[at..at + 16] != b[at..at + 16] {
+            slot = settle(&file, at as u64)?;
+        }
+        let value = f64::from_ne_bytes(slot[..8].try_into().expect("8 bytes"));
+        let ts = f64::from_ne_bytes(slot[8..].try_into().expect("8 bytes"));
+        values.push((key, value, ts));
+    }
+    Ok(Some(Read {
+        layout: Layout {
+            dev: meta.dev(),
+            ino: meta.ino(),
+            used,
+            entries,
+        },
+        values,
+    }))
+}
+
+/// The key length at `pos`, if the length field fits and is not negative.
+fn entry_len(buf: &[u8], pos: usize) -> Option<usize> {
+    let raw = buf.get(pos..pos + 4)?;
+    let len = i32::from_ne_bytes(raw.try_into().ok()?);
+    (len >= 0).then_some(len as usize)
+}
+
+/// Re-reads one 16-byte value slot until two consecutive reads agree.
+fn settle(file: &File, at: u64) -> Result<[u8; 16], Reason> {
+    let mut prev = [0u8; 16];
+    file.read_exact_at(&mut prev, at).map_err(short)?;
+    for _ in 0..32 {
+        let mut next = [0u8; 16];
+        file.read_exact_at(&mut next, at).map_err(short)?;
+        if next == prev {
+            return Ok(next);
+        }
+        prev = next;
+    }
+    Err(Reason::Unstable)
+}
+
+fn short(e: std::io::Error) -> Reason {
+    if e.kind() == std::io::ErrorKind::UnexpectedEof {
+        Reason::Truncated
+    } else {
+        Reason::Io
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_are_read_as_python_splits_them() {
+        let g = parse_name("gauge_livesum_1234.db").unwrap().unwrap();
+        assert_eq!(
+            (g.kind, g.mode, g.pid.as_str()),
+            (Kind::Gauge, Some(Mode::LiveSum), "1234")
+        );
+        assert!(g.mode.unwrap().is_live() && !g.mode.unwrap().keeps_pid());
+        // Python's `split('_')[2][:-3]`, even for odd names.
+        assert_eq!(parse_name("gauge_all_12_3.db").unwrap().unwrap().pid, "");
+        assert_eq!(
+            parse_name("counter_77.db").unwrap().unwrap().kind,
+            Kind::Counter
+        );
+        assert_eq!(parse_name(".counter_1.db").unwrap(), None);
+        assert_eq!(parse_name("counter_1.txt").unwrap(), None);
+        assert!(parse_name("info_1.db").is_err());
+        assert!(parse_name("gauge_median_1.db").is_err());
+        assert!(parse_name("gauge_all.db").is_err());
+    }
+}

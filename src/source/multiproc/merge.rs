@@ -1,0 +1,442 @@
+//! The merge rules of `MultiProcessCollector._accumulate_metrics` (prometheus_client
+//! 0.26.0 `multiprocess.py`), over keys parsed once and interned between scrapes.
+//!
+//! Files are visited in directory order and entries in file order, as Python's glob
+//! and loop visit them, so sums add in the same order and come out bit-identical.
+//! A family's type is that of the first file holding it, a gauge's mode that of the
+//! last gauge file holding it; gauge files add a `pid` label, which every mode but
+//! `all`/`liveall` drops again.
+
+use super::file::{Kind, Mode};
+use crate::source::exposition::{
+    go_float_string, valid_label_name, valid_metric_name, FamilyType, MetricFamily, Sample,
+};
+use std::collections::{BTreeMap, HashMap};
+use std::hash::{BuildHasherDefault, Hasher};
+
+/// A multiply-shift hasher for the u64 keys of the per-scrape accumulators.
+#[derive(Default)]
+struct U64Hasher(u64);
+
+impl Hasher for U64Hasher {
+    fn finish(&self) -> u64 {
+        // Keys carry their information in both halves (id << 32 | pid) and the table
+        // indexes by the low bits: fold the high bits down.
+        self.0 ^ (self.0 >> 29)
+    }
+    fn write(&mut self, bytes: &[u8]) {
+        for &b in bytes {
+            self.0 = (self.0.rotate_left(8) ^ b as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15);
+        }
+    }
+    fn write_u64(&mut self, n: u64) {
+        self.0 = (self.0 ^ n ^ (n >> 32)).wrapping_mul(0x9E37_79B9_7F4A_7C15);
+    }
+}
+
+type FastMap<K, V> = HashMap<K, V, BuildHasherDefault<U64Hasher>>;
+
+/// A parsed key: which series it feeds.
+struct Parsed {
+    family: u32,
+    series: u32,
+    group: u32,
+    /// The `le` label as a float, when the key has one (NaN when it does not parse).
+    le: Option<f64>,
+}
+
+struct Series {
+    family: u32,
+    sample: String,
+    /// Sorted by name, as Python's `tuple(sorted(labels.items()))`.
+    labels: Vec<(String, String)>,
+    group: u32,
+}
+
+struct FamilyInfo {
+    name: String,
+    help: String,
+}
+
+/// Keys parsed so far (raw JSON bytes -> series), families, label groups and pids.
+#[derive(Default)]
+pub struct Keys {
+    raw: HashMap<Box<[u8]>, u32>,
+    parsed: Vec<Parsed>,
+    series: Vec<Series>,
+    series_ids: HashMap<String, u32>,
+    /// Label sets without `le`, with their family.
+    groups: Vec<(u32, Vec<(String, String)>)>,
+    group_ids: HashMap<String, u32>,
+    families: Vec<FamilyInfo>,
+    family_ids: HashMap<String, u32>,
+    pids: Vec<String>,
+    pid_ids: HashMap<String, u32>,
+}
+
+const BAD: u32 = u32::MAX;
+
+fn canon<'a>(parts: impl Iterator<Item = &'a str>) -> String {
+    let mut s = String::new();
+    for p in parts {
+        s.push_str(itoa::Buffer::new().format(p.len()));
+        s.push(':');
+        s.push_str(p);
+    }
+    s
+}
+
+impl Keys {
+    /// How many distinct raw keys are cached.
+    pub fn len(&self) -> usize {
+        self.raw.len()
+    }
+
+    /// Whether nothing is cached.
+    pub fn is_empty(&self) -> bool {
+        self.raw.is_empty()
+    }
+
+    /// The id of a raw key (`json.dumps([metric, sample, labels, help])`), parsing it
+    /// the first time; `None` for a key that is not such JSON or names nothing valid.
+    pub fn intern(&mut self, raw: &[u8]) -> Option<u32> {
+        if let Some(&id) = self.raw.get(raw) {
+            return (id != BAD).then_some(id);
+        }
+        let id = self.parse(raw).unwrap_or(BAD);
+        self.raw.insert(raw.into(), id);
+        (id != BAD).then_some(id)
+    }
+
+    fn parse(&mut self, raw: &[u8]) -> Option<u32> {
+        type Key = (String, String, BTreeMap<String, String>, String);
+        let (metric, sample, labels, help): Key = serde_json::from_slice(raw).ok()?;
+        let suffix = sample.strip_prefix(metric.as_str())?;
+        let ok = valid_metric_name(&metric)
+            && matches!(suffix, "" | "_total" | "_bucket" | "_count" | "_sum")
+            && labels.keys().all(|k| valid_label_name(k));
+        if !ok {
+            return None;
+        }
+        let family = match self.family_ids.get(&metric) {
+            Some(&f) => f,
+            None => {
+                let f = self.families.len() as u32;
+                self.family_ids.insert(metric.clone(), f);
+                self.families.push(FamilyInfo { name: metric, help });
+                f
+            }
+        };
+        let labels: Vec<(String, String)> = labels.into_iter().collect();
+        let le = labels
+            .iter()
+            .find(|(k, _)| k == "le")
+            .map(|(_, v)| parse_python_float(v).unwrap_or(f64::NAN));
+        let fam = family.to_string();
+        let without_le = || labels.iter().filter(|(k, _)| k != "le");
+        let gkey = canon(
+            std::iter::once(fam.as_str())
+                .chain(without_le().flat_map(|(k, v)| [k.as_str(), v.as_str()])),
+        );
+        let group = match self.group_ids.get(&gkey) {
+            Some(&g) => g,
+            None => {
+                let g = self.groups.len() as u32;
+                self.groups.push((family, without_le().cloned().collect()));
+                self.group_ids.insert(gkey, g);
+                g
+            }
+        };
+        let skey = canon(
+            [fam.as_str(), sample.as_str()]
+                .into_iter()
+                .chain(labels.iter().flat_map(|(k, v)| [k.as_str(), v.as_str()])),
+        );
+        let series = match self.series_ids.get(&skey) {
+            Some(&s) => s,
+            None => {
+                let s = self.series.len() as u32;
+                self.series.push(Series {
+                    family,
+                    sample,
+                    labels,
+                    group,
+                });
+                self.series_ids.insert(skey, s);
+                s
+            }
+        };
+        let id = self.parsed.len() as u32;
+        self.parsed.push(Parsed {
+            family,
+            series,
+            group,
+            le,
+        });
+        Some(id)
+    }
+
+    /// The id of a pid label value (0 is reserved for "no pid").
+    pub fn pid(&mut self, pid: &str) -> u32 {
+        if self.pids.is_empty() {
+            self.pids.push(String::new());
+        }
+        if let Some(&p) = self.pid_ids.get(pid) {
+            return p;
+        }
+        let p = self.pids.len() as u32;
+        self.pids.push(pid.to_owned());
+        self.pid_ids.insert(pid.to_owned(), p);
+        p
+    }
+
+    /// The family id of a key id.
+    pub fn family_of(&self, key: u32) -> u32 {
+        self.parsed[key as usize].family
+    }
+}
+
+/// Python's `float(s)` for the spellings `floatToGoString` writes (and Rust's own).
+fn parse_python_float(s: &str) -> Option<f64> {
+    s.trim().parse::<f64>().ok()
+}
+
+/// One file's contribution to a scrape.
+pub struct FileData {
+    /// Its kind.
+    pub kind: Kind,
+    /// Its gauge mode.
+    pub mode: Option<Mode>,
+    /// Its pid id ([`Keys::pid`]).
+    pub pid: u32,
+    /// (key id, value, timestamp) per entry, in file order.
+    pub values: Vec<(u32, f64, f64)>,
+    /// Distinct family ids in the file, in first-seen order.
+    pub families: Vec<u32>,
+}
+
+#[derive(Default, Clone, Copy)]
+struct Acc {
+    value: f64,
+    ts: f64,
+    present: bool,
+}
+
+/// Merges the files of one scrape into families sorted by name, samples sorted by
+/// labels. Returns the families and the number of samples left out because their name
+/// does not fit their family's type (or a histogram `le` that is not a number).
+pub fn merge(keys: &Keys, files: &[FileData]) -> (Vec<MetricFamily>, u64) {
+    let nf = keys.families.len();
+    let mut ftype: Vec<Option<Kind>> = vec![None; nf];
+    let mut fmode: Vec<Option<Mode>> = vec![None; nf];
+    for f in files {
+        for &fam in &f.families {
+            let i = fam as usize;
+            ftype[i].get_or_insert(f.kind);
+            if f.kind == Kind::Gauge {
+                fmode[i] = f.mode;
+            }
+        }
+    }
+    let mut accs: FastMap<u64, Acc> = FastMap::default();
+    let mut buckets: FastMap<u64, Vec<(f64, f64)>> = FastMap::default();
+    let mut dropped = 0u64;
+    for f in files {
+        for &(key, v, ts) in &f.values {
+            let p = &keys.parsed[key as usize];
+            let fam = p.family as usize;
+            let t = ftype[fam].unwrap_or(f.kind);
+            let mode = fmode[fam].unwrap_or(Mode::All);
+            let drops_pid = t == Kind::Gauge && !mode.keeps_pid();
+            let pid = if f.kind == Kind::Gauge && !drops_pid {
+                f.pid
+            } else {
+                0
+            };
+            if t == Kind::Histogram {
+                if let Some(le) = p.le {
+                    if le.is_nan() {
+                        dropped += 1;
+                        continue;
+                    }
+                    let le = if le == 0.0 { 0.0 } else { le };
+                    let b = buckets
+                        .entry((p.group as u64) << 32 | pid as u64)
+                        .or_default();
+                    match b.iter_mut().find(|(l, _)| *l == le) {
+                        Some((_, s)) => *s += v,
+                        None => b.push((le, v)),
+                    }
+                    continue;
+                }
+            }
+            let acc = accs
+                .entry((p.series as u64) << 32 | pid as u64)
+                .or_default();
+            match (t, mode) {
+                (Kind::Gauge, Mode::Min | Mode::LiveMin) => {
+                    if !acc.present || v < acc.value {
+                        acc.value = v;
+                    }
+                    acc.present = true;
+                }
+                (Kind::Gauge, Mode::Max | Mode::LiveMax) => {
+                    if !acc.present || v > acc.value {
+                        acc.value = v;
+                    }
+                    acc.present = true;
+                }
+                (Kind::Gauge, Mode::MostRecent | Mode::LiveMostRecent) => {
+                    // Python keeps a sample only once a timestamp beats 0.0.
+                    if acc.ts < ts {
+                        acc.value = v;
+                        acc.ts = ts;
+                        acc.present = true;
+                    }
+                }
+                (Kind::Gauge, Mode::All | Mode::LiveAll) => {
+                    acc.value = v;
+                    acc.present = true;
+                }
+                _ => {
+                    acc.value += v;
+                    acc.present = true;
+                }
+            }
+        }
+    }
+    // (family, label group with pid, rank, le, sample): rows sort by family name and
+    // the group's labels (pid included), then within a group buckets by le, _count, _sum.
+    type Row = (u32, u64, u32, f64, Sample);
+    let mut rows: Vec<Row> = Vec::with_capacity(accs.len() + buckets.len() * 16);
+    let with_pid = |labels: &[(String, String)], pid: u32| {
+        let mut l: Vec<(String, String)> = labels.to_vec();
+        if pid != 0 {
+            l.retain(|(k, _)| k != "pid");
+            l.push(("pid".into(), keys.pids[pid as usize].clone()));
+        }
+        l
+    };
+    for (&k, acc) in &accs {
+        if !acc.present {
+            continue;
+        }
+        let (sid, pid) = ((k >> 32) as usize, (k & 0xffff_ffff) as u32);
+        let s = &keys.series[sid];
+        let fam = &keys.families[s.family as usize];
+        let t = family_type(ftype[s.family as usize].unwrap_or(Kind::Gauge));
+        if !t.allows_sample(&fam.name, &s.sample) {
+            dropped += 1;
+            continue;
+        }
+        let suffix = &s.sample[fam.name.len()..];
+        if t == FamilyType::Histogram
+            && suffix == "_count"
+            && buckets.contains_key(&((s.group as u64) << 32 | pid as u64))
+        {
+            continue; // replaced by the cumulative total, as in Python
+        }
+        let labels = with_pid(&s.labels, pid);
+        let rank = match suffix {
+            "_count" => 1,
+            "_sum" => 2,
+            _ => 0,
+        };
+        rows.push((
+            s.family,
+            (s.group as u64) << 32 | pid as u64,
+            rank,
+            0.0,
+            Sample {
+                name: s.sample.clone(),
+                labels,
+                value: acc.value,
+            },
+        ));
+    }
+    for (&k, b) in &mut buckets {
+        let (gid, pid) = ((k >> 32) as usize, (k & 0xffff_ffff) as u32);
+        let (fam_id, ref labels) = keys.groups[gid];
+        let group = with_pid(labels, pid);
+        let fam = &keys.families[fam_id as usize];
+        b.sort_by(|x, y| x.0.total_cmp(&y.0));
+        let mut total = 0.0;
+        for &(le, v) in b.iter() {
+            total += v;
+            let mut labels = group.clone();
+            labels.push(("le".into(), go_float_string(le)));
+            rows.push((
+                fam_id,
+                k,
+                0,
+                le,
+                Sample {
+                    name: format!("{}_bucket", fam.name),
+                    labels,
+                    value: total,
+                },
+            ));
+        }
+        rows.push((
+            fam_id,
+            k,
+            1,
+            0.0,
+            Sample {
+                name: format!("{}_count", fam.name),
+                labels: group,
+                value: total,
+            },
+        ));
+    }
+    // Label sets are compared once per distinct group, not once per row comparison:
+    // each group gets its ordinal in (family name, labels) order, equal sets equal ones.
+    let mut groups: Vec<(u64, Vec<(String, String)>)> = rows
+        .iter()
+        .map(|r| r.1)
+        .collect::<std::collections::HashSet<u64, BuildHasherDefault<U64Hasher>>>()
+        .into_iter()
+        .map(|k| {
+            let labels = &keys.groups[(k >> 32) as usize].1;
+            (k, with_pid(labels, (k & 0xffff_ffff) as u32))
+        })
+        .collect();
+    let family_name = |k: u64| &keys.families[keys.groups[(k >> 32) as usize].0 as usize].name;
+    groups.sort_unstable_by(|a, b| (family_name(a.0), &a.1).cmp(&(family_name(b.0), &b.1)));
+    let mut ordinal: FastMap<u64, u32> = FastMap::default();
+    let mut n = 0u32;
+    for (i, (k, labels)) in groups.iter().enumerate() {
+        if i > 0 && (family_name(groups[i - 1].0), &groups[i - 1].1) != (family_name(*k), labels) {
+            n += 1;
+        }
+        ordinal.insert(*k, n);
+    }
+    drop(groups);
+    for r in &mut rows {
+        r.1 = u64::from(ordinal[&r.1]);
+    }
+    rows.sort_by(|a, b| (a.1, a.2).cmp(&(b.1, b.2)).then(a.3.total_cmp(&b.3)));
+    let mut out: Vec<MetricFamily> = Vec::new();
+    for (fam, _, _, _, sample) in rows {
+        let info = &keys.families[fam as usize];
+        if out.last().is_none_or(|f| f.name != info.name) {
+            out.push(MetricFamily {
+                name: info.name.clone(),
+                kind: family_type(ftype[fam as usize].unwrap_or(Kind::Gauge)),
+                help: info.help.clone(),
+                samples: Vec::new(),
+            });
+        }
+        out.last_mut().expect("pushed").samples.push(sample);
+    }
+    (out, dropped)
+}
+
+fn family_type(k: Kind) -> FamilyType {
+    match k {
+        Kind::Counter => FamilyType::Counter,
+        Kind::Gauge => FamilyType::Gauge,
+        Kind::Histogram => FamilyType::Histogram,
+        Kind::Summary => FamilyType::Summary,
+    }
+}

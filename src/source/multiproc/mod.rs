@@ -1,0 +1,274 @@
+//! The engines' own Prometheus metrics, read from their `PROMETHEUS_MULTIPROC_DIR`
+//! (`prometheus_client` multiprocess mode) at scrape time: [`file`] reads one `.db`
+//! file, [`merge`] applies `MultiProcessCollector`'s rules. See
+//! proto/multiproc-format.md for the format and where each rule comes from.
+//!
+//! Cost is bounded per scrape: at most `max_bytes` read per directory (each file
+//! costs its `used` bytes twice plus [`file::OPEN_COST`]), at most [`MAX_FILES`] files
+//! listed, and keys are parsed once and cached, so a steady directory costs two
+//! `pread`s per file and a pass over its values.
+
+pub mod file;
+pub mod merge;
+
+use crate::source::exposition::MetricFamily;
+use parking_lot::Mutex;
+use std::collections::HashMap;
+use std::ffi::OsString;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::time::{Duration, Instant};
+
+/// Default of [`MultiprocSettings::max_bytes`]: 64 MiB per directory per scrape.
+pub const DEFAULT_MAX_BYTES: u64 = 64 << 20;
+/// Most directory entries looked at per scrape.
+pub const MAX_FILES: usize = 65_536;
+/// Parsed keys cached per directory before the cache is dropped and rebuilt.
+const MAX_CACHED_KEYS: usize = 1 << 20;
+/// Least time between two warnings about one directory.
+const LOG_EVERY: Duration = Duration::from_secs(10);
+
+/// Why a file (or the directory) was skipped.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Reason {
+    /// The directory does not exist or cannot be listed.
+    NoDirectory,
+    /// A `.db` file whose name is no `prometheus_client` kind/mode, or not a regular file.
+    BadName,
+    /// A negative `used` header.
+    BadHeader,
+    /// The file is shorter than its `used` header says.
+    Truncated,
+    /// An entry's length runs past `used`.
+    Corrupt,
+    /// A key that is not `[metric, sample, {labels}, help]` JSON with valid names.
+    BadKey,
+    /// A value kept changing across every re-read.
+    Unstable,
+    /// An I/O error other than the file vanishing.
+    Io,
+    /// The per-scrape byte budget was spent before this file.
+    ByteLimit,
+    /// Samples whose name does not fit their family's type (counted per sample).
+    BadSample,
+    /// A family left out of an exposition because another with its name came first.
+    FamilyClash,
+}
+
+impl Reason {
+    /// Every reason, in the order of [`Reason::as_str`].
+    pub const ALL: [Reason; 11] = [
+        Reason::NoDirectory,
+        Reason::BadName,
+        Reason::BadHeader,
+        Reason::Truncated,
+        Reason::Corrupt,
+        Reason::BadKey,
+        Reason::Unstable,
+        Reason::Io,
+        Reason::ByteLimit,
+        Reason::BadSample,
+        Reason::FamilyClash,
+    ];
+
+    /// The `reason` label value.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Reason::NoDirectory => "no_directory",
+            Reason::BadName => "bad_name",
+            Reason::BadHeader => "bad_header",
+            Reason::Truncated => "truncated",
+            Reason::Corrupt => "corrupt",
+            Reason::BadKey => "bad_key",
+            Reason::Unstable => "unstable",
+            Reason::Io => "io",
+            Reason::ByteLimit => "byte_limit",
+            Reason::BadSample => "bad_sample",
+            Reason::FamilyClash => "family_clash",
+        }
+    }
+}
+
+/// Settings shared by every directory.
+#[derive(Debug, Clone, Copy)]
+pub struct MultiprocSettings {
+    /// Bytes read per directory per scrape, at most.
+    pub max_bytes: u64,
+    /// Leave out live-mode gauge files whose pid has no `/proc/<pid>` (needs the
+    /// exporter to see the engine's processes).
+    pub pid_check: bool,
+}
+
+impl Default for MultiprocSettings {
+    fn default() -> Self {
+        MultiprocSettings {
+            max_bytes: DEFAULT_MAX_BYTES,
+            pid_check: true,
+        }
+    }
+}
+
+#[derive(Default)]
+struct Cache {
+    layouts: HashMap<OsString, file::Layout>,
+    keys: merge::Keys,
+    bufs: file::Buffers,
+}
+
+/// One engine's multiprocess directory.
+pub struct MultiprocDir {
+    /// The engine's name (its `engine` label).
+    pub engine: String,
+    /// The engine's configured labels.
+    pub labels: Vec<(String, String)>,
+    /// The directory.
+    pub path: PathBuf,
+    settings: MultiprocSettings,
+    cache: Mutex<Cache>,
+    errors: [AtomicU64; Reason::ALL.len()],
+    files: AtomicU64,
+    last_log: Mutex<Option<Instant>>,
+}
+
+impl MultiprocDir {
+    /// A directory of engine `engine` with its labels.
+    pub fn new(
+        engine: &str,
+        labels: &[(String, String)],
+        path: PathBuf,
+        settings: MultiprocSettings,
+    ) -> Self {
+        MultiprocDir {
+            engine: engine.to_owned(),
+            labels: labels.to_vec(),
+            path,
+            settings,
+            cache: Mutex::new(Cache::default()),
+            errors: Default::default(),
+            files: AtomicU64::new(0),
+            last_log: Mutex::new(None),
+        }
+    }
+
+    /// Errors counted so far for `reason`.
+    pub fn errors(&self, reason: Reason) -> u64 {
+        self.errors[reason as usize].load(Relaxed)
+    }
+
+    /// Files merged by the latest scrape.
+    pub fn files(&self) -> u64 {
+        self.files.load(Relaxed)
+    }
+
+    /// Counts a skipped file (or sample) and warns, at most once per 10 s.
+    pub fn count(&self, reason: Reason, what: &str, n: u64) {
+        self.errors[reason as usize].fetch_add(n, Relaxed);
+        let mut last = self.last_log.lock();
+        if last.is_none_or(|t| t.elapsed() >= LOG_EVERY) {
+            *last = Some(Instant::now());
+            tracing::warn!(engine = %self.engine, dir = %self.path.display(), reason = reason.as_str(), %what,
+                "skipped part of an engine's multiprocess metrics (further warnings for this directory are held back for 10 s)");
+        }
+    }
+
+    /// Reads and merges the directory now. Never fails: what cannot be read is
+    /// counted and left out.
+    pub fn collect(&self) -> Vec<MetricFamily> {
+        let mut cache = self.cache.lock();
+        let cache = &mut *cache;
+        if cache.keys.len() > MAX_CACHED_KEYS {
+            *cache = Cache::default();
+        }
+        let listing = match std::fs::read_dir(&self.path) {
+            Ok(l) => l,
+            Err(e) => {
+                cache.layouts.clear();
+                self.files.store(0, Relaxed);
+                self.count(Reason::NoDirectory, &e.to_string(), 1);
+                return Vec::new();
+            }
+        };
+        let proc_visible = self.settings.pid_check && std::path::Path::new("/proc/self").exists();
+        let mut old = std::mem::take(&mut cache.layouts);
+        let mut budget = self.settings.max_bytes;
+        let mut data = Vec::new();
+        for entry in listing.take(MAX_FILES) {
+            let Ok(entry) = entry else { continue };
+            let os_name = entry.file_name();
+            let Some(name) = os_name.to_str() else {
+                continue; // Python's glob would not match it as text either
+            };
+            let parsed = match file::parse_name(name) {
+                Ok(Some(p)) => p,
+                Ok(None) => continue,
+                Err(reason) => {
+                    self.count(reason, name, 1);
+                    continue;
+                }
+            };
+            if proc_visible && parsed.mode.is_some_and(|m| m.is_live()) && process_gone(&parsed.pid)
+            {
+                continue; // what mark_process_dead would have deleted
+            }
+            let keys = &mut cache.keys;
+            let read = file::read(
+                &entry.path(),
+                old.remove(&os_name),
+                &mut |raw| keys.intern(raw),
+                &mut budget,
+                &mut cache.bufs,
+            );
+            match read {
+                Ok(Some(r)) => {
+                    let mut families: Vec<u32> = Vec::new();
+                    for &(key, _, _) in &r.values {
+                        let f = keys.family_of(key);
+                        if families.last() != Some(&f) && !families.contains(&f) {
+                            families.push(f);
+                        }
+                    }
+                    data.push(merge::FileData {
+                        kind: parsed.kind,
+                        mode: parsed.mode,
+                        pid: keys.pid(&parsed.pid),
+                        values: r.values,
+                        families,
+                    });
+                    cache.layouts.insert(os_name, r.layout);
+                }
+                Ok(None) => {}
+                Err(reason) => self.count(reason, name, 1),
+            }
+        }
+        self.files.store(data.len() as u64, Relaxed);
+        let (families, dropped) = merge::merge(&cache.keys, &data);
+        if dropped > 0 {
+            self.count(
+                Reason::BadSample,
+                "samples not fitting their family's type",
+                dropped,
+            );
+        }
+        families
+    }
+}
+
+/// Whether `pid` names a process that no longer exists on this host.
+fn process_gone(pid: &str) -> bool {
+    pid.parse::<u32>().is_ok() && !std::path::Path::new("/proc").join(pid).exists()
+}
+
+/// The engines that have a multiprocess directory.
+pub struct EngineMetrics {
+    /// One per engine with a directory, in engine order.
+    pub dirs: Vec<MultiprocDir>,
+    /// Whether `/metrics` carries them too (`--merge-engine-metrics`).
+    pub merge_into_metrics: bool,
+}
+
+impl EngineMetrics {
+    /// Reads every directory: (directory, its families).
+    pub fn collect(&self) -> Vec<(&MultiprocDir, Vec<MetricFamily>)> {
+        self.dirs.iter().map(|d| (d, d.collect())).collect()
+    }
+}
