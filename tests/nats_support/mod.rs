@@ -70,6 +70,18 @@ impl NatsServer {
         }
     }
 
+    /// Sends the server a signal by name (`STOP` freezes it: its sockets stay open but
+    /// nothing is read, as a server that is overloaded; `CONT` thaws it).
+    pub fn signal(&self, sig: &str) {
+        let pid = self.child.as_ref().expect("server running").id();
+        let ok = Command::new("kill")
+            .args([&format!("-{sig}"), &pid.to_string()])
+            .status()
+            .expect("kill")
+            .success();
+        assert!(ok, "kill -{sig} {pid}");
+    }
+
     /// Starts it again on the same port.
     pub fn restart(&mut self) {
         self.kill();
