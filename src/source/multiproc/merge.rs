@@ -49,10 +49,11 @@ pub struct Keys {
     raw_hash: (RandomState, RandomState),
     parsed: Vec<Parsed>,
     series: Vec<Series>,
-    series_ids: HashMap<String, u32>,
+    /// Series and groups by the same keyed hash of their canonical spelling.
+    series_ids: HashMap<(u64, u64), u32>,
     /// Label sets without `le`, with their family.
     groups: Vec<(u32, Vec<(String, String)>)>,
-    group_ids: HashMap<String, u32>,
+    group_ids: HashMap<(u64, u64), u32>,
     families: Vec<FamilyInfo>,
     family_ids: HashMap<String, u32>,
     pids: Vec<String>,
@@ -85,13 +86,20 @@ impl Keys {
     /// The id of a raw key (`json.dumps([metric, sample, labels, help])`), parsing it
     /// the first time; `None` for a key that is not such JSON or names nothing valid.
     pub fn intern(&mut self, raw: &[u8]) -> Option<u32> {
-        let h = (self.raw_hash.0.hash_one(raw), self.raw_hash.1.hash_one(raw));
+        let h = self.hash(raw);
         if let Some(&id) = self.raw.get(&h) {
             return (id != BAD).then_some(id);
         }
         let id = self.parse(raw).unwrap_or(BAD);
         self.raw.insert(h, id);
         (id != BAD).then_some(id)
+    }
+
+    fn hash(&self, bytes: &[u8]) -> (u64, u64) {
+        (
+            self.raw_hash.0.hash_one(bytes),
+            self.raw_hash.1.hash_one(bytes),
+        )
     }
 
     fn parse(&mut self, raw: &[u8]) -> Option<u32> {
@@ -124,6 +132,7 @@ impl Keys {
             std::iter::once(fam.as_str())
                 .chain(without_le().flat_map(|(k, v)| [k.as_str(), v.as_str()])),
         );
+        let gkey = self.hash(gkey.as_bytes());
         let group = match self.group_ids.get(&gkey) {
             Some(&g) => g,
             None => {
@@ -138,6 +147,7 @@ impl Keys {
                 .into_iter()
                 .chain(labels.iter().flat_map(|(k, v)| [k.as_str(), v.as_str()])),
         );
+        let skey = self.hash(skey.as_bytes());
         let series = match self.series_ids.get(&skey) {
             Some(&s) => s,
             None => {
