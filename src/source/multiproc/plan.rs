@@ -211,3 +211,62 @@ impl Plan {
         generation
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::super::{MultiprocDir, MultiprocSettings};
+
+    fn db(entries: &[(&str, f64)]) -> Vec<u8> {
+        let mut b = vec![0u8; 8];
+        for (key, v) in entries {
+            let k = key.as_bytes();
+            b.extend((k.len() as i32).to_ne_bytes());
+            b.extend(k);
+            b.resize(b.len() + 8 - (k.len() + 4) % 8, b' ');
+            b.extend(v.to_ne_bytes());
+            b.extend(0f64.to_ne_bytes());
+        }
+        let used = b.len() as i32;
+        b[..4].copy_from_slice(&used.to_ne_bytes());
+        b
+    }
+
+    #[test]
+    fn steady_scrapes_refresh_values_and_new_series_rebuild() {
+        let dir = std::env::temp_dir().join(format!("fpm-plan-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let file = dir.join("counter_1.db");
+        let a = r#"["c", "c_total", {}, "h"]"#;
+        let b = r#"["c", "c_total", {"x": "y"}, "h"]"#;
+        let settings = MultiprocSettings {
+            pid_check: false,
+            ..Default::default()
+        };
+        let d = MultiprocDir::new("e", &[], dir.clone(), settings);
+        let values = |f: &[crate::source::exposition::MetricFamily]| -> Vec<f64> {
+            f.iter()
+                .flat_map(|f| f.samples.iter().map(|s| s.value))
+                .collect()
+        };
+        std::fs::write(&file, db(&[(a, 1.0)])).unwrap();
+        let (f1, g1) = d.collect();
+        assert_eq!(values(&f1), [1.0]);
+        drop(f1);
+        std::fs::write(&file, db(&[(a, 2.0)])).unwrap();
+        let (f2, g2) = d.collect();
+        assert_eq!(
+            (values(&f2), g2),
+            (vec![2.0], g1),
+            "same series: values refreshed"
+        );
+        drop(f2);
+        std::fs::write(&file, db(&[(a, 3.0), (b, 4.0)])).unwrap();
+        let (f3, g3) = d.collect();
+        assert_eq!(values(&f3), [3.0, 4.0], "a new key is merged");
+        assert_ne!(g3, g1);
+        std::fs::remove_file(&file).unwrap();
+        let (f4, _) = d.collect();
+        assert!(values(&f4).is_empty(), "a vanished file's series are gone");
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+}
