@@ -7,6 +7,10 @@ use crate::sink::prometheus::{engine_metrics, text::Format, text::Writer};
 use axum::extract::State;
 use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
+use std::sync::atomic::{AtomicUsize, Ordering::Relaxed};
+
+/// Length of the latest body.
+static LAST_LEN: AtomicUsize = AtomicUsize::new(0);
 
 /// Serves the merged engine metrics; 404 when no engine has `--multiproc-dir`.
 pub async fn engine_metrics(State(app): State<AppState>, headers: HeaderMap) -> Response {
@@ -19,9 +23,13 @@ pub async fn engine_metrics(State(app): State<AppState>, headers: HeaderMap) -> 
     };
     let format = Format::negotiate(headers.get(header::ACCEPT).and_then(|v| v.to_str().ok()));
     let body = tokio::task::spawn_blocking(move || {
-        let mut w = Writer::new(format, 64 * 1024);
+        // Sized like the last body, so a large one is not grown by copying.
+        let hint = LAST_LEN.load(Relaxed);
+        let mut w = Writer::new(format, (hint + hint / 8).max(64 * 1024));
         engine_metrics::write_engines(&mut w, &em, &|_| false);
-        w.finish()
+        let body = w.finish();
+        LAST_LEN.store(body.len(), Relaxed);
+        body
     })
     .await;
     match body {

@@ -65,6 +65,24 @@ pub struct MetricFamily {
     pub samples: Vec<Sample>,
 }
 
+/// One family's samples as an exposition writes them: `name{labels}` of sample `i`
+/// is `text[ends[i - 1]..ends[i]]` (from 0 for the first).
+#[derive(Debug, Default)]
+pub struct Rendered {
+    /// The samples' `name{labels}`, back to back.
+    pub text: String,
+    /// Where each sample's ends in `text`.
+    pub ends: Vec<u32>,
+}
+
+impl Rendered {
+    /// Sample `i`'s `name{labels}`.
+    pub fn get(&self, i: usize) -> &str {
+        let start = if i == 0 { 0 } else { self.ends[i - 1] as usize };
+        &self.text[start..self.ends[i] as usize]
+    }
+}
+
 /// Whether `name` is a valid Prometheus metric name (`[a-zA-Z_:][a-zA-Z0-9_:]*`).
 pub fn valid_metric_name(name: &str) -> bool {
     let mut b = name.bytes();

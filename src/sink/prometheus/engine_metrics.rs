@@ -8,7 +8,7 @@
 //! type is left out of that family and counted as `family_clash`.
 
 use super::text::{escape_label_value, push_label, Family, Format, Writer};
-use crate::source::exposition::{FamilyType, MetricFamily};
+use crate::source::exposition::{FamilyType, MetricFamily, Rendered, Sample};
 use crate::source::multiproc::{EngineMetrics, MultiprocDir, Reason};
 use std::collections::BTreeMap;
 
@@ -34,6 +34,63 @@ pub struct Source<'a> {
     pub labels: Vec<(&'a str, &'a str)>,
     /// Its families.
     pub families: &'a [MetricFamily],
+    /// Its samples' `name{labels}` per family ([`render`] of `labels` and
+    /// `families`), when kept from an earlier scrape.
+    pub rendered: Option<&'a [Rendered]>,
+}
+
+/// Each sample's `name{labels}` with `own` labels in front, per family.
+pub fn render(own: &[(&str, &str)], families: &[MetricFamily]) -> Vec<Rendered> {
+    let head = label_head(own);
+    let mut labels = String::new();
+    families
+        .iter()
+        .map(|f| {
+            let mut r = Rendered {
+                text: String::new(),
+                ends: Vec::with_capacity(f.samples.len()),
+            };
+            for s in &f.samples {
+                sample_labels(&mut labels, &head, own, s);
+                r.text.push_str(&s.name);
+                if !labels.is_empty() {
+                    r.text.push('{');
+                    r.text.push_str(&labels);
+                    r.text.push('}');
+                }
+                r.ends.push(r.text.len() as u32);
+            }
+            r.text.shrink_to_fit();
+            r
+        })
+        .collect()
+}
+
+fn label_head(own: &[(&str, &str)]) -> String {
+    let mut l = String::new();
+    for (k, v) in own {
+        push_label(&mut l, k, v);
+    }
+    l
+}
+
+/// A sample's labels: `head` (the source's), then its own, renamed `exported_<name>`
+/// where they clash with the source's.
+fn sample_labels(out: &mut String, head: &str, own: &[(&str, &str)], s: &Sample) {
+    out.clear();
+    out.push_str(head);
+    for (k, v) in &s.labels {
+        if !out.is_empty() {
+            out.push(',');
+        }
+        if own.iter().any(|(o, _)| o == k) {
+            out.push_str("exported_");
+        }
+        out.push_str(k);
+        out.push_str("=\"");
+        escape_label_value(out, v);
+        out.push('"');
+    }
 }
 
 /// Writes the families of `sources`, merged by name. `skip(name)` leaves a family
@@ -45,38 +102,29 @@ pub fn write_families(
     skip: &dyn Fn(&str) -> bool,
     clash: &mut dyn FnMut(usize, &str),
 ) {
-    let mut by_name: BTreeMap<&str, Vec<(usize, &MetricFamily)>> = BTreeMap::new();
+    let mut by_name: BTreeMap<&str, Vec<(usize, usize, &MetricFamily)>> = BTreeMap::new();
     for (i, s) in sources.iter().enumerate() {
-        for f in s.families {
-            by_name.entry(&f.name).or_default().push((i, f));
+        for (j, f) in s.families.iter().enumerate() {
+            by_name.entry(&f.name).or_default().push((i, j, f));
         }
     }
-    let prefixes: Vec<String> = sources
-        .iter()
-        .map(|s| {
-            let mut l = String::new();
-            for (k, v) in &s.labels {
-                push_label(&mut l, k, v);
-            }
-            l
-        })
-        .collect();
+    let heads: Vec<String> = sources.iter().map(|s| label_head(&s.labels)).collect();
     let om = w.format() == Format::OpenMetrics;
     let mut labels = String::new();
     for (name, fams) in by_name {
         if skip(name) {
-            for (i, _) in &fams {
+            for (i, _, _) in &fams {
                 clash(*i, name);
             }
             continue;
         }
-        let first = fams[0].1;
+        let first = fams[0].2;
         let header = match (first.kind, om) {
             (FamilyType::Counter, false) => format!("{name}_total"),
             _ => name.to_owned(),
         };
         w.family_dynamic(&header, first.kind.as_str(), &first.help);
-        for (i, f) in fams {
+        for (i, j, f) in fams {
             if f.kind != first.kind {
                 clash(i, name);
                 continue;
@@ -91,25 +139,18 @@ pub fn write_families(
                         .iter()
                         .any(|(k, v)| k == "le" && v.starts_with('-'))
                 });
-            for s in &f.samples {
+            let rendered = sources[i].rendered.map(|r| &r[j]);
+            for (k, s) in f.samples.iter().enumerate() {
                 if drop_sum && (s.name.ends_with("_sum") || s.name.ends_with("_count")) {
                     continue;
                 }
-                labels.clear();
-                labels.push_str(&prefixes[i]);
-                for (k, v) in &s.labels {
-                    if !labels.is_empty() {
-                        labels.push(',');
+                match rendered {
+                    Some(r) => w.sample_prerendered(r.get(k), s.value),
+                    None => {
+                        sample_labels(&mut labels, &heads[i], own, s);
+                        w.sample_dynamic(&s.name, &labels, s.value);
                     }
-                    if own.iter().any(|(o, _)| o == k) {
-                        labels.push_str("exported_");
-                    }
-                    labels.push_str(k);
-                    labels.push_str("=\"");
-                    escape_label_value(&mut labels, v);
-                    labels.push('"');
                 }
-                w.sample_dynamic(&s.name, &labels, s.value);
             }
         }
     }
@@ -124,12 +165,19 @@ pub fn dir_labels(d: &MultiprocDir) -> Vec<(&str, &str)> {
 
 /// Reads every directory and writes its families (`skip` as in [`write_families`]).
 pub fn write_engines(w: &mut Writer, em: &EngineMetrics, skip: &dyn Fn(&str) -> bool) {
+    map_large_buffers();
     let collected = em.collect();
+    let rendered: Vec<_> = collected
+        .iter()
+        .map(|(d, f, g)| d.rendered(*g, || render(&dir_labels(d), f)))
+        .collect();
     let sources: Vec<Source> = collected
         .iter()
-        .map(|(d, f)| Source {
+        .zip(&rendered)
+        .map(|((d, f, _), r)| Source {
             labels: dir_labels(d),
-            families: f,
+            families: f.as_slice(),
+            rendered: Some(r.as_slice()),
         })
         .collect();
     write_families(w, &sources, skip, &mut |i, name| {
@@ -148,6 +196,20 @@ fn release_freed_memory() {
     // SAFETY: malloc_trim only returns free heap pages to the OS; it takes no pointers.
     unsafe {
         libc::malloc_trim(0);
+    }
+}
+
+/// Pins glibc's mmap threshold at 1 MiB: by default it rises to the size of the
+/// largest block freed (up to 32 MiB), after which each scrape's multi-MB exposition
+/// buffer comes from, and stays in, a thread's heap instead of being unmapped on free.
+pub fn map_large_buffers() {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    {
+        static ONCE: std::sync::Once = std::sync::Once::new();
+        // SAFETY: mallopt only changes an allocator setting; it takes no pointers.
+        ONCE.call_once(|| unsafe {
+            libc::mallopt(libc::M_MMAP_THRESHOLD, 1 << 20);
+        });
     }
 }
 

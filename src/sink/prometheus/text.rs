@@ -207,6 +207,16 @@ impl Writer {
         self.maybe_flush();
     }
 
+    /// Writes one sample from its pre-rendered `name{labels}` and its value.
+    pub fn sample_prerendered(&mut self, prefix: &str, value: f64) {
+        let out = &mut self.out;
+        out.push_str(prefix);
+        out.push(' ');
+        push_value(out, value);
+        out.push('\n');
+        self.maybe_flush();
+    }
+
     /// The format being written.
     pub fn format(&self) -> Format {
         self.format

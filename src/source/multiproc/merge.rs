@@ -8,33 +8,13 @@
 //! `all`/`liveall` drops again.
 
 use super::file::{Kind, Mode};
+use super::plan::{FastMap, Plan, Slot, U64Hasher};
 use crate::source::exposition::{
     go_float_string, valid_label_name, valid_metric_name, FamilyType, MetricFamily, Sample,
 };
 use std::collections::{BTreeMap, HashMap};
-use std::hash::{BuildHasherDefault, Hasher};
-
-/// A multiply-shift hasher for the u64 keys of the per-scrape accumulators.
-#[derive(Default)]
-struct U64Hasher(u64);
-
-impl Hasher for U64Hasher {
-    fn finish(&self) -> u64 {
-        // Keys carry their information in both halves (id << 32 | pid) and the table
-        // indexes by the low bits: fold the high bits down.
-        self.0 ^ (self.0 >> 29)
-    }
-    fn write(&mut self, bytes: &[u8]) {
-        for &b in bytes {
-            self.0 = (self.0.rotate_left(8) ^ b as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15);
-        }
-    }
-    fn write_u64(&mut self, n: u64) {
-        self.0 = (self.0 ^ n ^ (n >> 32)).wrapping_mul(0x9E37_79B9_7F4A_7C15);
-    }
-}
-
-type FastMap<K, V> = HashMap<K, V, BuildHasherDefault<U64Hasher>>;
+use std::hash::{BuildHasher, BuildHasherDefault, RandomState};
+use std::sync::Arc;
 
 /// A parsed key: which series it feeds.
 struct Parsed {
@@ -61,13 +41,19 @@ struct FamilyInfo {
 /// Keys parsed so far (raw JSON bytes -> series), families, label groups and pids.
 #[derive(Default)]
 pub struct Keys {
-    raw: HashMap<Box<[u8]>, u32>,
+    /// Raw keys by a 128-bit keyed hash rather than by their bytes, which would keep
+    /// a second copy of every file's keys (most of a directory's size) in memory; the
+    /// two halves are SipHash under independent random keys, so no writer can aim
+    /// for a collision.
+    raw: HashMap<(u64, u64), u32>,
+    raw_hash: (RandomState, RandomState),
     parsed: Vec<Parsed>,
     series: Vec<Series>,
-    series_ids: HashMap<String, u32>,
+    /// Series and groups by the same keyed hash of their canonical spelling.
+    series_ids: HashMap<(u64, u64), u32>,
     /// Label sets without `le`, with their family.
     groups: Vec<(u32, Vec<(String, String)>)>,
-    group_ids: HashMap<String, u32>,
+    group_ids: HashMap<(u64, u64), u32>,
     families: Vec<FamilyInfo>,
     family_ids: HashMap<String, u32>,
     pids: Vec<String>,
@@ -100,12 +86,20 @@ impl Keys {
     /// The id of a raw key (`json.dumps([metric, sample, labels, help])`), parsing it
     /// the first time; `None` for a key that is not such JSON or names nothing valid.
     pub fn intern(&mut self, raw: &[u8]) -> Option<u32> {
-        if let Some(&id) = self.raw.get(raw) {
+        let h = self.hash(raw);
+        if let Some(&id) = self.raw.get(&h) {
             return (id != BAD).then_some(id);
         }
         let id = self.parse(raw).unwrap_or(BAD);
-        self.raw.insert(raw.into(), id);
+        self.raw.insert(h, id);
         (id != BAD).then_some(id)
+    }
+
+    fn hash(&self, bytes: &[u8]) -> (u64, u64) {
+        (
+            self.raw_hash.0.hash_one(bytes),
+            self.raw_hash.1.hash_one(bytes),
+        )
     }
 
     fn parse(&mut self, raw: &[u8]) -> Option<u32> {
@@ -138,6 +132,7 @@ impl Keys {
             std::iter::once(fam.as_str())
                 .chain(without_le().flat_map(|(k, v)| [k.as_str(), v.as_str()])),
         );
+        let gkey = self.hash(gkey.as_bytes());
         let group = match self.group_ids.get(&gkey) {
             Some(&g) => g,
             None => {
@@ -152,6 +147,7 @@ impl Keys {
                 .into_iter()
                 .chain(labels.iter().flat_map(|(k, v)| [k.as_str(), v.as_str()])),
         );
+        let skey = self.hash(skey.as_bytes());
         let series = match self.series_ids.get(&skey) {
             Some(&s) => s,
             None => {
@@ -215,17 +211,21 @@ pub struct FileData {
     pub families: Vec<u32>,
 }
 
-#[derive(Default, Clone, Copy)]
-struct Acc {
-    value: f64,
-    ts: f64,
-    present: bool,
+/// One merge's result.
+pub struct Merged {
+    /// Families sorted by name, samples sorted by labels.
+    pub families: Arc<Vec<MetricFamily>>,
+    /// Equal for merges with the same families, labels and sample order.
+    pub generation: u64,
+    /// Samples left out (see [`merge`]).
+    pub dropped: u64,
 }
 
 /// Merges the files of one scrape into families sorted by name, samples sorted by
-/// labels. Returns the families and the number of samples left out because their name
+/// labels, and counts the samples left out because their name
 /// does not fit their family's type (or a histogram `le` that is not a number).
-pub fn merge(keys: &Keys, files: &[FileData]) -> (Vec<MetricFamily>, u64) {
+/// A scrape with the same series as the last one only refreshes `plan`'s families.
+pub fn merge(keys: &Keys, files: &[FileData], plan: &mut Plan) -> Merged {
     let nf = keys.families.len();
     let mut ftype: Vec<Option<Kind>> = vec![None; nf];
     let mut fmode: Vec<Option<Mode>> = vec![None; nf];
@@ -238,9 +238,9 @@ pub fn merge(keys: &Keys, files: &[FileData]) -> (Vec<MetricFamily>, u64) {
             }
         }
     }
-    let mut accs: FastMap<u64, Acc> = FastMap::default();
-    let mut buckets: FastMap<u64, Vec<(f64, f64)>> = FastMap::default();
+    plan.clear();
     let mut dropped = 0u64;
+    let (accs, buckets) = (&mut plan.accs, &mut plan.buckets);
     for f in files {
         for &(key, v, ts) in &f.values {
             let p = &keys.parsed[key as usize];
@@ -305,9 +305,19 @@ pub fn merge(keys: &Keys, files: &[FileData]) -> (Vec<MetricFamily>, u64) {
             }
         }
     }
+    if let Some((families, generation, more)) = plan.refresh(&ftype, &fmode) {
+        return Merged {
+            families,
+            generation,
+            dropped: dropped + more,
+        };
+    }
+    let (accs, buckets) = (&plan.accs, &mut plan.buckets);
+    let nan_dropped = dropped;
+    let mut unplaced: Vec<u64> = Vec::new();
     // (family, label group with pid, rank, le, sample): rows sort by family name and
     // the group's labels (pid included), then within a group buckets by le, _count, _sum.
-    type Row = (u32, u64, u32, f64, Sample);
+    type Row = (u32, u64, u32, f64, Sample, Slot);
     let mut rows: Vec<Row> = Vec::with_capacity(accs.len() + buckets.len() * 16);
     let with_pid = |labels: &[(String, String)], pid: u32| {
         let mut l: Vec<(String, String)> = labels.to_vec();
@@ -317,7 +327,7 @@ pub fn merge(keys: &Keys, files: &[FileData]) -> (Vec<MetricFamily>, u64) {
         }
         l
     };
-    for (&k, acc) in &accs {
+    for (&k, acc) in accs.iter() {
         if !acc.present {
             continue;
         }
@@ -327,13 +337,17 @@ pub fn merge(keys: &Keys, files: &[FileData]) -> (Vec<MetricFamily>, u64) {
         let t = family_type(ftype[s.family as usize].unwrap_or(Kind::Gauge));
         if !t.allows_sample(&fam.name, &s.sample) {
             dropped += 1;
+            unplaced.push(k);
             continue;
         }
         let suffix = &s.sample[fam.name.len()..];
         if t == FamilyType::Histogram
             && suffix == "_count"
-            && buckets.contains_key(&((s.group as u64) << 32 | pid as u64))
+            && buckets
+                .get(&((s.group as u64) << 32 | pid as u64))
+                .is_some_and(|b| !b.is_empty())
         {
+            unplaced.push(k);
             continue; // replaced by the cumulative total, as in Python
         }
         let labels = with_pid(&s.labels, pid);
@@ -352,16 +366,20 @@ pub fn merge(keys: &Keys, files: &[FileData]) -> (Vec<MetricFamily>, u64) {
                 labels,
                 value: acc.value,
             },
+            Slot::Acc(k),
         ));
     }
-    for (&k, b) in &mut buckets {
+    for (&k, b) in buckets.iter_mut() {
+        if b.is_empty() {
+            continue;
+        }
         let (gid, pid) = ((k >> 32) as usize, (k & 0xffff_ffff) as u32);
         let (fam_id, ref labels) = keys.groups[gid];
         let group = with_pid(labels, pid);
         let fam = &keys.families[fam_id as usize];
         b.sort_by(|x, y| x.0.total_cmp(&y.0));
         let mut total = 0.0;
-        for &(le, v) in b.iter() {
+        for (i, &(le, v)) in b.iter().enumerate() {
             total += v;
             let mut labels = group.clone();
             labels.push(("le".into(), go_float_string(le)));
@@ -375,6 +393,7 @@ pub fn merge(keys: &Keys, files: &[FileData]) -> (Vec<MetricFamily>, u64) {
                     labels,
                     value: total,
                 },
+                Slot::Bucket(k, i as u32),
             ));
         }
         rows.push((
@@ -387,6 +406,7 @@ pub fn merge(keys: &Keys, files: &[FileData]) -> (Vec<MetricFamily>, u64) {
                 labels: group,
                 value: total,
             },
+            Slot::Count(k),
         ));
     }
     // Label sets are compared once per distinct group, not once per row comparison:
@@ -417,7 +437,8 @@ pub fn merge(keys: &Keys, files: &[FileData]) -> (Vec<MetricFamily>, u64) {
     }
     rows.sort_by(|a, b| (a.1, a.2).cmp(&(b.1, b.2)).then(a.3.total_cmp(&b.3)));
     let mut out: Vec<MetricFamily> = Vec::new();
-    for (fam, _, _, _, sample) in rows {
+    let mut slots: Vec<Vec<Slot>> = Vec::new();
+    for (fam, _, _, _, sample, slot) in rows {
         let info = &keys.families[fam as usize];
         if out.last().is_none_or(|f| f.name != info.name) {
             out.push(MetricFamily {
@@ -426,10 +447,18 @@ pub fn merge(keys: &Keys, files: &[FileData]) -> (Vec<MetricFamily>, u64) {
                 help: info.help.clone(),
                 samples: Vec::new(),
             });
+            slots.push(Vec::new());
         }
         out.last_mut().expect("pushed").samples.push(sample);
+        slots.last_mut().expect("pushed").push(slot);
     }
-    (out, dropped)
+    let out = Arc::new(out);
+    let generation = plan.keep(ftype, fmode, &out, &slots, &unplaced, dropped - nan_dropped);
+    Merged {
+        families: out,
+        generation,
+        dropped,
+    }
 }
 
 fn family_type(k: Kind) -> FamilyType {

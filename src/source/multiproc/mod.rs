@@ -10,13 +10,15 @@
 
 pub mod file;
 pub mod merge;
+pub mod plan;
 
-use crate::source::exposition::MetricFamily;
+use crate::source::exposition::{MetricFamily, Rendered};
 use parking_lot::Mutex;
 use std::collections::HashMap;
 use std::ffi::OsString;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 /// Default of [`MultiprocSettings::max_bytes`]: 64 MiB per directory per scrape.
@@ -113,6 +115,7 @@ struct Cache {
     layouts: HashMap<OsString, file::Layout>,
     keys: merge::Keys,
     bufs: file::Buffers,
+    plan: plan::Plan,
 }
 
 /// One engine's multiprocess directory.
@@ -125,6 +128,8 @@ pub struct MultiprocDir {
     pub path: PathBuf,
     settings: MultiprocSettings,
     cache: Mutex<Cache>,
+    /// The latest merge's samples as written, with its generation.
+    rendered: Mutex<(u64, Arc<Vec<Rendered>>)>,
     errors: [AtomicU64; Reason::ALL.len()],
     files: AtomicU64,
     last_log: Mutex<Option<Instant>>,
@@ -144,6 +149,7 @@ impl MultiprocDir {
             path,
             settings,
             cache: Mutex::new(Cache::default()),
+            rendered: Mutex::default(),
             errors: Default::default(),
             files: AtomicU64::new(0),
             last_log: Mutex::new(None),
@@ -171,9 +177,23 @@ impl MultiprocDir {
         }
     }
 
-    /// Reads and merges the directory now. Never fails: what cannot be read is
-    /// counted and left out.
-    pub fn collect(&self) -> Vec<MetricFamily> {
+    /// Each sample's `name{labels}` as written for merge `generation`, rendered by
+    /// `render` only when the series changed since the last call.
+    pub fn rendered(
+        &self,
+        generation: u64,
+        render: impl FnOnce() -> Vec<Rendered>,
+    ) -> Arc<Vec<Rendered>> {
+        let mut r = self.rendered.lock();
+        if r.0 != generation || generation == 0 {
+            *r = (generation, Arc::new(render()));
+        }
+        r.1.clone()
+    }
+
+    /// Reads and merges the directory now: (families, generation, see
+    /// [`merge::Merged`]). Never fails: what cannot be read is counted and left out.
+    pub fn collect(&self) -> (Arc<Vec<MetricFamily>>, u64) {
         let mut cache = self.cache.lock();
         let cache = &mut *cache;
         if cache.keys.len() > MAX_CACHED_KEYS {
@@ -185,7 +205,7 @@ impl MultiprocDir {
                 cache.layouts.clear();
                 self.files.store(0, Relaxed);
                 self.count(Reason::NoDirectory, &e.to_string(), 1);
-                return Vec::new();
+                return (Arc::default(), 0);
             }
         };
         let proc_visible = self.settings.pid_check && std::path::Path::new("/proc/self").exists();
@@ -241,15 +261,15 @@ impl MultiprocDir {
             }
         }
         self.files.store(data.len() as u64, Relaxed);
-        let (families, dropped) = merge::merge(&cache.keys, &data);
-        if dropped > 0 {
+        let merged = merge::merge(&cache.keys, &data, &mut cache.plan);
+        if merged.dropped > 0 {
             self.count(
                 Reason::BadSample,
                 "samples not fitting their family's type",
-                dropped,
+                merged.dropped,
             );
         }
-        families
+        (merged.families, merged.generation)
     }
 }
 
@@ -267,8 +287,14 @@ pub struct EngineMetrics {
 }
 
 impl EngineMetrics {
-    /// Reads every directory: (directory, its families).
-    pub fn collect(&self) -> Vec<(&MultiprocDir, Vec<MetricFamily>)> {
-        self.dirs.iter().map(|d| (d, d.collect())).collect()
+    /// Reads every directory: (directory, its families, their generation).
+    pub fn collect(&self) -> Vec<(&MultiprocDir, Arc<Vec<MetricFamily>>, u64)> {
+        self.dirs
+            .iter()
+            .map(|d| {
+                let (f, g) = d.collect();
+                (d, f, g)
+            })
+            .collect()
     }
 }

@@ -1,0 +1,272 @@
+//! What one merge leaves for the next: the accumulators (cleared, not freed) and,
+//! while the set of merged series stays the same, the merged families themselves
+//! with each accumulator's sample position, so a steady directory's scrape only
+//! writes new values into them instead of building, sorting and freeing every
+//! sample again (the allocation and comparison cost a profile of a 64-process
+//! SGLang directory was made of).
+
+use super::file::{Kind, Mode};
+use crate::source::exposition::MetricFamily;
+use std::collections::HashMap;
+use std::hash::{BuildHasherDefault, Hasher};
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::sync::Arc;
+
+/// Numbers each full merge, across directories and cache resets.
+static GENERATION: AtomicU64 = AtomicU64::new(1);
+
+/// A multiply-shift hasher for the u64 keys of the accumulators.
+#[derive(Default)]
+pub(super) struct U64Hasher(u64);
+
+impl Hasher for U64Hasher {
+    fn finish(&self) -> u64 {
+        // Keys carry their information in both halves (id << 32 | pid) and the table
+        // indexes by the low bits: fold the high bits down.
+        self.0 ^ (self.0 >> 29)
+    }
+    fn write(&mut self, bytes: &[u8]) {
+        for &b in bytes {
+            self.0 = (self.0.rotate_left(8) ^ b as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15);
+        }
+    }
+    fn write_u64(&mut self, n: u64) {
+        self.0 = (self.0 ^ n ^ (n >> 32)).wrapping_mul(0x9E37_79B9_7F4A_7C15);
+    }
+}
+
+pub(super) type FastMap<K, V> = HashMap<K, V, BuildHasherDefault<U64Hasher>>;
+
+/// One series' running value over the files of a scrape.
+#[derive(Default, Clone, Copy)]
+pub(super) struct Acc {
+    pub value: f64,
+    pub ts: f64,
+    pub present: bool,
+}
+
+/// Where a sample of the merged output comes from.
+#[derive(Clone, Copy)]
+pub(super) enum Slot {
+    /// The accumulator of this key.
+    Acc(u64),
+    /// Bucket `i` (in `le` order) of this bucket group, cumulative.
+    Bucket(u64, u32),
+    /// The total of this bucket group (its `_count`).
+    Count(u64),
+}
+
+/// (family index, sample index) in the merged output.
+type Pos = (u32, u32);
+/// An accumulator that feeds no sample (dropped, or a `_count` buckets replace).
+const NOWHERE: Pos = (u32::MAX, u32::MAX);
+
+/// Reused state of one directory's merges.
+#[derive(Default)]
+pub struct Plan {
+    pub(super) accs: FastMap<u64, Acc>,
+    /// (le, sum) per bucket group; an empty list is a group absent from this scrape.
+    pub(super) buckets: FastMap<u64, Vec<(f64, f64)>>,
+    shape: Option<Shape>,
+}
+
+/// The merged output of the last full merge and where each accumulator went.
+struct Shape {
+    ftype: Vec<Option<Kind>>,
+    fmode: Vec<Option<Mode>>,
+    acc_pos: FastMap<u64, Pos>,
+    /// The group's `le`s in order, and the position of each bucket then its count.
+    bucket_pos: FastMap<u64, (Vec<f64>, Vec<Pos>)>,
+    dropped: u64,
+    generation: u64,
+    families: Arc<Vec<MetricFamily>>,
+}
+
+impl Plan {
+    /// Empties the accumulators, keeping their memory.
+    pub(super) fn clear(&mut self) {
+        self.accs.clear();
+        for b in self.buckets.values_mut() {
+            b.clear();
+        }
+        if self.buckets.len()
+            > 4 * self.buckets.values().filter(|b| b.capacity() > 0).count() + 1024
+        {
+            self.buckets.retain(|_, b| b.capacity() > 0);
+        }
+    }
+
+    /// Writes this scrape's values into the last merge's families when the scrape
+    /// has exactly its series (same family types and modes, same accumulators, same
+    /// buckets): (families, generation, samples dropped); `None` when anything
+    /// differs and a full merge must run. Bucket lists come out sorted by `le`.
+    pub(super) fn refresh(
+        &mut self,
+        ftype: &[Option<Kind>],
+        fmode: &[Option<Mode>],
+    ) -> Option<(Arc<Vec<MetricFamily>>, u64, u64)> {
+        let shape = self.shape.as_mut()?;
+        let present = self.accs.values().filter(|a| a.present).count();
+        let groups = self.buckets.values().filter(|b| !b.is_empty()).count();
+        if shape.ftype != ftype
+            || shape.fmode != fmode
+            || present != shape.acc_pos.len()
+            || groups != shape.bucket_pos.len()
+        {
+            return None;
+        }
+        // Checked before writing, so a mismatch leaves the kept families intact.
+        for (k, a) in &self.accs {
+            if a.present && !shape.acc_pos.contains_key(k) {
+                return None;
+            }
+        }
+        for (k, b) in self.buckets.iter_mut() {
+            if b.is_empty() {
+                continue;
+            }
+            b.sort_by(|x, y| x.0.total_cmp(&y.0));
+            let (les, _) = shape.bucket_pos.get(k)?;
+            if les.len() != b.len() || les.iter().zip(b.iter()).any(|(l, (x, _))| *l != *x) {
+                return None;
+            }
+        }
+        let fams = Arc::make_mut(&mut shape.families);
+        let mut set = |(f, s): Pos, v: f64| {
+            if (f, s) != NOWHERE {
+                fams[f as usize].samples[s as usize].value = v;
+            }
+        };
+        for (k, a) in &self.accs {
+            if a.present {
+                set(shape.acc_pos[k], a.value);
+            }
+        }
+        for (k, b) in &self.buckets {
+            if b.is_empty() {
+                continue;
+            }
+            let pos = &shape.bucket_pos[k].1;
+            let mut total = 0.0;
+            for (i, &(_, v)) in b.iter().enumerate() {
+                total += v;
+                set(pos[i], total);
+            }
+            set(pos[b.len()], total);
+        }
+        Some((shape.families.clone(), shape.generation, shape.dropped))
+    }
+
+    /// Keeps a full merge's output: `slots[f][s]` says where sample `s` of family `f`
+    /// came from, `unplaced` are the present accumulators that feed no sample.
+    /// Returns the merge's generation: equal generations have equal series.
+    pub(super) fn keep(
+        &mut self,
+        ftype: Vec<Option<Kind>>,
+        fmode: Vec<Option<Mode>>,
+        families: &Arc<Vec<MetricFamily>>,
+        slots: &[Vec<Slot>],
+        unplaced: &[u64],
+        dropped: u64,
+    ) -> u64 {
+        let generation = GENERATION.fetch_add(1, Relaxed);
+        let mut acc_pos: FastMap<u64, Pos> = unplaced.iter().map(|&k| (k, NOWHERE)).collect();
+        let mut bucket_pos: FastMap<u64, (Vec<f64>, Vec<Pos>)> = FastMap::default();
+        for (k, b) in &self.buckets {
+            if !b.is_empty() {
+                let les = b.iter().map(|x| x.0).collect();
+                bucket_pos.insert(*k, (les, vec![NOWHERE; b.len() + 1]));
+            }
+        }
+        for (f, fs) in slots.iter().enumerate() {
+            for (s, slot) in fs.iter().enumerate() {
+                let at = (f as u32, s as u32);
+                match *slot {
+                    Slot::Acc(k) => {
+                        acc_pos.insert(k, at);
+                    }
+                    Slot::Bucket(k, i) => {
+                        if let Some(p) = bucket_pos.get_mut(&k) {
+                            p.1[i as usize] = at;
+                        }
+                    }
+                    Slot::Count(k) => {
+                        if let Some(p) = bucket_pos.get_mut(&k) {
+                            let n = p.0.len();
+                            p.1[n] = at;
+                        }
+                    }
+                }
+            }
+        }
+        self.shape = Some(Shape {
+            ftype,
+            fmode,
+            acc_pos,
+            bucket_pos,
+            dropped,
+            generation,
+            families: families.clone(),
+        });
+        generation
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::{MultiprocDir, MultiprocSettings};
+
+    fn db(entries: &[(&str, f64)]) -> Vec<u8> {
+        let mut b = vec![0u8; 8];
+        for (key, v) in entries {
+            let k = key.as_bytes();
+            b.extend((k.len() as i32).to_ne_bytes());
+            b.extend(k);
+            b.resize(b.len() + 8 - (k.len() + 4) % 8, b' ');
+            b.extend(v.to_ne_bytes());
+            b.extend(0f64.to_ne_bytes());
+        }
+        let used = b.len() as i32;
+        b[..4].copy_from_slice(&used.to_ne_bytes());
+        b
+    }
+
+    #[test]
+    fn steady_scrapes_refresh_values_and_new_series_rebuild() {
+        let dir = std::env::temp_dir().join(format!("fpm-plan-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let file = dir.join("counter_1.db");
+        let a = r#"["c", "c_total", {}, "h"]"#;
+        let b = r#"["c", "c_total", {"x": "y"}, "h"]"#;
+        let settings = MultiprocSettings {
+            pid_check: false,
+            ..Default::default()
+        };
+        let d = MultiprocDir::new("e", &[], dir.clone(), settings);
+        let values = |f: &[crate::source::exposition::MetricFamily]| -> Vec<f64> {
+            f.iter()
+                .flat_map(|f| f.samples.iter().map(|s| s.value))
+                .collect()
+        };
+        std::fs::write(&file, db(&[(a, 1.0)])).unwrap();
+        let (f1, g1) = d.collect();
+        assert_eq!(values(&f1), [1.0]);
+        drop(f1);
+        std::fs::write(&file, db(&[(a, 2.0)])).unwrap();
+        let (f2, g2) = d.collect();
+        assert_eq!(
+            (values(&f2), g2),
+            (vec![2.0], g1),
+            "same series: values refreshed"
+        );
+        drop(f2);
+        std::fs::write(&file, db(&[(a, 3.0), (b, 4.0)])).unwrap();
+        let (f3, g3) = d.collect();
+        assert_eq!(values(&f3), [3.0, 4.0], "a new key is merged");
+        assert_ne!(g3, g1);
+        std::fs::remove_file(&file).unwrap();
+        let (f4, _) = d.collect();
+        assert!(values(&f4).is_empty(), "a vanished file's series are gone");
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+}
