@@ -378,14 +378,6 @@ fn substitute(expr: &str, vars: &BTreeMap<String, String>) -> String {
 // ---------------------------------------------------------------------------
 // A real Prometheus
 
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
 struct Api {
     url: String,
     client: reqwest::Client,
@@ -546,7 +538,7 @@ async fn every_dashboard_query_and_rule_returns_data_from_a_real_prometheus() {
     let exp = Exporter::start(&["--config", cfg.to_str().unwrap()]).await;
     let exporter_target = exp.url.trim_start_matches("http://").to_string();
     // A second target of the same job where nothing listens: the exporter-down alert's case.
-    let dead_target = format!("127.0.0.1:{}", free_port());
+    let dead_target = format!("127.0.0.1:{}", common::free_port());
     let prom = Prometheus::start(
         JOB,
         &[exporter_target.clone(), dead_target.clone()],

@@ -119,6 +119,15 @@ impl Drop for Driver {
     }
 }
 
+/// A free tcp port on loopback, chosen by the kernel.
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
 /// Free tcp ports `base..base+n` on loopback (probed by binding them).
 pub fn free_port_range(n: u16) -> u16 {
     for _ in 0..200 {

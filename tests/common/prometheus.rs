@@ -21,11 +21,7 @@ impl Prometheus {
             .prefix("fpm-prom")
             .tempdir()
             .unwrap();
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port();
+        let port = super::free_port();
         let config = dir.path().join("prometheus.yml");
         let targets: Vec<String> = targets.iter().map(|t| format!("\"{t}\"")).collect();
         let rule_files = rules

@@ -3,6 +3,7 @@
 //! drop.
 #![allow(dead_code)]
 
+use crate::common::free_port;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -12,14 +13,6 @@ pub struct NatsServer {
     pub port: u16,
     child: Option<Child>,
     dir: tempfile::TempDir,
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
 }
 
 impl NatsServer {
