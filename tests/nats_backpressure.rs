@@ -7,7 +7,7 @@ mod nats_support;
 
 use common::{ipc_dir, sample, wait_for, Exporter};
 use fpm_exporter::loadgen::{self, LoadConfig, Phase};
-use nats_support::NatsServer;
+use nats_support::{wait_connected, NatsServer};
 use std::time::Duration;
 
 fn sum(m: &str, name: &str) -> f64 {
@@ -133,11 +133,7 @@ async fn a_frozen_server_never_slows_zmq_ingest_and_every_frame_is_relayed_or_co
     let dir = ipc_dir();
     let base = format!("ipc://{}/bp", dir.path().display());
     let ex = relaying_exporter(&nats, &base).await;
-    wait_for("relay connected", Duration::from_secs(10), || async {
-        let m = ex.metrics().await;
-        (sample(&m, "fpm_nats_connected", &[("role", "publish")]) == Some(1.0)).then_some(())
-    })
-    .await;
+    wait_connected(&ex, "publish").await;
     // A server that stops reading: the connection stays up, TCP and the client's
     // buffers fill, and the relay has to drop rather than hold ingest back.
     nats.signal("STOP");

@@ -9,7 +9,7 @@ mod common;
 mod nats_support;
 
 use common::{repo_root, require_test_deps, sample, venv_python, wait_for, Driver, Exporter};
-use nats_support::NatsServer;
+use nats_support::{wait_connected, NatsServer};
 use serde_json::{json, Value};
 use std::io::{BufRead, BufReader};
 use std::process::{Command, Stdio};
@@ -29,15 +29,7 @@ fn dynamo(args: &[&str]) -> Command {
 async fn dynamo_fpm_direct_publisher_is_ingested_exactly() {
     let nats = NatsServer::start();
     let ex = Exporter::start(&["--nats", &nats.url()]).await;
-    wait_for("ingest connected", Duration::from_secs(10), || async {
-        (sample(
-            &ex.metrics().await,
-            "fpm_nats_connected",
-            &[("role", "ingest")],
-        ) == Some(1.0))
-        .then_some(())
-    })
-    .await;
+    wait_connected(&ex, "ingest").await;
     let url = nats.url();
     let out = tokio::task::spawn_blocking(move || {
         dynamo(&["publish", "--url", &url, "--count", "20", "--dp-size", "2"])

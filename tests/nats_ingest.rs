@@ -9,7 +9,7 @@ use bytes::Bytes;
 use common::{promtool_check, sample, wait_for, Exporter};
 use fpm_exporter::source::nats::envelope::{self, Envelope};
 use fpm_exporter::source::nats::subject::Scope;
-use nats_support::NatsServer;
+use nats_support::{wait_connected, NatsServer};
 use serde_json::Value;
 use std::time::Duration;
 
@@ -54,23 +54,11 @@ async fn rank(ex: &Exporter, worker: &str, dp: u64) -> Option<Value> {
     v["ranks"].as_array()?.first().cloned()
 }
 
-async fn connected(ex: &Exporter) {
-    wait_for("nats ingest connected", Duration::from_secs(10), || async {
-        (sample(
-            &ex.metrics().await,
-            "fpm_nats_connected",
-            &[("role", "ingest")],
-        ) == Some(1.0))
-        .then_some(())
-    })
-    .await;
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn envelopes_become_ranks_keyed_by_subject_and_publisher() {
     let nats = NatsServer::start();
     let ex = Exporter::start(&["--nats", &nats.url()]).await;
-    connected(&ex).await;
+    wait_connected(&ex, "ingest").await;
     let client = nats.client().await;
     let subj = scope("ns.one", "backend", "generate").subject();
     // Two publishers share the subject, each numbering its envelopes from 0: neither
@@ -136,7 +124,7 @@ async fn envelopes_become_ranks_keyed_by_subject_and_publisher() {
 async fn hostile_messages_are_counted_by_reason_and_spare_other_publishers() {
     let nats = NatsServer::start();
     let ex = Exporter::start(&["--nats", &nats.url()]).await;
-    connected(&ex).await;
+    wait_connected(&ex, "ingest").await;
     let client = nats.client().await;
     let subj = scope("dynamo", "backend", "generate").subject();
     let good = |seq: u64| enveloped(7, seq, &frame("good", 0, seq, 3));
@@ -271,7 +259,7 @@ async fn filters_select_the_scope_and_absent_nats_does_not_block_startup() {
         Some(0.0)
     );
     nats.restart();
-    connected(&ex).await;
+    wait_connected(&ex, "ingest").await;
     let client = nats.client().await;
     for (i, s) in [
         scope("prod.a", "decode", "generate"),

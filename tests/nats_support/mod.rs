@@ -3,7 +3,7 @@
 //! drop.
 #![allow(dead_code)]
 
-use crate::common::free_port;
+use crate::common::{free_port, sample, wait_for, Exporter};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -93,4 +93,17 @@ impl Drop for NatsServer {
     fn drop(&mut self) {
         self.kill();
     }
+}
+
+/// Waits until the exporter's NATS client in `role` (`ingest` or `publish`) is connected.
+pub async fn wait_connected(ex: &Exporter, role: &str) {
+    wait_for(
+        &format!("nats {role} connected"),
+        Duration::from_secs(10),
+        || async {
+            (sample(&ex.metrics().await, "fpm_nats_connected", &[("role", role)]) == Some(1.0))
+                .then_some(())
+        },
+    )
+    .await;
 }
