@@ -1,11 +1,23 @@
-//! The README documents every metric family, HTTP endpoint and flag the code has.
+//! The README and docs/ document every metric family, HTTP endpoint and flag the code has.
 
 use clap::CommandFactory;
 use fpm_exporter::config::Cli;
 use fpm_exporter::sink::prometheus::all_families;
 
+/// The README followed by every Markdown file under docs/.
 fn readme() -> String {
-    std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/README.md")).unwrap()
+    let root = env!("CARGO_MANIFEST_DIR");
+    let mut text = std::fs::read_to_string(format!("{root}/README.md")).unwrap();
+    let mut docs: Vec<_> = std::fs::read_dir(format!("{root}/docs"))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|x| x == "md"))
+        .collect();
+    docs.sort();
+    for p in docs {
+        text.push_str(&std::fs::read_to_string(p).unwrap());
+    }
+    text
 }
 
 #[test]
