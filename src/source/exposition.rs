@@ -207,3 +207,13 @@ mod tests {
         assert!(FamilyType::Histogram.allows_sample("h", "h_bucket"));
     }
 }
+
+/// One read of a worker's metrics (a remote scrape or a multiprocess directory),
+/// the unit the engine views diff: families as read, and when they were read.
+#[derive(Debug, Clone)]
+pub struct Scrape {
+    /// When the read completed (wall clock, as the exporter's clock gives it).
+    pub at: std::time::SystemTime,
+    /// The families read.
+    pub families: Vec<MetricFamily>,
+}
