@@ -89,7 +89,7 @@ pub struct RunArgs {
     /// Extra label for that engine, e.g. --label model=llama --label role=decode.
     #[arg(long = "label", value_name = "KEY=VALUE")]
     pub labels: Vec<String>,
-    /// TOML file declaring several engines (see README); flags override its settings.
+    /// TOML file declaring several engines (see docs/configuration.md); flags override its settings.
     #[arg(short, long, value_name = "FILE")]
     pub config: Option<PathBuf>,
     /// Run the built-in simulated engine and subscribe to it (the default when no engine is given).

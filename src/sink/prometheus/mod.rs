@@ -111,7 +111,7 @@ fn render_into(registry: &Registry, w: &mut Writer, start_unix_secs: f64) {
     }
 }
 
-/// Every metric family the exporter can write (the README documents each one).
+/// Every metric family the exporter can write (docs/metrics.md documents each one).
 pub fn all_families() -> Vec<Family> {
     let mut v = ranks::families();
     v.extend(engines::families());
