@@ -10,7 +10,7 @@
 //!
 //! Rotation (logrotate style): when the next line would take FILE past
 //! `--record-max-bytes`, FILE is renamed FILE.1 (FILE.1 to FILE.2, ...; the oldest,
-//! FILE.<keep>, is overwritten) and a new FILE is started. Lines never straddle files.
+//! `FILE.<keep>`, is overwritten) and a new FILE is started. Lines never straddle files.
 //! Disk use stays within about (keep + 1) x max-bytes.
 
 use crate::state::{EventKind, Registry};

@@ -59,7 +59,7 @@ impl Sparse {
 }
 
 /// The ring of sub-histograms for one window: the live sub-window as a dense
-/// histogram, the (up to K - 1) completed ones as [`Sparse`] copies.
+/// histogram, the (up to K - 1) completed ones as sparse copies (non-empty buckets only).
 #[derive(Debug, Clone)]
 pub struct QuantileRing {
     sub_secs: u64,

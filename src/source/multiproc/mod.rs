@@ -1,5 +1,5 @@
 //! The engines' own Prometheus metrics, read from their `PROMETHEUS_MULTIPROC_DIR`
-//! (`prometheus_client` multiprocess mode) at scrape time: [`file`] reads one `.db`
+//! (`prometheus_client` multiprocess mode) at scrape time: [`mod@file`] reads one `.db`
 //! file, [`merge`] applies `MultiProcessCollector`'s rules. See
 //! proto/multiproc-format.md for the format and where each rule comes from.
 //!
