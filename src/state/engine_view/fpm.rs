@@ -121,3 +121,7 @@ pub fn fpm_summary(registry: &Registry, engine: &str) -> Option<FpmSummary> {
     }
     Some(out)
 }
+
+#[cfg(test)]
+#[path = "fpm_tests.rs"]
+mod tests;

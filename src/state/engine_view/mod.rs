@@ -3,6 +3,7 @@
 //! and the difference of its last two, as `/v1/engines` serves them. Pure: the
 //! scrape cache and the HTTP side call [`engine_view`] and [`fpm::fpm_summary`].
 
+pub mod document;
 pub mod fpm;
 pub mod names;
 pub mod quantile;
@@ -78,8 +79,8 @@ pub struct System {
 /// One worker's typed engine view.
 #[derive(Debug, Clone, Default, PartialEq, Serialize)]
 pub struct EngineView {
-    /// `sglang` or `vllm`, from the metric names found; `null` if neither.
-    pub engine: Option<&'static str>,
+    /// Whose metric names the scrape carries: `sglang` or `vllm`; `null` if neither.
+    pub kind: Option<&'static str>,
     /// When the latest scrape completed, Unix ns.
     pub scraped_at_ns: u64,
     /// Seconds between the two scrapes; `null` without a previous one.
@@ -296,7 +297,7 @@ pub fn engine_view(previous: Option<&Scrape>, latest: &Scrape) -> EngineView {
     };
     let flavor = ctx.latest.flavor();
     let mut view = EngineView {
-        engine: flavor.map(|f| match f {
+        kind: flavor.map(|f| match f {
             Flavor::Sglang { .. } => "sglang",
             Flavor::Vllm => "vllm",
         }),

@@ -74,7 +74,7 @@ fn sglang_numbers_from_two_scrapes() {
         let a = sglang(prefix, 100, 10.0, 1000.0, [1.0, 3.0, 4.0, 4.0]);
         let b = sglang(prefix, 104, 18.0, 3000.0, [3.0, 7.0, 8.0, 10.0]);
         let v = engine_view(Some(&a), &b);
-        assert_eq!(v.engine, Some("sglang"));
+        assert_eq!(v.kind, Some("sglang"));
         assert_eq!(v.interval_seconds, Some(4.0));
         assert_eq!(v.scraped_at_ns, 104_000_000_000);
         assert_eq!(v.requests.running, Some(3.0));
@@ -189,7 +189,7 @@ fn vllm_numbers_from_two_scrapes() {
         Some(&vllm(10, 4.0, 1.0, 100.0, 400.0)),
         &vllm(12, 10.0, 3.0, 250.0, 1000.0),
     );
-    assert_eq!(v.engine, Some("vllm"));
+    assert_eq!(v.kind, Some("vllm"));
     assert_eq!(v.requests.running, Some(7.0), "DP engines add up");
     assert_eq!(v.requests.waiting, Some(1.0));
     assert_eq!(v.requests.success_per_second, Some(3.0));
@@ -229,10 +229,10 @@ fn unknown_or_hostile_expositions_give_an_empty_view() {
         ],
     );
     let v = engine_view(Some(&junk), &junk);
-    assert_eq!(v.engine, Some("sglang"));
+    assert_eq!(v.kind, Some("sglang"));
     assert_eq!(v.requests.running, None, "NaN is no number");
     let v = engine_view(None, &scrape(5, vec![s("up", &[], 1.0)]));
-    assert_eq!(v.engine, None);
+    assert_eq!(v.kind, None);
     assert!(v.sources.is_empty());
     let json = serde_json::to_value(&v).unwrap();
     assert!(json["requests"]["running"].is_null());

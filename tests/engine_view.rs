@@ -1,0 +1,399 @@
+//! The typed engine view against the real things: a worker serving SGLang 0.5.23's
+//! own metric definitions with the real `prometheus_client` over HTTP, and a real
+//! Prometheus (Debian's, from scripts/test-deps.sh) scraping it. Latency quantiles
+//! must equal Prometheus' own `histogram_quantile` over the same two readings; rates
+//! and gauges must equal what the worker reports it added.
+
+mod common;
+
+use common::prometheus::Prometheus;
+use common::{repo_root, require_test_deps, venv_python};
+use fpm_exporter::source::exposition::{FamilyType, MetricFamily, Sample, Scrape};
+use fpm_exporter::state::engine_view::document::{EnginesDocument, WorkerEntry};
+use fpm_exporter::state::engine_view::fpm::fpm_summary;
+use fpm_exporter::state::engine_view::names::{How, FIELDS};
+use fpm_exporter::state::engine_view::{engine_view, EngineView, Latency};
+use fpm_exporter::state::sequence::SeqEvent;
+use fpm_exporter::state::{EngineInfo, RankCache, Registry, StateConfig};
+use fpm_exporter::wire::{Count, ForwardPassMetrics, Real};
+use serde_json::Value;
+use std::io::{BufRead, BufReader, Write};
+use std::process::{Child, ChildStdin, ChildStdout, Command, Stdio};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+struct Worker {
+    child: Child,
+    stdin: ChildStdin,
+    stdout: BufReader<ChildStdout>,
+    port: u16,
+}
+
+impl Worker {
+    fn spawn() -> Worker {
+        require_test_deps();
+        let mut child = Command::new(venv_python())
+            .arg(repo_root().join("tests/py/engine_worker.py"))
+            .args(["--max-seconds", "240"])
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("spawn engine_worker.py");
+        let stdin = child.stdin.take().unwrap();
+        let mut stdout = BufReader::new(child.stdout.take().unwrap());
+        let mut line = String::new();
+        stdout.read_line(&mut line).unwrap();
+        let port = line
+            .strip_prefix("ready ")
+            .and_then(|p| p.trim().parse().ok())
+            .unwrap_or_else(|| panic!("worker said {line:?}"));
+        Worker {
+            child,
+            stdin,
+            stdout,
+            port,
+        }
+    }
+
+    /// Makes the worker observe `n` requests; returns what it says it added.
+    fn observe(&mut self, seed: u64, n: u64) -> Value {
+        writeln!(self.stdin, "observe {seed} {n}").unwrap();
+        self.stdin.flush().unwrap();
+        let mut line = String::new();
+        self.stdout.read_line(&mut line).unwrap();
+        let json = line
+            .strip_prefix("done ")
+            .unwrap_or_else(|| panic!("{line:?}"));
+        serde_json::from_str(json).unwrap()
+    }
+}
+
+impl Drop for Worker {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// A minimal reader of the text format for this test's own use: `name{labels} value`
+/// lines, comments skipped; the view under test reads samples by name only.
+fn parse(body: &str) -> Vec<Sample> {
+    let mut out = Vec::new();
+    for line in body
+        .lines()
+        .filter(|l| !l.starts_with('#') && !l.is_empty())
+    {
+        let (head, value) = line.rsplit_once(' ').unwrap();
+        let (name, labels) = match head.split_once('{') {
+            None => (head, Vec::new()),
+            Some((name, rest)) => {
+                let mut labels = Vec::new();
+                let mut rest = rest.strip_suffix('}').unwrap();
+                while let Some((k, after)) = rest.split_once("=\"") {
+                    let mut v = String::new();
+                    let mut chars = after.char_indices();
+                    let end = loop {
+                        match chars.next().unwrap() {
+                            (_, '\\') => match chars.next().unwrap().1 {
+                                'n' => v.push('\n'),
+                                c => v.push(c),
+                            },
+                            (i, '"') => break i,
+                            (_, c) => v.push(c),
+                        }
+                    };
+                    labels.push((k.trim_start_matches(',').to_string(), v));
+                    rest = &after[end + 1..];
+                }
+                (name, labels)
+            }
+        };
+        out.push(Sample {
+            name: name.to_string(),
+            labels,
+            value: value.parse().unwrap(),
+        });
+    }
+    out
+}
+
+async fn read(client: &reqwest::Client, port: u16) -> Scrape {
+    let body = client
+        .get(format!("http://127.0.0.1:{port}/metrics"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    Scrape {
+        at: SystemTime::now(),
+        families: vec![MetricFamily {
+            name: "worker".into(),
+            kind: FamilyType::Gauge,
+            help: String::new(),
+            samples: parse(&body),
+        }],
+    }
+}
+
+/// One instant query at exactly `time`: the single result's value (None if empty).
+async fn query_at(client: &reqwest::Client, prom: &str, expr: &str, time: f64) -> Option<f64> {
+    let v: Value = client
+        .get(format!("{prom}/api/v1/query"))
+        .query(&[("query", expr.to_string()), ("time", format!("{time:.3}"))])
+        .send()
+        .await
+        .ok()?
+        .json()
+        .await
+        .ok()?;
+    assert_eq!(v["status"], "success", "{expr}: {v}");
+    let r = v["data"]["result"].as_array()?;
+    assert!(r.len() <= 1, "{expr}: {v}");
+    r.first()?["value"][1].as_str()?.parse().ok()
+}
+
+fn unix_now() -> f64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap()
+        .as_secs_f64()
+}
+
+/// Waits until Prometheus has scraped the worker after its batch: a time `T` at which
+/// the e2e count is `count` and the running gauge (set last) is `running`.
+async fn scraped(client: &reqwest::Client, prom: &Prometheus, count: f64, running: f64) -> f64 {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let t = (unix_now() * 1000.0).floor() / 1000.0;
+        let c = "sum(sglang_e2e_request_latency_seconds_count)";
+        let r = "sum(sglang_num_running_reqs)";
+        if query_at(client, &prom.url, c, t).await == Some(count)
+            && query_at(client, &prom.url, r, t).await == Some(running)
+        {
+            return t;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "Prometheus did not scrape the worker's batch in 60 s; its log:\n{}",
+            prom.log_tail()
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+fn close(a: f64, b: f64) -> bool {
+    (a - b).abs() <= 1e-9 * b.abs().max(1e-9)
+}
+
+#[tokio::test]
+async fn quantiles_equal_prometheus_histogram_quantile_and_rates_equal_the_increments() {
+    let mut w = Worker::spawn();
+    let prom = Prometheus::start("engine", &[format!("127.0.0.1:{}", w.port)], None);
+    let client = reqwest::Client::new();
+
+    let a = w.observe(1, 200);
+    let t1 = scraped(&client, &prom, 200.0, 1.0).await;
+    let first = read(&client, w.port).await;
+    let b = w.observe(2, 300);
+    let t2 = scraped(&client, &prom, 500.0, 2.0).await;
+    let second = read(&client, w.port).await;
+    assert!(a["requests"].as_f64().unwrap() > 0.0);
+
+    let v = engine_view(Some(&first), &second);
+    assert_eq!(v.kind, Some("sglang"));
+    let lat: [(&str, Option<Latency>); 3] = [
+        (
+            "sglang:time_to_first_token_seconds",
+            v.requests.time_to_first_token_seconds,
+        ),
+        (
+            "sglang:inter_token_latency_seconds",
+            v.requests.inter_token_latency_seconds,
+        ),
+        (
+            "sglang:e2e_request_latency_seconds",
+            v.requests.e2e_latency_seconds,
+        ),
+    ];
+    for (h, l) in lat {
+        let l = l.unwrap_or_else(|| panic!("{h} missing"));
+        assert_eq!(l.observations, 300.0, "{h}");
+        for (q, ours) in [(0.5, l.p50), (0.9, l.p90), (0.99, l.p99)] {
+            // Prometheus negotiates OpenMetrics, in which prometheus_client 0.26 writes
+            // `sglang:x` samples as `sglang_x`: the spelling gRPC-mode gateways show.
+            let h = h.replace(':', "_");
+            let expr =
+                format!("histogram_quantile({q}, sum by (le) ({h}_bucket - {h}_bucket @ {t1:.3}))");
+            let theirs = query_at(&client, &prom.url, &expr, t2)
+                .await
+                .unwrap_or_else(|| panic!("{expr}: no result"));
+            let ours = ours.unwrap_or_else(|| panic!("{h} p{q} null"));
+            assert!(
+                close(ours, theirs),
+                "{h} q={q}: ours {ours}, Prometheus {theirs}"
+            );
+        }
+    }
+
+    let dt = v.interval_seconds.unwrap();
+    let per_s = |k: &str| b[k].as_f64().unwrap() / dt;
+    let r = &v.requests;
+    assert!(close(r.success_per_second.unwrap(), per_s("requests")));
+    assert!(close(r.failure_per_second.unwrap(), per_s("aborted")));
+    assert!(close(v.tokens.prompt_per_second.unwrap(), per_s("prompt")));
+    assert!(close(
+        v.tokens.generation_per_second.unwrap(),
+        per_s("generation")
+    ));
+    let g = &b["gauges"];
+    let gauge = |k: &str| g[k].as_f64().unwrap();
+    assert_eq!(r.running, Some(gauge("sglang:num_running_reqs")));
+    assert_eq!(r.waiting, Some(gauge("sglang:num_queue_reqs")));
+    assert_eq!(v.cache.token_usage, Some(gauge("sglang:token_usage")));
+    assert_eq!(v.cache.hit_rate, Some(gauge("sglang:cache_hit_rate")));
+    assert_eq!(
+        v.cache.kv_capacity_tokens,
+        Some(gauge("sglang:max_total_num_tokens"))
+    );
+    assert_eq!(
+        v.system.generation_throughput,
+        Some(gauge("sglang:gen_throughput"))
+    );
+    assert_eq!(v.system.utilization, Some(gauge("sglang:utilization")));
+    assert_eq!(v.counter_resets, 0);
+    validate_against_schema(v, engine_view(None, &second));
+}
+
+/// Every SGLang metric the table names is one SGLang 0.5.23 defines, of the kind the
+/// table reads it as.
+#[test]
+fn the_sglang_names_are_the_ones_sglang_defines() {
+    require_test_deps();
+    let out = Command::new(venv_python())
+        .arg(repo_root().join("tests/py/multiproc.py"))
+        .arg("sglang-defs")
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let defs: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let kind_of = |name: &str| {
+        defs["defs"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|d| d["name"] == name)
+            .map(|d| d["kind"].as_str().unwrap().to_string())
+    };
+    let mut checked = 0;
+    for f in FIELDS {
+        let Some(src) = f.sglang else { continue };
+        let want = match src.how {
+            How::GaugeSum | How::GaugeMean => "gauge",
+            How::Rate | How::CounterRatio => "counter",
+            How::Quantiles => "histogram",
+            How::BlocksTimesBlockSize => "gauge",
+        };
+        for m in src.metrics {
+            assert_eq!(kind_of(m).as_deref(), Some(want), "{} <- {m}", f.path);
+            checked += 1;
+        }
+    }
+    assert!(checked >= 13, "{checked}");
+}
+
+/// A registry with one engine whose rank got a few real frames through ingest.
+fn registry_with_ranks() -> std::sync::Arc<Registry> {
+    let reg = Registry::new(
+        StateConfig::default(),
+        vec![EngineInfo {
+            name: "sglang".into(),
+            labels: vec![],
+        }],
+    );
+    let ep: std::sync::Arc<str> = "ipc:///x".into();
+    let mut cache = RankCache::default();
+    let now = reg.now();
+    for i in 0..5u64 {
+        let mut m = ForwardPassMetrics {
+            version: 1,
+            worker_id: "w".into(),
+            wall_time: Real(0.02),
+            ..Default::default()
+        };
+        m.queued_requests.sum_prefill_tokens = Count(i);
+        let seq = if i == 0 {
+            SeqEvent::First
+        } else {
+            SeqEvent::InOrder
+        };
+        assert!(reg.ingest(&mut cache, 0, &ep, i, seq, m, &now));
+    }
+    reg
+}
+
+/// The document the integrator serves, built from these views, validates against
+/// proto/schema/engines.schema.json: a full view with its FPM summary, a first-scrape
+/// view (nulls) and a worker never scraped.
+fn validate_against_schema(full: EngineView, first: EngineView) {
+    let reg = registry_with_ranks();
+    let fpm = fpm_summary(&reg, "sglang").unwrap();
+    assert_eq!(fpm.ranks.len(), 1);
+    let worker = |addr: &str, view, fpm| WorkerEntry {
+        engine: "sglang".into(),
+        worker_addr: addr.into(),
+        view,
+        fpm,
+    };
+    let doc = EnginesDocument {
+        generated_at_ns: 1,
+        workers: vec![
+            worker("http://127.0.0.1:1", Some(full), Some(fpm)),
+            worker("grpc://[::1]:2@0", Some(first), None),
+            worker("http://127.0.0.1:3", None, None),
+        ],
+    };
+    let empty = EnginesDocument {
+        generated_at_ns: 2,
+        workers: vec![],
+    };
+    common::validate_json(
+        "engines",
+        &[
+            serde_json::to_string(&doc).unwrap(),
+            serde_json::to_string(&empty).unwrap(),
+        ],
+    );
+}
+
+#[test]
+fn the_schema_rejects_what_it_must() {
+    // The schema is strict: a renamed field or a string where a number goes fails.
+    let bad = r#"{"generated_at_ns": 1, "workers": [{"engine": "e", "worker_addr": "a", "fpm": null,
+        "view": {"kind": "sglang", "scraped_at_ns": 1, "interval_seconds": null, "counter_resets": 0,
+        "requests": {"running": "3", "waiting": null, "success_per_second": null, "failure_per_second": null,
+        "time_to_first_token_seconds": null, "inter_token_latency_seconds": null, "e2e_latency_seconds": null},
+        "tokens": {"prompt_per_second": null, "generation_per_second": null},
+        "cache": {"token_usage": null, "hit_rate": null, "kv_capacity_tokens": null},
+        "system": {"generation_throughput": null, "utilization": null}, "sources": {}}}]}"#;
+    require_test_deps();
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("bad.json");
+    std::fs::write(&file, bad).unwrap();
+    let out = Command::new(venv_python())
+        .arg(repo_root().join("tests/py/validate_json.py"))
+        .arg("engines")
+        .arg(&file)
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("running"));
+    let good = bad.replace(r#""running": "3""#, r#""running": 3"#);
+    std::fs::write(&file, good).unwrap();
+    common::validate_json("engines", &[std::fs::read_to_string(&file).unwrap()]);
+}
