@@ -397,3 +397,50 @@ fn the_schema_rejects_what_it_must() {
     std::fs::write(&file, good).unwrap();
     common::validate_json("engines", &[std::fs::read_to_string(&file).unwrap()]);
 }
+
+/// The real SMG fan-in sample (an SGLang gRPC worker's scheduler metrics, spelled
+/// `sglang_`, with `worker_addr` on every sample): the gauges it carries, nothing made
+/// up for what it lacks.
+#[test]
+fn the_real_smg_sample_gives_its_gauges_and_nulls_elsewhere() {
+    let path = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../shared/fixtures/smg-engine-metrics-sample.prom"
+    );
+    let body = std::fs::read_to_string(path).unwrap();
+    let scrape = Scrape {
+        at: UNIX_EPOCH + Duration::from_secs(1_700_000_000),
+        families: vec![MetricFamily {
+            name: "fixture".into(),
+            kind: FamilyType::Gauge,
+            help: String::new(),
+            samples: parse(&body),
+        }],
+    };
+    let v = engine_view(None, &scrape);
+    assert_eq!(v.kind, Some("sglang"));
+    assert_eq!(v.requests.running, Some(3.0));
+    assert_eq!(v.requests.waiting, Some(0.0));
+    assert_eq!(v.cache.token_usage, Some(0.002074936375923919));
+    assert_eq!(v.cache.kv_capacity_tokens, Some(410615.0));
+    assert_eq!(v.cache.hit_rate, Some(0.0));
+    assert_eq!(v.system.generation_throughput, Some(450.51289169675726));
+    assert_eq!(v.system.utilization, Some(0.0));
+    // One scrape: no rates; the scheduler-side sample has no request histograms.
+    assert_eq!(v.requests.success_per_second, None);
+    assert_eq!(v.requests.time_to_first_token_seconds, None);
+    assert_eq!(
+        v.sources["requests.running"],
+        vec!["sglang_num_running_reqs"]
+    );
+    assert_eq!(v.sources.len(), 7, "{:?}", v.sources);
+    // The same sample twice, 5 s apart: an interval, but still no token counter to rate.
+    let later = Scrape {
+        at: scrape.at + Duration::from_secs(5),
+        families: scrape.families.clone(),
+    };
+    let v = engine_view(Some(&scrape), &later);
+    assert_eq!(v.interval_seconds, Some(5.0));
+    assert_eq!(v.tokens.generation_per_second, None);
+    assert_eq!(v.counter_resets, 0);
+}

@@ -102,7 +102,7 @@ pub struct EngineView {
 /// Which engine's names a scrape carries, and how SGLang's are spelled.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Flavor {
-    Sglang { underscore: bool },
+    Sglang,
     Vllm,
 }
 
@@ -118,8 +118,16 @@ impl<'a> Index<'a> {
         Index(m)
     }
 
+    /// Samples named `name` (written with `sglang:`), or, when there are none, those
+    /// named with the `sglang_` spelling: so two scrapes spelled differently still diff.
     fn get(&self, name: &str, only: Option<(&str, &[&str])>) -> Vec<&'a Sample> {
-        let all = self.0.get(name).map(Vec::as_slice).unwrap_or(&[]);
+        let all = match self.0.get(name) {
+            Some(v) => v.as_slice(),
+            None => self
+                .0
+                .get(underscored(name).as_str())
+                .map_or(&[][..], Vec::as_slice),
+        };
         all.iter()
             .copied()
             .filter(|s| {
@@ -132,17 +140,33 @@ impl<'a> Index<'a> {
             .collect()
     }
 
+    /// How this scrape spells `name`.
+    fn spelling(&self, name: &str) -> String {
+        if self.0.contains_key(name) || self.0.contains_key(format!("{name}_bucket").as_str()) {
+            name.to_string()
+        } else {
+            underscored(name)
+        }
+    }
+
     fn flavor(&self) -> Option<Flavor> {
         let has = |p: &str| self.0.keys().any(|n| n.starts_with(p));
-        if has("sglang:") {
-            Some(Flavor::Sglang { underscore: false })
-        } else if has("sglang_") {
-            Some(Flavor::Sglang { underscore: true })
+        if has("sglang:") || has("sglang_") {
+            Some(Flavor::Sglang)
         } else if has("vllm:") {
             Some(Flavor::Vllm)
         } else {
             None
         }
+    }
+}
+
+/// `sglang:x` as `sglang_x` (what gRPC-mode gateways and prometheus_client's
+/// OpenMetrics output write); other names unchanged.
+fn underscored(name: &str) -> String {
+    match name.strip_prefix("sglang:") {
+        Some(rest) => format!("sglang_{rest}"),
+        None => name.to_string(),
     }
 }
 
@@ -206,8 +230,8 @@ struct Ctx<'a> {
 }
 
 impl Ctx<'_> {
-    fn compute(&mut self, src: &Source, names: &[String]) -> Option<Value> {
-        let latest = |i: usize| self.latest.get(&names[i], src.only);
+    fn compute(&mut self, src: &Source, names: &[&str]) -> Option<Value> {
+        let latest = |i: usize| self.latest.get(names[i], src.only);
         match src.how {
             How::GaugeSum | How::GaugeMean => {
                 let g = groups(&latest(0));
@@ -223,13 +247,13 @@ impl Ctx<'_> {
             }
             How::Rate => {
                 let (prev, dt) = (self.prev.as_ref()?, self.dt?);
-                let p = prev.get(&names[0], src.only);
+                let p = prev.get(names[0], src.only);
                 let inc = increase(&p, &latest(0), &mut self.resets)?;
                 Some(Value::Number(inc / dt))
             }
             How::CounterRatio => {
                 let prev = self.prev.as_ref()?;
-                let (ph, pq) = (prev.get(&names[0], None), prev.get(&names[1], None));
+                let (ph, pq) = (prev.get(names[0], None), prev.get(names[1], None));
                 let hits = increase(&ph, &latest(0), &mut self.resets)?;
                 let queries = increase(&pq, &latest(1), &mut self.resets)?;
                 (queries > 0.0).then(|| Value::Number(hits / queries))
@@ -249,6 +273,7 @@ impl Ctx<'_> {
             How::Quantiles => {
                 let bucket = format!("{}_bucket", names[0]);
                 let l = self.latest.get(&bucket, None);
+                // (`sglang_x_bucket` is found from `sglang:x_bucket` the same way.)
                 if l.is_empty() {
                     return None;
                 }
@@ -298,7 +323,7 @@ pub fn engine_view(previous: Option<&Scrape>, latest: &Scrape) -> EngineView {
     let flavor = ctx.latest.flavor();
     let mut view = EngineView {
         kind: flavor.map(|f| match f {
-            Flavor::Sglang { .. } => "sglang",
+            Flavor::Sglang => "sglang",
             Flavor::Vllm => "vllm",
         }),
         scraped_at_ns: unix_ns(latest.at),
@@ -310,23 +335,16 @@ pub fn engine_view(previous: Option<&Scrape>, latest: &Scrape) -> EngineView {
     };
     for f in FIELDS {
         let src = match flavor {
-            Flavor::Sglang { .. } => f.sglang,
+            Flavor::Sglang => f.sglang,
             Flavor::Vllm => f.vllm,
         };
         let Some(src) = src else { continue };
-        let names: Vec<String> = src
-            .metrics
-            .iter()
-            .map(|m| match flavor {
-                Flavor::Sglang { underscore: true } => m.replacen("sglang:", "sglang_", 1),
-                _ => m.to_string(),
-            })
-            .collect();
-        let Some(value) = ctx.compute(&src, &names) else {
+        let Some(value) = ctx.compute(&src, src.metrics) else {
             continue;
         };
+        let spelled = src.metrics.iter().map(|m| ctx.latest.spelling(m));
         set(&mut view, f.path, value);
-        view.sources.insert(f.path, names);
+        view.sources.insert(f.path, spelled.collect());
     }
     view.counter_resets = ctx.resets;
     view

@@ -107,6 +107,28 @@ fn sglang_numbers_from_two_scrapes() {
 }
 
 #[test]
+fn two_scrapes_spelled_differently_still_diff() {
+    let a = sglang("sglang:", 100, 10.0, 1000.0, [1.0, 3.0, 4.0, 4.0]);
+    let b = sglang("sglang_", 104, 18.0, 3000.0, [3.0, 7.0, 8.0, 10.0]);
+    let v = engine_view(Some(&a), &b);
+    assert_eq!(v.requests.success_per_second, Some(2.0));
+    assert_eq!(v.counter_resets, 0);
+    let t = v.requests.time_to_first_token_seconds.unwrap();
+    assert_eq!(t.observations, 6.0);
+    assert_eq!(
+        v.sources["requests.time_to_first_token_seconds"],
+        vec!["sglang_time_to_first_token_seconds"]
+    );
+    let c = sglang("sglang:", 108, 26.0, 3000.0, [3.0, 7.0, 8.0, 10.0]);
+    let v = engine_view(Some(&b), &c);
+    assert_eq!(v.requests.success_per_second, Some(2.0));
+    assert_eq!(
+        v.sources["requests.time_to_first_token_seconds"],
+        vec!["sglang:time_to_first_token_seconds"]
+    );
+}
+
+#[test]
 fn first_scrape_has_gauges_but_no_rates_or_quantiles() {
     let a = sglang("sglang:", 100, 10.0, 1000.0, [1.0, 3.0, 4.0, 4.0]);
     let v = engine_view(None, &a);
