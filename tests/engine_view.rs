@@ -5,10 +5,12 @@
 //! and gauges must equal what the worker reports it added.
 
 mod common;
+mod engine_view_support;
 
 use common::prometheus::Prometheus;
 use common::{repo_root, require_test_deps, venv_python};
-use fpm_exporter::source::exposition::{FamilyType, MetricFamily, Sample, Scrape};
+use engine_view_support::{parse, read, Worker};
+use fpm_exporter::source::exposition::{FamilyType, MetricFamily, Scrape};
 use fpm_exporter::state::engine_view::document::{EnginesDocument, WorkerEntry};
 use fpm_exporter::state::engine_view::fpm::fpm_summary;
 use fpm_exporter::state::engine_view::names::{How, FIELDS};
@@ -17,125 +19,8 @@ use fpm_exporter::state::sequence::SeqEvent;
 use fpm_exporter::state::{EngineInfo, RankCache, Registry, StateConfig};
 use fpm_exporter::wire::{Count, ForwardPassMetrics, Real};
 use serde_json::Value;
-use std::io::{BufRead, BufReader, Write};
-use std::process::{Child, ChildStdin, ChildStdout, Command, Stdio};
+use std::process::Command;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
-
-struct Worker {
-    child: Child,
-    stdin: ChildStdin,
-    stdout: BufReader<ChildStdout>,
-    port: u16,
-}
-
-impl Worker {
-    fn spawn() -> Worker {
-        require_test_deps();
-        let mut child = Command::new(venv_python())
-            .arg(repo_root().join("tests/py/engine_worker.py"))
-            .args(["--max-seconds", "240"])
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
-            .spawn()
-            .expect("spawn engine_worker.py");
-        let stdin = child.stdin.take().unwrap();
-        let mut stdout = BufReader::new(child.stdout.take().unwrap());
-        let mut line = String::new();
-        stdout.read_line(&mut line).unwrap();
-        let port = line
-            .strip_prefix("ready ")
-            .and_then(|p| p.trim().parse().ok())
-            .unwrap_or_else(|| panic!("worker said {line:?}"));
-        Worker {
-            child,
-            stdin,
-            stdout,
-            port,
-        }
-    }
-
-    /// Makes the worker observe `n` requests; returns what it says it added.
-    fn observe(&mut self, seed: u64, n: u64) -> Value {
-        writeln!(self.stdin, "observe {seed} {n}").unwrap();
-        self.stdin.flush().unwrap();
-        let mut line = String::new();
-        self.stdout.read_line(&mut line).unwrap();
-        let json = line
-            .strip_prefix("done ")
-            .unwrap_or_else(|| panic!("{line:?}"));
-        serde_json::from_str(json).unwrap()
-    }
-}
-
-impl Drop for Worker {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-/// A minimal reader of the text format for this test's own use: `name{labels} value`
-/// lines, comments skipped; the view under test reads samples by name only.
-fn parse(body: &str) -> Vec<Sample> {
-    let mut out = Vec::new();
-    for line in body
-        .lines()
-        .filter(|l| !l.starts_with('#') && !l.is_empty())
-    {
-        let (head, value) = line.rsplit_once(' ').unwrap();
-        let (name, labels) = match head.split_once('{') {
-            None => (head, Vec::new()),
-            Some((name, rest)) => {
-                let mut labels = Vec::new();
-                let mut rest = rest.strip_suffix('}').unwrap();
-                while let Some((k, after)) = rest.split_once("=\"") {
-                    let mut v = String::new();
-                    let mut chars = after.char_indices();
-                    let end = loop {
-                        match chars.next().unwrap() {
-                            (_, '\\') => match chars.next().unwrap().1 {
-                                'n' => v.push('\n'),
-                                c => v.push(c),
-                            },
-                            (i, '"') => break i,
-                            (_, c) => v.push(c),
-                        }
-                    };
-                    labels.push((k.trim_start_matches(',').to_string(), v));
-                    rest = &after[end + 1..];
-                }
-                (name, labels)
-            }
-        };
-        out.push(Sample {
-            name: name.to_string(),
-            labels,
-            value: value.parse().unwrap(),
-        });
-    }
-    out
-}
-
-async fn read(client: &reqwest::Client, port: u16) -> Scrape {
-    let body = client
-        .get(format!("http://127.0.0.1:{port}/metrics"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
-    Scrape {
-        at: SystemTime::now(),
-        families: vec![MetricFamily {
-            name: "worker".into(),
-            kind: FamilyType::Gauge,
-            help: String::new(),
-            samples: parse(&body),
-        }],
-    }
-}
 
 /// One instant query at exactly `time`: the single result's value (None if empty).
 async fn query_at(client: &reqwest::Client, prom: &str, expr: &str, time: f64) -> Option<f64> {
