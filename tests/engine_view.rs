@@ -329,3 +329,37 @@ fn the_real_smg_sample_gives_its_gauges_and_nulls_elsewhere() {
     assert_eq!(v.tokens.generation_per_second, None);
     assert_eq!(v.counter_resets, 0);
 }
+
+/// docs/engine-view.md and the schema name every field of the code's source table
+/// with its metrics, and the doc's worked example is a valid worker entry.
+#[test]
+fn docs_and_schema_follow_the_source_table() {
+    let root = env!("CARGO_MANIFEST_DIR");
+    let doc = std::fs::read_to_string(format!("{root}/docs/engine-view.md")).unwrap();
+    let schema: Value = serde_json::from_str(
+        &std::fs::read_to_string(format!("{root}/proto/schema/engines.schema.json")).unwrap(),
+    )
+    .unwrap();
+    for f in FIELDS {
+        assert!(
+            doc.contains(&format!("`{}`", f.path)),
+            "doc lacks {}",
+            f.path
+        );
+        let (group, name) = f.path.split_once('.').unwrap();
+        let desc = schema["$defs"]["view"]["properties"][group]["properties"][name]["description"]
+            .as_str()
+            .unwrap_or_else(|| panic!("schema lacks {}", f.path));
+        for src in [f.sglang, f.vllm].into_iter().flatten() {
+            for m in src.metrics {
+                assert!(desc.contains(m), "schema's {} lacks {m}", f.path);
+                assert!(doc.contains(m), "doc lacks {m}");
+            }
+        }
+    }
+    let start = doc.find("```json\n").expect("worked example") + 8;
+    let end = start + doc[start..].find("```").unwrap();
+    let entry: Value = serde_json::from_str(&doc[start..end]).unwrap();
+    let wrapped = serde_json::json!({"generated_at_ns": 1, "workers": [entry]});
+    common::validate_json("engines", &[wrapped.to_string()]);
+}
