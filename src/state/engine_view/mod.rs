@@ -201,7 +201,8 @@ fn increase(prev: &[&Sample], latest: &[&Sample], resets: &mut u32) -> Option<f6
         let p = before.get(&k).copied().unwrap_or(0.0);
         if v < p {
             *resets += 1;
-            total += v;
+            // A counter below 0 only comes from a broken exporter: no increase.
+            total += v.max(0.0);
         } else {
             total += v - p;
         }

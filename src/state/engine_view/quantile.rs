@@ -120,12 +120,13 @@ fn ensure_monotonic(buckets: &mut [Bucket]) {
 }
 
 /// Parses an `le` label as Go's `strconv.ParseFloat` would for the spellings
-/// exporters write (`0.1`, `1e+06`, `+Inf`).
+/// exporters write (`0.1`, `1e+06`, `+Inf`). A NaN bound is refused: it has no
+/// place in the order, and one hostile bucket must not void a histogram.
 pub fn parse_le(s: &str) -> Option<f64> {
     match s {
         "+Inf" | "Inf" | "+inf" | "inf" => Some(f64::INFINITY),
         "-Inf" | "-inf" => Some(f64::NEG_INFINITY),
-        _ => s.parse().ok(),
+        _ => s.parse().ok().filter(|v: &f64| !v.is_nan()),
     }
 }
 
@@ -198,7 +199,8 @@ pub fn bucket_increase(previous: &[&Sample], latest: &[&Sample]) -> BucketIncrea
             };
             out.buckets.push(Bucket {
                 upper_bound: f64::from_bits(le),
-                count: v - base,
+                // A count below 0 only comes from a broken exporter: no observations.
+                count: (v - base).max(0.0),
             });
         }
     }

@@ -156,4 +156,18 @@ fn changed_bounds_are_a_reset_and_bad_le_is_skipped() {
     assert_eq!(parse_le("1e+06"), Some(1e6));
     assert_eq!(parse_le("+Inf"), Some(INF));
     assert_eq!(parse_le("x"), None);
+    assert_eq!(parse_le("NaN"), None);
+}
+
+#[test]
+fn hostile_counts_never_give_negative_increases() {
+    let before = hist("true", &[("0.1", 1.0), ("NaN", 1.0), ("+Inf", 4.0)]);
+    let after = hist("true", &[("0.1", -7.0), ("NaN", 1.0), ("+Inf", 9.0)]);
+    let p: Vec<&Sample> = before.iter().collect();
+    let l: Vec<&Sample> = after.iter().collect();
+    let inc = bucket_increase(&p, &l);
+    assert_eq!(inc.resets, 1);
+    assert_eq!(sorted(inc.buckets.clone()), vec![(0.1, 0.0), (INF, 9.0)]);
+    // rank 4.5 of 9 beyond the only finite bucket: its bound.
+    assert_eq!(bucket_quantile(0.5, &mut inc.buckets.clone()), 0.1);
 }

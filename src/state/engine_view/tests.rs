@@ -253,6 +253,11 @@ fn unknown_or_hostile_expositions_give_an_empty_view() {
     let v = engine_view(Some(&junk), &junk);
     assert_eq!(v.kind, Some("sglang"));
     assert_eq!(v.requests.running, None, "NaN is no number");
+    // A counter a broken exporter sends below zero: a reset with no increase.
+    let neg = |at, v| scrape(at, vec![s("sglang:generation_tokens_total", &[], v)]);
+    let v = engine_view(Some(&neg(1, 5.0)), &neg(2, -3.0));
+    assert_eq!(v.tokens.generation_per_second, Some(0.0));
+    assert_eq!(v.counter_resets, 1);
     let v = engine_view(None, &scrape(5, vec![s("up", &[], 1.0)]));
     assert_eq!(v.kind, None);
     assert!(v.sources.is_empty());
