@@ -5,6 +5,7 @@
 //! consistent [`Snapshot`]s.
 
 pub mod endpoint;
+pub mod engine_view;
 pub mod engines;
 pub mod fields;
 pub mod labels;
