@@ -199,10 +199,10 @@ def panels():
             (f"fpm_last_queued_decode_kv_tokens{{{R}}}", "queued decode KV " + RANK)),
            0, y, desc="KV tokens the decoding requests attend to, prefix-cache tokens read per prefill iteration, and KV of decodes waiting."),
         ts("Prompt length spread", targets(
-            (f'sqrt(fpm_window_mean{{{R}, window="$window", field="scheduled_requests.var_prefill_length"}})', "σ scheduled " + RANK),
-            (f'sqrt(fpm_window_mean{{{R}, window="$window", field="queued_requests.var_prefill_length"}})', "σ queued " + RANK),
+            (f'sqrt(fpm_engine_window_mean{{{E}, window="$window", field="scheduled_requests.var_prefill_length"}})', "σ scheduled {{engine}}"),
+            (f'sqrt(fpm_engine_window_mean{{{E}, window="$window", field="queued_requests.var_prefill_length"}})', "σ queued {{engine}}"),
             (f"fpm_last_queued_prefill_tokens{{{R}}} / (fpm_last_queued_prefill_requests{{{R}}} > 0)", "mean queued prompt " + RANK)),
-           12, y, desc="Standard deviation of prompt lengths within a batch (square root of the mean population variance over the window), and the mean length of waiting prompts."),
+           12, y, desc="Standard deviation of prompt lengths within a batch, per engine (square root of the mean population variance over the window, all ranks: a workload property, and engine-level so it reads at --rank-detail lean), and the mean length of each rank's waiting prompts."),
     ]
     y += 8
     p.append(row("Health", y))

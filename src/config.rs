@@ -158,6 +158,9 @@ pub struct RunArgs {
     /// Keep live-mode gauge files of pids absent from /proc (when the exporter cannot see the engine's processes).
     #[arg(long)]
     pub multiproc_no_pid_check: bool,
+    /// Per-rank series on /metrics: lean (what dashboards and alerts read) or full (every window statistic and the rank's model); an engine's rank_detail in the TOML file wins for that engine [default: lean].
+    #[arg(long, value_enum, value_name = "LEVEL")]
+    pub rank_detail: Option<crate::sink::prometheus::detail::RankDetail>,
     /// Log format.
     #[arg(long, value_enum, default_value = "text")]
     pub log_format: LogFormat,
@@ -190,6 +193,7 @@ pub struct FileConfig {
     merge_engine_metrics: Option<bool>,
     multiproc_max_bytes: Option<u64>,
     multiproc_pid_check: Option<bool>,
+    rank_detail: Option<crate::sink::prometheus::detail::RankDetail>,
     #[serde(default)]
     engine: Vec<FileEngine>,
 }
@@ -206,6 +210,7 @@ struct FileEngine {
     labels: Option<toml::Spanned<std::collections::BTreeMap<String, String>>>,
     #[serde(default)]
     nats: Option<crate::source::nats::config::EngineScopeFile>,
+    rank_detail: Option<crate::sink::prometheus::detail::RankDetail>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -448,6 +453,9 @@ impl Settings {
         let mut engines = Vec::new();
         let mut endpoints = Vec::new();
         let mut multiproc_dirs = Vec::new();
+        // Most specific wins: an engine's own key, then the flag, then the file's default.
+        state.rank_detail.default = args.rank_detail.or(file.rank_detail).unwrap_or_default();
+        let mut details = Vec::new();
         for e in &file.engine {
             let idx = engines.len();
             let name = e.name.get_ref().trim();
@@ -494,12 +502,14 @@ impl Settings {
             if let Some(d) = &e.multiproc_dir {
                 multiproc_dirs.push((idx, d.clone()));
             }
+            details.push(e.rank_detail.unwrap_or(state.rank_detail.default));
             engines.push(EngineInfo {
                 name: name.to_owned(),
                 labels: labels.0.into_iter().collect(),
             });
         }
 
+        state.rank_detail.engines = details;
         let mut demo = None;
         let engine_from_flags = args.endpoint.is_some() || args.multiproc_dir.is_some();
         if engine_from_flags {
@@ -783,6 +793,29 @@ mod tests {
             .unwrap_err()
             .0;
         assert!(e.contains("--endpoint") && e.contains("65536"), "{e}");
+    }
+
+    #[test]
+    fn rank_detail_is_lean_by_default_and_set_per_engine() {
+        use crate::sink::prometheus::detail::RankDetail::{Full, Lean};
+        let s = Settings::from_cli(&args(&["--demo"])).unwrap();
+        assert_eq!(s.state.rank_detail.of(0), Lean);
+        let s = Settings::from_cli(&args(&["--demo", "--rank-detail", "full"])).unwrap();
+        assert_eq!(s.state.rank_detail.of(0), Full);
+        let toml = "rank_detail = \"full\"\n[[engine]]\nname = \"a\"\nendpoint = \"tcp://h:1\"\nrank_detail = \"lean\"\n\
+                    [[engine]]\nname = \"b\"\nendpoint = \"tcp://h:2\"\n";
+        let s = file(toml).unwrap();
+        assert_eq!(
+            (s.state.rank_detail.of(0), s.state.rank_detail.of(1)),
+            (Lean, Full)
+        );
+        // Engines a source adds later (NATS scopes) take the default.
+        assert_eq!(s.state.rank_detail.of(7), Full);
+        let e = file("[[engine]]\nname = \"a\"\nendpoint = \"tcp://h:1\"\nrank_detail = \"max\"\n")
+            .unwrap_err()
+            .0;
+        assert!(e.contains("line 4") && e.contains("lean"), "{e}");
+        assert!(Cli::try_parse_from(["fpm-exporter", "--rank-detail", "max"]).is_err());
     }
 
     #[test]

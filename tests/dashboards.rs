@@ -5,7 +5,9 @@
 //! The scenario makes every panel and every alert have something to show: busy ranks,
 //! an idle one, a restarting one, one that stops and expires, one that stops and stays
 //! stale, one whose queue grows with no prefill, one with sequence gaps and garbage
-//! messages, an endpoint nobody binds, and a scrape target that is down.
+//! messages, an endpoint nobody binds, and a scrape target that is down. The exporter
+//! runs at the default `--rank-detail lean`, so every panel and rule reads lean or
+//! engine-level families.
 
 mod common;
 
@@ -850,6 +852,16 @@ async fn every_dashboard_query_and_rule_returns_data_from_a_real_prometheus() {
     // Every metric a query or rule names is in the exporter's live output or is a
     // recording rule (or Prometheus' own `up` and `ALERTS`).
     let exposition = exp.metrics().await;
+    // All of the above ran at the default per-rank detail, lean: its full-only
+    // families are absent, the engine aggregates are not.
+    for fam in fpm_exporter::sink::prometheus::ranks::full_only_families() {
+        assert!(
+            !exposition.contains(&format!("\n{}{{", fam.name)),
+            "{} written at the default --rank-detail",
+            fam.name
+        );
+    }
+    assert!(exposition.contains("\nfpm_engine_window_variance{"));
     let mut known: BTreeSet<String> = exposition
         .lines()
         .filter(|l| !l.starts_with('#') && !l.is_empty())

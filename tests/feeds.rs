@@ -217,6 +217,9 @@ async fn online_model_matches_numpy_least_squares_on_real_frames() {
         "m",
         "--label",
         "model=llama",
+        // The per-rank model gauges below are full-only.
+        "--rank-detail",
+        "full",
     ])
     .await;
     let mut d = Driver::spawn();

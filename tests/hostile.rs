@@ -619,7 +619,16 @@ async fn extreme_integers_are_accepted_without_wrapping_or_poisoning_statistics(
     let dir = common::ipc_dir();
     let addr = format!("ipc://{}/x", dir.path().display());
     let mut p = FramePublisher::bind(&format!("{addr}.0")).await.unwrap();
-    let exp = Exporter::start(&["--endpoint", &addr, "--engine", "e"]).await;
+    // Full detail: the window variance below is a full-only family.
+    let exp = Exporter::start(&[
+        "--endpoint",
+        &addr,
+        "--engine",
+        "e",
+        "--rank-detail",
+        "full",
+    ])
+    .await;
     until_subscribed(&exp, &mut p, "e", "probe").await;
     // u64::MAX is a valid count on the wire; three of them must saturate, not wrap.
     for _ in 0..3 {

@@ -134,6 +134,8 @@ async fn stalled_scrapers_are_bounded_and_cut_off_while_json_stays_fast() {
         "6s",
         "--stale-after",
         "60s",
+        "--rank-detail",
+        "full",
     ])
     .await;
     // Enough ranks that one exposition is far larger than the socket buffers and the

@@ -51,8 +51,8 @@ async fn real_publisher_over_tcp_and_ipc_reports_exact_values() {
         &cfg,
         format!(
             "stale_after = \"2s\"\n\
-             [[engine]]\nname = \"vllm\"\nendpoint = \"tcp://127.0.0.1:{base}\"\nranks = 2\nlabels = {{ role = \"decode\", model = \"m1\" }}\n\
-             [[engine]]\nname = \"sglang\"\nendpoint = \"{ipc_base}\"\nranks = 2\nlabels = {{ role = \"prefill\", model = \"m1\" }}\n"
+             [[engine]]\nname = \"vllm\"\nendpoint = \"tcp://127.0.0.1:{base}\"\nranks = 2\nrank_detail = \"full\"\nlabels = {{ role = \"decode\", model = \"m1\" }}\n\
+             [[engine]]\nname = \"sglang\"\nendpoint = \"{ipc_base}\"\nranks = 2\nrank_detail = \"full\"\nlabels = {{ role = \"prefill\", model = \"m1\" }}\n"
         ),
     )
     .unwrap();

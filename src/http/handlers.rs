@@ -154,16 +154,41 @@ pub async fn ranks(
         Err(msg) => return bad_request(msg),
     };
     let registry = app.registry.clone();
-    let body = tokio::task::spawn_blocking(move || {
+    let doc = tokio::task::spawn_blocking(move || {
         let snap = registry.snapshot(&filter);
-        json::ranks_document(&registry, &snap)
+        json::RanksDocument::new(registry, snap)
     })
     .await;
-    match body {
-        Ok(b) => ([(header::CONTENT_TYPE, "application/json")], b).into_response(),
-        Err(e) => (StatusCode::INTERNAL_SERVER_ERROR, e.to_string()).into_response(),
-    }
+    let doc = match doc {
+        Ok(d) => d,
+        Err(e) => return (StatusCode::INTERNAL_SERVER_ERROR, e.to_string()).into_response(),
+    };
+    // Streamed in pieces, each rendered on the blocking pool when the client has taken
+    // the one before: no piece waits in memory for a slow client, and a stalled client
+    // holds the snapshot but no thread.
+    let pieces = futures::stream::unfold(Some(doc), |doc| async move {
+        let mut doc = doc?;
+        let next = tokio::task::spawn_blocking(move || {
+            let piece = doc.next_piece(RANKS_CHUNK_BYTES);
+            (doc, piece)
+        })
+        .await;
+        match next {
+            Ok((doc, Some(piece))) => Some((Ok(bytes::Bytes::from(piece)), Some(doc))),
+            Ok((_, None)) => None,
+            // A failed render aborts the response instead of ending truncated JSON.
+            Err(_) => Some((
+                Err(std::io::Error::other("rendering /v1/ranks failed")),
+                None,
+            )),
+        }
+    });
+    let body = axum::body::Body::from_stream(pieces);
+    ([(header::CONTENT_TYPE, "application/json")], body).into_response()
 }
+
+/// Size of the pieces `/v1/ranks` is streamed in (about 60 ranks each).
+pub const RANKS_CHUNK_BYTES: usize = 256 << 10;
 
 /// Query of `/v1/stream`.
 #[derive(Debug, Deserialize)]

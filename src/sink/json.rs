@@ -179,29 +179,213 @@ pub fn window_names(registry: &Registry) -> Vec<String> {
         .collect()
 }
 
-/// Renders the `/v1/ranks` document.
+/// Renders the whole `/v1/ranks` document at once (benchmarks and tests; the
+/// endpoint streams it with [`RanksDocument`]).
 pub fn ranks_document(registry: &Registry, snap: &Snapshot) -> Vec<u8> {
-    #[derive(Serialize)]
-    struct Doc<'a> {
-        generated_at_ns: u64,
-        windows: &'a [String],
-        ranks: Vec<RankJson<'a>>,
-        engines: Vec<EngineJson<'a>>,
-    }
     let names = window_names(registry);
-    let doc = Doc {
-        generated_at_ns: snap.at_unix_ns,
-        windows: &names,
-        ranks: snap
-            .ranks
-            .iter()
-            .map(|r| RankJson::new(registry, r, &names))
-            .collect(),
-        engines: snap
-            .engines
-            .iter()
-            .map(|e| EngineJson::new(registry, e, &names))
-            .collect(),
-    };
-    serde_json::to_vec(&doc).expect("JSON of plain data cannot fail")
+    let mut stage = Stage::Head;
+    let mut out = Vec::new();
+    write_piece(registry, snap, &names, &mut stage, usize::MAX, &mut out);
+    out
+}
+
+/// Where the next piece of a document starts.
+#[derive(Debug, Clone, Copy)]
+enum Stage {
+    Head,
+    Rank(usize),
+    Engines,
+    Done,
+}
+
+/// The `/v1/ranks` document of one snapshot, handed out in pieces of about `chunk`
+/// bytes: with 1,024 ranks the whole is several MB, which built at once would stay
+/// resident (the allocator keeps such buffers) after every request. The bytes are
+/// those `serde_json` writes for the whole document.
+pub struct RanksDocument {
+    registry: std::sync::Arc<Registry>,
+    snap: Snapshot,
+    names: Vec<String>,
+    stage: Stage,
+}
+
+impl RanksDocument {
+    /// The document of `snap`, nothing rendered yet.
+    pub fn new(registry: std::sync::Arc<Registry>, snap: Snapshot) -> Self {
+        let names = window_names(&registry);
+        RanksDocument {
+            registry,
+            snap,
+            names,
+            stage: Stage::Head,
+        }
+    }
+
+    /// The next piece (at least `chunk` bytes unless it is the last), `None` once the
+    /// document is complete.
+    pub fn next_piece(&mut self, chunk: usize) -> Option<Vec<u8>> {
+        if matches!(self.stage, Stage::Done) {
+            return None;
+        }
+        let mut out = Vec::with_capacity(chunk.saturating_add(8192).min(1 << 22));
+        write_piece(
+            &self.registry,
+            &self.snap,
+            &self.names,
+            &mut self.stage,
+            chunk,
+            &mut out,
+        );
+        Some(out)
+    }
+}
+
+/// Appends to `out` from `stage` on until `out` holds `chunk` bytes or the document
+/// ends, in exactly the layout of a derived `Serialize` of
+/// `{generated_at_ns, windows, ranks: [..], engines: [..]}`.
+fn write_piece(
+    registry: &Registry,
+    snap: &Snapshot,
+    names: &[String],
+    stage: &mut Stage,
+    chunk: usize,
+    out: &mut Vec<u8>,
+) {
+    let json = |out: &mut Vec<u8>, v: &dyn erased::Json| v.write(out);
+    loop {
+        match *stage {
+            Stage::Head => {
+                out.extend_from_slice(b"{\"generated_at_ns\":");
+                json(out, &snap.at_unix_ns);
+                out.extend_from_slice(b",\"windows\":");
+                json(out, &names);
+                out.extend_from_slice(b",\"ranks\":[");
+                *stage = Stage::Rank(0);
+            }
+            Stage::Rank(i) if i < snap.ranks.len() => {
+                if i > 0 {
+                    out.push(b',');
+                }
+                json(out, &RankJson::new(registry, &snap.ranks[i], names));
+                *stage = Stage::Rank(i + 1);
+            }
+            Stage::Rank(_) => {
+                out.extend_from_slice(b"],\"engines\":");
+                *stage = Stage::Engines;
+            }
+            Stage::Engines => {
+                let engines: Vec<EngineJson> = snap
+                    .engines
+                    .iter()
+                    .map(|e| EngineJson::new(registry, e, names))
+                    .collect();
+                json(out, &engines);
+                out.push(b'}');
+                *stage = Stage::Done;
+                return;
+            }
+            Stage::Done => return,
+        }
+        if out.len() >= chunk {
+            return;
+        }
+    }
+}
+
+/// `serde_json::to_writer` behind a trait object, so [`write_piece`] can write values
+/// of several types through one helper.
+mod erased {
+    pub trait Json {
+        fn write(&self, out: &mut Vec<u8>);
+    }
+    impl<T: serde::Serialize + ?Sized> Json for T {
+        fn write(&self, out: &mut Vec<u8>) {
+            serde_json::to_writer(out, self).expect("JSON of plain data cannot fail");
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::state::sequence::SeqEvent;
+    use crate::state::{EngineInfo, RankCache, RankFilter, StateConfig};
+
+    /// Ranks 0..n of engine 1 (a hostile worker_id among them), a few frames each.
+    fn add_ranks(registry: &Registry, n: usize) {
+        let ep: std::sync::Arc<str> = "ipc:///x".into();
+        for r in 0..n as u64 {
+            let mut model = crate::loadgen::FrameModel::new("w\"\\\n", r, 7);
+            let mut cache = RankCache::default();
+            for seq in 0..3 {
+                let ev = if seq == 0 {
+                    SeqEvent::First
+                } else {
+                    SeqEvent::InOrder
+                };
+                let m = model.next_iteration().clone();
+                registry.ingest(&mut cache, 1, &ep, seq, ev, m, &registry.now());
+            }
+        }
+    }
+
+    /// The document as one derived `Serialize`, as it was built before streaming.
+    fn whole(registry: &Registry, snap: &Snapshot) -> Vec<u8> {
+        #[derive(Serialize)]
+        struct Doc<'a> {
+            generated_at_ns: u64,
+            windows: &'a [String],
+            ranks: Vec<RankJson<'a>>,
+            engines: Vec<EngineJson<'a>>,
+        }
+        let names = window_names(registry);
+        serde_json::to_vec(&Doc {
+            generated_at_ns: snap.at_unix_ns,
+            windows: &names,
+            ranks: snap
+                .ranks
+                .iter()
+                .map(|r| RankJson::new(registry, r, &names))
+                .collect(),
+            engines: snap
+                .engines
+                .iter()
+                .map(|e| EngineJson::new(registry, e, &names))
+                .collect(),
+        })
+        .unwrap()
+    }
+
+    #[test]
+    fn pieces_add_up_to_the_whole_document() {
+        let engines = ["a", "b"]
+            .map(|n| EngineInfo {
+                name: n.into(),
+                labels: vec![("role".into(), "x\"y".into())],
+            })
+            .to_vec();
+        let registry = Registry::new(StateConfig::default(), engines);
+        for ranks in [0usize, 1, 40] {
+            add_ranks(&registry, ranks);
+            let snap = registry.snapshot(&RankFilter::default());
+            assert_eq!(snap.ranks.len(), ranks);
+            let want = whole(&registry, &snap);
+            assert_eq!(ranks_document(&registry, &snap), want);
+            for chunk in [1, 700, 1 << 20] {
+                let mut doc = RanksDocument::new(registry.clone(), snap.clone());
+                let mut pieces = Vec::new();
+                while let Some(p) = doc.next_piece(chunk) {
+                    pieces.push(p);
+                }
+                assert_eq!(
+                    String::from_utf8(pieces.concat()).unwrap(),
+                    String::from_utf8(want.clone()).unwrap(),
+                    "{ranks} ranks, chunk {chunk}"
+                );
+                if chunk == 1 {
+                    assert_eq!(pieces.len(), 3 + snap.ranks.len(), "one piece per element");
+                }
+            }
+        }
+    }
 }

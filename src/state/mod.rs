@@ -45,6 +45,8 @@ pub struct StateConfig {
     pub max_label_bytes: usize,
     /// Capacity of the event stream's ring buffer (events a slow client may fall behind).
     pub stream_buffer: usize,
+    /// Which per-rank families `/metrics` writes, per engine (`--rank-detail`).
+    pub rank_detail: crate::sink::prometheus::detail::RankDetails,
 }
 
 impl Default for StateConfig {
@@ -56,6 +58,7 @@ impl Default for StateConfig {
             max_ranks: 4096,
             max_label_bytes: labels::DEFAULT_MAX_LABEL_BYTES,
             stream_buffer: 16_384,
+            rank_detail: Default::default(),
         }
     }
 }

@@ -2,6 +2,7 @@
 //! statistics (Welford partials combined with the parallel formula, histograms added).
 //! Labels: engine and the engine's configured labels.
 
+use super::detail::RankDetail;
 use super::ranks::{write_quantiles, write_window_stats};
 use super::text::{Family, Writer};
 use crate::state::EngineSnapshot;
@@ -82,7 +83,7 @@ pub fn write(
     }
     write_window_stats(
         w,
-        both().map(|(e, l)| (e.windows.as_slice(), l.as_str())),
+        both().map(|(e, l)| (e.windows.as_slice(), l.as_str(), RankDetail::Full)),
         window_names,
         [&MEAN, &VARIANCE, &MIN, &MAX],
     );

@@ -3,6 +3,7 @@
 //! Expired ranks are simply absent from the snapshot, so their series disappear.
 
 mod accept;
+pub mod detail;
 pub mod endpoints;
 pub mod engine_metrics;
 pub mod engines;
@@ -98,9 +99,19 @@ fn render_into(registry: &Registry, w: &mut Writer, start_unix_secs: f64) {
         .iter()
         .map(|w| format!("{w}s"))
         .collect();
-    ranks::write(w, &snap.ranks, &rank_labels, &window_names);
+    let levels = &registry.config.rank_detail;
+    let details: Vec<detail::RankDetail> =
+        snap.ranks.iter().map(|r| levels.of(r.key.engine)).collect();
+    ranks::write(w, &snap.ranks, &rank_labels, &details, &window_names);
     engines::write(w, &snap.engines, &engine_labels, &window_names);
-    model::write(w, &snap.ranks, &rank_labels, &snap.engines, &engine_labels);
+    model::write(
+        w,
+        &snap.ranks,
+        &rank_labels,
+        &details,
+        &snap.engines,
+        &engine_labels,
+    );
     endpoints::write(w, &registry.endpoints(), &engine_labels);
     exporter::write(w, registry, start_unix_secs);
     if let Some(stats) = registry.recorder.get() {

@@ -4,6 +4,7 @@
 //! regression is labelled `regression` (prefill, decode, aggregated), not `model`,
 //! because `model` is the engine label users most often configure.
 
+use super::detail::RankDetail;
 use super::text::{Family, Writer};
 use crate::state::model::{ModelKind, ModelSums, TERMS};
 use crate::state::{EngineSnapshot, RankSnapshot};
@@ -35,6 +36,11 @@ pub const ENGINE_SAMPLES: Family = Family::gauge(
     "fpm_engine_model_samples",
     "Iterations of all the engine's ranks its wall_time model is fitted on, in the longest window.",
 );
+
+/// The per-rank families (written for ranks at full detail only).
+pub fn rank_families() -> Vec<Family> {
+    vec![COEFFICIENT, R_SQUARED, SAMPLES]
+}
 
 /// Every family this collector writes.
 pub fn families() -> Vec<Family> {
@@ -87,22 +93,28 @@ fn write_series<'a>(
     }
 }
 
-/// Writes the rank and engine model families.
+/// Writes the rank families of the ranks at full detail (none at all when no rank
+/// is) and the engine families.
 pub fn write(
     w: &mut Writer,
     ranks: &[RankSnapshot],
     rank_labels: &[String],
+    details: &[RankDetail],
     engines: &[EngineSnapshot],
     engine_labels: &[String],
 ) {
-    write_series(
-        w,
-        [&COEFFICIENT, &R_SQUARED, &SAMPLES],
-        ranks
-            .iter()
-            .zip(rank_labels)
-            .map(|(r, l)| (&r.model, l.as_str())),
-    );
+    if details.contains(&RankDetail::Full) {
+        write_series(
+            w,
+            [&COEFFICIENT, &R_SQUARED, &SAMPLES],
+            ranks
+                .iter()
+                .zip(rank_labels)
+                .zip(details)
+                .filter(|(_, d)| **d == RankDetail::Full)
+                .map(|((r, l), _)| (&r.model, l.as_str())),
+        );
+    }
     write_series(
         w,
         [&ENGINE_COEFFICIENT, &ENGINE_R_SQUARED, &ENGINE_SAMPLES],

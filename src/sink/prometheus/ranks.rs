@@ -1,7 +1,9 @@
 //! Per-rank series: liveness, the latest iteration's values, window statistics,
 //! wall-time quantiles and cumulative counters. Labels: engine, worker_id, dp_rank
-//! and the engine's configured labels.
+//! and the engine's configured labels. Which families a rank writes follows its
+//! engine's [`RankDetail`].
 
+use super::detail::{writes_window_stat, RankDetail};
 use super::text::{push_label, Family, Writer};
 use crate::state::fields::FIELDS;
 use crate::state::quantiles::QUANTILES;
@@ -161,8 +163,23 @@ pub fn families() -> Vec<Family> {
     v
 }
 
-/// Writes every per-rank family; `labels[i]` is rank i's rendered label set.
-pub fn write(w: &mut Writer, ranks: &[RankSnapshot], labels: &[String], window_names: &[String]) {
+/// Families a lean rank leaves out (they stay in `/v1/ranks`); the window mean is
+/// kept for [`super::detail::LEAN_MEAN_FIELDS`].
+pub fn full_only_families() -> Vec<Family> {
+    let mut v = vec![WINDOW_VARIANCE, WINDOW_MIN, WINDOW_MAX];
+    v.extend(super::model::rank_families());
+    v
+}
+
+/// Writes the per-rank families; `labels[i]` is rank i's rendered label set and
+/// `details[i]` its level.
+pub fn write(
+    w: &mut Writer,
+    ranks: &[RankSnapshot],
+    labels: &[String],
+    details: &[RankDetail],
+    window_names: &[String],
+) {
     let both = || ranks.iter().zip(labels);
     w.family(&UP);
     for (r, l) in both() {
@@ -210,7 +227,9 @@ pub fn write(w: &mut Writer, ranks: &[RankSnapshot], labels: &[String], window_n
     }
     write_window_stats(
         w,
-        both().map(|(r, l)| (r.windows.as_slice(), l.as_str())),
+        both()
+            .zip(details)
+            .map(|((r, l), d)| (r.windows.as_slice(), l.as_str(), *d)),
         window_names,
         [&WINDOW_MEAN, &WINDOW_VARIANCE, &WINDOW_MIN, &WINDOW_MAX],
     );
@@ -230,11 +249,12 @@ pub fn write(w: &mut Writer, ranks: &[RankSnapshot], labels: &[String], window_n
 }
 
 /// Writes mean/variance/min/max families for any series that carries windows
-/// (ranks here, engines in the engine collector). Empty windows write nothing:
-/// absent is honest, a zero would be a made-up number.
+/// (ranks here, engines in the engine collector, always at full detail). Empty
+/// windows write nothing: absent is honest, a zero would be a made-up number. A
+/// family no series writes at its level is left out whole.
 pub fn write_window_stats<'a>(
     w: &mut Writer,
-    series: impl Iterator<Item = (&'a [WindowSnapshot], &'a str)> + Clone,
+    series: impl Iterator<Item = (&'a [WindowSnapshot], &'a str, RankDetail)> + Clone,
     window_names: &[String],
     fams: [&Family; 4],
 ) {
@@ -253,14 +273,21 @@ pub fn write_window_stats<'a>(
                 .collect()
         })
         .collect();
+    let any_full = series.clone().any(|(_, _, d)| d == RankDetail::Full);
     for (k, fam) in fams.iter().enumerate() {
+        if k > 0 && !any_full {
+            continue;
+        }
         w.family(fam);
-        for (windows, l) in series.clone() {
+        for (windows, l, detail) in series.clone() {
             for (win, extras) in windows.iter().zip(&extras) {
                 if win.moments.count == 0 {
                     continue;
                 }
                 for (i, extra) in extras.iter().enumerate() {
+                    if !writes_window_stat(detail, k, i) {
+                        continue;
+                    }
                     let s = win.moments.summary(i);
                     let v = [s.mean, s.variance, s.min, s.max][k];
                     w.sample_rendered(fam, l, extra, v);

@@ -1,0 +1,100 @@
+//! How much each rank writes to `/metrics` (`--rank-detail`, `rank_detail` per engine).
+//! A fleet's series count is ranks times series per rank, so this is the knob that
+//! sizes an exporter for Prometheus; `/v1/ranks` always carries everything, and the
+//! engine aggregates are complete at every level. docs/series-budget.md has the tables.
+
+use crate::state::fields::FIELD_COUNT;
+use serde::Deserialize;
+
+/// Per-rank detail of the Prometheus output.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum RankDetail {
+    /// What dashboards, alerts and planners read per rank: liveness, the latest frame,
+    /// counters, wall_time quantiles and the window mean of [`LEAN_MEAN_FIELDS`].
+    #[default]
+    Lean,
+    /// Every per-rank family: window mean, variance, min and max of every field, and
+    /// the rank's fitted wall_time model.
+    Full,
+}
+
+impl RankDetail {
+    /// The flag and TOML spelling.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RankDetail::Lean => "lean",
+            RankDetail::Full => "full",
+        }
+    }
+}
+
+/// Indexes into [`crate::state::fields::FIELDS`] whose window mean a lean rank writes:
+/// the batch composition the dashboard plots and the terms of the wall_time model
+/// planners fit (prefill requests and tokens, prefix-cache tokens read, decode
+/// requests and their KV context).
+pub const LEAN_MEAN_FIELDS: [usize; 5] = [1, 2, 4, 5, 6];
+
+/// Whether a rank at `detail` writes window statistic `stat` (0 mean, 1 variance,
+/// 2 min, 3 max) of field `field`.
+#[inline]
+pub fn writes_window_stat(detail: RankDetail, stat: usize, field: usize) -> bool {
+    debug_assert!(field < FIELD_COUNT);
+    match detail {
+        RankDetail::Full => true,
+        RankDetail::Lean => stat == 0 && LEAN_MEAN_FIELDS.contains(&field),
+    }
+}
+
+/// The detail of every engine: configured engines by index, the default for the rest
+/// (engines a source discovers at run time, such as NATS scopes).
+#[derive(Debug, Clone, Default)]
+pub struct RankDetails {
+    /// Level of engines without their own.
+    pub default: RankDetail,
+    /// Level of engine `i` (configuration order); shorter than the engine table when
+    /// engines were added since.
+    pub engines: Vec<RankDetail>,
+}
+
+impl RankDetails {
+    /// The level of engine `engine`.
+    #[inline]
+    pub fn of(&self, engine: usize) -> RankDetail {
+        self.engines.get(engine).copied().unwrap_or(self.default)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::state::fields::FIELDS;
+
+    #[test]
+    fn lean_means_are_the_fields_dashboards_and_models_read() {
+        let paths: Vec<&str> = LEAN_MEAN_FIELDS.iter().map(|&i| FIELDS[i].path).collect();
+        assert_eq!(
+            paths,
+            [
+                "scheduled_requests.num_prefill_requests",
+                "scheduled_requests.sum_prefill_tokens",
+                "scheduled_requests.sum_prefill_kv_tokens",
+                "scheduled_requests.num_decode_requests",
+                "scheduled_requests.sum_decode_kv_tokens",
+            ]
+        );
+        assert!(!writes_window_stat(RankDetail::Lean, 1, 2));
+        assert!(writes_window_stat(RankDetail::Full, 3, 13));
+    }
+
+    #[test]
+    fn engines_without_a_level_take_the_default() {
+        let d = RankDetails {
+            default: RankDetail::Full,
+            engines: vec![RankDetail::Lean],
+        };
+        assert_eq!(d.of(0), RankDetail::Lean);
+        assert_eq!(d.of(5), RankDetail::Full);
+        assert_eq!(RankDetails::default().of(0), RankDetail::Lean);
+    }
+}
