@@ -164,8 +164,6 @@ pub struct Registry {
     retired: Vec<Retired>,
     /// The NATS client's counters, set when `--nats` or `--nats-publish` is on.
     pub nats: OnceLock<Arc<crate::source::nats::NatsStats>>,
-    /// The recorder's counters, set when `--record` is on.
-    pub recorder: OnceLock<Arc<crate::capture::record::RecordStats>>,
     /// Requests the HTTP side turned away or cut off.
     pub http: HttpStats,
 }
@@ -209,7 +207,6 @@ impl Registry {
             endpoints: RwLock::new(Vec::new()),
             events,
             refused_frames: AtomicU64::new(0),
-            recorder: OnceLock::new(),
             http: HttpStats::default(),
         })
     }
