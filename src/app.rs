@@ -40,7 +40,11 @@ pub async fn start(settings: Settings) -> std::io::Result<Running> {
         if let Some(path) = demo.endpoint.strip_prefix("ipc://") {
             demo_dir = std::path::Path::new(path).parent().map(|p| p.to_path_buf());
         }
-        tasks.extend(crate::demo::spawn(&demo.endpoint, demo.ranks, &shutdown_rx));
+        tasks.extend(crate::publisher::demo::spawn(
+            &demo.endpoint,
+            demo.ranks,
+            &shutdown_rx,
+        ));
     }
     // The recorder subscribes to the event ring before any frame can arrive.
     let (mut record_writer, mut record_stats) = (None, None);

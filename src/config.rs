@@ -1,7 +1,7 @@
 //! Configuration: command-line flags for one engine, a TOML file for several.
 //! Every error names the flag, or the key and line of the file.
 
-use crate::source::endpoint::{rank_address, RankRange};
+use crate::address::{rank_address, RankRange};
 use crate::source::EndpointSpec;
 use crate::state::{EngineInfo, StateConfig};
 use clap::Parser;

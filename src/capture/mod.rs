@@ -1,6 +1,6 @@
-//! Capture and replay: `--record FILE` writes every accepted frame as JSON lines in
-//! Dynamo's recorder format; `fpm-exporter replay FILE` publishes such a capture
-//! again over ZMQ.
+//! Capture: `--record FILE` writes every accepted frame as JSON lines in Dynamo's
+//! recorder format. It reads the state's event ring like any sink; playing a capture
+//! back (`fpm-exporter replay FILE`) is on the publisher side,
+//! [`crate::publisher::replay`].
 
 pub mod record;
-pub mod replay;

@@ -1,6 +1,7 @@
 //! Turning "one endpoint plus a rank range" into one ZMQ address per dp rank, by the
 //! engines' own conventions: tcp ranks listen on base port + r (vLLM/Dynamo), ipc
-//! ranks on `<base>.<r>` (SGLang).
+//! ranks on `<base>.<r>` (SGLang). Neutral ground: the sources subscribe to these
+//! addresses and the publisher side binds them.
 
 use std::fmt;
 

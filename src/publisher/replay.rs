@@ -8,8 +8,8 @@
 //! [`FramePublisher`], so the bytes are the engines' bytes; as with a restarted
 //! engine, sequence numbers and `counter_id` start again at 0 on every socket.
 
-use crate::publish::FramePublisher;
-use crate::source::endpoint::rank_address;
+use super::FramePublisher;
+use crate::address::rank_address;
 use crate::wire::decode::AnyFormat;
 use crate::wire::{ForwardPassMetrics, SUPPORTED_VERSION};
 use serde::Deserialize;
