@@ -10,9 +10,11 @@ pub mod fields;
 pub mod labels;
 pub mod load;
 pub mod model;
+pub mod nnls;
 pub mod quantiles;
 pub mod rank;
 pub mod sequence;
+pub mod views;
 pub mod welford;
 pub mod window;
 
