@@ -49,7 +49,7 @@ pub async fn start(settings: Settings) -> std::io::Result<Running> {
     // The recorder subscribes to the event ring before any frame can arrive.
     let (mut record_writer, mut record_stats) = (None, None);
     if let Some(rec) = &settings.record {
-        let r = crate::capture::record::start(&registry, rec.clone(), shutdown_rx.clone())?;
+        let r = crate::capture::recorder::start(&registry, rec.clone(), shutdown_rx.clone())?;
         record_stats = Some(r.stats.clone());
         tracing::info!(file = %rec.path.display(), max_bytes = rec.max_bytes, keep = rec.keep, "recording every accepted frame");
         tasks.push(r.task);

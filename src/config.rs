@@ -231,7 +231,7 @@ pub struct Settings {
     /// Most concurrent stream clients.
     pub max_streams: usize,
     /// Where to record accepted frames, if anywhere.
-    pub record: Option<crate::capture::record::RecordSettings>,
+    pub record: Option<crate::capture::recorder::RecordSettings>,
     /// Separate address for /metrics, /healthz and /readyz.
     pub metrics_listen: Option<SocketAddr>,
     /// Bearer token of the JSON API.
@@ -566,22 +566,22 @@ impl Settings {
             Some(path) => {
                 let max_bytes = args
                     .record_max_bytes
-                    .unwrap_or(crate::capture::record::DEFAULT_MAX_BYTES);
+                    .unwrap_or(crate::capture::recorder::DEFAULT_MAX_BYTES);
                 if max_bytes < 4096 {
                     return Err(err("--record-max-bytes must be at least 4096".into()));
                 }
                 let keep = args
                     .record_keep
-                    .unwrap_or(crate::capture::record::DEFAULT_KEEP);
+                    .unwrap_or(crate::capture::recorder::DEFAULT_KEEP);
                 if keep > 1000 {
                     return Err(err("--record-keep must be at most 1000".into()));
                 }
-                let r = crate::capture::record::RecordSettings {
+                let r = crate::capture::recorder::RecordSettings {
                     path: path.clone(),
                     max_bytes,
                     keep,
                 };
-                crate::capture::record::check_target(&r).map_err(err)?;
+                crate::capture::recorder::check_target(&r).map_err(err)?;
                 Some(r)
             }
         };

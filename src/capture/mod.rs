@@ -3,4 +3,8 @@
 //! back (`fpm-exporter replay FILE`) is on the publisher side,
 //! [`crate::publisher::replay`].
 
-pub mod record;
+pub mod recorder;
+
+/// Former name of [`recorder`], for callers not yet moved (the Prometheus sink's
+/// `record` collector).
+pub use recorder as record;

@@ -4,8 +4,8 @@
 
 pub mod auth;
 mod engine;
-mod feeds;
 mod handlers;
+mod loads_model;
 pub mod serve;
 
 use crate::state::Registry;
@@ -82,7 +82,7 @@ pub struct AppState {
     /// The engines' multiprocess directories (`/engine_metrics`), if any engine has one.
     pub engine_metrics: Option<Arc<crate::source::multiproc::EngineMetrics>>,
     /// The recorder's counters (`fpm_record_*` on `/metrics`), when `--record` is on.
-    pub recorder: Option<Arc<crate::capture::record::RecordStats>>,
+    pub recorder: Option<Arc<crate::capture::recorder::RecordStats>>,
 }
 
 impl AppState {
@@ -145,9 +145,9 @@ pub fn router_for(state: AppState, routes: Routes) -> Router {
     let mut api = Router::new()
         .route("/v1/ranks", get(handlers::ranks))
         .route("/v1/stream", get(handlers::stream))
-        .route("/v1/loads", get(feeds::loads))
-        .route("/get_load", get(feeds::get_load))
-        .route("/v1/model", get(feeds::model));
+        .route("/v1/loads", get(loads_model::loads))
+        .route("/get_load", get(loads_model::get_load))
+        .route("/v1/model", get(loads_model::model));
     if let Some(token) = &state.api_token {
         let guard = || axum::middleware::from_fn_with_state(token.clone(), auth::require_token);
         api = api.route_layer(guard());

@@ -388,7 +388,7 @@ impl Registry {
         engine: usize,
         endpoint: &Arc<str>,
         sequence: u64,
-        seq: SeqEvent,
+        order: SeqEvent,
         metrics: ForwardPassMetrics,
         now: &Now,
     ) -> bool {
@@ -397,7 +397,7 @@ impl Registry {
             if *rank == metrics.dp_rank && *wid == metrics.worker_id {
                 let mut rank = handle.lock();
                 if !rank.removed {
-                    let t = rank.apply(&metrics, sequence, seq, now);
+                    let t = rank.apply(&metrics, sequence, order, now);
                     let key =
                         (t.is_some() || self.events.receiver_count() > 0).then(|| rank.key.clone());
                     drop(rank);
@@ -412,7 +412,7 @@ impl Registry {
         };
         let (key, transition) = {
             let mut rank = handle.lock();
-            let t = rank.apply(&metrics, sequence, seq, now);
+            let t = rank.apply(&metrics, sequence, order, now);
             let key = (t.is_some() || self.events.receiver_count() > 0).then(|| rank.key.clone());
             (key, t)
         };

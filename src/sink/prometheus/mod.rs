@@ -48,7 +48,7 @@ pub fn render_streaming_with(
     chunk: usize,
     sink: ChunkSink,
     engine: Option<&crate::source::multiproc::EngineMetrics>,
-    recorder: Option<&crate::capture::record::RecordStats>,
+    recorder: Option<&crate::capture::recorder::RecordStats>,
 ) -> String {
     let mut w = Writer::streaming(format, chunk, sink);
     render_into(registry, &mut w, start_unix_secs, recorder);
@@ -70,7 +70,7 @@ fn render_into(
     registry: &Registry,
     w: &mut Writer,
     start_unix_secs: f64,
-    recorder: Option<&crate::capture::record::RecordStats>,
+    recorder: Option<&crate::capture::recorder::RecordStats>,
 ) {
     let snap = registry.snapshot(&RankFilter::default());
     let engine_labels: Vec<String> = registry
