@@ -3,19 +3,10 @@
 //! ranks on `<base>.<r>` (SGLang). Neutral ground: the sources subscribe to these
 //! addresses and the publisher side binds them.
 
-use std::fmt;
-
 /// Why an endpoint or rank range was refused.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{0}")]
 pub struct EndpointError(pub String);
-
-impl fmt::Display for EndpointError {
-    fn fmt(&self, f: &mut fmt::Formatter) -> fmt::Result {
-        f.write_str(&self.0)
-    }
-}
-
-impl std::error::Error for EndpointError {}
 
 /// A half-open range of dp ranks.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

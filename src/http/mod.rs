@@ -127,11 +127,6 @@ pub enum Routes {
     Api,
 }
 
-/// The full router.
-pub fn router(state: AppState) -> Router {
-    router_for(state, Routes::All)
-}
-
 /// The router of one listener. Health, readiness and the index stay open; the JSON
 /// API (and `/metrics` with `protect_metrics`) need the bearer token when one is set.
 pub fn router_for(state: AppState, routes: Routes) -> Router {

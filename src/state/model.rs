@@ -180,11 +180,6 @@ impl ModelRing {
         }
     }
 
-    /// The window the ring covers, in seconds.
-    pub fn secs(&self) -> u64 {
-        self.slots.len() as u64
-    }
-
     /// Folds one iteration into second `now_sec`.
     #[inline]
     pub fn record(&mut self, now_sec: u64, m: &ForwardPassMetrics) {
