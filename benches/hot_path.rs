@@ -102,7 +102,7 @@ fn busy_registry() -> Arc<Registry> {
     let endpoint: Arc<str> = "ipc:///bench".into();
     let now = reg.now();
     for r in 0..1024u64 {
-        let mut model = fpm_exporter::loadgen::FrameModel::new("bench-engine-0", r, 7);
+        let mut model = fpm_exporter::publisher::sim::FrameModel::new("bench-engine-0", r, 7);
         let mut cache = RankCache::default();
         for seq in 0..50 {
             let ev = if seq == 0 {

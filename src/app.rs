@@ -40,13 +40,17 @@ pub async fn start(settings: Settings) -> std::io::Result<Running> {
         if let Some(path) = demo.endpoint.strip_prefix("ipc://") {
             demo_dir = std::path::Path::new(path).parent().map(|p| p.to_path_buf());
         }
-        tasks.extend(crate::demo::spawn(&demo.endpoint, demo.ranks, &shutdown_rx));
+        tasks.extend(crate::publisher::demo::spawn(
+            &demo.endpoint,
+            demo.ranks,
+            &shutdown_rx,
+        ));
     }
     // The recorder subscribes to the event ring before any frame can arrive.
-    let mut record_writer = None;
+    let (mut record_writer, mut record_stats) = (None, None);
     if let Some(rec) = &settings.record {
-        let r = crate::capture::record::start(&registry, rec.clone(), shutdown_rx.clone())?;
-        let _ = registry.recorder.set(r.stats.clone());
+        let r = crate::capture::recorder::start(&registry, rec.clone(), shutdown_rx.clone())?;
+        record_stats = Some(r.stats.clone());
         tracing::info!(file = %rec.path.display(), max_bytes = rec.max_bytes, keep = rec.keep, "recording every accepted frame");
         tasks.push(r.task);
         record_writer = Some(r.writer);
@@ -107,6 +111,7 @@ pub async fn start(settings: Settings) -> std::io::Result<Running> {
     };
     let mut state = AppState::new(registry.clone(), &http_config, shutdown_rx.clone());
     state.engine_metrics = engine_metrics(&settings);
+    state.recorder = record_stats;
     // `/readyz` reports HTTP up once every listener is in its accept loop.
     state
         .listening

@@ -1,7 +1,7 @@
 //! Configuration: command-line flags for one engine, a TOML file for several.
 //! Every error names the flag, or the key and line of the file.
 
-use crate::source::endpoint::{rank_address, RankRange};
+use crate::address::{rank_address, RankRange};
 use crate::source::EndpointSpec;
 use crate::state::{EngineInfo, StateConfig};
 use clap::Parser;
@@ -236,7 +236,7 @@ pub struct Settings {
     /// Most concurrent stream clients.
     pub max_streams: usize,
     /// Where to record accepted frames, if anywhere.
-    pub record: Option<crate::capture::record::RecordSettings>,
+    pub record: Option<crate::capture::recorder::RecordSettings>,
     /// Separate address for /metrics, /healthz and /readyz.
     pub metrics_listen: Option<SocketAddr>,
     /// Bearer token of the JSON API.
@@ -274,16 +274,9 @@ pub struct DemoSettings {
 pub const DEFAULT_LISTEN: &str = "0.0.0.0:9380";
 
 /// A configuration error with its location.
-#[derive(Debug)]
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
 pub struct ConfigError(pub String);
-
-impl std::fmt::Display for ConfigError {
-    fn fmt(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
-        f.write_str(&self.0)
-    }
-}
-
-impl std::error::Error for ConfigError {}
 
 fn line_of(text: &str, span: std::ops::Range<usize>) -> usize {
     text[..span.start.min(text.len())].matches('\n').count() + 1
@@ -576,22 +569,22 @@ impl Settings {
             Some(path) => {
                 let max_bytes = args
                     .record_max_bytes
-                    .unwrap_or(crate::capture::record::DEFAULT_MAX_BYTES);
+                    .unwrap_or(crate::capture::recorder::DEFAULT_MAX_BYTES);
                 if max_bytes < 4096 {
                     return Err(err("--record-max-bytes must be at least 4096".into()));
                 }
                 let keep = args
                     .record_keep
-                    .unwrap_or(crate::capture::record::DEFAULT_KEEP);
+                    .unwrap_or(crate::capture::recorder::DEFAULT_KEEP);
                 if keep > 1000 {
                     return Err(err("--record-keep must be at most 1000".into()));
                 }
-                let r = crate::capture::record::RecordSettings {
+                let r = crate::capture::recorder::RecordSettings {
                     path: path.clone(),
                     max_bytes,
                     keep,
                 };
-                crate::capture::record::check_target(&r).map_err(err)?;
+                crate::capture::recorder::check_target(&r).map_err(err)?;
                 Some(r)
             }
         };

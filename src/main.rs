@@ -45,7 +45,7 @@ fn main() -> ExitCode {
         match cli.command {
             Some(Command::Demo { endpoint, ranks, duration }) => {
                 let (tx, rx) = tokio::sync::watch::channel(false);
-                let tasks = fpm_exporter::demo::spawn(&endpoint, ranks, &rx);
+                let tasks = fpm_exporter::publisher::demo::spawn(&endpoint, ranks, &rx);
                 tracing::info!(%endpoint, ranks, "simulated engine publishing");
                 match duration {
                     Some(d) => tokio::select! { _ = tokio::time::sleep(d) => {}, _ = wait_for_signal() => {} },
@@ -58,9 +58,9 @@ fn main() -> ExitCode {
                 ExitCode::SUCCESS
             }
             Some(Command::Replay { files, endpoint, speed, wait }) => {
-                let options = fpm_exporter::capture::replay::ReplayOptions { files, endpoint, speed, wait };
+                let options = fpm_exporter::publisher::replay::ReplayOptions { files, endpoint, speed, wait };
                 let (tx, rx) = tokio::sync::watch::channel(false);
-                let run = fpm_exporter::capture::replay::run(&options, rx);
+                let run = fpm_exporter::publisher::replay::run(&options, rx);
                 tokio::pin!(run);
                 let result = tokio::select! {
                     r = &mut run => r,

@@ -5,7 +5,7 @@
 mod common;
 
 use common::{sample, wait_for, Driver, Exporter};
-use fpm_exporter::publish::FramePublisher;
+use fpm_exporter::publisher::FramePublisher;
 use fpm_exporter::wire::{Count, ForwardPassMetrics, Real, ScheduledRequests};
 use serde_json::json;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};

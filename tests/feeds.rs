@@ -5,7 +5,7 @@
 mod common;
 
 use common::{sample, wait_for, Driver, Exporter};
-use fpm_exporter::capture::replay::{self, ReplayOptions};
+use fpm_exporter::publisher::replay::{self, ReplayOptions};
 use rand::{Rng, SeedableRng};
 use serde_json::{json, Value};
 use std::collections::BTreeMap;

@@ -1,6 +1,7 @@
 //! Decoding every golden frame (captured from the real publisher, or built with
 //! msgspec for the variant forms) and every malformed case.
 
+use fpm_exporter::wire::decode::split_message;
 use fpm_exporter::wire::encode::encode_payload;
 use fpm_exporter::wire::{decode_message, decode_payload, DecodeError, ForwardPassMetrics};
 use serde_json::{json, Value};
@@ -141,6 +142,14 @@ fn malformed_frames_get_their_reason() {
     ];
     for (what, frames, reason) in cases {
         assert_eq!(decode_message(&frames).unwrap_err(), reason, "{what}");
+        // The subscriber frames messages with split_message: same verdict on framing,
+        // and the sequence of a well-framed message even when its payload is bad.
+        match reason {
+            DecodeError::FrameCount | DecodeError::SequenceSize => {
+                assert_eq!(split_message(&frames).unwrap_err(), reason, "{what}")
+            }
+            _ => assert_eq!(split_message(&frames).unwrap().0, 3, "{what}"),
+        }
     }
     let payloads: Vec<(&str, Vec<u8>, DecodeError)> = vec![
         (

@@ -6,7 +6,7 @@ mod common;
 
 use bytes::Bytes;
 use common::{sample, wait_for, Exporter};
-use fpm_exporter::publish::FramePublisher;
+use fpm_exporter::publisher::FramePublisher;
 use fpm_exporter::wire::{Count, ForwardPassMetrics, Real, ScheduledRequests};
 use std::collections::BTreeMap;
 use std::time::Duration;

@@ -12,7 +12,7 @@ use clap::Parser;
 use common::{sample, wait_for};
 use fpm_exporter::app::Running;
 use fpm_exporter::config::{Cli, Settings};
-use fpm_exporter::publish::FramePublisher;
+use fpm_exporter::publisher::FramePublisher;
 use fpm_exporter::wire::{Count, ForwardPassMetrics, Real, ScheduledRequests};
 use futures::StreamExt;
 use std::io::{Read, Write};

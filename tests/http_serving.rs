@@ -6,7 +6,7 @@ mod common;
 
 use common::{sample, wait_for, Exporter};
 use fpm_exporter::http::{self, AppState, HttpConfig, Routes};
-use fpm_exporter::publish::FramePublisher;
+use fpm_exporter::publisher::FramePublisher;
 use fpm_exporter::state::{Registry, StateConfig};
 use fpm_exporter::wire::{Count, ForwardPassMetrics, Real, ScheduledRequests};
 use std::time::{Duration, Instant};

@@ -131,7 +131,7 @@ async fn silent_ranks_go_stale_then_expire_from_every_output() {
         },
     )
     .await;
-    let mut publisher = fpm_exporter::publish::FramePublisher::bind(&format!("{base}.0"))
+    let mut publisher = fpm_exporter::publisher::FramePublisher::bind(&format!("{base}.0"))
         .await
         .unwrap();
     let mut m = fpm_exporter::wire::ForwardPassMetrics {

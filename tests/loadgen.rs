@@ -6,8 +6,8 @@ mod common;
 
 use bytes::Bytes;
 use common::{golden_payload as golden, ipc_dir, sample, wait_for, Exporter};
-use fpm_exporter::loadgen::{self, LoadConfig, Phase, SendLog};
-use fpm_exporter::publish::FramePublisher;
+use fpm_exporter::publisher::loadgen::{self, LoadConfig, Phase, SendLog};
+use fpm_exporter::publisher::FramePublisher;
 use fpm_exporter::wire::decode::decode_payload;
 use std::time::Duration;
 use zeromq::{Socket, SocketRecv, SubSocket};

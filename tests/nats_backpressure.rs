@@ -6,7 +6,7 @@ mod common;
 mod nats_support;
 
 use common::{ipc_dir, sample, wait_for, Exporter};
-use fpm_exporter::loadgen::{self, LoadConfig, Phase};
+use fpm_exporter::publisher::loadgen::{self, LoadConfig, Phase};
 use nats_support::{wait_connected, NatsServer};
 use std::time::Duration;
 

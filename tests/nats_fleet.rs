@@ -10,7 +10,7 @@ mod common;
 mod nats_support;
 
 use common::{ipc_dir, sample, wait_for, Exporter};
-use fpm_exporter::loadgen::{self, LoadConfig, Phase};
+use fpm_exporter::publisher::loadgen::{self, LoadConfig, Phase};
 use futures::StreamExt;
 use nats_support::NatsServer;
 use serde_json::Value;

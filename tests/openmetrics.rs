@@ -7,7 +7,7 @@ mod common;
 
 use common::prometheus::Prometheus;
 use common::{ipc_dir, sample, wait_for, Exporter};
-use fpm_exporter::publish::FramePublisher;
+use fpm_exporter::publisher::FramePublisher;
 use fpm_exporter::wire::{Count, ForwardPassMetrics, Real, ScheduledRequests};
 use serde_json::Value;
 use std::collections::{BTreeMap, BTreeSet};

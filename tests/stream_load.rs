@@ -5,7 +5,7 @@
 mod common;
 
 use common::{sample, wait_for};
-use fpm_exporter::publish::FramePublisher;
+use fpm_exporter::publisher::FramePublisher;
 use fpm_exporter::wire::{Count, ForwardPassMetrics, Real, ScheduledRequests};
 use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicU64, Ordering};

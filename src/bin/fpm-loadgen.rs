@@ -7,7 +7,7 @@
 //! of each rank's first load frame) and exits.
 
 use clap::Parser;
-use fpm_exporter::loadgen::{self, LoadConfig, Phase};
+use fpm_exporter::publisher::loadgen::{self, LoadConfig, Phase};
 use std::process::ExitCode;
 use std::time::Duration;
 

@@ -9,7 +9,7 @@
 //! is read cleanly from /proc; the load generator runs in this process.
 
 use clap::Parser;
-use fpm_exporter::loadgen::{self, LoadConfig, Phase};
+use fpm_exporter::publisher::loadgen::{self, LoadConfig, Phase};
 use std::path::PathBuf;
 use std::process::{Child, Command, ExitCode, Stdio};
 use std::time::{Duration, Instant};

@@ -84,6 +84,7 @@ pub async fn metrics(State(app): State<AppState>, headers: HeaderMap) -> Respons
     let registry = app.registry.clone();
     let start = app.start_unix_secs;
     let engine = app.engine_metrics.clone();
+    let recorder = app.recorder.clone();
     // Streamed in ~1 MiB pieces: with 1,024 ranks the exposition is ~23 MB, which built
     // whole would stay resident (the allocator keeps such buffers) after every scrape.
     let (tx, rx) = tokio::sync::mpsc::channel::<std::io::Result<String>>(2);
@@ -101,6 +102,7 @@ pub async fn metrics(State(app): State<AppState>, headers: HeaderMap) -> Respons
                 METRICS_CHUNK_BYTES,
                 sink,
                 engine.as_deref(),
+                recorder.as_deref(),
             )
         }));
         // A failed render aborts the response instead of ending a truncated exposition.

@@ -4,8 +4,8 @@
 
 pub mod auth;
 mod engine;
-mod feeds;
 mod handlers;
+mod loads_model;
 pub mod serve;
 
 use crate::state::Registry;
@@ -81,6 +81,8 @@ pub struct AppState {
     pub protect_metrics: bool,
     /// The engines' multiprocess directories (`/engine_metrics`), if any engine has one.
     pub engine_metrics: Option<Arc<crate::source::multiproc::EngineMetrics>>,
+    /// The recorder's counters (`fpm_record_*` on `/metrics`), when `--record` is on.
+    pub recorder: Option<Arc<crate::capture::recorder::RecordStats>>,
 }
 
 impl AppState {
@@ -109,6 +111,7 @@ impl AppState {
             api_token: config.api_token.clone(),
             protect_metrics: config.protect_metrics,
             engine_metrics: None,
+            recorder: None,
         }
     }
 }
@@ -124,11 +127,6 @@ pub enum Routes {
     Api,
 }
 
-/// The full router.
-pub fn router(state: AppState) -> Router {
-    router_for(state, Routes::All)
-}
-
 /// The router of one listener. Health, readiness and the index stay open; the JSON
 /// API (and `/metrics` with `protect_metrics`) need the bearer token when one is set.
 pub fn router_for(state: AppState, routes: Routes) -> Router {
@@ -142,9 +140,9 @@ pub fn router_for(state: AppState, routes: Routes) -> Router {
     let mut api = Router::new()
         .route("/v1/ranks", get(handlers::ranks))
         .route("/v1/stream", get(handlers::stream))
-        .route("/v1/loads", get(feeds::loads))
-        .route("/get_load", get(feeds::get_load))
-        .route("/v1/model", get(feeds::model));
+        .route("/v1/loads", get(loads_model::loads))
+        .route("/get_load", get(loads_model::get_load))
+        .route("/v1/model", get(loads_model::model));
     if let Some(token) = &state.api_token {
         let guard = || axum::middleware::from_fn_with_state(token.clone(), auth::require_token);
         api = api.route_layer(guard());

@@ -1,6 +1,7 @@
 //! Sources: ZMQ subscribers, one task per rank endpoint of every configured engine.
 
-pub mod endpoint;
+/// Rank addressing, shared with the publisher side from [`crate::address`] (former path).
+pub use crate::address as endpoint;
 pub mod exposition;
 pub mod multiproc;
 pub mod nats;

@@ -15,7 +15,7 @@
 use crate::state::endpoint::EndpointStats;
 use crate::state::sequence::SequenceTracker;
 use crate::state::{RankCache, Registry};
-use crate::wire::decode::{decode_payload, decode_sequence};
+use crate::wire::decode::{decode_payload, split_message};
 use crate::wire::DecodeError;
 use futures::{FutureExt, StreamExt};
 use std::sync::atomic::Ordering::Relaxed;
@@ -114,15 +114,12 @@ impl Ingest {
         self.stats.messages.fetch_add(1, Relaxed);
         let now = self.registry.now();
         let frames = msg.into_vec();
-        let result = match frames.as_slice() {
-            [_topic, seq, payload] => decode_sequence(seq).and_then(|sequence| {
-                // Account for the sequence even when the payload is bad, so a skipped
-                // frame is not also reported as a lost one.
-                let event = self.tracker.observe(sequence, now.instant);
-                decode_payload(payload).map(|m| (sequence, event, m))
-            }),
-            _ => Err(DecodeError::FrameCount),
-        };
+        let result = split_message(&frames).and_then(|(sequence, payload)| {
+            // Account for the sequence even when the payload is bad, so a skipped
+            // frame is not also reported as a lost one.
+            let event = self.tracker.observe(sequence, now.instant);
+            decode_payload(payload).map(|m| (sequence, event, m))
+        });
         match result {
             Ok((sequence, event, metrics)) => {
                 self.registry.ingest(

@@ -48,9 +48,4 @@ impl EndpointStats {
     pub fn count_error(&self, reason: DecodeError) {
         self.decode_errors[reason.index()].fetch_add(1, Relaxed);
     }
-
-    /// Total skipped messages over all reasons.
-    pub fn total_errors(&self) -> u64 {
-        self.decode_errors.iter().map(|c| c.load(Relaxed)).sum()
-    }
 }

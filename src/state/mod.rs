@@ -11,9 +11,11 @@ pub mod fields;
 pub mod labels;
 pub mod load;
 pub mod model;
+pub mod nnls;
 pub mod quantiles;
 pub mod rank;
 pub mod sequence;
+pub mod views;
 pub mod welford;
 pub mod window;
 
@@ -168,8 +170,6 @@ pub struct Registry {
     retired: Vec<Retired>,
     /// The NATS client's counters, set when `--nats` or `--nats-publish` is on.
     pub nats: OnceLock<Arc<crate::source::nats::NatsStats>>,
-    /// The recorder's counters, set when `--record` is on.
-    pub recorder: OnceLock<Arc<crate::capture::record::RecordStats>>,
     /// Requests the HTTP side turned away or cut off.
     pub http: HttpStats,
 }
@@ -213,7 +213,6 @@ impl Registry {
             endpoints: RwLock::new(Vec::new()),
             events,
             refused_frames: AtomicU64::new(0),
-            recorder: OnceLock::new(),
             http: HttpStats::default(),
         })
     }
@@ -393,7 +392,7 @@ impl Registry {
         engine: usize,
         endpoint: &Arc<str>,
         sequence: u64,
-        seq: SeqEvent,
+        order: SeqEvent,
         metrics: ForwardPassMetrics,
         now: &Now,
     ) -> bool {
@@ -402,7 +401,7 @@ impl Registry {
             if *rank == metrics.dp_rank && *wid == metrics.worker_id {
                 let mut rank = handle.lock();
                 if !rank.removed {
-                    let t = rank.apply(&metrics, sequence, seq, now);
+                    let t = rank.apply(&metrics, sequence, order, now);
                     let key =
                         (t.is_some() || self.events.receiver_count() > 0).then(|| rank.key.clone());
                     drop(rank);
@@ -417,7 +416,7 @@ impl Registry {
         };
         let (key, transition) = {
             let mut rank = handle.lock();
-            let t = rank.apply(&metrics, sequence, seq, now);
+            let t = rank.apply(&metrics, sequence, order, now);
             let key = (t.is_some() || self.events.receiver_count() > 0).then(|| rank.key.clone());
             (key, t)
         };

@@ -12,10 +12,9 @@
 //! `x y` and `y^2` of its iterations, so an update is a handful of multiply-adds and
 //! the window slides one second at a time. Sums add, so an engine's model is the sum
 //! of its ranks' sums. The small non-negative least-squares problem (at most four
-//! unknowns) is solved only when someone reads the model.
+//! unknowns, [`super::nnls`]) is solved only when someone reads the model.
 
-use super::rank::{Liveness, RankKey};
-use super::{RankFilter, Registry};
+use super::nnls::nnls;
 use crate::wire::ForwardPassMetrics;
 
 /// Term names, in the order of the regressor vector `x = [1, p, d, k]`.
@@ -181,11 +180,6 @@ impl ModelRing {
         }
     }
 
-    /// The window the ring covers, in seconds.
-    pub fn secs(&self) -> u64 {
-        self.slots.len() as u64
-    }
-
     /// Folds one iteration into second `now_sec`.
     #[inline]
     pub fn record(&mut self, now_sec: u64, m: &ForwardPassMetrics) {
@@ -226,59 +220,6 @@ impl Fit {
     pub fn predict(&self, x: &[f64; 4]) -> Option<f64> {
         self.coefficients
             .map(|b| b.iter().zip(x).map(|(b, x)| b * x).sum())
-    }
-}
-
-/// The model sums of the ranks that passed a filter, and of their engines.
-#[derive(Debug, Clone)]
-pub struct ModelsSnapshot {
-    /// When, Unix ns.
-    pub at_unix_ns: u64,
-    /// The window the sums cover, seconds.
-    pub window_secs: u64,
-    /// Ranks, sorted by key, with their liveness.
-    pub ranks: Vec<(RankKey, Liveness, ModelSums)>,
-    /// Per engine (configured order): the sums of its matching ranks, and how many.
-    pub engines: Vec<(ModelSums, usize)>,
-}
-
-impl Registry {
-    /// The model window, seconds (the longest configured window).
-    pub fn model_window_secs(&self) -> u64 {
-        self.config.windows.iter().copied().max().unwrap_or(1)
-    }
-
-    /// The performance-model sums of every rank passing `filter` (no fit yet: the
-    /// caller fits what it needs).
-    pub fn models(&self, filter: &RankFilter) -> ModelsSnapshot {
-        let now = self.now();
-        let handles: Vec<_> = {
-            let map = self.ranks.read();
-            map.iter()
-                .filter(|(k, _)| filter.matches(self, k))
-                .map(|(_, h)| h.clone())
-                .collect()
-        };
-        let mut engines = vec![(ModelSums::default(), 0usize); self.engines.len()];
-        let mut ranks: Vec<_> = handles
-            .iter()
-            .map(|h| {
-                let rank = h.lock();
-                let mut sums = ModelSums::default();
-                rank.model.merge_into(now.sec, &mut sums);
-                let e = &mut engines[rank.key.engine];
-                e.0.merge(&sums);
-                e.1 += 1;
-                (rank.key.clone(), rank.liveness, sums)
-            })
-            .collect();
-        ranks.sort_by(|a, b| a.0.cmp(&b.0));
-        ModelsSnapshot {
-            at_unix_ns: now.unix_ns,
-            window_secs: self.model_window_secs(),
-            ranks,
-            engines,
-        }
     }
 }
 
@@ -326,88 +267,10 @@ fn fit_terms(s: &NormalSums, terms: &[usize]) -> Fit {
     }
 }
 
-/// Non-negative least squares on the normal equations: minimises
-/// `0.5 x'Ax - b'x` subject to `x >= 0` for the leading `m x m` block (m <= 4).
-///
-/// The optimum is the unconstrained optimum on its own support (the KKT conditions),
-/// and with at most 4 unknowns there are at most 15 supports, so every one is solved
-/// and the feasible solution with the lowest objective wins: exact, and a few hundred
-/// flops. Variables are scaled to a unit diagonal first so that a token count (10^5)
-/// and the intercept (1) are comparable and singular supports are detected reliably.
-pub fn nnls(a: &[[f64; 4]; 4], b: &[f64; 4], m: usize) -> [f64; 4] {
-    let mut scale = [0.0; 4];
-    for i in 0..m {
-        scale[i] = if a[i][i] > 0.0 {
-            1.0 / a[i][i].sqrt()
-        } else {
-            0.0
-        };
-    }
-    let mut best = [0.0; 4];
-    let mut best_obj = 0.0; // the empty support: x = 0
-    for mask in 1u32..(1 << m) {
-        let idx: Vec<usize> = (0..m)
-            .filter(|&i| mask & (1 << i) != 0 && scale[i] > 0.0)
-            .collect();
-        if idx.len() != mask.count_ones() as usize {
-            continue;
-        }
-        let k = idx.len();
-        let mut sa = [[0.0; 4]; 4];
-        let mut sb = [0.0; 4];
-        for (r, &i) in idx.iter().enumerate() {
-            for (c, &j) in idx.iter().enumerate() {
-                sa[r][c] = a[i][j] * scale[i] * scale[j];
-            }
-            sb[r] = b[i] * scale[i];
-        }
-        let Some(z) = solve(sa, sb, k) else { continue };
-        if z[..k].iter().any(|&v| v < 0.0) {
-            continue;
-        }
-        // At a stationary point of the support the objective is -0.5 b'z.
-        let obj = -0.5 * (0..k).map(|r| sb[r] * z[r]).sum::<f64>();
-        if obj < best_obj {
-            best_obj = obj;
-            best = [0.0; 4];
-            for (r, &i) in idx.iter().enumerate() {
-                best[i] = z[r] * scale[i];
-            }
-        }
-    }
-    best
-}
-
-/// Solves `a z = b` (k x k, unit-diagonal scale) by Gaussian elimination with partial
-/// pivoting; `None` when the system is (numerically) singular.
-fn solve(mut a: [[f64; 4]; 4], mut b: [f64; 4], k: usize) -> Option<[f64; 4]> {
-    for col in 0..k {
-        let piv = (col..k).max_by(|&x, &y| a[x][col].abs().total_cmp(&a[y][col].abs()))?;
-        if a[piv][col].abs() < 1e-10 {
-            return None;
-        }
-        a.swap(col, piv);
-        b.swap(col, piv);
-        for r in col + 1..k {
-            let f = a[r][col] / a[col][col];
-            let pivot_row = a[col];
-            for (x, p) in a[r][col..k].iter_mut().zip(&pivot_row[col..k]) {
-                *x -= f * p;
-            }
-            b[r] -= f * b[col];
-        }
-    }
-    let mut z = [0.0; 4];
-    for r in (0..k).rev() {
-        let tail: f64 = (r + 1..k).map(|c| a[r][c] * z[c]).sum();
-        z[r] = (b[r] - tail) / a[r][r];
-    }
-    z[..k].iter().all(|v| v.is_finite()).then_some(z)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::state::nnls::solve;
     use crate::wire::{Count, Real};
     use rand::{Rng, SeedableRng};
 
@@ -481,44 +344,6 @@ mod tests {
             fit.r_squared.unwrap() < 1e-9,
             "the intercept alone explains nothing"
         );
-    }
-
-    #[test]
-    fn nnls_matches_kkt_on_random_problems() {
-        // KKT for min 0.5x'Ax - b'x, x >= 0: x >= 0, g = Ax - b >= 0, x_i g_i = 0.
-        let mut rng = rand::rngs::SmallRng::seed_from_u64(7);
-        for _ in 0..300 {
-            let m = rng.gen_range(1..=4);
-            let rows: Vec<_> = (0..20)
-                .map(|_| {
-                    let mut x = [0.0; 4];
-                    for v in x.iter_mut().take(m) {
-                        *v = rng.gen_range(-1.0..1.0);
-                    }
-                    (x, rng.gen_range(-1.0..1.0))
-                })
-                .collect();
-            let mut a = [[0.0; 4]; 4];
-            let mut b = [0.0; 4];
-            for (x, y) in &rows {
-                for r in 0..m {
-                    for c in 0..m {
-                        a[r][c] += x[r] * x[c];
-                    }
-                    b[r] += x[r] * y;
-                }
-            }
-            let x = nnls(&a, &b, m);
-            for i in 0..m {
-                let g: f64 = (0..m).map(|j| a[i][j] * x[j]).sum::<f64>() - b[i];
-                assert!(x[i] >= 0.0);
-                assert!(g >= -1e-9, "gradient {g} at {i}: {x:?}");
-                assert!(
-                    (x[i] * g).abs() < 1e-9,
-                    "complementarity at {i}: {x:?} g {g}"
-                );
-            }
-        }
     }
 
     #[test]

@@ -37,7 +37,7 @@ pub enum DecodeError {
     Malformed,
     /// Valid msgpack of the wrong shape or types (not a map/array, a string for a count...).
     WrongShape,
-    /// NaN, infinity, a negative count or a magnitude beyond 2^53.
+    /// NaN, infinity, a negative count or a magnitude beyond 2^64 (see [`super::number`]).
     InvalidValue,
     /// Containers nested deeper than any real payload.
     TooDeep,
@@ -132,13 +132,20 @@ pub fn decode_sequence(frame: &[u8]) -> Result<u64, DecodeError> {
     Ok(u64::from_be_bytes(bytes))
 }
 
-/// Decodes one multipart message `[topic, sequence, payload]`.
-pub fn decode_message<B: AsRef<[u8]>>(frames: &[B]) -> Result<DecodedFrame, DecodeError> {
+/// Checks the framing of a multipart message `[topic, sequence, payload]` and reads
+/// its sequence: [`decode_message`] before the payload, for a caller that accounts for
+/// the sequence even when the payload turns out bad (the subscriber).
+pub fn split_message<B: AsRef<[u8]>>(frames: &[B]) -> Result<(u64, &[u8]), DecodeError> {
     let [_topic, sequence, payload] = frames else {
         return Err(DecodeError::FrameCount);
     };
-    let sequence = decode_sequence(sequence.as_ref())?;
-    let metrics = decode_payload(payload.as_ref())?;
+    Ok((decode_sequence(sequence.as_ref())?, payload.as_ref()))
+}
+
+/// Decodes one multipart message `[topic, sequence, payload]`.
+pub fn decode_message<B: AsRef<[u8]>>(frames: &[B]) -> Result<DecodedFrame, DecodeError> {
+    let (sequence, payload) = split_message(frames)?;
+    let metrics = decode_payload(payload)?;
     Ok(DecodedFrame { sequence, metrics })
 }
 

@@ -21,7 +21,7 @@ use text::{push_label, ChunkSink, Family, Format, Writer};
 pub fn render(registry: &Registry, format: Format, start_unix_secs: f64) -> String {
     let ranks = registry.rank_count();
     let mut w = Writer::new(format, 4096 + ranks * 24 * 1024);
-    render_into(registry, &mut w, start_unix_secs);
+    render_into(registry, &mut w, start_unix_secs, None);
     w.finish()
 }
 
@@ -35,12 +35,13 @@ pub fn render_streaming(
     chunk: usize,
     sink: ChunkSink,
 ) -> String {
-    render_streaming_with(registry, format, start_unix_secs, chunk, sink, None)
+    render_streaming_with(registry, format, start_unix_secs, chunk, sink, None, None)
 }
 
 /// [`render_streaming`] plus, when engines have multiprocess directories, the
 /// reader's counters and (with `--merge-engine-metrics`) the engines' own families;
-/// an engine family named like one of the exporter's is left out and counted.
+/// an engine family named like one of the exporter's is left out and counted;
+/// with `--record`, the recorder's counters.
 pub fn render_streaming_with(
     registry: &Registry,
     format: Format,
@@ -48,9 +49,10 @@ pub fn render_streaming_with(
     chunk: usize,
     sink: ChunkSink,
     engine: Option<&crate::source::multiproc::EngineMetrics>,
+    recorder: Option<&crate::capture::recorder::RecordStats>,
 ) -> String {
     let mut w = Writer::streaming(format, chunk, sink);
-    render_into(registry, &mut w, start_unix_secs);
+    render_into(registry, &mut w, start_unix_secs, recorder);
     if let Some(em) = engine {
         engine_metrics::write_stats(&mut w, em);
         if em.merge_into_metrics {
@@ -65,7 +67,12 @@ pub fn render_streaming_with(
     w.finish()
 }
 
-fn render_into(registry: &Registry, w: &mut Writer, start_unix_secs: f64) {
+fn render_into(
+    registry: &Registry,
+    w: &mut Writer,
+    start_unix_secs: f64,
+    recorder: Option<&crate::capture::recorder::RecordStats>,
+) {
     let snap = registry.snapshot(&RankFilter::default());
     let engine_labels: Vec<String> = registry
         .engines
@@ -114,7 +121,7 @@ fn render_into(registry: &Registry, w: &mut Writer, start_unix_secs: f64) {
     );
     endpoints::write(w, &registry.endpoints(), &engine_labels);
     exporter::write(w, registry, start_unix_secs);
-    if let Some(stats) = registry.recorder.get() {
+    if let Some(stats) = recorder {
         record::write(w, stats);
     }
     if let Some(stats) = registry.nats.get() {

@@ -2,9 +2,9 @@
 //! shape) and `/v1/model`, plus the `model` object of `/v1/ranks`.
 //! Schemas: `proto/schema/loads.schema.json`, `get_load.schema.json`, `model.schema.json`.
 
-use crate::state::load::{LoadsSnapshot, RankLoad};
-use crate::state::model::{Fit, ModelKind, ModelSums, ModelsSnapshot, TERMS};
+use crate::state::model::{Fit, ModelKind, ModelSums, TERMS};
 use crate::state::rank::Liveness;
+use crate::state::views::{LoadsSnapshot, ModelsSnapshot, RankLoad};
 use crate::state::Registry;
 use serde::ser::{SerializeMap, Serializer};
 use serde::Serialize;

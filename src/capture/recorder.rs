@@ -131,7 +131,7 @@ pub fn start(
         std::thread::Builder::new()
             .name("fpm-record".into())
             .spawn(move || {
-                Writer {
+                CaptureWriter {
                     file,
                     size: 0,
                     settings,
@@ -249,7 +249,7 @@ async fn collect(
     pending.hand_off(&tx, &stats);
 }
 
-struct Writer {
+struct CaptureWriter {
     file: File,
     size: u64,
     settings: RecordSettings,
@@ -258,7 +258,7 @@ struct Writer {
     last_warning: Option<std::time::Instant>,
 }
 
-impl Writer {
+impl CaptureWriter {
     fn run(mut self, rx: Receiver<(Vec<u8>, u64)>) {
         for (chunk, frames) in rx {
             match self.write_chunk(&chunk) {
@@ -352,9 +352,9 @@ mod tests {
     use super::*;
     use serde_json::Value;
 
-    fn writer(dir: &Path, max_bytes: u64, keep: u32) -> Writer {
+    fn writer(dir: &Path, max_bytes: u64, keep: u32) -> CaptureWriter {
         let path = dir.join("cap.jsonl");
-        Writer {
+        CaptureWriter {
             file: create(&path).unwrap(),
             size: 0,
             settings: RecordSettings {

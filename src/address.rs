@@ -1,20 +1,12 @@
 //! Turning "one endpoint plus a rank range" into one ZMQ address per dp rank, by the
 //! engines' own conventions: tcp ranks listen on base port + r (vLLM/Dynamo), ipc
-//! ranks on `<base>.<r>` (SGLang).
-
-use std::fmt;
+//! ranks on `<base>.<r>` (SGLang). Neutral ground: the sources subscribe to these
+//! addresses and the publisher side binds them.
 
 /// Why an endpoint or rank range was refused.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{0}")]
 pub struct EndpointError(pub String);
-
-impl fmt::Display for EndpointError {
-    fn fmt(&self, f: &mut fmt::Formatter) -> fmt::Result {
-        f.write_str(&self.0)
-    }
-}
-
-impl std::error::Error for EndpointError {}
 
 /// A half-open range of dp ranks.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

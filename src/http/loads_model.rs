@@ -2,7 +2,7 @@
 //! Queries are strict like the other JSON endpoints: an unknown key is a 400.
 
 use super::AppState;
-use crate::sink::feeds::{self, GetLoadError};
+use crate::sink::loads_model::{self, GetLoadError};
 use crate::state::RankFilter;
 use axum::extract::rejection::QueryRejection;
 use axum::extract::{Query, State};
@@ -79,9 +79,9 @@ pub async fn loads(
     };
     let snap = app.registry.loads(&filter);
     if !sglang {
-        return json(feeds::loads_document(&app.registry, &snap));
+        return json(loads_model::loads_document(&app.registry, &snap));
     }
-    match feeds::get_load_document(&app.registry, &snap) {
+    match loads_model::get_load_document(&app.registry, &snap) {
         Ok(body) => json(body),
         Err(GetLoadError::NoRank) => error(StatusCode::NOT_FOUND, "no rank matches the query"),
         Err(GetLoadError::SeveralWorkers(w)) => error(
@@ -162,7 +162,7 @@ pub async fn model(
     let registry = app.registry.clone();
     match tokio::task::spawn_blocking(move || {
         let snap = registry.models(&filter);
-        feeds::model_document(&registry, &snap, x)
+        loads_model::model_document(&registry, &snap, x)
     })
     .await
     {

@@ -1,7 +1,7 @@
 //! Publishing FPM frames exactly as the engines do: a PUB socket that binds, a
 //! sequence counter from 0, and 3-frame messages `[b"", seq, payload]` with
 //! `counter_id` stamped to the sequence just before sending. Shared by the demo
-//! engine, the load generator and replay.
+//! engine, the load generator, replay and the tests.
 
 use crate::wire::encode::{encode_payload_into, encode_sequence};
 use crate::wire::ForwardPassMetrics;

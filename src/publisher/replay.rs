@@ -8,8 +8,8 @@
 //! [`FramePublisher`], so the bytes are the engines' bytes; as with a restarted
 //! engine, sequence numbers and `counter_id` start again at 0 on every socket.
 
-use crate::publish::FramePublisher;
-use crate::source::endpoint::rank_address;
+use super::FramePublisher;
+use crate::address::rank_address;
 use crate::wire::decode::AnyFormat;
 use crate::wire::{ForwardPassMetrics, SUPPORTED_VERSION};
 use serde::Deserialize;
@@ -57,16 +57,9 @@ struct Record {
 }
 
 /// Why a replay could not run.
-#[derive(Debug)]
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
 pub struct ReplayError(pub String);
-
-impl std::fmt::Display for ReplayError {
-    fn fmt(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
-        f.write_str(&self.0)
-    }
-}
-
-impl std::error::Error for ReplayError {}
 
 /// Reads every record of the files in order, calling `each` with the record or, for
 /// an unusable line, `None` (after logging why).
