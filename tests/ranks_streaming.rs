@@ -60,7 +60,8 @@ async fn get_chunks(addr: std::net::SocketAddr, path: &str) -> (String, Vec<Vec<
     let split = raw.windows(4).position(|w| w == b"\r\n\r\n").unwrap();
     let head = String::from_utf8(raw[..split].to_vec()).unwrap();
     assert!(
-        head.to_ascii_lowercase().contains("transfer-encoding: chunked"),
+        head.to_ascii_lowercase()
+            .contains("transfer-encoding: chunked"),
         "not streamed: {head}"
     );
     let mut rest = &raw[split + 4..];
@@ -97,7 +98,9 @@ async fn many_ranks_arrive_in_several_chunks_of_the_same_document() {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     let s = state.clone();
-    tokio::spawn(async move { http::serve::serve(listener, http::router(s.clone()), &s).await });
+    tokio::spawn(async move {
+        http::serve::serve(listener, http::router_for(s.clone(), http::Routes::All), &s).await
+    });
 
     let (head, chunks) = get_chunks(addr, "/v1/ranks").await;
     let lower = head.to_ascii_lowercase();
