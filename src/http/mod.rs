@@ -81,6 +81,8 @@ pub struct AppState {
     pub protect_metrics: bool,
     /// The engines' multiprocess directories (`/engine_metrics`), if any engine has one.
     pub engine_metrics: Option<Arc<crate::source::multiproc::EngineMetrics>>,
+    /// Remote engine workers scraped in the background (`--scrape`), if any.
+    pub workers: Option<Arc<crate::source::scrape::Workers>>,
 }
 
 impl AppState {
@@ -109,6 +111,7 @@ impl AppState {
             api_token: config.api_token.clone(),
             protect_metrics: config.protect_metrics,
             engine_metrics: None,
+            workers: None,
         }
     }
 }

@@ -4,6 +4,7 @@ pub mod endpoint;
 pub mod exposition;
 pub mod multiproc;
 pub mod nats;
+pub mod scrape;
 pub mod subscriber;
 
 use crate::state::Registry;
