@@ -688,7 +688,7 @@ impl Settings {
                 "--merge-engine-metrics needs an engine with --multiproc-dir or --scrape".into(),
             ));
         }
-        let scrape = scrape_settings(&args)?;
+        let scrape = scrape_settings(args)?;
         // Addresses checked (and one URL under two engines refused) before starting.
         crate::source::scrape::Workers::new(&scrapes, &engines, scrape)
             .map_err(|m| err(format!("scrape: {m}")))?;
@@ -723,7 +723,9 @@ fn scrape_settings(args: &RunArgs) -> Result<crate::source::scrape::ScrapeSettin
     let err = |m: &str| ConfigError(m.into());
     let out = s::ScrapeSettings {
         interval: args.scrape_interval.unwrap_or(s::DEFAULT_INTERVAL),
-        timeout: args.scrape_timeout.unwrap_or(s::DEFAULT_TIMEOUT),
+        timeout: args
+            .scrape_timeout
+            .unwrap_or(s::DEFAULT_TIMEOUT.min(args.scrape_interval.unwrap_or(s::DEFAULT_INTERVAL))),
         concurrency: args.scrape_concurrency.unwrap_or(s::DEFAULT_CONCURRENCY),
         max_body_bytes: args.scrape_max_body_bytes.unwrap_or(s::DEFAULT_MAX_BODY),
     };

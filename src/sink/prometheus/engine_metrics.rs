@@ -140,7 +140,31 @@ pub fn write_families(
     let heads: Vec<String> = sources.iter().map(|s| label_head(&s.labels)).collect();
     let om = w.format() == Format::OpenMetrics;
     let mut labels = String::new();
+    // OpenMetrics has `X_created` inside family X; as a family of its own (how text
+    // 0.0.4 carries it) it would clash with X, so OpenMetrics output leaves it out.
+    let created_of_family = |name: &str| {
+        name.strip_suffix("_created").is_some_and(|base| {
+            by_name.get(base).is_some_and(|f| {
+                matches!(
+                    f[0].2.kind,
+                    FamilyType::Counter | FamilyType::Histogram | FamilyType::Summary
+                )
+            })
+        })
+    };
+    let created: Vec<&str> = if om {
+        by_name
+            .keys()
+            .copied()
+            .filter(|n| created_of_family(n))
+            .collect()
+    } else {
+        Vec::new()
+    };
     for (name, fams) in by_name {
+        if created.contains(&name) {
+            continue;
+        }
         if skip(name) {
             for (i, _, _) in &fams {
                 clash(*i, name);

@@ -15,7 +15,8 @@
 //! time), `# UNIT`. OpenMetrics `info` families become gauges named `<name>_info` and
 //! `stateset` families gauges, as `prometheus_client` writes them in text 0.0.4;
 //! `gaugehistogram` becomes untyped; `_created` samples become a gauge family
-//! `<name>_created`, again as `prometheus_client`'s text output has them.
+//! `<name>_created`, again as `prometheus_client`'s text output has them (OpenMetrics
+//! output leaves such families out: there they would clash with `<name>`).
 
 use crate::source::exposition::{valid_metric_name, FamilyType};
 use crate::source::exposition::{MetricFamily, Sample};
@@ -227,7 +228,7 @@ impl Parser {
                 return Err("invalid timestamp");
             } else {
                 let rest = rest.trim_start_matches([' ', '\t']);
-                if !rest.is_empty() && !(self.om && rest.starts_with('#')) {
+                if !(rest.is_empty() || self.om && rest.starts_with('#')) {
                     return Err("unexpected text after the timestamp");
                 }
             }
@@ -276,16 +277,21 @@ impl Parser {
                 }
             }
         }
-        let kind = if name.ends_with("_created") && self.om {
-            FamilyType::Gauge
-        } else {
-            FamilyType::Untyped
+        // OpenMetrics `X_created`: a gauge with X's help, as prometheus_client's text has it.
+        let parent = name
+            .strip_suffix("_created")
+            .filter(|_| self.om)
+            .and_then(|b| self.by_name.get(b))
+            .map(|&i| self.out.families[i].help.clone());
+        let kind = match parent {
+            Some(_) => FamilyType::Gauge,
+            None => FamilyType::Untyped,
         };
         let i = self.out.families.len();
         self.out.families.push(MetricFamily {
             name: name.to_owned(),
             kind,
-            help: String::new(),
+            help: parent.unwrap_or_default(),
             samples: Vec::new(),
         });
         self.by_name.insert(name.to_owned(), i);
