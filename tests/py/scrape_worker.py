@@ -8,6 +8,12 @@ Modes:
   slow       accepts, then answers only after --delay seconds
   huge       answers with --mib MiB of valid-looking samples, chunked, no Content-Length
   garbage    answers 200 text/plain with bytes that are no exposition
+  files      --count servers of one --file each on its own port ("ready P1,P2,...")
+  sglang-exposition  writes SGLang 0.5.23's family set (definitions extracted from
+             the wheel by tests/py/multiproc.py) with the real prometheus_client's
+             generate_latest to --file, prints {"samples": N, "bytes": B}
+  parse-python       times prometheus_client.parser.text_string_to_metric_families
+             on --file, prints {"median_ms": ..., "samples": N}
 
 Prints "ready PORT" once listening, then serves until stdin closes or --max-seconds.
 The values of `single` and `multiproc` are fixed so the Rust test computes them itself:
@@ -18,6 +24,7 @@ The values of `single` and `multiproc` are fixed so the Rust test computes them 
 
 import argparse
 import http.server
+import json
 import os
 import sys
 import threading
@@ -81,9 +88,40 @@ class V6Server(http.server.ThreadingHTTPServer):
     daemon_threads = True
 
 
+def sglang_exposition(path):
+    sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+    import multiproc as mp
+    import prometheus_client as prom
+
+    registry = prom.CollectorRegistry()
+    metrics = mp.make_sglang(prom, registry)
+    mp.write_sglang(metrics, 3, {"tp_rank": "0", "model_name": "bench-model"})
+    body = prom.generate_latest(registry)
+    with open(path, "wb") as f:
+        f.write(body)
+    n = sum(1 for l in body.decode().splitlines() if l and not l.startswith("#"))
+    print(json.dumps({"samples": n, "bytes": len(body)}))
+
+
+def parse_python(path, runs):
+    from prometheus_client.parser import text_string_to_metric_families
+
+    text = open(path, encoding="utf-8").read()
+    times, n = [], 0
+    for _ in range(runs):
+        t = time.perf_counter()
+        n = sum(len(f.samples) for f in text_string_to_metric_families(text))
+        times.append((time.perf_counter() - t) * 1e3)
+    times.sort()
+    print(json.dumps({"median_ms": times[len(times) // 2], "samples": n}))
+
+
 def main():
     p = argparse.ArgumentParser()
-    p.add_argument("mode", choices=["single", "multiproc", "file", "slow", "huge", "garbage"])
+    p.add_argument("mode", choices=["single", "multiproc", "file", "slow", "huge", "garbage",
+                                    "files", "sglang-exposition", "parse-python"])
+    p.add_argument("--count", type=int, default=64)
+    p.add_argument("--runs", type=int, default=20)
     p.add_argument("--host", default="127.0.0.1")
     p.add_argument("--file")
     p.add_argument("--dir")
@@ -91,6 +129,10 @@ def main():
     p.add_argument("--mib", type=int, default=50)
     p.add_argument("--max-seconds", type=float, default=120)
     a = p.parse_args()
+    if a.mode == "sglang-exposition":
+        return sglang_exposition(a.file)
+    if a.mode == "parse-python":
+        return parse_python(a.file, a.runs)
     if a.mode == "multiproc":
         os.environ["PROMETHEUS_MULTIPROC_DIR"] = a.dir
     import prometheus_client as prom
@@ -105,6 +147,16 @@ def main():
             fill(prom, registry)
         server, _ = prom.start_http_server(0, addr=a.host, registry=registry)
         port = server.server_port
+    elif a.mode == "files":
+        Raw.mode = "file"
+        with open(a.file, "rb") as f:
+            Raw.payload = f.read()
+        ports = []
+        for _ in range(a.count):
+            server = V6Server((a.host, 0), Raw)
+            threading.Thread(target=server.serve_forever, daemon=True).start()
+            ports.append(str(server.server_address[1]))
+        port = ",".join(ports)
     else:
         Raw.mode = a.mode
         Raw.delay = a.delay
