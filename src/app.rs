@@ -112,6 +112,22 @@ pub async fn start(settings: Settings) -> std::io::Result<Running> {
     let mut state = AppState::new(registry.clone(), &http_config, shutdown_rx.clone());
     state.engine_metrics = engine_metrics(&settings);
     state.recorder = record_stats;
+    if !settings.scrapes.is_empty() {
+        let mut w = crate::source::scrape::Workers::new(
+            &settings.scrapes,
+            &settings.engines,
+            settings.scrape,
+        )
+        .map_err(std::io::Error::other)?;
+        w.merge_into_metrics = settings.merge_engine_metrics;
+        let w = Arc::new(w);
+        tracing::info!(
+            targets = w.targets.len(),
+            "scraping remote engine workers into /engine_metrics"
+        );
+        tasks.push(w.clone().spawn(shutdown_rx.clone()));
+        state.workers = Some(w);
+    }
     // `/readyz` reports HTTP up once every listener is in its accept loop.
     state
         .listening

@@ -161,6 +161,21 @@ pub struct RunArgs {
     /// Per-rank series on /metrics: lean (what dashboards and alerts read) or full (every window statistic and the rank's model); an engine's rank_detail in the TOML file wins for that engine [default: lean].
     #[arg(long, value_enum, value_name = "LEVEL")]
     pub rank_detail: Option<crate::sink::prometheus::detail::RankDetail>,
+    /// A worker's metrics address to scrape into /engine_metrics (repeatable; http(s)://host:port[/path], grpc://host:port[@rank], host:port).
+    #[arg(long = "scrape", value_name = "ADDRESS")]
+    pub scrape: Vec<String>,
+    /// Time between two scrapes of every worker [default: 5s].
+    #[arg(long, value_name = "DURATION", value_parser = humantime::parse_duration)]
+    pub scrape_interval: Option<Duration>,
+    /// Longest one worker scrape may take, at most the interval [default: 3s].
+    #[arg(long, value_name = "DURATION", value_parser = humantime::parse_duration)]
+    pub scrape_timeout: Option<Duration>,
+    /// Most worker scrapes in flight at once [default: 16].
+    #[arg(long, value_name = "N")]
+    pub scrape_concurrency: Option<usize>,
+    /// Largest worker metrics body read; a longer one fails the scrape [default: 16777216].
+    #[arg(long, value_name = "BYTES")]
+    pub scrape_max_body_bytes: Option<u64>,
     /// Log format.
     #[arg(long, value_enum, default_value = "text")]
     pub log_format: LogFormat,
@@ -204,6 +219,8 @@ struct FileEngine {
     name: toml::Spanned<String>,
     endpoint: Option<toml::Spanned<String>>,
     multiproc_dir: Option<PathBuf>,
+    #[serde(default)]
+    scrape: Vec<String>,
     #[serde(default)]
     ranks: Option<toml::Spanned<RanksValue>>,
     #[serde(default)]
@@ -259,6 +276,10 @@ pub struct Settings {
     pub multiproc: crate::source::multiproc::MultiprocSettings,
     /// Whether /metrics also carries the engines' multiprocess metrics.
     pub merge_engine_metrics: bool,
+    /// Remote worker metrics addresses, per engine (`--scrape`, `scrape = [...]`).
+    pub scrapes: Vec<crate::source::scrape::ScrapeSpec>,
+    /// Limits of the remote scrapes.
+    pub scrape: crate::source::scrape::ScrapeSettings,
 }
 
 /// The simulated engine's settings.
@@ -449,6 +470,7 @@ impl Settings {
         // Most specific wins: an engine's own key, then the flag, then the file's default.
         state.rank_detail.default = args.rank_detail.or(file.rank_detail).unwrap_or_default();
         let mut details = Vec::new();
+        let mut scrapes = Vec::new();
         for e in &file.engine {
             let idx = engines.len();
             let name = e.name.get_ref().trim();
@@ -483,15 +505,19 @@ impl Settings {
                     expand(idx, ep.get_ref(), ranks)
                         .map_err(|m| at(ep.span(), "engine.endpoint", m))?,
                 ),
-                None if e.multiproc_dir.is_some() => {}
+                None if e.multiproc_dir.is_some() || !e.scrape.is_empty() => {}
                 None => {
                     return Err(at(
                         e.name.span(),
                         "engine",
-                        format!("{name:?} needs an endpoint or a multiproc_dir"),
+                        format!("{name:?} needs an endpoint, a multiproc_dir or a scrape"),
                     ))
                 }
             }
+            scrapes.extend(e.scrape.iter().map(|a| crate::source::scrape::ScrapeSpec {
+                engine: idx,
+                address: a.clone(),
+            }));
             if let Some(d) = &e.multiproc_dir {
                 multiproc_dirs.push((idx, d.clone()));
             }
@@ -504,7 +530,8 @@ impl Settings {
 
         state.rank_detail.engines = details;
         let mut demo = None;
-        let engine_from_flags = args.endpoint.is_some() || args.multiproc_dir.is_some();
+        let engine_from_flags =
+            args.endpoint.is_some() || args.multiproc_dir.is_some() || !args.scrape.is_empty();
         if engine_from_flags {
             let idx = engines.len();
             if engines.iter().any(|x| x.name == args.engine) {
@@ -522,13 +549,22 @@ impl Settings {
             if let Some(d) = &args.multiproc_dir {
                 multiproc_dirs.push((idx, d.clone()));
             }
+            scrapes.extend(
+                args.scrape
+                    .iter()
+                    .map(|a| crate::source::scrape::ScrapeSpec {
+                        engine: idx,
+                        address: a.clone(),
+                    }),
+            );
             engines.push(EngineInfo {
                 name: args.engine.clone(),
                 labels: parse_label_flags(&args.labels)?,
             });
         } else if !args.labels.is_empty() {
             return Err(err(
-                "--label applies to the engine given with --endpoint or --multiproc-dir".into(),
+                "--label applies to the engine given with --endpoint, --multiproc-dir or --scrape"
+                    .into(),
             ));
         }
         let nats_ingest =
@@ -650,13 +686,18 @@ impl Settings {
         }
         let merge_engine_metrics =
             args.merge_engine_metrics || file.merge_engine_metrics.unwrap_or(false);
-        if merge_engine_metrics && multiproc_dirs.is_empty() {
+        if merge_engine_metrics && multiproc_dirs.is_empty() && scrapes.is_empty() {
             return Err(err(
-                "--merge-engine-metrics needs an engine with --multiproc-dir (multiproc_dir)"
-                    .into(),
+                "--merge-engine-metrics needs an engine with --multiproc-dir or --scrape".into(),
             ));
         }
+        let scrape = scrape_settings(args)?;
+        // Addresses checked (and one URL under two engines refused) before starting.
+        crate::source::scrape::Workers::new(&scrapes, &engines, scrape)
+            .map_err(|m| err(format!("scrape: {m}")))?;
         Ok(Settings {
+            scrapes,
+            scrape,
             nats,
             multiproc_dirs,
             multiproc,
@@ -677,6 +718,35 @@ impl Settings {
             max_scrapes,
         })
     }
+}
+
+/// The remote scrape limits from the flags, checked.
+fn scrape_settings(args: &RunArgs) -> Result<crate::source::scrape::ScrapeSettings, ConfigError> {
+    use crate::source::scrape as s;
+    let err = |m: &str| ConfigError(m.into());
+    let out = s::ScrapeSettings {
+        interval: args.scrape_interval.unwrap_or(s::DEFAULT_INTERVAL),
+        timeout: args
+            .scrape_timeout
+            .unwrap_or(s::DEFAULT_TIMEOUT.min(args.scrape_interval.unwrap_or(s::DEFAULT_INTERVAL))),
+        concurrency: args.scrape_concurrency.unwrap_or(s::DEFAULT_CONCURRENCY),
+        max_body_bytes: args.scrape_max_body_bytes.unwrap_or(s::DEFAULT_MAX_BODY),
+    };
+    if out.interval < Duration::from_millis(100) {
+        return Err(err("--scrape-interval must be at least 100ms"));
+    }
+    if out.timeout < Duration::from_millis(10) || out.timeout > out.interval {
+        return Err(err(
+            "--scrape-timeout must be from 10ms to --scrape-interval",
+        ));
+    }
+    if out.concurrency == 0 {
+        return Err(err("--scrape-concurrency must be at least 1"));
+    }
+    if out.max_body_bytes < 1024 {
+        return Err(err("--scrape-max-body-bytes must be at least 1024"));
+    }
+    Ok(out)
 }
 
 fn parse_label_flags(labels: &[String]) -> Result<Vec<(String, String)>, ConfigError> {

@@ -7,6 +7,8 @@
 //! does), so its CPU time and resident memory are read cleanly from /proc. The load
 //! generator, the stream client and the HTTP probes run in this process.
 
+#[path = "bench/fanin.rs"]
+mod fanin;
 #[path = "bench/multiproc.rs"]
 mod multiproc;
 
@@ -54,7 +56,7 @@ unsafe impl GlobalAlloc for CountingAlloc {
 static GLOBAL: CountingAlloc = CountingAlloc;
 
 /// Every section, in run order.
-const SECTIONS: [&str; 10] = [
+const SECTIONS: [&str; 11] = [
     "idle",
     "transport",
     "ingest",
@@ -65,6 +67,7 @@ const SECTIONS: [&str; 10] = [
     "zero-loss",
     "soak",
     "multiproc",
+    "fanin",
 ];
 
 /// Command line of the benchmark.
@@ -74,7 +77,7 @@ const SECTIONS: [&str; 10] = [
     about = "Benchmark fpm-exporter against its targets (see docs/performance.md)."
 )]
 struct Args {
-    /// Sections to run, comma-separated (idle,transport,ingest,python,latency,scrape,heap,zero-loss,soak,multiproc) or "all".
+    /// Sections to run, comma-separated (idle,transport,ingest,python,latency,scrape,heap,zero-loss,soak,multiproc,fanin) or "all".
     #[arg(long, default_value = "all")]
     only: String,
     /// Rank counts of the ingest runs.
@@ -669,6 +672,7 @@ impl Bench<'_> {
                 "zero-loss" => self.zero_loss().await,
                 "soak" => self.soak().await,
                 "multiproc" => self.multiproc().await,
+                "fanin" => self.fanin().await,
                 _ => unreachable!("validated"),
             }
         }

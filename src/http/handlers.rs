@@ -57,7 +57,7 @@ pub async fn index() -> &'static str {
     concat!(
         "fpm-exporter ", env!("CARGO_PKG_VERSION"), "\n\n",
         "GET /metrics      Prometheus metrics (text 0.0.4; OpenMetrics on request)\n",
-        "GET /engine_metrics  the engines' own metrics from their multiprocess directories\n",
+        "GET /engine_metrics  the engines' own metrics: multiprocess directories and scraped workers\n",
         "GET /v1/ranks     JSON snapshot of every rank (?engine=&worker_id=&dp_rank=)\n",
         "GET /v1/stream    server-sent events: frames and state changes (?interval=1s for snapshots)\n",
         "GET /v1/loads     router load view per rank (?engine=&worker_id=&dp_rank=&format=sglang)\n",
@@ -85,6 +85,7 @@ pub async fn metrics(State(app): State<AppState>, headers: HeaderMap) -> Respons
     let start = app.start_unix_secs;
     let engine = app.engine_metrics.clone();
     let recorder = app.recorder.clone();
+    let workers = app.workers.clone();
     // Streamed in ~1 MiB pieces: with 1,024 ranks the exposition is ~23 MB, which built
     // whole would stay resident (the allocator keeps such buffers) after every scrape.
     let (tx, rx) = tokio::sync::mpsc::channel::<std::io::Result<String>>(2);
@@ -103,6 +104,7 @@ pub async fn metrics(State(app): State<AppState>, headers: HeaderMap) -> Respons
                 sink,
                 engine.as_deref(),
                 recorder.as_deref(),
+                workers.as_deref(),
             )
         }));
         // A failed render aborts the response instead of ending a truncated exposition.

@@ -83,6 +83,8 @@ pub struct AppState {
     pub engine_metrics: Option<Arc<crate::source::multiproc::EngineMetrics>>,
     /// The recorder's counters (`fpm_record_*` on `/metrics`), when `--record` is on.
     pub recorder: Option<Arc<crate::capture::recorder::RecordStats>>,
+    /// Remote engine workers scraped in the background (`--scrape`), if any.
+    pub workers: Option<Arc<crate::source::scrape::Workers>>,
 }
 
 impl AppState {
@@ -112,6 +114,7 @@ impl AppState {
             protect_metrics: config.protect_metrics,
             engine_metrics: None,
             recorder: None,
+            workers: None,
         }
     }
 }

@@ -14,6 +14,10 @@ pub enum FamilyType {
     Histogram,
     /// `<name>_count`, `<name>_sum` (and `<name>{quantile=...}` when present).
     Summary,
+    /// No `# TYPE` line, `untyped` (text 0.0.4) or `unknown` (OpenMetrics; also the
+    /// OpenMetrics-only `gaugehistogram`, which text 0.0.4 cannot express): samples
+    /// pass through under their own names.
+    Untyped,
 }
 
 impl FamilyType {
@@ -24,6 +28,15 @@ impl FamilyType {
             FamilyType::Gauge => "gauge",
             FamilyType::Histogram => "histogram",
             FamilyType::Summary => "summary",
+            FamilyType::Untyped => "untyped",
+        }
+    }
+
+    /// The word in a `# TYPE` line of `format` (OpenMetrics says `unknown`).
+    pub fn word(self, openmetrics: bool) -> &'static str {
+        match (self, openmetrics) {
+            (FamilyType::Untyped, true) => "unknown",
+            _ => self.as_str(),
         }
     }
 
@@ -37,6 +50,7 @@ impl FamilyType {
             FamilyType::Gauge => suffix.is_empty(),
             FamilyType::Histogram => matches!(suffix, "_bucket" | "_count" | "_sum"),
             FamilyType::Summary => matches!(suffix, "" | "_count" | "_sum"),
+            FamilyType::Untyped => suffix.is_empty(),
         }
     }
 }

@@ -5,6 +5,7 @@ pub use crate::address as endpoint;
 pub mod exposition;
 pub mod multiproc;
 pub mod nats;
+pub mod scrape;
 pub mod subscriber;
 
 use crate::state::Registry;

@@ -10,6 +10,7 @@
 use super::text::{escape_label_value, push_label, Family, Format, Writer};
 use crate::source::exposition::{FamilyType, MetricFamily, Rendered, Sample};
 use crate::source::multiproc::{EngineMetrics, MultiprocDir, Reason};
+use crate::source::scrape::{ScrapeError, Workers};
 use std::collections::BTreeMap;
 
 /// Files or samples skipped.
@@ -23,9 +24,37 @@ pub const FILES: Family = Family::gauge(
     "Files of the engine's multiprocess metrics directory merged by the latest read.",
 );
 
+/// Whether the latest scrape of a remote worker succeeded.
+pub const SCRAPE_UP: Family = Family::gauge(
+    "fpm_engine_scrape_up",
+    "1 if the latest scrape of the engine worker's metrics (--scrape) succeeded, else 0 (its series are then absent from /engine_metrics).",
+);
+/// Duration of the latest scrape.
+pub const SCRAPE_DURATION: Family = Family::gauge(
+    "fpm_engine_scrape_duration_seconds",
+    "Duration of the latest scrape of the engine worker's metrics: request, body and parse.",
+);
+/// Samples of the latest scrape.
+pub const SCRAPE_SAMPLES: Family = Family::gauge(
+    "fpm_engine_scrape_samples",
+    "Samples kept from the latest scrape of the engine worker's metrics (0 when it failed).",
+);
+/// Failed scrapes and dropped samples.
+pub const SCRAPE_ERRORS: Family = Family::counter(
+    "fpm_engine_scrape_errors_total",
+    "Failed scrapes of an engine worker's metrics by reason (connect, timeout, http_status, body_limit, parse), and samples (duplicate_sample) or families (family_clash) left out.",
+);
+
 /// Every family this collector writes.
 pub fn families() -> Vec<Family> {
-    vec![ERRORS, FILES]
+    vec![
+        ERRORS,
+        FILES,
+        SCRAPE_UP,
+        SCRAPE_DURATION,
+        SCRAPE_SAMPLES,
+        SCRAPE_ERRORS,
+    ]
 }
 
 /// One source of families and the labels its samples get.
@@ -111,7 +140,31 @@ pub fn write_families(
     let heads: Vec<String> = sources.iter().map(|s| label_head(&s.labels)).collect();
     let om = w.format() == Format::OpenMetrics;
     let mut labels = String::new();
+    // OpenMetrics has `X_created` inside family X; as a family of its own (how text
+    // 0.0.4 carries it) it would clash with X, so OpenMetrics output leaves it out.
+    let created_of_family = |name: &str| {
+        name.strip_suffix("_created").is_some_and(|base| {
+            by_name.get(base).is_some_and(|f| {
+                matches!(
+                    f[0].2.kind,
+                    FamilyType::Counter | FamilyType::Histogram | FamilyType::Summary
+                )
+            })
+        })
+    };
+    let created: Vec<&str> = if om {
+        by_name
+            .keys()
+            .copied()
+            .filter(|n| created_of_family(n))
+            .collect()
+    } else {
+        Vec::new()
+    };
     for (name, fams) in by_name {
+        if created.contains(&name) {
+            continue;
+        }
         if skip(name) {
             for (i, _, _) in &fams {
                 clash(*i, name);
@@ -119,11 +172,16 @@ pub fn write_families(
             continue;
         }
         let first = fams[0].2;
-        let header = match (first.kind, om) {
-            (FamilyType::Counter, false) => format!("{name}_total"),
-            _ => name.to_owned(),
+        // A text-format counter whose samples lack `_total` (legal there) keeps its
+        // name; OpenMetrics cannot call it a counter.
+        let bare = first.kind == FamilyType::Counter
+            && first.samples.first().is_some_and(|s| s.name == first.name);
+        let (header, kind) = match (first.kind, om) {
+            (FamilyType::Counter, false) if !bare => (format!("{name}_total"), "counter"),
+            (FamilyType::Counter, true) if bare => (name.to_owned(), "unknown"),
+            (k, om) => (name.to_owned(), k.word(om)),
         };
-        w.family_dynamic(&header, first.kind.as_str(), &first.help);
+        w.family_dynamic(&header, kind, &first.help);
         for (i, j, f) in fams {
             if f.kind != first.kind {
                 clash(i, name);
@@ -163,15 +221,29 @@ pub fn dir_labels(d: &MultiprocDir) -> Vec<(&str, &str)> {
     l
 }
 
-/// Reads every directory and writes its families (`skip` as in [`write_families`]).
-pub fn write_engines(w: &mut Writer, em: &EngineMetrics, skip: &dyn Fn(&str) -> bool) {
+/// Reads every directory, takes every remote worker's latest scrape from its cache,
+/// and writes their families merged by name (`skip` as in [`write_families`]).
+pub fn write_engines(
+    w: &mut Writer,
+    em: Option<&EngineMetrics>,
+    workers: Option<&Workers>,
+    skip: &dyn Fn(&str) -> bool,
+) {
     map_large_buffers();
-    let collected = em.collect();
+    let collected = em.map(|em| em.collect()).unwrap_or_default();
     let rendered: Vec<_> = collected
         .iter()
         .map(|(d, f, g)| d.rendered(*g, || render(&dir_labels(d), f)))
         .collect();
-    let sources: Vec<Source> = collected
+    let remote: Vec<_> = workers
+        .map(|ws| {
+            ws.targets
+                .iter()
+                .filter_map(|t| t.latest().map(|(s, r)| (t, s, r)))
+                .collect()
+        })
+        .unwrap_or_default();
+    let mut sources: Vec<Source> = collected
         .iter()
         .zip(&rendered)
         .map(|((d, f, _), r)| Source {
@@ -180,12 +252,63 @@ pub fn write_engines(w: &mut Writer, em: &EngineMetrics, skip: &dyn Fn(&str) -> 
             rendered: Some(r.as_slice()),
         })
         .collect();
+    sources.extend(remote.iter().map(|(t, s, r)| Source {
+        labels: t.own_labels(),
+        families: s.families.as_slice(),
+        rendered: Some(r.as_slice()),
+    }));
+    let dirs = collected.len();
     write_families(w, &sources, skip, &mut |i, name| {
-        collected[i].0.count(Reason::FamilyClash, name, 1)
+        if i < dirs {
+            collected[i].0.count(Reason::FamilyClash, name, 1)
+        } else {
+            remote[i - dirs].0.count(ScrapeError::FamilyClash, 1)
+        }
     });
     drop(sources);
+    drop(remote);
     drop(collected);
     release_freed_memory();
+}
+
+/// Writes every remote worker's health: up, duration, samples, errors by reason
+/// (zeros included, for `rate()`).
+pub fn write_scrape_stats(w: &mut Writer, workers: &Workers) {
+    let labels: Vec<String> = workers
+        .targets
+        .iter()
+        .map(|t| {
+            let mut l = String::new();
+            for (k, v) in t.own_labels() {
+                push_label(&mut l, k, v);
+            }
+            l
+        })
+        .collect();
+    let health: Vec<_> = workers.targets.iter().map(|t| t.health()).collect();
+    w.family(&SCRAPE_UP);
+    for (h, l) in health.iter().zip(&labels) {
+        w.sample(&SCRAPE_UP, l, &[], if h.up { 1.0 } else { 0.0 });
+    }
+    w.family(&SCRAPE_DURATION);
+    for (h, l) in health.iter().zip(&labels) {
+        w.sample(&SCRAPE_DURATION, l, &[], h.duration_seconds);
+    }
+    w.family(&SCRAPE_SAMPLES);
+    for (h, l) in health.iter().zip(&labels) {
+        w.sample(&SCRAPE_SAMPLES, l, &[], h.samples as f64);
+    }
+    w.family(&SCRAPE_ERRORS);
+    for (t, l) in workers.targets.iter().zip(&labels) {
+        for r in ScrapeError::ALL {
+            w.sample(
+                &SCRAPE_ERRORS,
+                l,
+                &[("reason", r.as_str())],
+                t.errors(r) as f64,
+            );
+        }
+    }
 }
 
 /// Hands the merge's freed memory back to the OS: a big directory's scrape frees tens

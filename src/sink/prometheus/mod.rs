@@ -35,7 +35,7 @@ pub fn render_streaming(
     chunk: usize,
     sink: ChunkSink,
 ) -> String {
-    render_streaming_with(registry, format, start_unix_secs, chunk, sink, None, None)
+    render_streaming_with(registry, format, start_unix_secs, chunk, sink, None, None, None)
 }
 
 /// [`render_streaming`] plus, when engines have multiprocess directories, the
@@ -50,19 +50,27 @@ pub fn render_streaming_with(
     sink: ChunkSink,
     engine: Option<&crate::source::multiproc::EngineMetrics>,
     recorder: Option<&crate::capture::recorder::RecordStats>,
+    workers: Option<&crate::source::scrape::Workers>,
 ) -> String {
     let mut w = Writer::streaming(format, chunk, sink);
     render_into(registry, &mut w, start_unix_secs, recorder);
     if let Some(em) = engine {
         engine_metrics::write_stats(&mut w, em);
-        if em.merge_into_metrics {
-            let own: Vec<Family> = all_families();
-            let skip = |name: &str| {
-                own.iter()
-                    .any(|f| f.name == name || f.name.strip_suffix("_total") == Some(name))
-            };
-            engine_metrics::write_engines(&mut w, em, &skip);
-        }
+    }
+    if let Some(ws) = workers {
+        engine_metrics::write_scrape_stats(&mut w, ws);
+    }
+    let merge = engine.is_some_and(|e| e.merge_into_metrics)
+        || workers.is_some_and(|w| w.merge_into_metrics);
+    if merge {
+        let own: Vec<Family> = all_families();
+        let skip = |name: &str| {
+            own.iter()
+                .any(|f| f.name == name || f.name.strip_suffix("_total") == Some(name))
+        };
+        let em = engine.filter(|e| e.merge_into_metrics);
+        let ws = workers.filter(|w| w.merge_into_metrics);
+        engine_metrics::write_engines(&mut w, em, ws, &skip);
     }
     w.finish()
 }
