@@ -241,8 +241,20 @@ fn serve(flags: &[String]) -> ExitCode {
 }
 
 /// The runtime `serve` and `count` run on: the one `fpm-exporter` builds.
+/// FPM_BENCH_RUNTIME=current|N (worker threads) tries another runtime for comparison.
 fn exporter_runtime() -> tokio::runtime::Runtime {
-    fpm_exporter::app::runtime().expect("tokio runtime")
+    match std::env::var("FPM_BENCH_RUNTIME").ok().as_deref() {
+        Some("current") => tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .expect("tokio runtime"),
+        Some(n) if n.parse::<usize>().is_ok() => tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(n.parse().unwrap())
+            .enable_all()
+            .build()
+            .expect("tokio runtime"),
+        _ => fpm_exporter::app::runtime().expect("tokio runtime"),
+    }
 }
 
 /// Ten renders of /metrics and of /v1/ranks inside the exporter, each split into the
