@@ -28,6 +28,13 @@ pub struct Running {
     record_writer: Option<std::thread::JoinHandle<()>>,
 }
 
+/// The tokio runtime the exporter runs on (`fpm-exporter` and the benchmark's `serve`).
+pub fn runtime() -> std::io::Result<tokio::runtime::Runtime> {
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+}
+
 /// Starts the demo engine (if any), the subscribers, the sweeper and the HTTP server.
 /// Returns once the listener is bound; publishers need not be up.
 pub async fn start(settings: Settings) -> std::io::Result<Running> {

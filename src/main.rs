@@ -37,10 +37,7 @@ async fn wait_for_signal() {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     init_logs(cli.run.log_format);
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-        .expect("tokio runtime");
+    let runtime = fpm_exporter::app::runtime().expect("tokio runtime");
     runtime.block_on(async move {
         match cli.command {
             Some(Command::Demo { endpoint, ranks, duration }) => {

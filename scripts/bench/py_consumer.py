@@ -10,6 +10,8 @@ today's Python consumers do it (Dynamo's planner and recorder).
 
 Protocol with the harness (stdout, one JSON object per line):
 - ``{"ready": true, "ranks": N}`` once a frame from every expected rank arrived;
+- ``{"frames": N}`` (every frame so far, heartbeats included) for each ``count`` line
+  on stdin, so a harness can time its own interval (fpm-bench's ``rates`` section);
 - ``{"frames": F, "iterations": I, "missed": M, "seconds": S, "rate": F/S}`` when the
   load is over: counting starts at the first iteration frame and stops after
   ``--idle-end`` seconds without one (S runs from the first to the last iteration);
@@ -70,8 +72,18 @@ def main() -> int:
     cpu_first = cpu_last = 0.0
     poller = zmq.Poller()
     poller.register(sock, zmq.POLLIN)
+    stdin = sys.stdin.fileno()
+    poller.register(stdin, zmq.POLLIN)
+    total = 0
     while time.monotonic() < deadline:
-        if not poller.poll(100):
+        events = dict(poller.poll(100))
+        if stdin in events:
+            line = sys.stdin.readline()
+            if not line:
+                poller.unregister(stdin)
+            elif line.strip() == "count":
+                print(json.dumps({"frames": total}), flush=True)
+        if not events:
             if last is not None and time.monotonic() - last >= args.idle_end:
                 break
             continue
@@ -91,6 +103,7 @@ def main() -> int:
                 st.missed += seq - st.last_seq - 1
             st.last_seq = seq
             st.frames += 1
+            total += 1
             if m.wall_time == 0.0:
                 continue
             now = time.monotonic()

@@ -239,7 +239,12 @@ async fn session(
     // Silence alone only makes the rank stale (the sweeper's job); the socket is
     // re-created after the longer `silence_timeout`, so a long forward pass without
     // heartbeats keeps its connection and the frame that ends it is not lost.
-    let mut deadline = tokio::time::Instant::now() + config.silence_timeout;
+    // One timer for the session, moved only when it fires: resetting it per message
+    // cost a timer-wheel insert and removal per frame, the most of anything at low
+    // rates after the transport's own wakeups.
+    let mut last_rx = tokio::time::Instant::now();
+    let silence = tokio::time::sleep(config.silence_timeout);
+    tokio::pin!(silence);
     loop {
         tokio::select! {
             biased;
@@ -250,7 +255,7 @@ async fn session(
             },
             r = socket.recv() => match r {
                 Ok(msg) => {
-                    deadline = tokio::time::Instant::now() + config.silence_timeout;
+                    last_rx = tokio::time::Instant::now();
                     ingest.handle(msg);
                     received += 1;
                     // Take what is already queued without re-arming the select's
@@ -279,7 +284,13 @@ async fn session(
                     return (SessionEnd::PeerGone, received);
                 }
             },
-            _ = tokio::time::sleep_until(deadline) => return (SessionEnd::Silent, received),
+            _ = &mut silence => {
+                let deadline = last_rx + config.silence_timeout;
+                if tokio::time::Instant::now() >= deadline {
+                    return (SessionEnd::Silent, received);
+                }
+                silence.as_mut().reset(deadline);
+            }
         }
     }
 }

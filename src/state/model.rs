@@ -161,32 +161,46 @@ impl ModelSums {
 
 #[derive(Debug, Clone, Default)]
 struct Slot {
-    /// Second since the registry's epoch, plus one; 0 = never used.
-    second: u64,
+    /// Sub-window (second / S since the registry's epoch) plus one; 0 = never used.
+    tag: u64,
     sums: ModelSums,
 }
 
-/// A ring of per-second [`ModelSums`].
+/// A ring of [`ModelSums`] per sub-window, laid out like the statistics windows
+/// ([`super::quantiles::layout`]): exact seconds up to 15 s, K <= 15 partials above.
+/// Allocated on the first iteration, so idle ranks pay nothing.
 #[derive(Debug, Clone)]
 pub struct ModelRing {
-    slots: Box<[Slot]>,
+    sub_secs: u64,
+    subs: u64,
+    slots: Vec<Slot>,
 }
 
 impl ModelRing {
     /// A ring covering `secs` seconds.
     pub fn new(secs: u64) -> Self {
+        let secs = secs.max(1);
+        let (sub_secs, subs) = super::quantiles::layout(secs);
         ModelRing {
-            slots: vec![Slot::default(); secs.max(1) as usize].into_boxed_slice(),
+            sub_secs,
+            subs,
+            slots: Vec::new(),
         }
     }
 
     /// Folds one iteration into second `now_sec`.
     #[inline]
     pub fn record(&mut self, now_sec: u64, m: &ForwardPassMetrics) {
-        let len = self.slots.len() as u64;
-        let slot = &mut self.slots[(now_sec % len) as usize];
-        if slot.second != now_sec + 1 {
-            slot.second = now_sec + 1;
+        let tag = now_sec / self.sub_secs + 1;
+        if self.slots.is_empty() {
+            self.slots = vec![Slot::default(); self.subs as usize];
+        }
+        let slot = &mut self.slots[(tag % self.subs) as usize];
+        if slot.tag > tag {
+            return; // older than the window behind newer data
+        }
+        if slot.tag != tag {
+            slot.tag = tag;
             slot.sums = ModelSums::default();
         }
         slot.sums.push(m);
@@ -194,9 +208,10 @@ impl ModelRing {
 
     /// Adds the sums of the whole window ending at `now_sec` into `out`.
     pub fn merge_into(&self, now_sec: u64, out: &mut ModelSums) {
-        let lowest = (now_sec + 1).saturating_sub(self.slots.len() as u64 - 1);
-        for slot in self.slots.iter() {
-            if slot.second >= lowest && slot.second <= now_sec + 1 {
+        let newest = now_sec / self.sub_secs + 1;
+        let lowest = newest.saturating_sub(self.subs - 1);
+        for slot in &self.slots {
+            if slot.tag >= lowest && slot.tag <= newest {
                 out.merge(&slot.sums);
             }
         }

@@ -1,4 +1,4 @@
-//! wall_time quantiles per window from `hdrhistogram`.
+//! wall_time quantiles per window, in `hdrhistogram`'s buckets.
 //!
 //! A window of W seconds keeps sub-histograms of S = max(1, ⌊W/8⌋) seconds each; a
 //! query merges the K = ⌊W/S⌋ newest (the live one included), so the quantiles cover
@@ -6,6 +6,12 @@
 //! and exactly W (the span of the window's mean) for W ≤ 15. They slide in steps of S.
 //! Values are recorded in microseconds with two significant digits (relative error at
 //! most 1%).
+//!
+//! Every sub-histogram, the live one included, is kept sparse: 8 bytes per non-empty
+//! bucket, where a dense histogram of this precision is ~7 KB whatever it holds. A
+//! rank's wall_time spans a narrow range, so that is a few hundred bytes per window,
+//! nothing before the first iteration, and queries merge the counts into a dense
+//! [`Histogram`] bucket for bucket (same buckets, so the same quantiles).
 
 use hdrhistogram::Histogram;
 
@@ -35,39 +41,71 @@ pub fn layout(window_secs: u64) -> (u64, u64) {
     (sub, w / sub)
 }
 
-/// A completed sub-window kept sparse: (value, count) of its non-empty buckets only.
-/// A rank's wall_time spans a narrow range, so this is a few hundred bytes where the
-/// dense histogram is ~7 KB; it also merges faster (no walk over empty buckets).
+/// hdrhistogram's bucket layout for lowest value 1 and [`SIGFIG`] = 2: 256 sub-buckets
+/// (half of them used above bucket 0), so bucket `b` holds values `s << b` for
+/// sub-bucket `s` < 256, and `b` = 56 - leading zeros of `v | 255`. The key packs
+/// (b, s) into 16 bits in value order; the test checks it against the crate.
+#[inline]
+fn bucket_key(v: u64) -> u16 {
+    let b = 56 - (v | 255).leading_zeros();
+    ((b as u16) << 8) | (v >> b) as u16
+}
+
+/// The highest value of a key's bucket (what hdrhistogram reports for it).
+#[inline]
+fn bucket_value(key: u16) -> u64 {
+    let (b, s) = ((key >> 8) as u32, (key & 0xff) as u64);
+    (s << b).saturating_add(1 << b) - 1
+}
+
+/// One non-empty bucket of a sparse sub-histogram: 4 bytes.
+#[derive(Debug, Clone, Copy)]
+struct Bucket {
+    key: u16,
+    count: u16,
+}
+
+/// One sub-window's histogram, sparse: its non-empty buckets, sorted by key.
 #[derive(Debug, Clone)]
 struct Sparse {
     /// Sub-window index + 1.
     tag: u64,
-    /// Sorted by value. Each value is a bucket's highest equivalent value, so
-    /// re-recording it lands in the same bucket of any histogram with the project's
-    /// precision.
-    buckets: Vec<(u64, u32)>,
+    buckets: Vec<Bucket>,
+    /// One key per 65,536 counts a bucket overflowed by (empty unless one sub-window
+    /// holds that many samples of one bucket), so no sample is ever dropped.
+    spill: Vec<u16>,
 }
 
 impl Sparse {
-    /// Adds one value (already a bucket's highest equivalent) to its bucket.
-    fn add(&mut self, value: u64) {
-        match self.buckets.binary_search_by_key(&value, |b| b.0) {
-            Ok(i) => self.buckets[i].1 = self.buckets[i].1.saturating_add(1),
-            Err(i) => self.buckets.insert(i, (value, 1)),
+    fn new(tag: u64, key: u16) -> Self {
+        Sparse {
+            tag,
+            buckets: vec![Bucket { key, count: 1 }],
+            spill: Vec::new(),
+        }
+    }
+
+    fn add(&mut self, key: u16) {
+        match self.buckets.binary_search_by_key(&key, |b| b.key) {
+            Ok(i) => {
+                let b = &mut self.buckets[i];
+                b.count = b.count.wrapping_add(1);
+                if b.count == 0 {
+                    self.spill.push(key);
+                }
+            }
+            Err(i) => self.buckets.insert(i, Bucket { key, count: 1 }),
         }
     }
 }
 
-/// The ring of sub-histograms for one window: the live sub-window as a dense
-/// histogram, the (up to K - 1) completed ones as sparse copies (non-empty buckets only).
+/// The ring of sub-histograms for one window, oldest first (the last is the live one).
 #[derive(Debug, Clone)]
 pub struct QuantileRing {
     sub_secs: u64,
     subs: u64,
-    /// (sub-window index + 1, histogram) of the live sub-window; allocated on first use.
-    current: (u64, Option<Box<Histogram<u32>>>),
-    /// Completed sub-windows, oldest first.
-    done: Vec<Sparse>,
+    /// At most K sub-windows, sorted by tag; empty (no allocation) until the first iteration.
+    windows: Vec<Sparse>,
 }
 
 impl QuantileRing {
@@ -77,8 +115,7 @@ impl QuantileRing {
         QuantileRing {
             sub_secs,
             subs,
-            current: (0, None),
-            done: Vec::new(),
+            windows: Vec::new(),
         }
     }
 
@@ -86,50 +123,34 @@ impl QuantileRing {
     #[inline]
     pub fn record(&mut self, now_sec: u64, seconds: f64) {
         let tag = now_sec / self.sub_secs + 1;
-        let v = to_micros(seconds);
-        let (cur_tag, hist) = &mut self.current;
-        let h = hist.get_or_insert_with(|| Box::new(new_histogram()));
-        if tag < *cur_tag {
-            // A late frame (its task read the clock before a sub-window turned): it
-            // belongs to a completed sub-window, like a late second in the window ring.
-            if tag + self.subs > *cur_tag {
-                let value = h.highest_equivalent(v);
-                let i = self.done.partition_point(|s| s.tag < tag);
-                match self.done.get_mut(i) {
-                    Some(s) if s.tag == tag => s.add(value),
-                    _ => self.done.insert(
-                        i,
-                        Sparse {
-                            tag,
-                            buckets: vec![(value, 1)],
-                        },
-                    ),
-                }
+        let key = bucket_key(to_micros(seconds));
+        let newest = self.windows.last().map_or(0, |s| s.tag);
+        if tag == newest {
+            if let Some(live) = self.windows.last_mut() {
+                live.add(key);
             }
-            // Older than K sub-windows: outside every window from now on.
             return;
         }
-        if tag > *cur_tag {
-            if *cur_tag != 0 && !h.is_empty() {
-                let buckets = h
-                    .iter_recorded()
-                    .map(|v| (v.value_iterated_to(), v.count_at_value()))
-                    .collect();
-                self.done.push(Sparse {
-                    tag: *cur_tag,
-                    buckets,
-                });
+        if tag > newest {
+            // The live sub-window is complete: give back its spare capacity, and drop
+            // what no window can reach from the new one.
+            if let Some(live) = self.windows.last_mut() {
+                live.buckets.shrink_to_fit();
             }
-            // Only the K - 1 sub-windows before the live one can still be in a window.
             let keep_from = tag.saturating_sub(self.subs - 1);
-            self.done.retain(|s| s.tag >= keep_from);
-            *cur_tag = tag;
-            h.reset();
+            self.windows.retain(|s| s.tag >= keep_from);
+            self.windows.push(Sparse::new(tag, key));
+            return;
         }
-        // record() grows the range as needed; only a count at u32::MAX falls back to
-        // saturating, so a value is never dropped.
-        if h.record(v).is_err() {
-            h.saturating_record(v);
+        // A late frame (its task read the clock before a sub-window turned): it
+        // belongs to a completed sub-window, like a late second in the window ring.
+        // Older than K sub-windows: outside every window from now on.
+        if tag + self.subs > newest {
+            let i = self.windows.partition_point(|s| s.tag < tag);
+            match self.windows.get_mut(i) {
+                Some(s) if s.tag == tag => s.add(key),
+                _ => self.windows.insert(i, Sparse::new(tag, key)),
+            }
         }
     }
 
@@ -137,20 +158,37 @@ impl QuantileRing {
     pub fn merge_into(&self, now_sec: u64, out: &mut Histogram<u32>) {
         let newest = now_sec / self.sub_secs + 1;
         let lowest = newest.saturating_sub(self.subs - 1);
-        let live = |tag: u64| tag >= lowest && tag <= newest;
-        for s in self.done.iter().filter(|s| live(s.tag)) {
-            for &(v, n) in s.buckets.iter() {
+        for s in self
+            .windows
+            .iter()
+            .filter(|s| s.tag >= lowest && s.tag <= newest)
+        {
+            let spilled = s.spill.iter().map(|&k| (k, 1u32 << 16));
+            for (key, n) in s
+                .buckets
+                .iter()
+                .map(|b| (b.key, b.count as u32))
+                .chain(spilled)
+            {
+                let v = bucket_value(key);
+                // The output auto-resizes; only a count at u32::MAX saturates.
                 if out.record_n(v, n).is_err() {
                     out.saturating_record_n(v, n);
                 }
             }
         }
-        if let (tag, Some(h)) = &self.current {
-            if live(*tag) && !h.is_empty() {
-                // Both sides auto-resize, so adding cannot fail on range.
-                let _ = out.add(h.as_ref());
-            }
-        }
+    }
+
+    /// Heap bytes this ring holds (for the memory budget's tests).
+    pub fn heap_bytes(&self) -> usize {
+        self.windows.capacity() * std::mem::size_of::<Sparse>()
+            + self
+                .windows
+                .iter()
+                .map(|s| {
+                    s.buckets.capacity() * std::mem::size_of::<Bucket>() + s.spill.capacity() * 2
+                })
+                .sum::<usize>()
     }
 }
 
@@ -302,5 +340,60 @@ mod tests {
         ring.merge_into(9, &mut h);
         assert_eq!(h.len(), 1, "second 0 is older than the window");
         assert!((quantiles_of(&h)[3] - 0.010).abs() < 0.0001);
+    }
+
+    #[test]
+    fn bucket_keys_are_hdrhistograms_buckets_in_order() {
+        let h = new_histogram();
+        let mut rng = rand::rngs::SmallRng::seed_from_u64(3);
+        let mut values: Vec<u64> = (0..64)
+            .flat_map(|b| [1u64 << b, (1u64 << b) - 1, (1u64 << b) + 1])
+            .collect();
+        values.extend((0..20_000).map(|_| rng.gen::<u64>() >> rng.gen_range(0..64)));
+        values.extend([0, 1, 255, 256, u64::MAX, u64::MAX - 1]);
+        values.sort_unstable();
+        let mut prev = 0u16;
+        for &v in &values {
+            let key = bucket_key(v);
+            let same = h.lowest_equivalent(bucket_value(key)) == h.lowest_equivalent(v);
+            assert!(same, "v={v} is not in the bucket of its key");
+            if v < u64::MAX - 1 {
+                assert_eq!(bucket_value(key), h.highest_equivalent(v), "v={v}");
+            }
+            assert!(key >= prev, "keys follow values at v={v}");
+            prev = key;
+        }
+    }
+
+    #[test]
+    fn an_idle_ring_costs_nothing_and_a_busy_one_stays_small() {
+        let mut ring = QuantileRing::new(60);
+        assert_eq!(ring.heap_bytes(), 0);
+        let mut rng = rand::rngs::SmallRng::seed_from_u64(5);
+        // 100 iterations/s for 2 minutes, wall_time 5-60 ms.
+        for sec in 0..120 {
+            for _ in 0..100 {
+                ring.record(sec, rng.gen_range(0.005..0.060));
+            }
+        }
+        let mut h = new_histogram();
+        ring.merge_into(119, &mut h);
+        assert!(h.len() >= 4900, "{} samples in the window", h.len());
+        // 8 sub-windows x ~350 of the ~460 buckets between 5 and 60 ms, 4 bytes each
+        // (a dense live histogram alone was ~7.7 KB, its sparse copies 16 B a bucket).
+        assert!(ring.heap_bytes() < 12 * 1024, "{} bytes", ring.heap_bytes());
+    }
+
+    #[test]
+    fn a_bucket_past_65535_counts_loses_none() {
+        let mut ring = QuantileRing::new(1);
+        for _ in 0..140_000 {
+            ring.record(0, 0.010);
+        }
+        ring.record(0, 0.020);
+        let mut h = new_histogram();
+        ring.merge_into(0, &mut h);
+        assert_eq!(h.len(), 140_001);
+        assert_eq!(h.count_at(to_micros(0.010)), 140_000);
     }
 }

@@ -117,7 +117,8 @@ pub struct RankState {
     pub load: LoadSample,
     /// Per-second sums of the performance model, over the longest window.
     pub model: ModelRing,
-    windows: WindowRing,
+    /// One ring per configured window, in configured order.
+    windows: Vec<WindowRing>,
     quantiles: Vec<QuantileRing>,
 }
 
@@ -139,7 +140,7 @@ impl RankState {
             removed: false,
             load: LoadSample::default(),
             model: ModelRing::new(longest),
-            windows: WindowRing::new(longest),
+            windows: windows.iter().map(|&w| WindowRing::new(w)).collect(),
             quantiles: windows.iter().map(|&w| QuantileRing::new(w)).collect(),
         }
     }
@@ -185,7 +186,9 @@ impl RankState {
                 .saturating_add(s.num_decode_requests.0);
             c.decode_kv_tokens = c.decode_kv_tokens.saturating_add(s.sum_decode_kv_tokens.0);
             let values = fields::values(metrics);
-            self.windows.record(now.sec, &values);
+            for w in &mut self.windows {
+                w.record(now.sec, &values);
+            }
             self.model.record(now.sec, metrics);
             for q in &mut self.quantiles {
                 q.record(now.sec, values[WALL_TIME]);
@@ -208,7 +211,22 @@ impl RankState {
 
     /// Merges the window of `window_secs` into `out` (for rank or engine statistics).
     pub fn merge_window_into(&self, now_sec: u64, window_secs: u64, out: &mut FrameMoments) {
-        self.windows.merge_window_into(now_sec, window_secs, out);
+        // The configured window of that length; else the shortest longer one (or the
+        // longest there is), so an unconfigured length still gets an answer.
+        let ring = self
+            .windows
+            .iter()
+            .find(|r| r.secs() == window_secs)
+            .or_else(|| {
+                self.windows
+                    .iter()
+                    .filter(|r| r.secs() >= window_secs)
+                    .min_by_key(|r| r.secs())
+            })
+            .or_else(|| self.windows.iter().max_by_key(|r| r.secs()));
+        if let Some(ring) = ring {
+            ring.merge_into(now_sec, out);
+        }
     }
 
     /// Adds window `i`'s wall-time histogram into `out`.

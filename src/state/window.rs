@@ -1,114 +1,144 @@
-//! Sliding time windows: a ring of one-second Welford partials.
+//! Sliding time windows: a ring of Welford partials, one per sub-window.
 //!
-//! A window of W seconds is the merge of the partials of the current second and the
-//! W-1 before it, so it slides one second at a time instead of resetting at a
-//! boundary. One ring, as long as the longest window, serves every window.
+//! A window of W seconds keeps K partials of S seconds each, with (S, K) the layout of
+//! [`super::quantiles::layout`]: S = 1 and K = W for W <= 15, so such a window slides
+//! one second at a time and covers exactly W seconds; longer windows slide in steps
+//! of S = ⌊W/8⌋ and cover between 3/4 W and W, the very span of their quantiles.
+//! The ring is allocated on the first iteration, so an idle or heartbeat-only rank
+//! pays nothing for it; one ring per configured window (10 s and 60 s hold 10 + 8
+//! partials) costs a quarter of one ring of 60 one-second partials.
 
 use super::fields::FIELD_COUNT;
+use super::quantiles::layout;
 use super::welford::Moments;
 use std::cell::RefCell;
 
-/// Per-second partials of all fields.
+/// Per-sub-window partials of all fields.
 pub type FrameMoments = Moments<FIELD_COUNT>;
 
 #[derive(Debug, Clone, Default)]
 struct Slot {
-    /// Which second (since the registry's epoch) this slot holds, plus one; 0 = never used.
-    second: u64,
+    /// Which sub-window (second / S since the registry's epoch) this slot holds, plus
+    /// one; 0 = never used.
+    tag: u64,
     moments: FrameMoments,
 }
 
-/// The merge of a window's completed seconds, as of one second.
+/// The merge of a window's completed sub-windows, as of one live sub-window.
 #[derive(Debug, Clone)]
 struct Completed {
-    window: u64,
-    now_sec: u64,
+    newest: u64,
     moments: FrameMoments,
 }
 
-/// A ring of per-second partials covering the longest configured window.
+/// A ring of sub-window partials answering one window.
 #[derive(Debug, Clone)]
 pub struct WindowRing {
-    slots: Box<[Slot]>,
-    /// Per queried window, the merge of its completed seconds: the seconds before the
-    /// current one do not change, so a scrape merges two partials per window instead
-    /// of up to 60 (1,024 ranks x 60 s x 14 fields was most of a scrape's cost).
-    completed: RefCell<Vec<Completed>>,
+    window: u64,
+    sub_secs: u64,
+    subs: u64,
+    /// K slots once the first iteration arrived, empty before.
+    slots: Vec<Slot>,
+    /// The merge of the completed sub-windows: they do not change, so a scrape merges
+    /// two partials per window instead of up to K (1,024 ranks x 60 partials x 14
+    /// fields was most of a scrape's cost). Boxed and built on first query.
+    completed: RefCell<Option<Box<Completed>>>,
 }
 
 impl WindowRing {
-    /// A ring able to answer windows of up to `max_secs` seconds.
-    pub fn new(max_secs: u64) -> Self {
+    /// A ring for a window of `window_secs` seconds (nothing allocated yet).
+    pub fn new(window_secs: u64) -> Self {
+        let window = window_secs.max(1);
+        let (sub_secs, subs) = layout(window);
         WindowRing {
-            slots: vec![Slot::default(); max_secs.max(1) as usize].into_boxed_slice(),
-            completed: RefCell::new(Vec::new()),
+            window,
+            sub_secs,
+            subs,
+            slots: Vec::new(),
+            completed: RefCell::new(None),
         }
+    }
+
+    /// The window this ring answers, seconds.
+    pub fn secs(&self) -> u64 {
+        self.window
     }
 
     /// Folds one iteration's values into the partial of second `now_sec`.
     #[inline]
     pub fn record(&mut self, now_sec: u64, values: &[f64; FIELD_COUNT]) {
-        // A frame for a second a cached merge counts as completed (a late one from a
-        // task that read the clock just before the second turned) voids the cache.
+        let tag = now_sec / self.sub_secs + 1;
+        // A frame for a sub-window a cached merge counts as completed (a late one from
+        // a task that read the clock just before it turned) voids the cache.
         let completed = self.completed.get_mut();
-        if completed.iter().any(|c| now_sec < c.now_sec) {
-            completed.clear();
+        if matches!(completed, Some(c) if tag < c.newest) {
+            *completed = None;
         }
-        let len = self.slots.len() as u64;
-        let slot = &mut self.slots[(now_sec % len) as usize];
-        if slot.second > now_sec + 1 {
-            // Older than the longest window behind data already recorded: it is in no
-            // window any more, and taking the slot would wipe that newer second.
+        if self.slots.is_empty() {
+            self.slots = vec![Slot::default(); self.subs as usize];
+        }
+        let slot = &mut self.slots[(tag % self.subs) as usize];
+        if slot.tag > tag {
+            // Older than the window behind data already recorded: it is in no window
+            // any more, and taking the slot would wipe that newer sub-window.
             return;
         }
-        if slot.second != now_sec + 1 {
-            slot.second = now_sec + 1;
+        if slot.tag != tag {
+            slot.tag = tag;
             slot.moments.clear();
         }
         slot.moments.push(values);
     }
 
-    /// Merges the partials of the last `window_secs` seconds (the current one included)
-    /// into `out`.
-    pub fn merge_window_into(&self, now_sec: u64, window_secs: u64, out: &mut FrameMoments) {
-        let len = self.slots.len() as u64;
-        let window = window_secs.min(len);
-        let mut completed = self.completed.borrow_mut();
-        let i = match completed.iter().position(|c| c.window == window) {
-            Some(i) => i,
-            None => {
-                completed.push(Completed {
-                    window,
-                    now_sec: u64::MAX,
-                    moments: FrameMoments::default(),
+    /// Merges the partials of the window ending at second `now_sec` into `out`.
+    pub fn merge_into(&self, now_sec: u64, out: &mut FrameMoments) {
+        if self.slots.is_empty() {
+            return;
+        }
+        let newest = now_sec / self.sub_secs + 1;
+        let mut cache = self.completed.borrow_mut();
+        let c = match cache.as_mut() {
+            Some(c) if c.newest == newest => c,
+            _ => {
+                let c = cache.get_or_insert_with(|| {
+                    Box::new(Completed {
+                        newest,
+                        moments: FrameMoments::default(),
+                    })
                 });
-                completed.len() - 1
+                let lowest = newest.saturating_sub(self.subs - 1);
+                c.newest = newest;
+                c.moments = FrameMoments::default();
+                for slot in &self.slots {
+                    if slot.tag >= lowest && slot.tag < newest {
+                        c.moments.merge(&slot.moments);
+                    }
+                }
+                c
             }
         };
-        let c = &mut completed[i];
-        if c.now_sec != now_sec {
-            // Completed seconds in (now - window, now - 1], stored as second + 1.
-            let lowest = (now_sec + 1).saturating_sub(window - 1);
-            c.moments = FrameMoments::default();
-            for slot in self.slots.iter() {
-                if slot.second >= lowest && slot.second <= now_sec {
-                    c.moments.merge(&slot.moments);
-                }
-            }
-            c.now_sec = now_sec;
-        }
         out.merge(&c.moments);
-        let current = &self.slots[(now_sec % len) as usize];
-        if current.second == now_sec + 1 {
+        let current = &self.slots[(newest % self.subs) as usize];
+        if current.tag == newest {
             out.merge(&current.moments);
         }
     }
 
-    /// Statistics of the last `window_secs` seconds.
-    pub fn window(&self, now_sec: u64, window_secs: u64) -> FrameMoments {
+    /// Statistics of the window ending at second `now_sec`.
+    pub fn window(&self, now_sec: u64) -> FrameMoments {
         let mut out = FrameMoments::default();
-        self.merge_window_into(now_sec, window_secs, &mut out);
+        self.merge_into(now_sec, &mut out);
         out
+    }
+
+    /// Heap bytes this ring holds (for the memory budget's tests).
+    pub fn heap_bytes(&self) -> usize {
+        self.slots.capacity() * std::mem::size_of::<Slot>()
+            + self
+                .completed
+                .borrow()
+                .as_ref()
+                .map_or(0, |_| std::mem::size_of::<Completed>())
     }
 }
 
@@ -125,28 +155,39 @@ mod tests {
         v
     }
 
+    /// Whether a sample of second `sec` is inside the window ending at `t`, from the
+    /// documented rule alone (exactly the last W seconds for W <= 15).
+    fn inside(window: u64, sec: u64, t: u64) -> bool {
+        let (s, k) = layout(window);
+        sec <= t && sec >= (t / s).saturating_sub(k - 1) * s
+    }
+
     proptest! {
         /// The sliding window equals a naive two-pass mean/variance over exactly the
         /// samples whose second falls inside the window, at every query time.
         #[test]
         fn sliding_window_equals_naive_two_pass(
             samples in prop::collection::vec((0u64..200, 0.0f64..1e6), 1..600),
-            window in 1u64..60,
+            window in 1u64..=60,
             query_at in 0u64..220,
         ) {
             let mut samples = samples;
             samples.sort_by_key(|s| s.0);
             let samples: Vec<_> = samples.into_iter().filter(|s| s.0 <= query_at).collect();
-            let mut ring = WindowRing::new(60);
+            let mut ring = WindowRing::new(window);
             for &(sec, x) in &samples {
                 ring.record(sec, &vals(x));
             }
-            let got = ring.window(query_at, window);
+            let got = ring.window(query_at);
             let inside: Vec<f64> = samples
                 .iter()
-                .filter(|s| s.0 + window > query_at)
+                .filter(|s| inside(window, s.0, query_at))
                 .map(|s| s.1)
                 .collect();
+            if window <= 15 {
+                let exact = samples.iter().filter(|s| s.0 + window > query_at).count();
+                prop_assert_eq!(inside.len(), exact, "W <= 15 covers exactly W seconds");
+            }
             prop_assert_eq!(got.count as usize, inside.len());
             if !inside.is_empty() {
                 let n = inside.len() as f64;
@@ -163,15 +204,15 @@ mod tests {
     }
 
     proptest! {
-        /// With queries interleaved with records (so merges of completed seconds are
-        /// cached and reused), including frames late by a second, every answer still
-        /// equals the naive statistics of exactly the samples inside the window.
+        /// With queries interleaved with records (so merges of completed sub-windows
+        /// are cached and reused), including frames late by a second, every answer
+        /// still equals the naive statistics of exactly the samples inside the window.
         #[test]
         fn cached_windows_follow_interleaved_records(
             ops in prop::collection::vec((0u64..3, any::<bool>(), 0.0f64..1e4, any::<bool>()), 1..300),
-            window in 1u64..60,
+            window in 1u64..=60,
         ) {
-            let mut ring = WindowRing::new(60);
+            let mut ring = WindowRing::new(window);
             let mut samples: Vec<(u64, f64)> = Vec::new();
             let mut sec = 0u64;
             for (advance, late, x, query) in ops {
@@ -180,8 +221,8 @@ mod tests {
                 ring.record(at, &vals(x));
                 samples.push((at, x));
                 if query {
-                    let got = ring.window(sec, window);
-                    let inside: Vec<f64> = samples.iter().filter(|s| s.0 + window > sec).map(|s| s.1).collect();
+                    let got = ring.window(sec);
+                    let inside: Vec<f64> = samples.iter().filter(|s| inside(window, s.0, sec)).map(|s| s.1).collect();
                     prop_assert_eq!(got.count as usize, inside.len());
                     if !inside.is_empty() {
                         let n = inside.len() as f64;
@@ -201,17 +242,34 @@ mod tests {
         let mut ring = WindowRing::new(10);
         ring.record(0, &vals(100.0));
         ring.record(5, &vals(1.0));
-        assert_eq!(ring.window(5, 10).count, 2);
-        assert_eq!(ring.window(10, 10).count, 1, "second 0 is outside (0, 10]");
-        assert_eq!(ring.window(15, 10).count, 0);
+        assert_eq!(ring.window(5).count, 2);
+        assert_eq!(ring.window(10).count, 1, "second 0 is outside (0, 10]");
+        assert_eq!(ring.window(15).count, 0);
         // A slot reused after wrapping around forgets its old second.
         ring.record(20, &vals(7.0));
-        let w = ring.window(20, 10);
+        let w = ring.window(20);
         assert_eq!(w.count, 1);
         assert_eq!(w.summary(0).mean, 7.0);
         // A frame 10 s late maps to the same slot: it must not wipe second 20.
         ring.record(10, &vals(1000.0));
-        assert_eq!(ring.window(20, 10).count, 1);
-        assert_eq!(ring.window(20, 10).summary(0).mean, 7.0);
+        assert_eq!(ring.window(20).count, 1);
+        assert_eq!(ring.window(20).summary(0).mean, 7.0);
+    }
+
+    #[test]
+    fn a_ring_costs_nothing_until_its_first_iteration_and_little_after() {
+        let mut ring = WindowRing::new(60);
+        assert_eq!(ring.heap_bytes(), 0);
+        assert_eq!(ring.window(100).count, 0);
+        assert_eq!(
+            ring.heap_bytes(),
+            0,
+            "a query allocates nothing on an empty ring"
+        );
+        for sec in 0..120 {
+            ring.record(sec, &vals(sec as f64));
+        }
+        // 8 partials of 7 s for a 60 s window, where one-second slots took 60.
+        assert!(ring.heap_bytes() <= 8 * 480, "{} bytes", ring.heap_bytes());
     }
 }

@@ -122,13 +122,68 @@ pub fn write(w: &mut Writer, registry: &Registry, start_unix_secs: f64) {
 /// CPU seconds and resident bytes of this process, from /proc/self/stat (Linux).
 pub fn process_usage() -> Option<(f64, f64)> {
     let stat = std::fs::read_to_string("/proc/self/stat").ok()?;
+    let (ticks, page) = proc_units();
+    parse_stat(&stat, ticks, page)
+}
+
+/// USER_HZ and the page size, from sysconf: /proc counts CPU in clock ticks and RSS in
+/// pages, and neither is fixed (pages are 16 or 64 KiB on some arm64 and ppc64 kernels).
+pub fn proc_units() -> (f64, f64) {
+    // SAFETY: sysconf reads a configuration value; it takes no pointers.
+    let (ticks, page) = unsafe {
+        (
+            libc::sysconf(libc::_SC_CLK_TCK),
+            libc::sysconf(libc::_SC_PAGESIZE),
+        )
+    };
+    (
+        if ticks > 0 { ticks as f64 } else { 100.0 },
+        if page > 0 { page as f64 } else { 4096.0 },
+    )
+}
+
+/// (CPU seconds, resident bytes) from the text of a /proc/PID/stat, in the given units.
+pub fn parse_stat(stat: &str, ticks_per_sec: f64, page_bytes: f64) -> Option<(f64, f64)> {
     // Fields after the command name, which is parenthesised and may contain spaces.
-    let rest = &stat[stat.rfind(')')? + 2..];
+    let rest = stat.get(stat.rfind(')')? + 2..)?;
     let f: Vec<&str> = rest.split_whitespace().collect();
     // utime=14, stime=15, rss=24 in proc(5) numbering; rest starts at field 3.
-    let ticks = 100.0; // USER_HZ is 100 on every Linux ABI in use.
     let utime: f64 = f.get(11)?.parse().ok()?;
     let stime: f64 = f.get(12)?.parse().ok()?;
     let rss_pages: f64 = f.get(21)?.parse().ok()?;
-    Some(((utime + stime) / ticks, rss_pages * 4096.0))
+    Some(((utime + stime) / ticks_per_sec, rss_pages * page_bytes))
+}
+
+#[cfg(test)]
+mod proc_tests {
+    use super::*;
+
+    #[test]
+    fn stat_fields_are_read_in_the_units_given() {
+        let stat =
+            "42 (a (weird) name) S 1 1 1 0 -1 0 0 0 0 0 250 50 0 0 20 0 4 0 100 1000000 300 0";
+        assert_eq!(parse_stat(stat, 100.0, 4096.0), Some((3.0, 300.0 * 4096.0)));
+        assert_eq!(
+            parse_stat(stat, 1000.0, 65536.0),
+            Some((0.3, 300.0 * 65536.0))
+        );
+        assert_eq!(parse_stat("7 (x", 100.0, 4096.0), None);
+    }
+
+    #[test]
+    fn resident_bytes_agree_with_the_kernels_own_kib_figure() {
+        let (_, rss) = process_usage().expect("Linux /proc");
+        let status = std::fs::read_to_string("/proc/self/status").unwrap();
+        let kib: f64 = status
+            .lines()
+            .find_map(|l| l.strip_prefix("VmRSS:"))
+            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+            .unwrap();
+        // Read a moment apart, so allow some drift, but not a page-size factor.
+        let ratio = rss / (kib * 1024.0);
+        assert!(
+            (0.8..1.25).contains(&ratio),
+            "stat {rss} vs status {kib} KiB"
+        );
+    }
 }
