@@ -9,6 +9,7 @@
 //! `pread`s per file and a pass over its values.
 
 pub mod file;
+pub mod keys;
 pub mod merge;
 pub mod plan;
 
