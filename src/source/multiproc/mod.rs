@@ -4,9 +4,9 @@
 //! proto/multiproc-format.md for the format and where each rule comes from.
 //!
 //! Cost is bounded per scrape: at most `max_bytes` read per directory (each file
-//! costs its `used` bytes twice plus [`file::OPEN_COST`]), at most [`MAX_FILES`] files
-//! listed, and keys are parsed once and cached, so a steady directory costs two
-//! `pread`s per file and a pass over its values.
+//! costs its `used` bytes, [`file::OPEN_COST`] and the span of values it re-reads), at
+//! most [`MAX_FILES`] files listed, and keys are parsed once and cached, so a steady
+//! directory costs one `pread` per file and a pass over its values.
 
 pub mod file;
 pub mod keys;
@@ -176,7 +176,7 @@ impl MultiprocDir {
         self.errors[reason as usize].fetch_add(n, Relaxed);
         if self.log.allow() {
             tracing::warn!(engine = %self.engine, dir = %self.path.display(), reason = reason.as_str(), %what,
-                "skipped part of an engine's multiprocess metrics (further warnings for this directory are held back for 10 s, see limit::LOG_EVERY)");
+                "skipped part of an engine's multiprocess metrics (further warnings for this directory are held back for 10 s)");
         }
     }
 
