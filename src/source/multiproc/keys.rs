@@ -15,13 +15,19 @@ pub(super) struct Parsed {
     pub(super) le: Option<f64>,
 }
 
+/// A series keeps no labels of its own: they are its group's plus its `le`, so a
+/// directory's label strings are held once, not once per series and again per group.
 pub(super) struct Series {
     pub(super) family: u32,
-    pub(super) sample: String,
-    /// Sorted by name, as Python's `tuple(sorted(labels.items()))`.
-    pub(super) labels: Vec<(String, String)>,
+    /// Index of the sample name's suffix in [`SUFFIXES`].
+    suffix: u8,
     pub(super) group: u32,
+    /// The `le` label's value as written, when it has one.
+    le: Option<Box<str>>,
 }
+
+/// The sample-name suffixes a key may have after its metric name.
+pub(super) const SUFFIXES: [&str; 5] = ["", "_total", "_bucket", "_count", "_sum"];
 
 pub(super) struct FamilyInfo {
     pub(super) name: String,
@@ -97,7 +103,7 @@ impl Keys {
         let (metric, sample, labels, help): Key = serde_json::from_slice(raw).ok()?;
         let suffix = sample.strip_prefix(metric.as_str())?;
         let ok = valid_metric_name(&metric)
-            && matches!(suffix, "" | "_total" | "_bucket" | "_count" | "_sum")
+            && SUFFIXES.contains(&suffix)
             && labels.keys().all(|k| valid_label_name(k));
         if !ok {
             return None;
@@ -111,6 +117,7 @@ impl Keys {
                 f
             }
         };
+        let suffix = SUFFIXES.iter().position(|s| *s == suffix).expect("checked") as u8;
         let labels: Vec<(String, String)> = labels.into_iter().collect();
         let le = labels
             .iter()
@@ -142,11 +149,15 @@ impl Keys {
             Some(&s) => s,
             None => {
                 let s = self.series.len() as u32;
+                let le = labels
+                    .iter()
+                    .find(|(k, _)| k == "le")
+                    .map(|(_, v)| v.as_str().into());
                 self.series.push(Series {
                     family,
-                    sample,
-                    labels,
+                    suffix,
                     group,
+                    le,
                 });
                 self.series_ids.insert(skey, s);
                 s
@@ -160,6 +171,28 @@ impl Keys {
             le,
         });
         Some(id)
+    }
+
+    /// A series' sample name suffix (`_bucket`, ...).
+    pub(super) fn suffix(&self, s: &Series) -> &'static str {
+        SUFFIXES[s.suffix as usize]
+    }
+
+    /// A series' sample name.
+    pub(super) fn sample_name(&self, s: &Series) -> String {
+        let mut n = self.families[s.family as usize].name.clone();
+        n.push_str(self.suffix(s));
+        n
+    }
+
+    /// A series' labels, sorted by name as Python's `tuple(sorted(labels.items()))`.
+    pub(super) fn labels(&self, s: &Series) -> Vec<(String, String)> {
+        let mut l = self.groups[s.group as usize].1.clone();
+        if let Some(le) = &s.le {
+            let at = l.partition_point(|(k, _)| k.as_str() < "le");
+            l.insert(at, ("le".into(), le.to_string()));
+        }
+        l
     }
 
     /// The id of a pid label value (0 is reserved for "no pid").

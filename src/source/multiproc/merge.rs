@@ -152,12 +152,13 @@ pub fn merge(keys: &Keys, files: &[FileData], plan: &mut Plan) -> Merged {
         let s = &keys.series[sid];
         let fam = &keys.families[s.family as usize];
         let t = family_type(ftype[s.family as usize].unwrap_or(Kind::Gauge));
-        if !t.allows_sample(&fam.name, &s.sample) {
+        let sample = keys.sample_name(s);
+        if !t.allows_sample(&fam.name, &sample) {
             dropped += 1;
             unplaced.push(k);
             continue;
         }
-        let suffix = &s.sample[fam.name.len()..];
+        let suffix = keys.suffix(s);
         if t == FamilyType::Histogram
             && suffix == "_count"
             && buckets
@@ -167,7 +168,7 @@ pub fn merge(keys: &Keys, files: &[FileData], plan: &mut Plan) -> Merged {
             unplaced.push(k);
             continue; // replaced by the cumulative total, as in Python
         }
-        let labels = with_pid(&s.labels, pid);
+        let labels = with_pid(&keys.labels(s), pid);
         let rank = match suffix {
             "_count" => 1,
             "_sum" => 2,
@@ -179,7 +180,7 @@ pub fn merge(keys: &Keys, files: &[FileData], plan: &mut Plan) -> Merged {
             rank,
             0.0,
             Sample {
-                name: s.sample.clone(),
+                name: sample,
                 labels,
                 value: acc.value,
             },
