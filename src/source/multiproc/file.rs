@@ -139,6 +139,8 @@ pub struct Layout {
     used: usize,
     /// (offset of the entry's length field, key length, offset of its value, key id).
     entries: Vec<(u32, u32, u32, u32)>,
+    /// Each entry's value and timestamp bytes as the last scrape settled them.
+    slots: Vec<[u8; 16]>,
 }
 
 /// One read of a file: its layout for the next scrape and (key id, value, timestamp)
@@ -162,8 +164,10 @@ pub struct Buffers {
 pub const OPEN_COST: u64 = 4096;
 
 /// Reads a file: `Ok(None)` when it vanished since the listing. The `used` region is
-/// read twice; a value that differs between the reads (a writer was updating it) is
-/// re-read on its own until two reads agree, so no value is ever torn.
+/// read once; the value slots that differ from the last scrape's (only those can be
+/// mid-write) are read a second time, and one that differs between the two reads is
+/// re-read on its own until two reads agree, so no value is ever torn. A steady file
+/// costs one read of `used` bytes; a file whose every value moved, two.
 pub fn read(
     path: &Path,
     cached: Option<Layout>,
@@ -203,7 +207,7 @@ pub fn read(
     if used as u64 > size {
         return Err(Reason::Truncated);
     }
-    let cost = OPEN_COST + 2 * used as u64;
+    let cost = OPEN_COST + used as u64;
     if cost > *budget {
         return Err(Reason::ByteLimit);
     }
@@ -216,9 +220,7 @@ pub fn read(
     }
     let (a, b) = (&mut bufs.a, &mut bufs.b);
     a.resize(used, 0);
-    b.resize(used, 0);
     file.read_exact_at(a, 0).map_err(short)?;
-    file.read_exact_at(b, 0).map_err(short)?;
 
     let reuse = cached.filter(|l| {
         l.dev == meta.dev()
@@ -228,9 +230,9 @@ pub fn read(
                 .iter()
                 .all(|&(at, len, _, _)| entry_len(a, at as usize) == Some(len as usize))
     });
-    let (mut entries, mut pos) = match reuse {
-        Some(l) => (l.entries, l.used),
-        None => (Vec::new(), 8),
+    let (mut entries, mut slots, mut pos) = match reuse {
+        Some(l) => (l.entries, l.slots, l.used),
+        None => (Vec::new(), Vec::new(), 8),
     };
     while pos < used {
         let len = entry_len(a, pos).ok_or(Reason::Corrupt)?;
@@ -243,16 +245,37 @@ pub fn read(
         entries.push((pos as u32, len as u32, value_at as u32, key));
         pos = value_at + 16;
     }
-    let same = a == b;
-    let mut values = Vec::with_capacity(entries.len());
-    for &(_, _, at, key) in &entries {
+    // A slot a writer may have been writing during the read is one whose bytes differ
+    // from the last scrape's (or that is new): only the span of those is read again.
+    let slot = |buf: &[u8], at: u32| -> [u8; 16] {
         let at = at as usize;
-        let mut slot: [u8; 16] = a[at..at + 16].try_into().expect("16 bytes");
-        if !same && a[at..at + 16] != b[at..at + 16] {
-            slot = settle(&file, at as u64)?;
+        buf[at..at + 16].try_into().expect("16 bytes")
+    };
+    let changed = |i: usize| slots.get(i) != Some(&slot(a, entries[i].2));
+    let first = (0..entries.len()).find(|&i| changed(i));
+    let span = first.map(|f| {
+        let last = (f..entries.len()).rev().find(|&i| changed(i)).unwrap_or(f);
+        (entries[f].2 as usize, entries[last].2 as usize + 16)
+    });
+    if let Some((from, to)) = span {
+        let n = (to - from) as u64;
+        *budget = budget.saturating_sub(n);
+        b.resize(to - from, 0);
+        file.read_exact_at(b, from as u64).map_err(short)?;
+    }
+    slots.resize(entries.len(), [0; 16]);
+    let mut values = Vec::with_capacity(entries.len());
+    for (i, &(_, _, at, key)) in entries.iter().enumerate() {
+        let mut s = slot(a, at);
+        if let Some((from, to)) = span {
+            let o = at as usize;
+            if (from..to).contains(&o) && b[o - from..o - from + 16] != s {
+                s = settle(&file, o as u64)?;
+            }
         }
-        let value = f64::from_ne_bytes(slot[..8].try_into().expect("8 bytes"));
-        let ts = f64::from_ne_bytes(slot[8..].try_into().expect("8 bytes"));
+        slots[i] = s;
+        let value = f64::from_ne_bytes(s[..8].try_into().expect("8 bytes"));
+        let ts = f64::from_ne_bytes(s[8..].try_into().expect("8 bytes"));
         values.push((key, value, ts));
     }
     Ok(Some(Read {
@@ -261,6 +284,7 @@ pub fn read(
             ino: meta.ino(),
             used,
             entries,
+            slots,
         },
         values,
     }))

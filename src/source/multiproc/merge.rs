@@ -1,5 +1,5 @@
 //! The merge rules of `MultiProcessCollector._accumulate_metrics` (prometheus_client
-//! 0.26.0 `multiprocess.py`), over keys parsed once and interned between scrapes.
+//! 0.26.0 `multiprocess.py`), over keys parsed once and interned between scrapes ([`super::keys`]).
 //!
 //! Files are visited in directory order and entries in file order, as Python's glob
 //! and loop visit them, so sums add in the same order and come out bit-identical.
@@ -8,194 +8,11 @@
 //! `all`/`liveall` drops again.
 
 use super::file::{Kind, Mode};
+pub use super::keys::Keys;
 use super::plan::{FastMap, Plan, Slot, U64Hasher};
-use crate::source::exposition::{
-    go_float_string, valid_label_name, valid_metric_name, FamilyType, MetricFamily, Sample,
-};
-use std::collections::{BTreeMap, HashMap};
-use std::hash::{BuildHasher, BuildHasherDefault, RandomState};
+use crate::source::exposition::{go_float_string, FamilyType, MetricFamily, Sample};
+use std::hash::BuildHasherDefault;
 use std::sync::Arc;
-
-/// A parsed key: which series it feeds.
-struct Parsed {
-    family: u32,
-    series: u32,
-    group: u32,
-    /// The `le` label as a float, when the key has one (NaN when it does not parse).
-    le: Option<f64>,
-}
-
-struct Series {
-    family: u32,
-    sample: String,
-    /// Sorted by name, as Python's `tuple(sorted(labels.items()))`.
-    labels: Vec<(String, String)>,
-    group: u32,
-}
-
-struct FamilyInfo {
-    name: String,
-    help: String,
-}
-
-/// Keys parsed so far (raw JSON bytes -> series), families, label groups and pids.
-#[derive(Default)]
-pub struct Keys {
-    /// Raw keys by a 128-bit keyed hash rather than by their bytes, which would keep
-    /// a second copy of every file's keys (most of a directory's size) in memory; the
-    /// two halves are SipHash under independent random keys, so no writer can aim
-    /// for a collision.
-    raw: HashMap<(u64, u64), u32>,
-    raw_hash: (RandomState, RandomState),
-    parsed: Vec<Parsed>,
-    series: Vec<Series>,
-    /// Series and groups by the same keyed hash of their canonical spelling.
-    series_ids: HashMap<(u64, u64), u32>,
-    /// Label sets without `le`, with their family.
-    groups: Vec<(u32, Vec<(String, String)>)>,
-    group_ids: HashMap<(u64, u64), u32>,
-    families: Vec<FamilyInfo>,
-    family_ids: HashMap<String, u32>,
-    pids: Vec<String>,
-    pid_ids: HashMap<String, u32>,
-}
-
-const BAD: u32 = u32::MAX;
-
-fn canon<'a>(parts: impl Iterator<Item = &'a str>) -> String {
-    let mut s = String::new();
-    for p in parts {
-        s.push_str(itoa::Buffer::new().format(p.len()));
-        s.push(':');
-        s.push_str(p);
-    }
-    s
-}
-
-impl Keys {
-    /// How many distinct raw keys are cached.
-    pub fn len(&self) -> usize {
-        self.raw.len()
-    }
-
-    /// Whether nothing is cached.
-    pub fn is_empty(&self) -> bool {
-        self.raw.is_empty()
-    }
-
-    /// The id of a raw key (`json.dumps([metric, sample, labels, help])`), parsing it
-    /// the first time; `None` for a key that is not such JSON or names nothing valid.
-    pub fn intern(&mut self, raw: &[u8]) -> Option<u32> {
-        let h = self.hash(raw);
-        if let Some(&id) = self.raw.get(&h) {
-            return (id != BAD).then_some(id);
-        }
-        let id = self.parse(raw).unwrap_or(BAD);
-        self.raw.insert(h, id);
-        (id != BAD).then_some(id)
-    }
-
-    fn hash(&self, bytes: &[u8]) -> (u64, u64) {
-        (
-            self.raw_hash.0.hash_one(bytes),
-            self.raw_hash.1.hash_one(bytes),
-        )
-    }
-
-    fn parse(&mut self, raw: &[u8]) -> Option<u32> {
-        type Key = (String, String, BTreeMap<String, String>, String);
-        let (metric, sample, labels, help): Key = serde_json::from_slice(raw).ok()?;
-        let suffix = sample.strip_prefix(metric.as_str())?;
-        let ok = valid_metric_name(&metric)
-            && matches!(suffix, "" | "_total" | "_bucket" | "_count" | "_sum")
-            && labels.keys().all(|k| valid_label_name(k));
-        if !ok {
-            return None;
-        }
-        let family = match self.family_ids.get(&metric) {
-            Some(&f) => f,
-            None => {
-                let f = self.families.len() as u32;
-                self.family_ids.insert(metric.clone(), f);
-                self.families.push(FamilyInfo { name: metric, help });
-                f
-            }
-        };
-        let labels: Vec<(String, String)> = labels.into_iter().collect();
-        let le = labels
-            .iter()
-            .find(|(k, _)| k == "le")
-            .map(|(_, v)| parse_python_float(v).unwrap_or(f64::NAN));
-        let fam = family.to_string();
-        let without_le = || labels.iter().filter(|(k, _)| k != "le");
-        let gkey = canon(
-            std::iter::once(fam.as_str())
-                .chain(without_le().flat_map(|(k, v)| [k.as_str(), v.as_str()])),
-        );
-        let gkey = self.hash(gkey.as_bytes());
-        let group = match self.group_ids.get(&gkey) {
-            Some(&g) => g,
-            None => {
-                let g = self.groups.len() as u32;
-                self.groups.push((family, without_le().cloned().collect()));
-                self.group_ids.insert(gkey, g);
-                g
-            }
-        };
-        let skey = canon(
-            [fam.as_str(), sample.as_str()]
-                .into_iter()
-                .chain(labels.iter().flat_map(|(k, v)| [k.as_str(), v.as_str()])),
-        );
-        let skey = self.hash(skey.as_bytes());
-        let series = match self.series_ids.get(&skey) {
-            Some(&s) => s,
-            None => {
-                let s = self.series.len() as u32;
-                self.series.push(Series {
-                    family,
-                    sample,
-                    labels,
-                    group,
-                });
-                self.series_ids.insert(skey, s);
-                s
-            }
-        };
-        let id = self.parsed.len() as u32;
-        self.parsed.push(Parsed {
-            family,
-            series,
-            group,
-            le,
-        });
-        Some(id)
-    }
-
-    /// The id of a pid label value (0 is reserved for "no pid").
-    pub fn pid(&mut self, pid: &str) -> u32 {
-        if self.pids.is_empty() {
-            self.pids.push(String::new());
-        }
-        if let Some(&p) = self.pid_ids.get(pid) {
-            return p;
-        }
-        let p = self.pids.len() as u32;
-        self.pids.push(pid.to_owned());
-        self.pid_ids.insert(pid.to_owned(), p);
-        p
-    }
-
-    /// The family id of a key id.
-    pub fn family_of(&self, key: u32) -> u32 {
-        self.parsed[key as usize].family
-    }
-}
-
-/// Python's `float(s)` for the spellings `floatToGoString` writes (and Rust's own).
-fn parse_python_float(s: &str) -> Option<f64> {
-    s.trim().parse::<f64>().ok()
-}
 
 /// One file's contribution to a scrape.
 pub struct FileData {
@@ -335,12 +152,13 @@ pub fn merge(keys: &Keys, files: &[FileData], plan: &mut Plan) -> Merged {
         let s = &keys.series[sid];
         let fam = &keys.families[s.family as usize];
         let t = family_type(ftype[s.family as usize].unwrap_or(Kind::Gauge));
-        if !t.allows_sample(&fam.name, &s.sample) {
+        let sample = keys.sample_name(s);
+        if !t.allows_sample(&fam.name, &sample) {
             dropped += 1;
             unplaced.push(k);
             continue;
         }
-        let suffix = &s.sample[fam.name.len()..];
+        let suffix = keys.suffix(s);
         if t == FamilyType::Histogram
             && suffix == "_count"
             && buckets
@@ -350,7 +168,7 @@ pub fn merge(keys: &Keys, files: &[FileData], plan: &mut Plan) -> Merged {
             unplaced.push(k);
             continue; // replaced by the cumulative total, as in Python
         }
-        let labels = with_pid(&s.labels, pid);
+        let labels = with_pid(&keys.labels(s), pid);
         let rank = match suffix {
             "_count" => 1,
             "_sum" => 2,
@@ -362,7 +180,7 @@ pub fn merge(keys: &Keys, files: &[FileData], plan: &mut Plan) -> Merged {
             rank,
             0.0,
             Sample {
-                name: s.sample.clone(),
+                name: sample,
                 labels,
                 value: acc.value,
             },

@@ -4,11 +4,13 @@
 //! proto/multiproc-format.md for the format and where each rule comes from.
 //!
 //! Cost is bounded per scrape: at most `max_bytes` read per directory (each file
-//! costs its `used` bytes twice plus [`file::OPEN_COST`]), at most [`MAX_FILES`] files
-//! listed, and keys are parsed once and cached, so a steady directory costs two
-//! `pread`s per file and a pass over its values.
+//! costs its `used` bytes, [`file::OPEN_COST`] and the span of values it re-reads), at
+//! most [`MAX_FILES`] files listed, and keys are parsed once and cached, so a steady
+//! directory costs one `pread` per file and a pass over its values.
 
 pub mod file;
+pub mod keys;
+pub mod limit;
 pub mod merge;
 pub mod plan;
 
@@ -19,7 +21,6 @@ use std::ffi::OsString;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::sync::Arc;
-use std::time::{Duration, Instant};
 
 /// Default of [`MultiprocSettings::max_bytes`]: 64 MiB per directory per scrape.
 pub const DEFAULT_MAX_BYTES: u64 = 64 << 20;
@@ -27,8 +28,6 @@ pub const DEFAULT_MAX_BYTES: u64 = 64 << 20;
 pub const MAX_FILES: usize = 65_536;
 /// Parsed keys cached per directory before the cache is dropped and rebuilt.
 const MAX_CACHED_KEYS: usize = 1 << 20;
-/// Least time between two warnings about one directory.
-const LOG_EVERY: Duration = Duration::from_secs(10);
 
 /// Why a file (or the directory) was skipped.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -132,7 +131,7 @@ pub struct MultiprocDir {
     rendered: Mutex<(u64, Arc<Vec<Rendered>>)>,
     errors: [AtomicU64; Reason::ALL.len()],
     files: AtomicU64,
-    last_log: Mutex<Option<Instant>>,
+    log: limit::LogLimit,
 }
 
 impl MultiprocDir {
@@ -152,8 +151,14 @@ impl MultiprocDir {
             rendered: Mutex::default(),
             errors: Default::default(),
             files: AtomicU64::new(0),
-            last_log: Mutex::new(None),
+            log: limit::LogLimit::default(),
         }
+    }
+
+    /// The same directory with its warnings limited on `clock` instead of the real one.
+    pub fn with_clock(mut self, clock: limit::Clock) -> Self {
+        self.log = limit::LogLimit::new(clock);
+        self
     }
 
     /// Errors counted so far for `reason`.
@@ -169,9 +174,7 @@ impl MultiprocDir {
     /// Counts a skipped file (or sample) and warns, at most once per 10 s.
     pub fn count(&self, reason: Reason, what: &str, n: u64) {
         self.errors[reason as usize].fetch_add(n, Relaxed);
-        let mut last = self.last_log.lock();
-        if last.is_none_or(|t| t.elapsed() >= LOG_EVERY) {
-            *last = Some(Instant::now());
+        if self.log.allow() {
             tracing::warn!(engine = %self.engine, dir = %self.path.display(), reason = reason.as_str(), %what,
                 "skipped part of an engine's multiprocess metrics (further warnings for this directory are held back for 10 s)");
         }

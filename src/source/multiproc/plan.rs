@@ -43,6 +43,9 @@ pub(super) struct Acc {
     pub value: f64,
     pub ts: f64,
     pub present: bool,
+    /// Where the last full merge put this series (kept across scrapes, so a steady
+    /// scrape writes its value without looking it up again).
+    pub pos: Option<Pos>,
 }
 
 /// Where a sample of the merged output comes from.
@@ -74,7 +77,8 @@ pub struct Plan {
 struct Shape {
     ftype: Vec<Option<Kind>>,
     fmode: Vec<Option<Mode>>,
-    acc_pos: FastMap<u64, Pos>,
+    /// Accumulators the merge placed (their [`Acc::pos`] is set).
+    placed: usize,
     /// The group's `le`s in order, and the position of each bucket then its count.
     bucket_pos: FastMap<u64, (Vec<f64>, Vec<Pos>)>,
     dropped: u64,
@@ -83,9 +87,19 @@ struct Shape {
 }
 
 impl Plan {
-    /// Empties the accumulators, keeping their memory.
+    /// Empties the accumulators, keeping their memory and their positions; series
+    /// gone since the last full merge are dropped once they are most of the table.
     pub(super) fn clear(&mut self) {
-        self.accs.clear();
+        let placed = self.shape.as_ref().map_or(0, |s| s.placed);
+        if self.accs.len() > 2 * placed + 1024 {
+            self.accs.retain(|_, a| a.pos.is_some());
+        }
+        for a in self.accs.values_mut() {
+            *a = Acc {
+                pos: a.pos,
+                ..Acc::default()
+            };
+        }
         for b in self.buckets.values_mut() {
             b.clear();
         }
@@ -110,16 +124,14 @@ impl Plan {
         let groups = self.buckets.values().filter(|b| !b.is_empty()).count();
         if shape.ftype != ftype
             || shape.fmode != fmode
-            || present != shape.acc_pos.len()
+            || present != shape.placed
             || groups != shape.bucket_pos.len()
         {
             return None;
         }
         // Checked before writing, so a mismatch leaves the kept families intact.
-        for (k, a) in &self.accs {
-            if a.present && !shape.acc_pos.contains_key(k) {
-                return None;
-            }
+        if self.accs.values().any(|a| a.present && a.pos.is_none()) {
+            return None;
         }
         for (k, b) in self.buckets.iter_mut() {
             if b.is_empty() {
@@ -137,9 +149,9 @@ impl Plan {
                 fams[f as usize].samples[s as usize].value = v;
             }
         };
-        for (k, a) in &self.accs {
-            if a.present {
-                set(shape.acc_pos[k], a.value);
+        for a in self.accs.values() {
+            if let (true, Some(pos)) = (a.present, a.pos) {
+                set(pos, a.value);
             }
         }
         for (k, b) in &self.buckets {
@@ -170,7 +182,21 @@ impl Plan {
         dropped: u64,
     ) -> u64 {
         let generation = GENERATION.fetch_add(1, Relaxed);
-        let mut acc_pos: FastMap<u64, Pos> = unplaced.iter().map(|&k| (k, NOWHERE)).collect();
+        for a in self.accs.values_mut() {
+            a.pos = None;
+        }
+        let mut placed = 0;
+        let mut place = |accs: &mut FastMap<u64, Acc>, k: u64, at: Pos| {
+            if let Some(a) = accs.get_mut(&k) {
+                if a.pos.is_none() {
+                    placed += 1;
+                }
+                a.pos = Some(at);
+            }
+        };
+        for &k in unplaced {
+            place(&mut self.accs, k, NOWHERE);
+        }
         let mut bucket_pos: FastMap<u64, (Vec<f64>, Vec<Pos>)> = FastMap::default();
         for (k, b) in &self.buckets {
             if !b.is_empty() {
@@ -182,9 +208,7 @@ impl Plan {
             for (s, slot) in fs.iter().enumerate() {
                 let at = (f as u32, s as u32);
                 match *slot {
-                    Slot::Acc(k) => {
-                        acc_pos.insert(k, at);
-                    }
+                    Slot::Acc(k) => place(&mut self.accs, k, at),
                     Slot::Bucket(k, i) => {
                         if let Some(p) = bucket_pos.get_mut(&k) {
                             p.1[i as usize] = at;
@@ -202,7 +226,7 @@ impl Plan {
         self.shape = Some(Shape {
             ftype,
             fmode,
-            acc_pos,
+            placed,
             bucket_pos,
             dropped,
             generation,
