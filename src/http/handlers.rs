@@ -102,9 +102,11 @@ pub async fn metrics(State(app): State<AppState>, headers: HeaderMap) -> Respons
                 start,
                 METRICS_CHUNK_BYTES,
                 sink,
-                engine.as_deref(),
-                recorder.as_deref(),
-                workers.as_deref(),
+                prometheus::Extras {
+                    engine: engine.as_deref(),
+                    recorder: recorder.as_deref(),
+                    workers: workers.as_deref(),
+                },
             )
         }));
         // A failed render aborts the response instead of ending a truncated exposition.
@@ -205,7 +207,13 @@ pub struct StreamParams {
     interval: Option<String>,
     /// Whether heartbeat frames are sent (default true).
     heartbeats: Option<bool>,
+    /// Whether each new read of an engine-metrics worker is sent as `event: engine`
+    /// (a `/v1/engines` worker entry; default false).
+    engines: Option<bool>,
 }
+
+/// How often `engines=true` streams look for new worker reads.
+const ENGINE_POLL: Duration = Duration::from_millis(250);
 
 pub async fn stream(
     State(app): State<AppState>,
@@ -237,6 +245,20 @@ pub async fn stream(
         )
             .into_response();
     };
+    let watch = match p.engines {
+        Some(true) => {
+            match super::engines::EngineWatch::new(app.clone(), filter.engine.clone(), ENGINE_POLL)
+            {
+                Some(w) => Some(w),
+                None => {
+                    return bad_request(
+                        "engines=true needs an engine with --scrape or --multiproc-dir",
+                    )
+                }
+            }
+        }
+        _ => None,
+    };
     let options = StreamOptions {
         filter,
         interval,
@@ -245,17 +267,24 @@ pub async fn stream(
     let client = ClientStream::new(app.registry.clone(), options, app.snapshots.clone());
     let shutdown = app.shutdown.clone();
     let events = futures::stream::unfold(
-        (client, permit, shutdown),
-        |(mut client, permit, mut shutdown)| async move {
-            let msg = tokio::select! {
-                m = client.next() => m?,
+        (client, permit, shutdown, watch),
+        |(mut client, permit, mut shutdown, mut watch)| async move {
+            let engine_event = async {
+                match watch.as_mut() {
+                    Some(w) => w.next().await,
+                    None => std::future::pending().await,
+                }
+            };
+            let (event, data) = tokio::select! {
+                m = client.next() => { let m = m?; (m.event, m.data) }
+                e = engine_event => ("engine", bytes::Bytes::from(e)),
                 _ = shutdown.wait_for(|s| *s) => return None,
             };
             // SAFETY of text: JSON never contains raw newlines, so one data line per event.
-            let text = String::from_utf8_lossy(&msg.data).into_owned();
+            let text = String::from_utf8_lossy(&data).into_owned();
             Some((
-                Ok::<_, std::convert::Infallible>(Event::default().event(msg.event).data(text)),
-                (client, permit, shutdown),
+                Ok::<_, std::convert::Infallible>(Event::default().event(event).data(text)),
+                (client, permit, shutdown, watch),
             ))
         },
     );

@@ -4,6 +4,7 @@
 
 pub mod auth;
 mod engine;
+pub mod engines;
 mod handlers;
 mod loads_model;
 pub mod serve;
@@ -85,6 +86,8 @@ pub struct AppState {
     pub recorder: Option<Arc<crate::capture::recorder::RecordStats>>,
     /// Remote engine workers scraped in the background (`--scrape`), if any.
     pub workers: Option<Arc<crate::source::scrape::Workers>>,
+    /// The two latest reads of each local multiprocess directory, for `/v1/engines`.
+    pub local_reads: Arc<engines::LocalReads>,
 }
 
 impl AppState {
@@ -115,6 +118,7 @@ impl AppState {
             engine_metrics: None,
             recorder: None,
             workers: None,
+            local_reads: Default::default(),
         }
     }
 }
@@ -145,7 +149,8 @@ pub fn router_for(state: AppState, routes: Routes) -> Router {
         .route("/v1/stream", get(handlers::stream))
         .route("/v1/loads", get(loads_model::loads))
         .route("/get_load", get(loads_model::get_load))
-        .route("/v1/model", get(loads_model::model));
+        .route("/v1/model", get(loads_model::model))
+        .route("/v1/engines", get(engines::engines));
     if let Some(token) = &state.api_token {
         let guard = || axum::middleware::from_fn_with_state(token.clone(), auth::require_token);
         api = api.route_layer(guard());

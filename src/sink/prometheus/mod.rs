@@ -35,7 +35,25 @@ pub fn render_streaming(
     chunk: usize,
     sink: ChunkSink,
 ) -> String {
-    render_streaming_with(registry, format, start_unix_secs, chunk, sink, None, None, None)
+    render_streaming_with(
+        registry,
+        format,
+        start_unix_secs,
+        chunk,
+        sink,
+        Extras::default(),
+    )
+}
+
+/// What `/metrics` carries besides the rank state, each when configured.
+#[derive(Default, Clone, Copy)]
+pub struct Extras<'a> {
+    /// The multiprocess directories (`--multiproc-dir`).
+    pub engine: Option<&'a crate::source::multiproc::EngineMetrics>,
+    /// The recorder's counters (`--record`).
+    pub recorder: Option<&'a crate::capture::recorder::RecordStats>,
+    /// The remote engine workers (`--scrape`).
+    pub workers: Option<&'a crate::source::scrape::Workers>,
 }
 
 /// [`render_streaming`] plus, when engines have multiprocess directories, the
@@ -48,10 +66,13 @@ pub fn render_streaming_with(
     start_unix_secs: f64,
     chunk: usize,
     sink: ChunkSink,
-    engine: Option<&crate::source::multiproc::EngineMetrics>,
-    recorder: Option<&crate::capture::recorder::RecordStats>,
-    workers: Option<&crate::source::scrape::Workers>,
+    extras: Extras<'_>,
 ) -> String {
+    let Extras {
+        engine,
+        recorder,
+        workers,
+    } = extras;
     let mut w = Writer::streaming(format, chunk, sink);
     render_into(registry, &mut w, start_unix_secs, recorder);
     if let Some(em) = engine {
