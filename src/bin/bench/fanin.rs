@@ -111,6 +111,15 @@ impl Bench<'_> {
             .filter(|p| !p.is_empty())
             .map(|p| format!("127.0.0.1:{p}"))
             .collect();
+        if ports.len() != WORKERS {
+            let _ = servers.kill();
+            let _ = servers.wait();
+            let _ = std::fs::remove_file(&file);
+            self.result(format!(
+                "fanin: the workers said {line:?}, not {WORKERS} ports"
+            ));
+            return;
+        }
         let mut flags = vec!["--engine", "sglang", "--scrape-interval", "1s"];
         for p in &ports {
             flags.extend(["--scrape", p.as_str()]);
