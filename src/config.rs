@@ -11,9 +11,10 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 /// Label names the exporter itself uses; engine labels may not reuse them.
-pub const RESERVED_LABELS: [&str; 12] = [
+pub const RESERVED_LABELS: [&str; 13] = [
     "engine",
     "worker_id",
+    "worker_addr",
     "dp_rank",
     "endpoint",
     "window",
@@ -161,7 +162,7 @@ pub struct RunArgs {
     /// Per-rank series on /metrics: lean (what dashboards and alerts read) or full (every window statistic and the rank's model); an engine's rank_detail in the TOML file wins for that engine [default: lean].
     #[arg(long, value_enum, value_name = "LEVEL")]
     pub rank_detail: Option<crate::sink::prometheus::detail::RankDetail>,
-    /// A worker's metrics address to scrape into /engine_metrics (repeatable; http(s)://host:port[/path], grpc://host:port[@rank], host:port).
+    /// A worker's metrics address to scrape into /engine_metrics (repeatable; `http(s)://host:port[/path]`, `grpc://host:port[@rank]`, `host:port`).
     #[arg(long = "scrape", value_name = "ADDRESS")]
     pub scrape: Vec<String>,
     /// Time between two scrapes of every worker [default: 5s].

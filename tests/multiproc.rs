@@ -74,7 +74,7 @@ async fn compare(dir: &Path, url: &str, dead: &str, openmetrics: bool) -> serde_
     let mut cmd = Command::new(venv_python());
     cmd.arg(repo_root().join("tests/py/multiproc.py"))
         .args(["compare", "--dir", dir.to_str().unwrap(), "--url", url])
-        .args(["--strip", "engine,model", "--dead", dead]);
+        .args(["--strip", "engine,model,worker_addr", "--dead", dead]);
     if openmetrics {
         cmd.arg("--openmetrics");
     }
@@ -205,7 +205,10 @@ async fn hostile_files_are_skipped_counted_and_never_stall() {
     let _w = Writer::spawn(&d, "exit", "mixed", 3);
     let clean = exp.get("/engine_metrics").await.1;
     assert!(
-        clean.contains("mp_plain_total{engine=\"h\"} 3\n"),
+        clean.contains(&format!(
+            "mp_plain_total{{engine=\"h\",worker_addr=\"{}\"}} 3\n",
+            d.display()
+        )),
         "{clean}"
     );
 
@@ -286,12 +289,15 @@ async fn hostile_files_are_skipped_counted_and_never_stall() {
         .success());
 
     let body = exp.get("/engine_metrics").await.1;
-    let hx = "# HELP hx_total help\n# TYPE hx_total counter\nhx_total{engine=\"h\",a=\"b\"} 2\n";
+    let hx = format!(
+        "# HELP hx_total help\n# TYPE hx_total counter\nhx_total{{engine=\"h\",worker_addr=\"{}\",a=\"b\"}} 2\n",
+        d.display()
+    );
     assert!(
-        body.contains(hx),
+        body.contains(&hx),
         "the file whose writer died mid-entry is read up to `used`"
     );
-    assert_eq!(body.replace(hx, ""), clean, "good files served unchanged");
+    assert_eq!(body.replace(&hx, ""), clean, "good files served unchanged");
     let m = exp.metrics().await;
     for (reason, n) in [
         ("truncated", 1.0),

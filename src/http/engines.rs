@@ -58,7 +58,7 @@ fn worker_reads(app: &AppState, interval: Duration) -> Vec<WorkerReads> {
             }
             out.push((
                 dir.engine.clone(),
-                dir.path.display().to_string(),
+                dir.worker_addr.clone(),
                 previous.clone(),
                 latest.clone(),
             ));

@@ -37,7 +37,7 @@ pub enum DecodeError {
     Malformed,
     /// Valid msgpack of the wrong shape or types (not a map/array, a string for a count...).
     WrongShape,
-    /// NaN, infinity, a negative count or a magnitude beyond 2^64 (see [`super::number`]).
+    /// NaN, infinity, a negative count or a magnitude beyond 2^64 (the policy of the `number` module).
     InvalidValue,
     /// Containers nested deeper than any real payload.
     TooDeep,

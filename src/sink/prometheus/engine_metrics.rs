@@ -218,6 +218,7 @@ pub fn write_families(
 pub fn dir_labels(d: &MultiprocDir) -> Vec<(&str, &str)> {
     let mut l = vec![("engine", d.engine.as_str())];
     l.extend(d.labels.iter().map(|(k, v)| (k.as_str(), v.as_str())));
+    l.push(("worker_addr", d.worker_addr.as_str()));
     l
 }
 

@@ -125,6 +125,8 @@ pub struct MultiprocDir {
     pub labels: Vec<(String, String)>,
     /// The directory.
     pub path: PathBuf,
+    /// Its `worker_addr` label in the fan-in: the directory as configured.
+    pub worker_addr: String,
     settings: MultiprocSettings,
     cache: Mutex<Cache>,
     /// The latest merge's samples as written, with its generation.
@@ -145,6 +147,7 @@ impl MultiprocDir {
         MultiprocDir {
             engine: engine.to_owned(),
             labels: labels.to_vec(),
+            worker_addr: path.to_string_lossy().into_owned(),
             path,
             settings,
             cache: Mutex::new(Cache::default()),
