@@ -288,6 +288,15 @@ mod tests {
         let (f3, g3) = d.collect();
         assert_eq!(values(&f3), [3.0, 4.0], "a new key is merged");
         assert_ne!(g3, g1);
+        drop(f3);
+        // A series that leaves and comes back must not write through the position
+        // it had in an older merge's output.
+        std::fs::write(&file, db(&[(b, 5.0)])).unwrap();
+        assert_eq!(values(&d.collect().0), [5.0], "a's series left");
+        std::fs::write(&file, db(&[(a, 6.0), (b, 7.0)])).unwrap();
+        assert_eq!(values(&d.collect().0), [6.0, 7.0], "a came back");
+        std::fs::write(&file, db(&[(a, 8.0), (b, 9.0)])).unwrap();
+        assert_eq!(values(&d.collect().0), [8.0, 9.0], "steady again");
         std::fs::remove_file(&file).unwrap();
         let (f4, _) = d.collect();
         assert!(values(&f4).is_empty(), "a vanished file's series are gone");
