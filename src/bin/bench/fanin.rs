@@ -28,24 +28,7 @@ impl Bench<'_> {
         let file =
             std::env::temp_dir().join(format!("fpm-bench-fanin-{}.prom", std::process::id()));
         let f = file.to_str().unwrap().to_owned();
-        let json = |args: &[&str]| -> serde_json::Value {
-            match Command::new(&python).arg(&script).args(args).output() {
-                Ok(o) if o.status.success() => {
-                    serde_json::from_slice(&o.stdout).unwrap_or_default()
-                }
-                Ok(o) => {
-                    eprintln!("fpm-bench: {}", String::from_utf8_lossy(&o.stderr));
-                    serde_json::Value::Null
-                }
-                Err(e) => {
-                    eprintln!(
-                        "fpm-bench: cannot run {} ({e}); run scripts/test-deps.sh",
-                        python.display()
-                    );
-                    serde_json::Value::Null
-                }
-            }
-        };
+        let json = |args: &[&str]| super::multiproc::python_json(&python, &script, args);
         let made = json(&["sglang-exposition", "--file", &f]);
         if made.is_null() {
             self.result("fanin: could not write the SGLang exposition (see above)".into());

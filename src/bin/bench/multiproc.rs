@@ -13,6 +13,29 @@ use std::time::{Duration, Instant};
 const PROCESSES: u32 = 64;
 const SCRAPES: usize = 50;
 
+/// Runs `python script args...` and parses its stdout as JSON; `Null` (after saying why
+/// on stderr) when it cannot run or fails, so a section reports instead of panicking.
+pub(crate) fn python_json(
+    python: &std::path::Path,
+    script: &std::path::Path,
+    args: &[&str],
+) -> serde_json::Value {
+    match Command::new(python).arg(script).args(args).output() {
+        Ok(o) if o.status.success() => serde_json::from_slice(&o.stdout).unwrap_or_default(),
+        Ok(o) => {
+            eprintln!("fpm-bench: {}", String::from_utf8_lossy(&o.stderr));
+            serde_json::Value::Null
+        }
+        Err(e) => {
+            eprintln!(
+                "fpm-bench: cannot run {} ({e}); run scripts/test-deps.sh",
+                python.display()
+            );
+            serde_json::Value::Null
+        }
+    }
+}
+
 impl Bench<'_> {
     pub(crate) async fn multiproc(&mut self) {
         let root = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
@@ -26,25 +49,7 @@ impl Bench<'_> {
         let _ = std::fs::remove_dir_all(&dir);
         std::fs::create_dir_all(&dir).expect("bench directory");
         let d = dir.to_str().unwrap().to_owned();
-        let run = |args: &[&str]| -> serde_json::Value {
-            let out = Command::new(&python).arg(&script).args(args).output();
-            match out {
-                Ok(o) if o.status.success() => {
-                    serde_json::from_slice(&o.stdout).unwrap_or_default()
-                }
-                Ok(o) => {
-                    eprintln!("fpm-bench: {}", String::from_utf8_lossy(&o.stderr));
-                    serde_json::Value::Null
-                }
-                Err(e) => {
-                    eprintln!(
-                        "fpm-bench: cannot run {} ({e}); run scripts/test-deps.sh",
-                        python.display()
-                    );
-                    serde_json::Value::Null
-                }
-            }
-        };
+        let run = |args: &[&str]| python_json(&python, &script, args);
         // The writers stay alive (as an engine's processes do) until their stdin closes.
         let procs = PROCESSES.to_string();
         let writers = Command::new(&python)
