@@ -696,6 +696,13 @@ impl Generator {
 }
 
 impl Bench<'_> {
+    /// The Python interpreter of the reference sections: `--python`, or the test venv.
+    pub(crate) fn python_path(&self) -> PathBuf {
+        self.args.python.clone().unwrap_or_else(|| {
+            PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("target/pyenv/bin/python")
+        })
+    }
+
     async fn run(mut self, sections: &[&str]) -> Vec<String> {
         for s in sections {
             println!("\n== {s} ==");
@@ -904,9 +911,7 @@ impl Bench<'_> {
     }
 
     async fn python(&mut self) {
-        let python = self.args.python.clone().unwrap_or_else(|| {
-            PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("target/pyenv/bin/python")
-        });
+        let python = self.python_path();
         let script = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("scripts/bench/py_consumer.py");
         let mut rates = Vec::new();
         for ranks in [1u64, 64] {

@@ -7,15 +7,16 @@
 //! reader asks; its two latest reads are kept, so its rates cover one interval however
 //! many planners poll.
 
+use super::loads_model::{error, MAX_PARAM_BYTES};
 use super::AppState;
 use crate::source::exposition::Scrape;
 use crate::state::engine_view::document::{EnginesDocument, WorkerEntry};
-use crate::state::engine_view::{engine_view, fpm::fpm_summary};
+use crate::state::engine_view::engine_view;
+use crate::state::engine_view::fpm::{fpm_summary, FpmSummary};
 use axum::extract::rejection::QueryRejection;
 use axum::extract::{Query, State};
 use axum::http::{header, StatusCode};
 use axum::response::{IntoResponse, Response};
-use axum::Json;
 use parking_lot::Mutex;
 use serde::Deserialize;
 use std::sync::Arc;
@@ -72,12 +73,19 @@ fn worker_reads(app: &AppState, interval: Duration) -> Vec<WorkerReads> {
     out
 }
 
-/// The entry of one worker: its view (none before a successful read) and its FPM.
-fn entry(app: &AppState, (engine, worker_addr, previous, latest): WorkerReads) -> WorkerEntry {
+/// The FPM summary of `engine`, `None` while it has no FPM rank.
+fn fpm_of(app: &AppState, engine: &str) -> Option<FpmSummary> {
+    fpm_summary(&app.registry, engine).filter(|f| !f.ranks.is_empty())
+}
+
+/// The entry of one worker: its view (none before a successful read) and `fpm`.
+fn entry(
+    (engine, worker_addr, previous, latest): WorkerReads,
+    fpm: Option<FpmSummary>,
+) -> WorkerEntry {
     let view = latest
         .as_deref()
         .map(|l| engine_view(previous.as_deref(), l));
-    let fpm = fpm_summary(&app.registry, &engine).filter(|f| !f.ranks.is_empty());
     WorkerEntry {
         engine,
         worker_addr,
@@ -94,10 +102,18 @@ fn interval(app: &AppState) -> Duration {
 
 /// The whole document, for the workers of `engine` (all when `None`).
 pub fn document(app: &AppState, engine: Option<&str>) -> EnginesDocument {
+    // Workers of one engine share its FPM summary: one registry snapshot per engine.
+    let mut fpm = std::collections::HashMap::new();
     let workers = worker_reads(app, interval(app))
         .into_iter()
         .filter(|w| engine.is_none_or(|e| e == w.0))
-        .map(|w| entry(app, w))
+        .map(|w| {
+            let f = fpm
+                .entry(w.0.clone())
+                .or_insert_with(|| fpm_of(app, &w.0))
+                .clone();
+            entry(w, f)
+        })
         .collect();
     EnginesDocument {
         generated_at_ns: app.registry.now().unix_ns,
@@ -112,10 +128,6 @@ pub struct EnginesParams {
     engine: Option<String>,
 }
 
-fn error(status: StatusCode, msg: impl Into<String>) -> Response {
-    (status, Json(serde_json::json!({ "error": msg.into() }))).into_response()
-}
-
 /// `GET /v1/engines`; 404 when no engine has `--scrape` or `--multiproc-dir`.
 pub async fn engines(
     State(app): State<AppState>,
@@ -125,10 +137,10 @@ pub async fn engines(
         Ok(p) => p,
         Err(e) => return error(StatusCode::BAD_REQUEST, e.body_text()),
     };
-    if p.engine.as_ref().is_some_and(|e| e.len() > 256) {
+    if p.engine.as_ref().is_some_and(|e| e.len() > MAX_PARAM_BYTES) {
         return error(
             StatusCode::BAD_REQUEST,
-            "query values are limited to 256 bytes",
+            format!("query values are limited to {MAX_PARAM_BYTES} bytes"),
         );
     }
     if app.engine_metrics.is_none() && app.workers.is_none() {
@@ -217,7 +229,8 @@ fn fresh_entries(
         if engine.as_deref().is_some_and(|e| e != w.0) {
             continue;
         }
-        out.push(serde_json::to_vec(&entry(app, w)).expect("serializable"));
+        let fpm = fpm_of(app, &w.0);
+        out.push(serde_json::to_vec(&entry(w, fpm)).expect("serializable"));
     }
     (seen, out)
 }

@@ -12,9 +12,10 @@ use axum::Json;
 use serde::Deserialize;
 
 /// Longest accepted query-parameter value, in bytes (as the other endpoints).
-const MAX_PARAM_BYTES: usize = 256;
+pub(super) const MAX_PARAM_BYTES: usize = 256;
 
-fn error(status: StatusCode, msg: impl Into<String>) -> Response {
+/// A JSON `{"error": ...}` response with `status`.
+pub(super) fn error(status: StatusCode, msg: impl Into<String>) -> Response {
     (status, Json(serde_json::json!({ "error": msg.into() }))).into_response()
 }
 

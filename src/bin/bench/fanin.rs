@@ -19,11 +19,7 @@ const PARSES: usize = 200;
 impl Bench<'_> {
     pub(crate) async fn fanin(&mut self) {
         let root = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
-        let python = self
-            .args
-            .python
-            .clone()
-            .unwrap_or_else(|| root.join("target/pyenv/bin/python"));
+        let python = self.python_path();
         let script = root.join("tests/py/scrape_worker.py");
         let file =
             std::env::temp_dir().join(format!("fpm-bench-fanin-{}.prom", std::process::id()));

@@ -39,11 +39,7 @@ pub(crate) fn python_json(
 impl Bench<'_> {
     pub(crate) async fn multiproc(&mut self) {
         let root = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
-        let python = self
-            .args
-            .python
-            .clone()
-            .unwrap_or_else(|| root.join("target/pyenv/bin/python"));
+        let python = self.python_path();
         let script = root.join("tests/py/multiproc.py");
         let dir = std::env::temp_dir().join(format!("fpm-bench-mp-{}", std::process::id()));
         let _ = std::fs::remove_dir_all(&dir);

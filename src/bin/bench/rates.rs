@@ -125,11 +125,7 @@ const RANKS: [u64; 2] = [8, 64];
 impl Bench<'_> {
     pub(crate) async fn rates(&mut self) {
         let root = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
-        let python = self
-            .args
-            .python
-            .clone()
-            .unwrap_or_else(|| root.join("target/pyenv/bin/python"));
+        let python = self.python_path();
         let script = root.join("scripts/bench/py_consumer.py");
         let mut rows = Vec::new();
         for ranks in RANKS {
