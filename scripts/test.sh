@@ -2,7 +2,8 @@
 # The whole test suite, from a fresh clone: installs what it needs (Python venv with
 # pinned packages, the real SGLang publisher module, Dynamo's runtime, Debian's
 # prometheus and nats-server), checks formatting, lints and docs (rustfmt, clippy with
-# warnings as errors, rustdoc with warnings as errors), then runs every Rust test
+# warnings as errors, rustdoc with warnings as errors), then runs every Rust test of
+# the workspace, the product and tools/
 # (unit, property, interop with the real publisher and peers, fault and dashboard checks).
 #
 # FPM_TEST_SKIP_LINT=1 skips the format/lint/doc checks (for a quick local re-run).
@@ -21,10 +22,10 @@ fi
 if [ "${FPM_TEST_SKIP_LINT:-0}" = 0 ]; then
     echo "== cargo fmt --check" >&2
     cargo fmt --all -- --check
-    echo "== cargo clippy --all-targets -- -D warnings" >&2
-    cargo clippy --all-targets --locked -- -D warnings
+    echo "== cargo clippy --workspace --all-targets -- -D warnings" >&2
+    cargo clippy --workspace --all-targets --locked -- -D warnings
     echo "== cargo doc (warnings are errors)" >&2
-    RUSTDOCFLAGS="-D warnings" cargo doc --no-deps --locked --quiet
+    RUSTDOCFLAGS="-D warnings" cargo doc --workspace --no-deps --locked --quiet
 fi
-echo "== cargo test (all targets)" >&2
-cargo test --all-targets --locked -- --test-threads=2
+echo "== cargo test (all targets, product and tools)" >&2
+cargo test --workspace --all-targets --locked -- --test-threads=2

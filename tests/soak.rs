@@ -14,7 +14,7 @@
 //!
 //! The suite runs a reduced rate that a shared 2-core machine sustains in a debug
 //! build; the full rate (200 frames/s per rank, 51,200 frames/s) runs in release mode
-//! in the benchmark (`cargo run --release --bin fpm-bench -- --only soak`), and here
+//! in the benchmark (`cargo run --release -p fpm-tools --bin fpm-bench -- --only soak`), and here
 //! as an ignored test: `cargo test --release --test soak -- --ignored --nocapture`.
 
 mod common;

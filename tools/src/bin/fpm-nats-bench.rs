@@ -5,8 +5,10 @@
 //! measurements what one central exporter needs for `--target-ranks` x `--target-rate`.
 //! Needs `nats-server` on PATH (Debian's package). Every phase is bounded in time.
 //!
-//! The exporters are `fpm-exporter` processes (next to this binary), so their CPU time
-//! is read cleanly from /proc; the load generator runs in this process.
+//! The exporters are child processes (this binary re-executed as `fpm-nats-bench serve
+//! <fpm-exporter flags>`, which calls `fpm_exporter::app::start` like `fpm-exporter`
+//! does), so their CPU time is read cleanly from /proc and the tool needs no other
+//! binary; the load generator runs in this process.
 
 use clap::Parser;
 use fpm_exporter::publisher::loadgen::{self, LoadConfig, Phase};
@@ -59,11 +61,10 @@ fn free_port() -> u16 {
 }
 
 fn exporter(args: &[String]) -> Proc {
-    let exe: PathBuf = std::env::current_exe()
-        .unwrap()
-        .with_file_name("fpm-exporter");
+    let exe: PathBuf = std::env::current_exe().unwrap();
     let port = free_port();
     let child = Command::new(exe)
+        .arg("serve")
         .args(args)
         .args([
             "--listen",
@@ -71,11 +72,11 @@ fn exporter(args: &[String]) -> Proc {
             "--max-ranks",
             "65536",
         ])
-        .env("RUST_LOG", "error")
+        .stdin(Stdio::piped())
         .stdout(Stdio::null())
         .stderr(Stdio::null())
         .spawn()
-        .expect("fpm-exporter next to fpm-nats-bench (cargo build --release --bins)");
+        .expect("re-execute fpm-nats-bench as the exporter");
     Proc {
         child,
         url: format!("http://127.0.0.1:{port}"),
@@ -249,7 +250,48 @@ async fn run(
     }
 }
 
+/// `fpm-nats-bench serve <fpm-exporter flags>`: the exporter alone, until stdin closes
+/// (the parent's `Proc` is dropped, or the parent dies: no exporter outlives a run).
+fn serve(flags: &[String]) -> ExitCode {
+    tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::new("error"))
+        .with_writer(std::io::stderr)
+        .init();
+    let argv = std::iter::once("fpm-exporter".to_string()).chain(flags.iter().cloned());
+    let settings = match fpm_exporter::config::Cli::try_parse_from(argv)
+        .map_err(|e| e.to_string())
+        .and_then(|cli| {
+            fpm_exporter::config::Settings::from_cli(&cli.run).map_err(|e| e.to_string())
+        }) {
+        Ok(s) => s,
+        Err(e) => {
+            eprintln!("fpm-nats-bench serve: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    let rt = fpm_exporter::app::runtime().expect("tokio runtime");
+    rt.block_on(async move {
+        let running = match fpm_exporter::app::start(settings).await {
+            Ok(r) => r,
+            Err(e) => {
+                eprintln!("fpm-nats-bench serve: cannot listen: {e}");
+                return ExitCode::from(1);
+            }
+        };
+        let _ = tokio::task::spawn_blocking(|| {
+            std::io::copy(&mut std::io::stdin(), &mut std::io::sink())
+        })
+        .await;
+        running.stop(Duration::from_millis(500)).await;
+        ExitCode::SUCCESS
+    })
+}
+
 fn main() -> ExitCode {
+    let argv: Vec<String> = std::env::args().collect();
+    if argv.get(1).map(String::as_str) == Some("serve") {
+        return serve(&argv[2..]);
+    }
     let args = Args::parse();
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(1)

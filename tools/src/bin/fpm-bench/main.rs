@@ -7,13 +7,9 @@
 //! does), so its CPU time and resident memory are read cleanly from /proc. The load
 //! generator, the stream client and the HTTP probes run in this process.
 
-#[path = "bench/fanin.rs"]
 mod fanin;
-#[path = "bench/flood.rs"]
 mod flood;
-#[path = "bench/multiproc.rs"]
 mod multiproc;
-#[path = "bench/rates.rs"]
 mod rates;
 
 use clap::Parser;
