@@ -315,6 +315,7 @@ pub fn write_scrape_stats(w: &mut Writer, workers: &Workers) {
 /// Hands the merge's freed memory back to the OS: a big directory's scrape frees tens
 /// of MB of short-lived samples, which glibc would otherwise keep in the arena of
 /// whichever blocking-pool thread ran it (the RSS growth fpm-bench's multiproc measures).
+#[allow(unsafe_code)] // libc call, see SAFETY below
 fn release_freed_memory() {
     #[cfg(all(target_os = "linux", target_env = "gnu"))]
     // SAFETY: malloc_trim only returns free heap pages to the OS; it takes no pointers.
@@ -326,6 +327,7 @@ fn release_freed_memory() {
 /// Pins glibc's mmap threshold at 1 MiB: by default it rises to the size of the
 /// largest block freed (up to 32 MiB), after which each scrape's multi-MB exposition
 /// buffer comes from, and stays in, a thread's heap instead of being unmapped on free.
+#[allow(unsafe_code)] // libc call, see SAFETY below
 pub fn map_large_buffers() {
     #[cfg(all(target_os = "linux", target_env = "gnu"))]
     {

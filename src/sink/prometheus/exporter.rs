@@ -128,6 +128,7 @@ pub fn process_usage() -> Option<(f64, f64)> {
 
 /// USER_HZ and the page size, from sysconf: /proc counts CPU in clock ticks and RSS in
 /// pages, and neither is fixed (pages are 16 or 64 KiB on some arm64 and ppc64 kernels).
+#[allow(unsafe_code)] // libc call, see SAFETY below
 pub fn proc_units() -> (f64, f64) {
     // SAFETY: sysconf reads a configuration value; it takes no pointers.
     let (ticks, page) = unsafe {
