@@ -18,7 +18,7 @@ const PARSES: usize = 200;
 
 impl Bench<'_> {
     pub(crate) async fn fanin(&mut self) {
-        let root = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
+        let root = PathBuf::from(crate::REPO_ROOT);
         let python = self.python_path();
         let script = root.join("tests/py/scrape_worker.py");
         let file =

@@ -38,7 +38,7 @@ pub(crate) fn python_json(
 
 impl Bench<'_> {
     pub(crate) async fn multiproc(&mut self) {
-        let root = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
+        let root = PathBuf::from(crate::REPO_ROOT);
         let python = self.python_path();
         let script = root.join("tests/py/multiproc.py");
         let dir = std::env::temp_dir().join(format!("fpm-bench-mp-{}", std::process::id()));

@@ -124,7 +124,7 @@ const RANKS: [u64; 2] = [8, 64];
 
 impl Bench<'_> {
     pub(crate) async fn rates(&mut self) {
-        let root = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
+        let root = PathBuf::from(crate::REPO_ROOT);
         let python = self.python_path();
         let script = root.join("scripts/bench/py_consumer.py");
         let mut rows = Vec::new();
