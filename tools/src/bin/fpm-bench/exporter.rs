@@ -57,7 +57,7 @@ impl Exporter {
         proc_cpu_seconds(self.pid)
     }
 
-    /// Server-side render timings (see [`render_timings`]).
+    /// Server-side render timings, measured by the child (`serve::render_timings`).
     pub(crate) fn render_timings(&mut self) -> serde_json::Value {
         self.ask("render")
     }
