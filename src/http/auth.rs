@@ -7,7 +7,6 @@ use axum::extract::{Request, State};
 use axum::http::{header, StatusCode};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
-use axum::Json;
 
 /// Middleware: lets the request through only with `Authorization: Bearer <token>`.
 pub async fn require_token(State(token): State<ApiToken>, req: Request, next: Next) -> Response {
@@ -19,9 +18,8 @@ pub async fn require_token(State(token): State<ApiToken>, req: Request, next: Ne
         return next.run(req).await;
     }
     (
-        StatusCode::UNAUTHORIZED,
         [(header::WWW_AUTHENTICATE, "Bearer")],
-        Json(serde_json::json!({ "error": "missing or wrong bearer token" })),
+        super::query::error(StatusCode::UNAUTHORIZED, "missing or wrong bearer token"),
     )
         .into_response()
 }

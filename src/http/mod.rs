@@ -5,8 +5,11 @@
 pub mod auth;
 mod engine;
 pub mod engines;
-mod handlers;
+mod health;
 mod loads_model;
+mod metrics;
+pub mod query;
+mod ranks;
 pub mod serve;
 
 use crate::config::{ApiToken, HttpSettings};
@@ -98,15 +101,15 @@ pub enum Routes {
 /// API (and `/metrics` with `protect_metrics`) need the bearer token when one is set.
 pub fn router_for(state: AppState, routes: Routes) -> Router {
     let open = Router::new()
-        .route("/", get(handlers::index))
-        .route("/healthz", get(handlers::healthz))
-        .route("/readyz", get(handlers::readyz));
+        .route("/", get(health::index))
+        .route("/healthz", get(health::healthz))
+        .route("/readyz", get(health::readyz));
     let mut metrics = Router::new()
-        .route("/metrics", get(handlers::metrics))
+        .route("/metrics", get(metrics::metrics))
         .route("/engine_metrics", get(engine::engine_metrics));
     let mut api = Router::new()
-        .route("/v1/ranks", get(handlers::ranks))
-        .route("/v1/stream", get(handlers::stream))
+        .route("/v1/ranks", get(ranks::ranks))
+        .route("/v1/stream", get(ranks::stream))
         .route("/v1/loads", get(loads_model::loads))
         .route("/get_load", get(loads_model::get_load))
         .route("/v1/model", get(loads_model::model))
