@@ -1,7 +1,7 @@
 //! Wiring the stages together: start everything, and stop everything within a second.
 
 use crate::config::Settings;
-use crate::http::{self, AppState, HttpConfig};
+use crate::http::{self, AppState};
 use crate::source::subscriber::SubscriberConfig;
 use crate::state::Registry;
 use std::net::SocketAddr;
@@ -108,15 +108,7 @@ pub async fn start(settings: Settings) -> std::io::Result<Running> {
         .as_ref()
         .map(|l| l.local_addr())
         .transpose()?;
-    let http_config = HttpConfig {
-        max_streams: settings.max_streams,
-        api_token: settings.api_token.clone(),
-        protect_metrics: settings.protect_metrics,
-        idle_timeout: settings.http_idle_timeout,
-        write_timeout: settings.http_write_timeout,
-        max_scrapes: settings.max_scrapes,
-    };
-    let mut state = AppState::new(registry.clone(), &http_config, shutdown_rx.clone());
+    let mut state = AppState::new(registry.clone(), &settings.http, shutdown_rx.clone());
     state.engine_metrics = engine_metrics(&settings);
     state.recorder = record_stats;
     if !settings.scrapes.is_empty() {

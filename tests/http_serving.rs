@@ -5,7 +5,8 @@
 mod common;
 
 use common::{sample, wait_for, Exporter};
-use fpm_exporter::http::{self, AppState, HttpConfig, Routes};
+use fpm_exporter::config::HttpSettings;
+use fpm_exporter::http::{self, AppState, Routes};
 use fpm_exporter::publisher::FramePublisher;
 use fpm_exporter::state::{Registry, StateConfig};
 use fpm_exporter::wire::{Count, ForwardPassMetrics, Real, ScheduledRequests};
@@ -22,7 +23,7 @@ async fn readyz(addr: std::net::SocketAddr) -> (u16, serde_json::Value) {
 async fn readiness_follows_every_listener_being_in_its_accept_loop() {
     let registry = Registry::new(StateConfig::default(), Vec::new());
     let (stop, stop_rx) = tokio::sync::watch::channel(false);
-    let state = AppState::new(registry, &HttpConfig::default(), stop_rx);
+    let state = AppState::new(registry, &HttpSettings::default(), stop_rx);
     state.listening.expect(2);
     assert!(!state.listening.all_serving(), "nothing serves yet");
 

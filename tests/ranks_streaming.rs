@@ -4,7 +4,8 @@
 
 mod common;
 
-use fpm_exporter::http::{self, AppState, HttpConfig};
+use fpm_exporter::config::HttpSettings;
+use fpm_exporter::http::{self, AppState};
 use fpm_exporter::loadgen::FrameModel;
 use fpm_exporter::sink::json;
 use fpm_exporter::state::sequence::SeqEvent;
@@ -94,7 +95,7 @@ async fn many_ranks_arrive_in_several_chunks_of_the_same_document() {
     let ranks = 300;
     let reg = registry(ranks);
     let (_stop, stop_rx) = tokio::sync::watch::channel(false);
-    let state = AppState::new(reg.clone(), &HttpConfig::default(), stop_rx);
+    let state = AppState::new(reg.clone(), &HttpSettings::default(), stop_rx);
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     let s = state.clone();

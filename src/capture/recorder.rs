@@ -13,11 +13,12 @@
 //! `FILE.<keep>`, is overwritten) and a new FILE is started. Lines never straddle files.
 //! Disk use stays within about (keep + 1) x max-bytes.
 
+use crate::config::record::{check_target, rotated, RecordSettings};
 use crate::state::{EventKind, Registry};
 use serde::Serialize;
 use std::fs::{File, OpenOptions};
 use std::io::Write;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::sync::mpsc::{sync_channel, Receiver, SyncSender, TrySendError};
 use std::sync::Arc;
@@ -32,22 +33,6 @@ const CHUNKS_QUEUED: usize = 64;
 /// Longest time a line waits before it is handed to the writer.
 pub const FLUSH_INTERVAL: Duration = Duration::from_secs(1);
 
-/// Where and how to record.
-#[derive(Debug, Clone)]
-pub struct RecordSettings {
-    /// The capture file.
-    pub path: PathBuf,
-    /// Size at which the file is rotated.
-    pub max_bytes: u64,
-    /// Rotated files kept (FILE.1 .. FILE.keep).
-    pub keep: u32,
-}
-
-/// Default `--record-max-bytes`: 256 MiB.
-pub const DEFAULT_MAX_BYTES: u64 = 256 * 1024 * 1024;
-/// Default `--record-keep`.
-pub const DEFAULT_KEEP: u32 = 5;
-
 /// What the recorder did (exported as `fpm_record_*`).
 #[derive(Debug, Default)]
 pub struct RecordStats {
@@ -61,40 +46,6 @@ pub struct RecordStats {
     pub rotations: AtomicU64,
     /// Failed writes or rotations (their frames are counted as dropped too).
     pub write_errors: AtomicU64,
-}
-
-/// The file FILE.n (n >= 1).
-pub fn rotated(path: &Path, n: u32) -> PathBuf {
-    let mut s = path.as_os_str().to_owned();
-    s.push(format!(".{n}"));
-    PathBuf::from(s)
-}
-
-/// Refuses to record over anything: FILE and FILE.1 .. FILE.keep must not exist.
-pub fn check_target(settings: &RecordSettings) -> Result<(), String> {
-    let dir = match settings.path.parent() {
-        Some(d) if !d.as_os_str().is_empty() => d,
-        _ => Path::new("."),
-    };
-    if !dir.is_dir() {
-        return Err(format!(
-            "--record {}: directory {} does not exist",
-            settings.path.display(),
-            dir.display()
-        ));
-    }
-    let mut paths = vec![settings.path.clone()];
-    paths.extend((1..=settings.keep).map(|n| rotated(&settings.path, n)));
-    for p in paths {
-        if p.exists() || p.symlink_metadata().is_ok() {
-            return Err(format!(
-                "--record {}: {} already exists; refusing to overwrite it (move it away or choose another file)",
-                settings.path.display(),
-                p.display()
-            ));
-        }
-    }
-    Ok(())
 }
 
 #[derive(Serialize)]
@@ -458,33 +409,5 @@ mod tests {
         }
         p.hand_off(&tx, &stats);
         assert_eq!(stats.dropped.load(Relaxed), 24 + 5);
-    }
-
-    #[test]
-    fn refuses_existing_files() {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("cap.jsonl");
-        let s = RecordSettings {
-            path: path.clone(),
-            max_bytes: 100,
-            keep: 3,
-        };
-        assert!(check_target(&s).is_ok());
-        std::fs::write(rotated(&path, 3), "old").unwrap();
-        let e = check_target(&s).unwrap_err();
-        assert!(
-            e.contains("cap.jsonl.3") && e.contains("refusing to overwrite"),
-            "{e}"
-        );
-        std::fs::write(&path, "old").unwrap();
-        assert!(check_target(&RecordSettings { keep: 0, ..s }).is_err());
-        let nowhere = RecordSettings {
-            path: dir.path().join("no/such/dir/cap.jsonl"),
-            max_bytes: 100,
-            keep: 1,
-        };
-        assert!(check_target(&nowhere)
-            .unwrap_err()
-            .contains("does not exist"));
     }
 }

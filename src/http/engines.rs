@@ -7,7 +7,7 @@
 //! reader asks; its two latest reads are kept, so its rates cover one interval however
 //! many planners poll.
 
-use super::loads_model::{error, MAX_PARAM_BYTES};
+use super::query::{self, error};
 use super::AppState;
 use crate::source::exposition::Scrape;
 use crate::state::engine_view::document::{EnginesDocument, WorkerEntry};
@@ -15,7 +15,7 @@ use crate::state::engine_view::engine_view;
 use crate::state::engine_view::fpm::{fpm_summary, FpmSummary};
 use axum::extract::rejection::QueryRejection;
 use axum::extract::{Query, State};
-use axum::http::{header, StatusCode};
+use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use parking_lot::Mutex;
 use serde::Deserialize;
@@ -133,15 +133,12 @@ pub async fn engines(
     State(app): State<AppState>,
     params: Result<Query<EnginesParams>, QueryRejection>,
 ) -> Response {
-    let Query(p) = match params {
+    let p = match query::parse(params) {
         Ok(p) => p,
-        Err(e) => return error(StatusCode::BAD_REQUEST, e.body_text()),
+        Err(e) => return e.into_response(),
     };
-    if p.engine.as_ref().is_some_and(|e| e.len() > MAX_PARAM_BYTES) {
-        return error(
-            StatusCode::BAD_REQUEST,
-            format!("query values are limited to {MAX_PARAM_BYTES} bytes"),
-        );
+    if let Err(e) = query::check_lengths([&p.engine]) {
+        return e.into_response();
     }
     if app.engine_metrics.is_none() && app.workers.is_none() {
         return error(
@@ -155,7 +152,7 @@ pub async fn engines(
     })
     .await;
     match body {
-        Ok(b) => ([(header::CONTENT_TYPE, "application/json")], b).into_response(),
+        Ok(b) => query::json(b),
         Err(_) => error(
             StatusCode::INTERNAL_SERVER_ERROR,
             "rendering /v1/engines failed",

@@ -1,48 +1,14 @@
 //! Handlers of the router and planner feeds: `/v1/loads`, `/get_load` and `/v1/model`.
 //! Queries are strict like the other JSON endpoints: an unknown key is a 400.
 
+use super::query::{self, bad_request, error, json};
 use super::AppState;
 use crate::sink::loads_model::{self, GetLoadError};
-use crate::state::RankFilter;
 use axum::extract::rejection::QueryRejection;
 use axum::extract::{Query, State};
-use axum::http::{header, StatusCode};
+use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
-use axum::Json;
 use serde::Deserialize;
-
-/// Longest accepted query-parameter value, in bytes (as the other endpoints).
-pub(super) const MAX_PARAM_BYTES: usize = 256;
-
-/// A JSON `{"error": ...}` response with `status`.
-pub(super) fn error(status: StatusCode, msg: impl Into<String>) -> Response {
-    (status, Json(serde_json::json!({ "error": msg.into() }))).into_response()
-}
-
-fn filter(
-    engine: Option<String>,
-    worker_id: Option<String>,
-    dp_rank: Option<u64>,
-) -> Result<RankFilter, String> {
-    if [&engine, &worker_id]
-        .into_iter()
-        .flatten()
-        .any(|v| v.len() > MAX_PARAM_BYTES)
-    {
-        return Err(format!(
-            "query values are limited to {MAX_PARAM_BYTES} bytes"
-        ));
-    }
-    Ok(RankFilter {
-        engine,
-        worker_id,
-        dp_rank,
-    })
-}
-
-fn json(body: Vec<u8>) -> Response {
-    ([(header::CONTENT_TYPE, "application/json")], body).into_response()
-}
 
 /// Query of `/v1/loads` and `/get_load`.
 #[derive(Debug, Deserialize)]
@@ -60,23 +26,18 @@ pub async fn loads(
     State(app): State<AppState>,
     params: Result<Query<LoadParams>, QueryRejection>,
 ) -> Response {
-    let Query(p) = match params {
+    let p = match query::parse(params) {
         Ok(p) => p,
-        Err(e) => return error(StatusCode::BAD_REQUEST, e.body_text()),
+        Err(e) => return e.into_response(),
     };
     let sglang = match p.format.as_deref() {
         None | Some("full") => false,
         Some("sglang") => true,
-        Some(other) => {
-            return error(
-                StatusCode::BAD_REQUEST,
-                format!("format {other:?}: use full or sglang"),
-            )
-        }
+        Some(other) => return bad_request(format!("format {other:?}: use full or sglang")),
     };
-    let filter = match filter(p.engine, p.worker_id, p.dp_rank) {
+    let filter = match query::rank_filter(p.engine, p.worker_id, p.dp_rank) {
         Ok(f) => f,
-        Err(msg) => return error(StatusCode::BAD_REQUEST, msg),
+        Err(e) => return e.into_response(),
     };
     let snap = app.registry.loads(&filter);
     if !sglang {
@@ -85,13 +46,10 @@ pub async fn loads(
     match loads_model::get_load_document(&app.registry, &snap) {
         Ok(body) => json(body),
         Err(GetLoadError::NoRank) => error(StatusCode::NOT_FOUND, "no rank matches the query"),
-        Err(GetLoadError::SeveralWorkers(w)) => error(
-            StatusCode::BAD_REQUEST,
-            format!(
-                "ranks of several workers match ({}); give worker_id (and engine)",
-                w.join(", ")
-            ),
-        ),
+        Err(GetLoadError::SeveralWorkers(w)) => bad_request(format!(
+            "ranks of several workers match ({}); give worker_id (and engine)",
+            w.join(", ")
+        )),
     }
 }
 
@@ -109,9 +67,9 @@ pub async fn get_load(
     State(app): State<AppState>,
     params: Result<Query<GetLoadParams>, QueryRejection>,
 ) -> Response {
-    let Query(p) = match params {
+    let p = match query::parse(params) {
         Ok(p) => p,
-        Err(e) => return error(StatusCode::BAD_REQUEST, e.body_text()),
+        Err(e) => return e.into_response(),
     };
     let params = LoadParams {
         engine: p.engine,
@@ -140,9 +98,9 @@ pub async fn model(
     State(app): State<AppState>,
     params: Result<Query<ModelParams>, QueryRejection>,
 ) -> Response {
-    let Query(p) = match params {
+    let p = match query::parse(params) {
         Ok(p) => p,
-        Err(e) => return error(StatusCode::BAD_REQUEST, e.body_text()),
+        Err(e) => return e.into_response(),
     };
     let x = [
         1.0,
@@ -151,14 +109,13 @@ pub async fn model(
         p.decode_kv_tokens.unwrap_or(0.0),
     ];
     if x.iter().any(|v| !v.is_finite() || *v < 0.0 || *v > 1e15) {
-        return error(
-            StatusCode::BAD_REQUEST,
+        return bad_request(
             "prefill_tokens, decode_requests and decode_kv_tokens must be numbers from 0 to 1e15",
         );
     }
-    let filter = match filter(p.engine, p.worker_id, p.dp_rank) {
+    let filter = match query::rank_filter(p.engine, p.worker_id, p.dp_rank) {
         Ok(f) => f,
-        Err(msg) => return error(StatusCode::BAD_REQUEST, msg),
+        Err(e) => return e.into_response(),
     };
     let registry = app.registry.clone();
     match tokio::task::spawn_blocking(move || {
@@ -168,6 +125,9 @@ pub async fn model(
     .await
     {
         Ok(body) => json(body),
-        Err(e) => error(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()),
+        Err(_) => error(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "rendering /v1/model failed",
+        ),
     }
 }

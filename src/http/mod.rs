@@ -5,56 +5,19 @@
 pub mod auth;
 mod engine;
 pub mod engines;
-mod handlers;
+mod health;
 mod loads_model;
+mod metrics;
+pub mod query;
+mod ranks;
 pub mod serve;
 
+use crate::config::{ApiToken, HttpSettings};
 use crate::state::Registry;
-use auth::ApiToken;
 use axum::routing::get;
 use axum::Router;
 use std::sync::Arc;
 use tokio::sync::Semaphore;
-
-/// Limits and options of the HTTP side.
-#[derive(Debug, Clone)]
-pub struct HttpConfig {
-    /// Most concurrent `/v1/stream` clients; more get 503.
-    pub max_streams: usize,
-    /// Bearer token required on the JSON API (`/v1/*`), if any.
-    pub api_token: Option<ApiToken>,
-    /// Whether `/metrics` requires the token too.
-    pub protect_metrics: bool,
-    /// How long a connection may take to send a request's headers, and how long an
-    /// idle keep-alive connection is kept.
-    pub idle_timeout: std::time::Duration,
-    /// How long a response write may make no progress (a client that stopped reading).
-    pub write_timeout: std::time::Duration,
-    /// Most `/metrics` renders at once; more get 503.
-    pub max_scrapes: usize,
-}
-
-/// Default of [`HttpConfig::idle_timeout`].
-pub const DEFAULT_IDLE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(30);
-/// Default of [`HttpConfig::write_timeout`]: a scrape timeout's worth (Prometheus allows
-/// at most the scrape interval, commonly 10 to 30 s).
-pub const DEFAULT_WRITE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(30);
-/// Default of [`HttpConfig::max_scrapes`]: HA Prometheus pairs, dashboards and people
-/// with curl, while bounding the blocking threads stalled scrapers can hold.
-pub const DEFAULT_MAX_SCRAPES: usize = 8;
-
-impl Default for HttpConfig {
-    fn default() -> Self {
-        HttpConfig {
-            max_streams: 256,
-            api_token: None,
-            protect_metrics: false,
-            idle_timeout: DEFAULT_IDLE_TIMEOUT,
-            write_timeout: DEFAULT_WRITE_TIMEOUT,
-            max_scrapes: DEFAULT_MAX_SCRAPES,
-        }
-    }
-}
 
 /// Shared state of every handler.
 #[derive(Clone)]
@@ -94,7 +57,7 @@ impl AppState {
     /// State for a registry with the given limits.
     pub fn new(
         registry: Arc<Registry>,
-        config: &HttpConfig,
+        config: &HttpSettings,
         shutdown: tokio::sync::watch::Receiver<bool>,
     ) -> Self {
         let start_unix_secs = std::time::SystemTime::now()
@@ -138,15 +101,15 @@ pub enum Routes {
 /// API (and `/metrics` with `protect_metrics`) need the bearer token when one is set.
 pub fn router_for(state: AppState, routes: Routes) -> Router {
     let open = Router::new()
-        .route("/", get(handlers::index))
-        .route("/healthz", get(handlers::healthz))
-        .route("/readyz", get(handlers::readyz));
+        .route("/", get(health::index))
+        .route("/healthz", get(health::healthz))
+        .route("/readyz", get(health::readyz));
     let mut metrics = Router::new()
-        .route("/metrics", get(handlers::metrics))
+        .route("/metrics", get(metrics::metrics))
         .route("/engine_metrics", get(engine::engine_metrics));
     let mut api = Router::new()
-        .route("/v1/ranks", get(handlers::ranks))
-        .route("/v1/stream", get(handlers::stream))
+        .route("/v1/ranks", get(ranks::ranks))
+        .route("/v1/stream", get(ranks::stream))
         .route("/v1/loads", get(loads_model::loads))
         .route("/get_load", get(loads_model::get_load))
         .route("/v1/model", get(loads_model::model))

@@ -1,0 +1,140 @@
+//! Flags and file into settings: the defaults, the precedence and the error locations.
+
+use super::*;
+use clap::Parser;
+use std::time::Duration;
+
+fn args(extra: &[&str]) -> RunArgs {
+    let mut v = vec!["fpm-exporter"];
+    v.extend(extra);
+    Cli::parse_from(v).run
+}
+
+fn file(text: &str) -> Result<Settings, ConfigError> {
+    let dir = tempfile::tempdir().unwrap();
+    let p = dir.path().join("c.toml");
+    std::fs::write(&p, text).unwrap();
+    Settings::from_cli(&args(&["--config", p.to_str().unwrap()]))
+}
+
+#[test]
+fn one_command_line_covers_all_ranks() {
+    let s = Settings::from_cli(&args(&[
+        "-e",
+        "tcp://127.0.0.1:20380",
+        "-r",
+        "4",
+        "--label",
+        "model=m",
+    ]))
+    .unwrap();
+    let addrs: Vec<_> = s.endpoints.iter().map(|e| e.address.as_str()).collect();
+    assert_eq!(
+        addrs,
+        [
+            "tcp://127.0.0.1:20380",
+            "tcp://127.0.0.1:20381",
+            "tcp://127.0.0.1:20382",
+            "tcp://127.0.0.1:20383"
+        ]
+    );
+    assert!(s.demo.is_none());
+    assert_eq!(
+        s.engines[0].labels,
+        vec![("model".to_string(), "m".to_string())]
+    );
+}
+
+#[test]
+fn no_engine_means_demo() {
+    let s = Settings::from_cli(&args(&[])).unwrap();
+    assert!(s.demo.is_some());
+    assert_eq!(s.endpoints.len(), 4);
+}
+
+#[test]
+fn file_with_several_engines() {
+    let s = file(
+        "windows = [\"5s\", \"30s\"]\n[[engine]]\nname = \"p\"\nendpoint = \"ipc:///tmp/x\"\nranks = \"0-1\"\nlabels = { role = \"prefill\" }\n\
+         [[engine]]\nname = \"d\"\nendpoint = \"tcp://h:100\"\nranks = 3\n",
+    )
+    .unwrap();
+    assert_eq!(s.state.windows, vec![5, 30]);
+    assert_eq!(s.endpoints.len(), 5);
+    assert_eq!(s.endpoints[1].address, "ipc:///tmp/x.1");
+    assert_eq!(s.endpoints[4].address, "tcp://h:102");
+}
+
+#[test]
+fn errors_name_the_key_and_line() {
+    let e = file("[[engine]]\nname = \"a\"\nendpoint = \"udp://x\"\n")
+        .unwrap_err()
+        .0;
+    assert!(e.contains("line 3") && e.contains("engine.endpoint"), "{e}");
+    let e = file("[[engine]]\nname = \"a\"\nendpoit = \"tcp://x:1\"\n")
+        .unwrap_err()
+        .0;
+    assert!(e.contains("endpoit") && e.contains("line 3"), "{e}");
+    let e =
+        file("[[engine]]\nname = \"a\"\nendpoint = \"tcp://x:1\"\nlabels = { dp_rank = \"1\" }\n")
+            .unwrap_err()
+            .0;
+    assert!(
+        e.contains("line 4") && e.contains("used by the exporter"),
+        "{e}"
+    );
+    let e = file("reconnect_after = \"soon\"\n").unwrap_err().0;
+    assert!(e.contains("line 1") && e.contains("reconnect_after"), "{e}");
+    let e = file("stale_after = \"soon\"\n").unwrap_err().0;
+    assert!(e.contains("line 1") && e.contains("stale_after"), "{e}");
+    let e = Settings::from_cli(&args(&["-e", "tcp://h:65535", "-r", "2"]))
+        .unwrap_err()
+        .0;
+    assert!(e.contains("--endpoint") && e.contains("65536"), "{e}");
+}
+
+#[test]
+fn rank_detail_is_lean_by_default_and_set_per_engine() {
+    use crate::sink::prometheus::detail::RankDetail::{Full, Lean};
+    let s = Settings::from_cli(&args(&["--demo"])).unwrap();
+    assert_eq!(s.state.rank_detail.of(0), Lean);
+    let s = Settings::from_cli(&args(&["--demo", "--rank-detail", "full"])).unwrap();
+    assert_eq!(s.state.rank_detail.of(0), Full);
+    let toml = "rank_detail = \"full\"\n[[engine]]\nname = \"a\"\nendpoint = \"tcp://h:1\"\nrank_detail = \"lean\"\n\
+                [[engine]]\nname = \"b\"\nendpoint = \"tcp://h:2\"\n";
+    let s = file(toml).unwrap();
+    assert_eq!(
+        (s.state.rank_detail.of(0), s.state.rank_detail.of(1)),
+        (Lean, Full)
+    );
+    // Engines a source adds later (NATS scopes) take the default.
+    assert_eq!(s.state.rank_detail.of(7), Full);
+    let e = file("[[engine]]\nname = \"a\"\nendpoint = \"tcp://h:1\"\nrank_detail = \"max\"\n")
+        .unwrap_err()
+        .0;
+    assert!(e.contains("line 4") && e.contains("lean"), "{e}");
+    assert!(Cli::try_parse_from(["fpm-exporter", "--rank-detail", "max"]).is_err());
+}
+
+#[test]
+fn reconnect_after_defaults_to_30s_and_never_undercuts_stale_after() {
+    let s = Settings::from_cli(&args(&["--demo"])).unwrap();
+    assert_eq!(s.reconnect_after, Duration::from_secs(30));
+    let s = Settings::from_cli(&args(&["--stale-after", "45s"])).unwrap();
+    assert_eq!(
+        s.reconnect_after,
+        Duration::from_secs(45),
+        "follows a long stale_after"
+    );
+    let s = file("stale_after = \"2s\"\nreconnect_after = \"5s\"\n").unwrap();
+    assert_eq!(s.reconnect_after, Duration::from_secs(5));
+    let s = Settings::from_cli(&args(&["--reconnect-after", "4s"])).unwrap();
+    assert_eq!(s.reconnect_after, Duration::from_secs(4));
+    let e = Settings::from_cli(&args(&["--stale-after", "5s", "--reconnect-after", "2s"]))
+        .unwrap_err()
+        .0;
+    assert!(
+        e.contains("reconnect_after") && e.contains("stale_after"),
+        "{e}"
+    );
+}
