@@ -4,6 +4,7 @@ pub mod json;
 pub mod loads_model;
 pub mod nats;
 pub mod prometheus;
+pub mod serving;
 pub mod snapshots;
 pub mod stream;
 

@@ -29,7 +29,7 @@ pub mod window;
 pub use clock::{system_wall_clock, Now, WallClock};
 pub use config::{EngineInfo, StateConfig};
 pub use event::{Event, EventKind};
-pub use registry::{HttpStats, RankCache, RankFilter, RankHandle, Registry};
+pub use registry::{RankCache, RankFilter, RankHandle, Registry};
 pub use snapshot::{EngineSnapshot, RankSnapshot, Snapshot, WindowSnapshot};
 
 #[cfg(test)]

@@ -50,21 +50,6 @@ pub struct Registry {
     /// Per engine, the cumulative totals of its expired ranks (written under the map's
     /// write lock, read under its read lock, so a snapshot counts each rank once).
     pub(super) retired: Vec<Retired>,
-    /// The NATS client's counters, set when `--nats` or `--nats-publish` is on.
-    pub nats: OnceLock<Arc<crate::source::nats::NatsStats>>,
-    /// Requests the HTTP side turned away or cut off.
-    pub http: HttpStats,
-}
-
-/// Counters of the HTTP side's limits, reported on `/metrics`.
-#[derive(Debug, Default)]
-pub struct HttpStats {
-    /// `/metrics` requests answered 503 because `--max-scrapes` renders were running.
-    pub scrapes_rejected: AtomicU64,
-    /// Stream snapshots skipped because the snapshot budget was busy.
-    pub snapshots_skipped: AtomicU64,
-    /// Connections dropped because a response write made no progress in time.
-    pub write_timeouts: AtomicU64,
 }
 
 impl Registry {
@@ -88,14 +73,12 @@ impl Registry {
                 .collect(),
             config,
             engines,
-            nats: OnceLock::new(),
             epoch: Instant::now(),
             wall_clock,
             ranks: RwLock::new(HashMap::new()),
             endpoints: RwLock::new(Vec::new()),
             events,
             refused_frames: AtomicU64::new(0),
-            http: HttpStats::default(),
         })
     }
 
