@@ -77,7 +77,7 @@ pub struct AppState {
     /// The NATS client's counters (`fpm_nats_*` on `/metrics`), when NATS is on.
     pub nats: Option<Arc<crate::source::nats::NatsStats>>,
     /// Renderer of stream snapshot events, with its own budget.
-    pub snapshots: Arc<crate::sink::snapshots::Snapshots>,
+    pub snapshots: Arc<crate::sink::stream::snapshots::Snapshots>,
     /// Turns true at shutdown: open streams end so the server can drain.
     pub shutdown: tokio::sync::watch::Receiver<bool>,
     /// Bearer token of the JSON API, if any.
@@ -116,7 +116,7 @@ impl AppState {
             },
             streams: Arc::new(Semaphore::new(config.max_streams)),
             scrapes: Arc::new(Semaphore::new(config.max_scrapes)),
-            snapshots: crate::sink::snapshots::Snapshots::for_this_machine(http.clone()),
+            snapshots: crate::sink::stream::snapshots::Snapshots::for_this_machine(http.clone()),
             http,
             nats: None,
             shutdown,

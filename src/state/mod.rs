@@ -1,6 +1,6 @@
 //! Per-rank state and rolling statistics, and the registry that holds every rank.
 //!
-//! Ingest tasks fold frames into [`RankState`]s (one mutex per rank, so ranks never
+//! Ingest tasks fold frames into [`RankState`](rank::RankState)s (one mutex per rank, so ranks never
 //! wait on each other); a sweeper ages ranks into stale and expired; sinks read
 //! consistent [`Snapshot`]s.
 

@@ -12,6 +12,7 @@ pub mod model;
 pub mod nats;
 pub mod ranks;
 pub mod record;
+pub mod stats;
 pub mod text;
 
 use crate::state::{RankFilter, Registry};
@@ -164,6 +165,14 @@ fn render_into(
     if let Some(stats) = nats {
         nats::write(w, stats);
     }
+}
+
+/// Families a lean rank leaves out (they stay in `/v1/ranks`); the window mean is
+/// kept for [`detail::LEAN_MEAN_FIELDS`].
+pub fn full_only_families() -> Vec<Family> {
+    let mut v = vec![ranks::WINDOW_VARIANCE, ranks::WINDOW_MIN, ranks::WINDOW_MAX];
+    v.extend(model::rank_families());
+    v
 }
 
 /// Every metric family the exporter can write (docs/metrics.md documents each one).

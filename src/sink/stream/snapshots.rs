@@ -5,9 +5,9 @@
 //! most), and clients with the same filter share one rendering made within
 //! [`REUSE_WITHIN`]: the cost follows the number of distinct filters, not of clients.
 
-use crate::sink::json::{window_names, RankJson};
+use super::StreamMessage;
 use crate::sink::serving::HttpStats;
-use crate::sink::stream::StreamMessage;
+use crate::sink::shared_json::{window_names, RankJson};
 use crate::state::{RankFilter, Registry};
 use parking_lot::Mutex;
 use std::sync::atomic::Ordering::Relaxed;
