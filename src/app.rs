@@ -63,9 +63,10 @@ pub async fn start(settings: Settings) -> std::io::Result<Running> {
         record_writer = Some(r.writer);
     }
     // The relay subscribes to the event ring before any frame can arrive, too.
+    let mut nats_stats = None;
     if let Some(nats) = &settings.nats {
         let stats = Arc::new(crate::source::nats::NatsStats::default());
-        let _ = registry.nats.set(stats.clone());
+        nats_stats = Some(stats.clone());
         let relay = crate::sink::nats::Publisher::new(&registry, nats);
         let own_ids = Arc::new(relay.ids.iter().copied().collect());
         tasks.extend(
@@ -111,6 +112,7 @@ pub async fn start(settings: Settings) -> std::io::Result<Running> {
     let mut state = AppState::new(registry.clone(), &settings.http, shutdown_rx.clone());
     state.engine_metrics = engine_metrics(&settings);
     state.recorder = record_stats;
+    state.nats = nats_stats;
     if !settings.scrapes.is_empty() {
         let mut w = crate::source::scrape::Workers::new(
             &settings.scrapes,

@@ -15,7 +15,7 @@ pub async fn metrics(State(app): State<AppState>, headers: HeaderMap) -> Respons
     // Held by the render until its last piece is handed over (or the client is cut off
     // by the write timeout), so stalled scrapers can hold at most --max-scrapes.
     let Ok(permit) = app.scrapes.clone().try_acquire_owned() else {
-        app.registry.http.scrapes_rejected.fetch_add(1, Relaxed);
+        app.http.scrapes_rejected.fetch_add(1, Relaxed);
         return (
             [(header::RETRY_AFTER, "1")],
             query::busy("too many concurrent scrapes; retry later"),
@@ -28,6 +28,7 @@ pub async fn metrics(State(app): State<AppState>, headers: HeaderMap) -> Respons
     let engine = app.engine_metrics.clone();
     let recorder = app.recorder.clone();
     let workers = app.workers.clone();
+    let (http, nats) = (app.http.clone(), app.nats.clone());
     // Streamed in ~1 MiB pieces: with 1,024 ranks the exposition is ~23 MB, which built
     // whole would stay resident (the allocator keeps such buffers) after every scrape.
     let (tx, rx) = tokio::sync::mpsc::channel::<std::io::Result<String>>(2);
@@ -48,6 +49,8 @@ pub async fn metrics(State(app): State<AppState>, headers: HeaderMap) -> Respons
                     engine: engine.as_deref(),
                     recorder: recorder.as_deref(),
                     workers: workers.as_deref(),
+                    http: Some(&http),
+                    nats: nats.as_deref(),
                 },
             )
         }));

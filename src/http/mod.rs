@@ -35,8 +35,12 @@ pub struct AppState {
     /// Permits for `/metrics` renders: a budget of their own, so that stalled or slow
     /// scrapes never take the blocking threads the JSON endpoints render on.
     pub scrapes: Arc<Semaphore>,
+    /// Counters of the limits below (and of skipped stream snapshots), on `/metrics`.
+    pub http: Arc<crate::sink::serving::HttpStats>,
+    /// The NATS client's counters (`fpm_nats_*` on `/metrics`), when NATS is on.
+    pub nats: Option<Arc<crate::source::nats::NatsStats>>,
     /// Renderer of stream snapshot events, with its own budget.
-    pub snapshots: Arc<crate::sink::snapshots::Snapshots>,
+    pub snapshots: Arc<crate::sink::stream::snapshots::Snapshots>,
     /// Turns true at shutdown: open streams end so the server can drain.
     pub shutdown: tokio::sync::watch::Receiver<bool>,
     /// Bearer token of the JSON API, if any.
@@ -64,6 +68,7 @@ impl AppState {
             .duration_since(std::time::UNIX_EPOCH)
             .map(|d| d.as_secs_f64())
             .unwrap_or(0.0);
+        let http = Arc::new(crate::sink::serving::HttpStats::default());
         AppState {
             registry,
             start_unix_secs,
@@ -74,7 +79,9 @@ impl AppState {
             },
             streams: Arc::new(Semaphore::new(config.max_streams)),
             scrapes: Arc::new(Semaphore::new(config.max_scrapes)),
-            snapshots: crate::sink::snapshots::Snapshots::for_this_machine(),
+            snapshots: crate::sink::stream::snapshots::Snapshots::for_this_machine(http.clone()),
+            http,
+            nats: None,
             shutdown,
             api_token: config.api_token.clone(),
             protect_metrics: config.protect_metrics,

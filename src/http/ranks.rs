@@ -4,7 +4,7 @@
 
 use super::query;
 use super::AppState;
-use crate::sink::json;
+use crate::sink::ranks_document as json;
 use crate::sink::stream::{ClientStream, StreamOptions};
 use axum::extract::rejection::QueryRejection;
 use axum::extract::{Query, State};

@@ -5,7 +5,7 @@
 //! drains in-flight responses at shutdown.
 
 use super::AppState;
-use crate::state::Registry;
+use crate::sink::serving::HttpStats;
 use axum::Router;
 use hyper_util::rt::{TokioIo, TokioTimer};
 use hyper_util::server::graceful::GracefulShutdown;
@@ -103,7 +103,7 @@ pub async fn serve(listener: TcpListener, app: Router, state: &AppState) {
         let io = TokioIo::new(WriteTimeout::new(
             stream,
             timeouts.write,
-            state.registry.clone(),
+            state.http.clone(),
         ));
         let conn = builder.serve_connection(io, service);
         let conn = graceful.watch(conn);
@@ -127,16 +127,16 @@ struct WriteTimeout<S> {
     inner: S,
     limit: Duration,
     stalled: Option<Pin<Box<Sleep>>>,
-    registry: Arc<Registry>,
+    http: Arc<HttpStats>,
 }
 
 impl<S> WriteTimeout<S> {
-    fn new(inner: S, limit: Duration, registry: Arc<Registry>) -> Self {
+    fn new(inner: S, limit: Duration, http: Arc<HttpStats>) -> Self {
         WriteTimeout {
             inner,
             limit,
             stalled: None,
-            registry,
+            http,
         }
     }
 
@@ -151,7 +151,7 @@ impl<S> WriteTimeout<S> {
             .stalled
             .get_or_insert_with(|| Box::pin(tokio::time::sleep(limit)));
         ready!(timer.as_mut().poll(cx));
-        self.registry.http.write_timeouts.fetch_add(1, Relaxed);
+        self.http.write_timeouts.fetch_add(1, Relaxed);
         Poll::Ready(Err(io::Error::new(
             io::ErrorKind::TimedOut,
             "client read nothing for the HTTP write timeout",

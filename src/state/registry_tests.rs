@@ -2,8 +2,14 @@
 //! stamps following clock corrections.
 
 use super::*;
+use crate::state::rank::Liveness;
+use crate::state::sequence::SeqEvent;
+use crate::wire::ForwardPassMetrics;
 use crate::wire::{Count, Real};
 use std::sync::atomic::AtomicU64;
+use std::sync::atomic::Ordering::Relaxed;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 fn frame() -> ForwardPassMetrics {
     let mut m = ForwardPassMetrics {

@@ -4,30 +4,9 @@
 //! engine aggregates are complete at every level. docs/series-budget.md has the tables.
 
 use crate::state::fields::FIELD_COUNT;
-use serde::Deserialize;
 
-/// Per-rank detail of the Prometheus output.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize, clap::ValueEnum)]
-#[serde(rename_all = "lowercase")]
-pub enum RankDetail {
-    /// What dashboards, alerts and planners read per rank: liveness, the latest frame,
-    /// counters, wall_time quantiles and the window mean of [`LEAN_MEAN_FIELDS`].
-    #[default]
-    Lean,
-    /// Every per-rank family: window mean, variance, min and max of every field, and
-    /// the rank's fitted wall_time model.
-    Full,
-}
-
-impl RankDetail {
-    /// The flag and TOML spelling.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            RankDetail::Lean => "lean",
-            RankDetail::Full => "full",
-        }
-    }
-}
+/// The levels themselves are tunables the state stage carries (`StateConfig`).
+pub use crate::state::detail::{RankDetail, RankDetails};
 
 /// Indexes into [`crate::state::fields::FIELDS`] whose window mean a lean rank writes:
 /// the batch composition the dashboard plots and the terms of the wall_time model
@@ -43,25 +22,6 @@ pub fn writes_window_stat(detail: RankDetail, stat: usize, field: usize) -> bool
     match detail {
         RankDetail::Full => true,
         RankDetail::Lean => stat == 0 && LEAN_MEAN_FIELDS.contains(&field),
-    }
-}
-
-/// The detail of every engine: configured engines by index, the default for the rest
-/// (engines a source discovers at run time, such as NATS scopes).
-#[derive(Debug, Clone, Default)]
-pub struct RankDetails {
-    /// Level of engines without their own.
-    pub default: RankDetail,
-    /// Level of engine `i` (configuration order); shorter than the engine table when
-    /// engines were added since.
-    pub engines: Vec<RankDetail>,
-}
-
-impl RankDetails {
-    /// The level of engine `engine`.
-    #[inline]
-    pub fn of(&self, engine: usize) -> RankDetail {
-        self.engines.get(engine).copied().unwrap_or(self.default)
     }
 }
 

@@ -3,7 +3,7 @@
 //! Labels: engine and the engine's configured labels.
 
 use super::detail::RankDetail;
-use super::ranks::{write_quantiles, write_window_stats};
+use super::stats::{write_quantiles, write_window_stats};
 use super::text::{Family, Writer};
 use crate::state::EngineSnapshot;
 

@@ -2,6 +2,7 @@
 //! and the standard `process_*` metrics read from /proc.
 
 use super::text::{Family, Writer};
+use crate::sink::serving::HttpStats;
 use crate::state::Registry;
 use std::sync::atomic::Ordering::Relaxed;
 
@@ -79,7 +80,7 @@ pub fn families() -> Vec<Family> {
 }
 
 /// Writes the exporter's own families.
-pub fn write(w: &mut Writer, registry: &Registry, start_unix_secs: f64) {
+pub fn write(w: &mut Writer, registry: &Registry, start_unix_secs: f64, http: Option<&HttpStats>) {
     w.family(&BUILD_INFO);
     w.sample(
         &BUILD_INFO,
@@ -100,7 +101,8 @@ pub fn write(w: &mut Writer, registry: &Registry, start_unix_secs: f64) {
     );
     w.family(&STREAM_CLIENTS);
     w.sample(&STREAM_CLIENTS, "", &[], registry.stream_clients() as f64);
-    let http = &registry.http;
+    let zero = HttpStats::default();
+    let http = http.unwrap_or(&zero);
     for (f, v) in [
         (&SCRAPES_REJECTED, &http.scrapes_rejected),
         (&WRITE_TIMEOUTS, &http.write_timeouts),

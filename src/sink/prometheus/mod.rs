@@ -12,6 +12,7 @@ pub mod model;
 pub mod nats;
 pub mod ranks;
 pub mod record;
+pub mod stats;
 pub mod text;
 
 use crate::state::{RankFilter, Registry};
@@ -21,7 +22,7 @@ use text::{push_label, ChunkSink, Family, Format, Writer};
 pub fn render(registry: &Registry, format: Format, start_unix_secs: f64) -> String {
     let ranks = registry.rank_count();
     let mut w = Writer::new(format, 4096 + ranks * 24 * 1024);
-    render_into(registry, &mut w, start_unix_secs, None);
+    render_into(registry, &mut w, start_unix_secs, None, None, None);
     w.finish()
 }
 
@@ -54,6 +55,10 @@ pub struct Extras<'a> {
     pub recorder: Option<&'a crate::capture::recorder::RecordStats>,
     /// The remote engine workers (`--scrape`).
     pub workers: Option<&'a crate::source::scrape::Workers>,
+    /// The HTTP side's limit counters (zero when no server runs, e.g. a bare render).
+    pub http: Option<&'a crate::sink::serving::HttpStats>,
+    /// The NATS client's counters (`--nats`, `--nats-publish`).
+    pub nats: Option<&'a crate::source::nats::NatsStats>,
 }
 
 /// [`render_streaming`] plus, when engines have multiprocess directories, the
@@ -72,9 +77,11 @@ pub fn render_streaming_with(
         engine,
         recorder,
         workers,
+        http,
+        nats,
     } = extras;
     let mut w = Writer::streaming(format, chunk, sink);
-    render_into(registry, &mut w, start_unix_secs, recorder);
+    render_into(registry, &mut w, start_unix_secs, recorder, http, nats);
     if let Some(em) = engine {
         engine_metrics::write_stats(&mut w, em);
     }
@@ -101,6 +108,8 @@ fn render_into(
     w: &mut Writer,
     start_unix_secs: f64,
     recorder: Option<&crate::capture::recorder::RecordStats>,
+    http: Option<&crate::sink::serving::HttpStats>,
+    nats: Option<&crate::source::nats::NatsStats>,
 ) {
     let snap = registry.snapshot(&RankFilter::default());
     let engine_labels: Vec<String> = registry
@@ -149,13 +158,21 @@ fn render_into(
         &engine_labels,
     );
     endpoints::write(w, &registry.endpoints(), &engine_labels);
-    exporter::write(w, registry, start_unix_secs);
+    exporter::write(w, registry, start_unix_secs, http);
     if let Some(stats) = recorder {
         record::write(w, stats);
     }
-    if let Some(stats) = registry.nats.get() {
+    if let Some(stats) = nats {
         nats::write(w, stats);
     }
+}
+
+/// Families a lean rank leaves out (they stay in `/v1/ranks`); the window mean is
+/// kept for [`detail::LEAN_MEAN_FIELDS`].
+pub fn full_only_families() -> Vec<Family> {
+    let mut v = vec![ranks::WINDOW_VARIANCE, ranks::WINDOW_MIN, ranks::WINDOW_MAX];
+    v.extend(model::rank_families());
+    v
 }
 
 /// Every metric family the exporter can write (docs/metrics.md documents each one).

@@ -3,12 +3,11 @@
 //! and the engine's configured labels. Which families a rank writes follows its
 //! engine's [`RankDetail`].
 
-use super::detail::{writes_window_stat, RankDetail};
-use super::text::{push_label, Family, Writer};
-use crate::state::fields::FIELDS;
-use crate::state::quantiles::QUANTILES;
+use super::detail::RankDetail;
+use super::stats::{write_quantiles, write_window_stats};
+use super::text::{Family, Writer};
 use crate::state::rank::Liveness;
-use crate::state::{RankSnapshot, WindowSnapshot};
+use crate::state::RankSnapshot;
 
 /// 1 while the rank is not stale, 0 while stale.
 pub const UP: Family = Family::gauge(
@@ -31,7 +30,7 @@ pub const LAST_ITERATION: Family = Family::gauge(
     "Unix time of the latest iteration frame (heartbeats excluded).",
 );
 
-/// Latest iteration's fields, in [`FIELDS`] order.
+/// Latest iteration's fields, in [`crate::state::fields::FIELDS`] order.
 pub const LAST_VALUES: [Family; 14] = [
     Family::gauge("fpm_last_wall_time_seconds", "wall_time of the latest iteration, in seconds."),
     Family::gauge("fpm_last_scheduled_prefill_requests", "scheduled_requests.num_prefill_requests of the latest iteration."),
@@ -163,13 +162,8 @@ pub fn families() -> Vec<Family> {
     v
 }
 
-/// Families a lean rank leaves out (they stay in `/v1/ranks`); the window mean is
-/// kept for [`super::detail::LEAN_MEAN_FIELDS`].
-pub fn full_only_families() -> Vec<Family> {
-    let mut v = vec![WINDOW_VARIANCE, WINDOW_MIN, WINDOW_MAX];
-    v.extend(super::model::rank_families());
-    v
-}
+/// Former path of [`super::full_only_families`] (tests read it here).
+pub use super::full_only_families;
 
 /// Writes the per-rank families; `labels[i]` is rank i's rendered label set and
 /// `details[i]` its level.
@@ -246,73 +240,4 @@ pub fn write(
             w.sample(fam, l, &[], counter_values(r)[i]);
         }
     }
-}
-
-/// Writes mean/variance/min/max families for any series that carries windows
-/// (ranks here, engines in the engine collector, always at full detail). Empty
-/// windows write nothing: absent is honest, a zero would be a made-up number. A
-/// family no series writes at its level is left out whole.
-pub fn write_window_stats<'a>(
-    w: &mut Writer,
-    series: impl Iterator<Item = (&'a [WindowSnapshot], &'a str, RankDetail)> + Clone,
-    window_names: &[String],
-    fams: [&Family; 4],
-) {
-    // The (field, window) label pairs are the same for every series: render them once.
-    let extras: Vec<Vec<String>> = window_names
-        .iter()
-        .map(|name| {
-            FIELDS
-                .iter()
-                .map(|field| {
-                    let mut e = String::new();
-                    push_label(&mut e, "field", field.path);
-                    push_label(&mut e, "window", name);
-                    e
-                })
-                .collect()
-        })
-        .collect();
-    let any_full = series.clone().any(|(_, _, d)| d == RankDetail::Full);
-    for (k, fam) in fams.iter().enumerate() {
-        if k > 0 && !any_full {
-            continue;
-        }
-        w.family(fam);
-        for (windows, l, detail) in series.clone() {
-            for (win, extras) in windows.iter().zip(&extras) {
-                if win.moments.count == 0 {
-                    continue;
-                }
-                for (i, extra) in extras.iter().enumerate() {
-                    if !writes_window_stat(detail, k, i) {
-                        continue;
-                    }
-                    let s = win.moments.summary(i);
-                    let v = [s.mean, s.variance, s.min, s.max][k];
-                    w.sample_rendered(fam, l, extra, v);
-                }
-            }
-        }
-    }
-}
-
-/// Writes one window's quantile samples (none for an empty window) and the cumulative
-/// `_sum`/`_count` (`totals`: seconds, iterations), which never go down, so `rate()` of
-/// them reads right. Shared by the rank and engine summaries.
-pub fn write_quantiles(
-    w: &mut Writer,
-    fam: &Family,
-    labels: &str,
-    window: &str,
-    win: &WindowSnapshot,
-    (sum, count): (f64, u64),
-) {
-    if win.moments.count > 0 {
-        for ((_, q), v) in QUANTILES.iter().zip(win.wall_time_quantiles) {
-            w.sample(fam, labels, &[("window", window), ("quantile", q)], v);
-        }
-    }
-    w.sample_suffixed(fam, "_sum", labels, &[("window", window)], sum);
-    w.sample_suffixed(fam, "_count", labels, &[("window", window)], count as f64);
 }

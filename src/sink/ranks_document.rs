@@ -1,135 +1,9 @@
-//! JSON views of the state for planners (`/v1/ranks`, stream snapshots). Field names
-//! and nesting follow the wire (`scheduled_requests.sum_prefill_tokens`), so a
-//! consumer that knows the FPM schema knows this output. Schemas: `proto/schema/`.
+//! The `/v1/ranks` document: every rank and engine of one snapshot, streamed in pieces.
+//! The rank itself is [`RankJson`], shared with the stream's snapshot events.
 
-use crate::state::fields::{FIELDS, FIELD_COUNT};
-use crate::state::rank::{Counters, Liveness};
-use crate::state::{EngineInfo, EngineSnapshot, RankSnapshot, Registry, Snapshot, WindowSnapshot};
-use crate::wire::ForwardPassMetrics;
-use serde::ser::{SerializeMap, Serializer};
+use super::shared_json::{window_names, Labels, ModelJson, RankJson, WindowsJson};
+use crate::state::{EngineSnapshot, Registry, Snapshot};
 use serde::Serialize;
-
-/// Window statistics, nested like the wire: `{iterations, wall_time: {mean, ...},
-/// scheduled_requests: {field: {...}}, queued_requests: {...}, wall_time_quantiles}`.
-pub struct WindowJson<'a>(pub &'a WindowSnapshot);
-
-impl Serialize for WindowJson<'_> {
-    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        let w = self.0;
-        let m = &w.moments;
-        let mut map = s.serialize_map(None)?;
-        map.serialize_entry("iterations", &m.count)?;
-        let empty = m.count == 0;
-        let stat = |i: usize| (!empty).then(|| m.summary(i));
-        map.serialize_entry(FIELDS[0].name, &stat(0))?;
-        for group in ["scheduled_requests", "queued_requests"] {
-            let inner: Vec<(&str, Option<crate::state::welford::FieldSummary>)> = (0..FIELD_COUNT)
-                .filter(|&i| FIELDS[i].group == Some(group))
-                .map(|i| (FIELDS[i].name, stat(i)))
-                .collect();
-            map.serialize_entry(group, &GroupJson(&inner))?;
-        }
-        // Same order as `quantiles::QUANTILES`: 0.5, 0.9, 0.99, 1.
-        let q = (!empty).then(|| {
-            let mut o = serde_json::Map::new();
-            for (key, v) in ["p50", "p90", "p99", "max"]
-                .iter()
-                .zip(w.wall_time_quantiles)
-            {
-                o.insert(key.to_string(), serde_json::json!(v));
-            }
-            o
-        });
-        map.serialize_entry("wall_time_quantiles", &q)?;
-        map.end()
-    }
-}
-
-struct GroupJson<'a>(&'a [(&'a str, Option<crate::state::welford::FieldSummary>)]);
-
-impl Serialize for GroupJson<'_> {
-    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        let mut map = s.serialize_map(Some(self.0.len()))?;
-        for (k, v) in self.0 {
-            map.serialize_entry(k, v)?;
-        }
-        map.end()
-    }
-}
-
-struct WindowsJson<'a> {
-    names: &'a [String],
-    windows: &'a [WindowSnapshot],
-}
-
-impl Serialize for WindowsJson<'_> {
-    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        let mut map = s.serialize_map(Some(self.windows.len()))?;
-        for (name, w) in self.names.iter().zip(self.windows) {
-            map.serialize_entry(name, &WindowJson(w))?;
-        }
-        map.end()
-    }
-}
-
-struct Labels<'a>(&'a [(String, String)]);
-
-impl Serialize for Labels<'_> {
-    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        let mut map = s.serialize_map(Some(self.0.len()))?;
-        for (k, v) in self.0 {
-            map.serialize_entry(k, v)?;
-        }
-        map.end()
-    }
-}
-
-/// One rank in `/v1/ranks` and in stream snapshots.
-#[derive(Serialize)]
-pub struct RankJson<'a> {
-    engine: &'a str,
-    labels: Labels<'a>,
-    worker_id: &'a str,
-    dp_rank: u64,
-    endpoint: &'a str,
-    state: Liveness,
-    up: bool,
-    last_frame_at_ns: u64,
-    age_ms: u64,
-    last_received_at_ns: Option<u64>,
-    last_sequence: Option<u64>,
-    last: Option<&'a ForwardPassMetrics>,
-    counters: &'a Counters,
-    windows: WindowsJson<'a>,
-    model: super::feeds::ModelJson,
-}
-
-impl<'a> RankJson<'a> {
-    /// The JSON view of one rank.
-    pub fn new(registry: &'a Registry, r: &'a RankSnapshot, window_names: &'a [String]) -> Self {
-        let engine: &EngineInfo = &registry.engines[r.key.engine];
-        RankJson {
-            engine: &engine.name,
-            labels: Labels(&engine.labels),
-            worker_id: &r.key.worker_id,
-            dp_rank: r.key.dp_rank,
-            endpoint: &r.endpoint,
-            state: r.liveness,
-            up: r.liveness != Liveness::Stale,
-            last_frame_at_ns: r.last_frame_unix_ns,
-            age_ms: r.age_ms,
-            last_received_at_ns: r.last.as_ref().map(|l| l.received_at_ns),
-            last_sequence: r.last.as_ref().map(|l| l.sequence),
-            last: r.last.as_ref().map(|l| &l.metrics),
-            counters: &r.counters,
-            windows: WindowsJson {
-                names: window_names,
-                windows: &r.windows,
-            },
-            model: super::feeds::ModelJson::new(&r.model, registry.model_window_secs(), None),
-        }
-    }
-}
 
 #[derive(Serialize)]
 struct RankCounts {
@@ -145,7 +19,7 @@ struct EngineJson<'a> {
     labels: Labels<'a>,
     ranks: RankCounts,
     windows: WindowsJson<'a>,
-    model: super::feeds::ModelJson,
+    model: ModelJson,
 }
 
 impl<'a> EngineJson<'a> {
@@ -164,19 +38,9 @@ impl<'a> EngineJson<'a> {
                 names: window_names,
                 windows: &e.windows,
             },
-            model: super::feeds::ModelJson::new(&e.model, registry.model_window_secs(), None),
+            model: ModelJson::new(&e.model, registry.model_window_secs(), None),
         }
     }
-}
-
-/// The names of the configured windows, e.g. `["10s", "60s"]`.
-pub fn window_names(registry: &Registry) -> Vec<String> {
-    registry
-        .config
-        .windows
-        .iter()
-        .map(|w| format!("{w}s"))
-        .collect()
 }
 
 /// Renders the whole `/v1/ranks` document at once (benchmarks and tests; the
@@ -310,12 +174,29 @@ mod tests {
     use super::*;
     use crate::state::sequence::SeqEvent;
     use crate::state::{EngineInfo, RankCache, RankFilter, StateConfig};
+    use crate::wire::{Count, ForwardPassMetrics, Real};
+
+    /// An iteration frame whose values differ by rank and sequence.
+    fn frame(rank: u64, seq: u64) -> ForwardPassMetrics {
+        let mut m = ForwardPassMetrics {
+            version: 1,
+            worker_id: "w\"\\\n".into(),
+            dp_rank: rank,
+            ..Default::default()
+        };
+        m.wall_time = Real(0.01 + 0.003 * (rank + seq) as f64);
+        let s = &mut m.scheduled_requests;
+        s.num_prefill_requests = Count(1 + seq);
+        s.sum_prefill_tokens = Count(512 * (1 + rank));
+        s.num_decode_requests = Count(8 + rank + seq);
+        s.sum_decode_kv_tokens = Count(4096 + 64 * seq);
+        m
+    }
 
     /// Ranks 0..n of engine 1 (a hostile worker_id among them), a few frames each.
     fn add_ranks(registry: &Registry, n: usize) {
         let ep: std::sync::Arc<str> = "ipc:///x".into();
         for r in 0..n as u64 {
-            let mut model = crate::loadgen::FrameModel::new("w\"\\\n", r, 7);
             let mut cache = RankCache::default();
             for seq in 0..3 {
                 let ev = if seq == 0 {
@@ -323,7 +204,7 @@ mod tests {
                 } else {
                     SeqEvent::InOrder
                 };
-                let m = model.next_iteration().clone();
+                let m = frame(r, seq);
                 registry.ingest(&mut cache, 1, &ep, seq, ev, m, &registry.now());
             }
         }

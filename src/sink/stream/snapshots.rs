@@ -5,8 +5,9 @@
 //! most), and clients with the same filter share one rendering made within
 //! [`REUSE_WITHIN`]: the cost follows the number of distinct filters, not of clients.
 
-use crate::sink::json::{window_names, RankJson};
-use crate::sink::stream::StreamMessage;
+use super::StreamMessage;
+use crate::sink::serving::HttpStats;
+use crate::sink::shared_json::{window_names, RankJson};
 use crate::state::{RankFilter, Registry};
 use parking_lot::Mutex;
 use std::sync::atomic::Ordering::Relaxed;
@@ -25,6 +26,7 @@ type Rendered = Arc<[StreamMessage]>;
 /// The shared renderer of snapshot events.
 pub struct Snapshots {
     permits: Arc<Semaphore>,
+    stats: Arc<HttpStats>,
     recent: Mutex<Vec<(RankFilter, Instant, Rendered)>>,
 }
 
@@ -33,18 +35,20 @@ fn same(a: &RankFilter, b: &RankFilter) -> bool {
 }
 
 impl Snapshots {
-    /// A renderer running at most `concurrent` renderings at once.
-    pub fn new(concurrent: usize) -> Arc<Self> {
+    /// A renderer running at most `concurrent` renderings at once, counting skipped
+    /// renderings into `stats`.
+    pub fn new(concurrent: usize, stats: Arc<HttpStats>) -> Arc<Self> {
         Arc::new(Snapshots {
+            stats,
             permits: Arc::new(Semaphore::new(concurrent.max(1))),
             recent: Mutex::new(Vec::new()),
         })
     }
 
     /// A budget of half the cores (at least one): ingest keeps the rest.
-    pub fn for_this_machine() -> Arc<Self> {
+    pub fn for_this_machine(stats: Arc<HttpStats>) -> Arc<Self> {
         let cores = std::thread::available_parallelism().map_or(2, |n| n.get());
-        Self::new(cores / 2)
+        Self::new(cores / 2, stats)
     }
 
     fn reuse(&self, filter: &RankFilter) -> Option<Rendered> {
@@ -77,7 +81,7 @@ impl Snapshots {
         }
         let Ok(Ok(permit)) = tokio::time::timeout(wait, self.permits.clone().acquire_owned()).await
         else {
-            registry.http.snapshots_skipped.fetch_add(1, Relaxed);
+            self.stats.snapshots_skipped.fetch_add(1, Relaxed);
             return None;
         };
         // Whoever held the permit before may have rendered this very filter.

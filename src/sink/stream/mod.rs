@@ -6,10 +6,12 @@
 //! (`event: lagged`). In sampling mode a client instead gets one `snapshot` event per
 //! rank per interval, plus the liveness changes.
 
-use crate::sink::snapshots::Snapshots;
+pub mod snapshots;
+
 use crate::state::{Event, EventKind, RankFilter, Registry};
 use bytes::Bytes;
 use serde::Serialize;
+use snapshots::Snapshots;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::broadcast::error::{RecvError, TryRecvError};

@@ -1,0 +1,64 @@
+//! Ageing: silent ranks turn stale, long-silent ones expire and leave the map.
+
+use super::rank::{Liveness, RankKey};
+use super::{Now, Registry};
+use std::sync::atomic::Ordering::Relaxed;
+
+impl Registry {
+    /// Ages every rank: marks silent ones stale and removes expired ones.
+    pub fn sweep(&self, now: &Now) {
+        let expired = self.mark_stale(now);
+        if !expired.is_empty() {
+            self.remove_expired(expired, now);
+        }
+    }
+
+    /// Under the read lock: marks silent ranks stale, returns those silent long enough
+    /// to expire.
+    pub(super) fn mark_stale(&self, now: &Now) -> Vec<RankKey> {
+        let mut expired = Vec::new();
+        let map = self.ranks.read();
+        for (key, handle) in map.iter() {
+            let mut rank = handle.lock();
+            let silent = now.instant.saturating_duration_since(rank.last_frame_at);
+            if silent >= self.config.expire_after {
+                expired.push(key.clone());
+            } else if silent >= self.config.stale_after {
+                if let Some(t) = rank.transition(Liveness::Stale) {
+                    drop(rank);
+                    self.log_transition(key, t, now);
+                }
+            }
+        }
+        expired
+    }
+
+    /// Under the write lock: removes the candidates that are still silent. A frame may
+    /// have arrived since [`Self::mark_stale`] looked; that rank lives on.
+    pub(super) fn remove_expired(&self, candidates: Vec<RankKey>, now: &Now) {
+        let mut map = self.ranks.write();
+        for key in candidates {
+            let Some(handle) = map.get(&key) else {
+                continue;
+            };
+            let mut rank = handle.lock();
+            if now.instant.saturating_duration_since(rank.last_frame_at) < self.config.expire_after
+            {
+                continue;
+            }
+            rank.removed = true;
+            let from = rank.liveness;
+            let retired = &self.retired[key.engine];
+            retired
+                .iterations
+                .fetch_add(rank.counters.iterations, Relaxed);
+            retired
+                .wall_time_ns
+                .fetch_add(rank.counters.wall_time_ns, Relaxed);
+            drop(rank);
+            map.remove(&key);
+            self.expired[key.engine].fetch_add(1, Relaxed);
+            self.log_transition(&key, (from, Liveness::Expired), now);
+        }
+    }
+}
