@@ -131,7 +131,7 @@ impl Reader {
         }
     }
 
-    /// Free space to read into (at least [`MIN_READ`] bytes as long as [`Reader::drain`]
+    /// Free space to read into (at least a KiB as long as [`Reader::drain`]
     /// runs after every read), made by compacting and, for a large message, growing
     /// (never beyond one maximal message).
     pub fn spare(&mut self) -> &mut [u8] {
