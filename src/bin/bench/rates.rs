@@ -305,15 +305,19 @@ pub(crate) fn count(endpoints: &[String], native: bool) -> std::process::ExitCod
         if native {
             rt.spawn(async move {
                 use fpm_exporter::source::zmtp::Subscription;
-                let Ok(mut sub) = Subscription::connect(&addr, Duration::from_secs(5)).await else {
-                    eprintln!("fpm-bench native-count: cannot connect {addr}");
-                    return;
-                };
-                while sub.read().await.is_ok() {
-                    match sub.drain(|_| {}) {
-                        Ok(n) => count.fetch_add(n, Relaxed),
-                        Err(_) => break,
+                // The publishers may bind after this starts: retry, bounded.
+                for _ in 0..600 {
+                    let Ok(mut sub) = Subscription::connect(&addr, Duration::from_secs(1)).await
+                    else {
+                        tokio::time::sleep(Duration::from_millis(100)).await;
+                        continue;
                     };
+                    while sub.read().await.is_ok() {
+                        match sub.drain(|_| {}) {
+                            Ok(n) => count.fetch_add(n, Relaxed),
+                            Err(_) => break,
+                        };
+                    }
                 }
             });
             continue;
