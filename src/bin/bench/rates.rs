@@ -334,10 +334,17 @@ pub(crate) fn count(endpoints: &[String], native: bool) -> std::process::ExitCod
             }
         });
     }
-    for line in std::io::stdin().lock().lines().map_while(Result::ok) {
-        if line.trim() == "count" {
-            println!("{{\"frames\": {}}}", count.load(Relaxed));
+    // The runtime is driven by block_on (a current-thread one runs nothing otherwise);
+    // a thread answers the harness and ends it when stdin closes.
+    let (done, finished) = tokio::sync::oneshot::channel::<()>();
+    std::thread::spawn(move || {
+        for line in std::io::stdin().lock().lines().map_while(Result::ok) {
+            if line.trim() == "count" {
+                println!("{{\"frames\": {}}}", count.load(Relaxed));
+            }
         }
-    }
+        let _ = done.send(());
+    });
+    let _ = rt.block_on(finished);
     std::process::ExitCode::SUCCESS
 }
