@@ -10,7 +10,10 @@
 //! 18 us/frame at 1,000 frames/s and 6 us at 10,000/s, above the exporter's budget of
 //! 3 us. This receiver is read by the endpoint's own task, which owns the stream: one
 //! read() takes every frame that arrived, and each complete message goes to the
-//! ingest as slices of one reusable buffer (figures: docs/performance-real-rates.md).
+//! ingest as slices of one reusable buffer. Measured in one run: 4.6 against 6.6 us
+//! per frame at 10,000 frames/s and 0.65 against 1.08 at 100,000 (8 ranks, counting
+//! only); at 1,000 frames/s both pay ~15 us, the wakeup per lone frame (details in
+//! docs/performance-real-rates.md).
 //!
 //! Scope, on purpose: ZMTP 3.0 framing, the NULL mechanism, a SUB talking to PUB or
 //! XPUB, over tcp:// (IPv4, `[v6]` and host names) and ipc://. Limits: a message of at
