@@ -10,19 +10,17 @@ const ALLOWED: &[(&str, &[&str])] = &[
     ("wire", &[]),
     ("source", &["address", "wire", "state"]),
     ("state", &["wire"]),
-    ("capture", &["wire", "state"]),
+    // A stage's settings are plain types in config (config never imports the stage).
+    ("capture", &["wire", "state", "config"]),
     ("sink", &["address", "wire", "state", "source", "capture"]),
     (
         "http",
-        &["address", "wire", "state", "source", "capture", "sink"],
-    ),
-    ("publisher", &["address", "wire"]),
-    (
-        "config",
         &[
-            "address", "wire", "state", "source", "capture", "sink", "http",
+            "address", "wire", "state", "source", "capture", "sink", "config",
         ],
     ),
+    ("publisher", &["address", "wire"]),
+    ("config", &["address", "wire", "state", "source", "sink"]),
     (
         "app",
         &[

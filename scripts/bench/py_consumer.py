@@ -12,6 +12,8 @@ Protocol with the harness (stdout, one JSON object per line):
 - ``{"ready": true, "ranks": N}`` once a frame from every expected rank arrived;
 - ``{"frames": N}`` (every frame so far, heartbeats included) for each ``count`` line
   on stdin, so a harness can time its own interval (fpm-bench's ``rates`` section);
+  answered by a thread of its own, so the reply comes even while the drain loop never
+  runs dry (at 100,000 frames/s it does not);
 - ``{"frames": F, "iterations": I, "missed": M, "seconds": S, "rate": F/S}`` when the
   load is over: counting starts at the first iteration frame and stops after
   ``--idle-end`` seconds without one (S runs from the first to the last iteration);
@@ -25,6 +27,7 @@ import argparse
 import json
 import os
 import sys
+import threading
 import time
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..", "tests", "py"))
@@ -72,17 +75,20 @@ def main() -> int:
     cpu_first = cpu_last = 0.0
     poller = zmq.Poller()
     poller.register(sock, zmq.POLLIN)
-    stdin = sys.stdin.fileno()
-    poller.register(stdin, zmq.POLLIN)
-    total = 0
+    # Every frame so far; a one-element list so the answering thread reads it (an int
+    # read under the GIL is consistent; the thread sleeps in readline otherwise).
+    total = [0]
+    out = threading.Lock()
+
+    def answer() -> None:
+        for line in sys.stdin:
+            if line.strip() == "count":
+                with out:
+                    print(json.dumps({"frames": total[0]}), flush=True)
+
+    threading.Thread(target=answer, daemon=True).start()
     while time.monotonic() < deadline:
         events = dict(poller.poll(100))
-        if stdin in events:
-            line = sys.stdin.readline()
-            if not line:
-                poller.unregister(stdin)
-            elif line.strip() == "count":
-                print(json.dumps({"frames": total}), flush=True)
         if not events:
             if last is not None and time.monotonic() - last >= args.idle_end:
                 break
@@ -103,7 +109,7 @@ def main() -> int:
                 st.missed += seq - st.last_seq - 1
             st.last_seq = seq
             st.frames += 1
-            total += 1
+            total[0] += 1
             if m.wall_time == 0.0:
                 continue
             now = time.monotonic()
@@ -134,11 +140,13 @@ def main() -> int:
             a[13].add(q.var_decode_kv_tokens)
         if not ready and len(ranks) >= expected:
             ready = True
-            print(json.dumps({"ready": True, "ranks": len(ranks)}), flush=True)
+            with out:
+                print(json.dumps({"ready": True, "ranks": len(ranks)}), flush=True)
         if last is not None and time.monotonic() - last >= args.idle_end:
             break
     seconds = (last - first) if first is not None and last > first else 0.0
     missed = sum(st.missed for st in ranks.values())
+    out.acquire()
     print(
         json.dumps(
             {

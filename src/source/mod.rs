@@ -7,6 +7,7 @@ pub mod multiproc;
 pub mod nats;
 pub mod scrape;
 pub mod subscriber;
+pub mod zmtp;
 
 use crate::state::Registry;
 use std::sync::Arc;

@@ -1,31 +1,28 @@
-//! One ZMQ SUB socket per rank endpoint, each in its own task: a stuck or noisy rank
-//! never delays another.
+//! One ZMQ SUB connection per rank endpoint, each in its own task: a stuck or noisy
+//! rank never delays another. The task owns its stream (the hand-rolled ZMTP receiver
+//! of [`super::zmtp`], see there why) and feeds the ingest directly: no reader task and
+//! no channel per connection.
 //!
-//! The `zeromq` crate reconnects by itself, but with a backoff that grows to 30 s and
-//! without noticing half-open connections. So this loop owns reconnection: when the
-//! transport reports the peer gone, or a connected socket has been silent for the
-//! (long) re-create timeout, it drops the socket and connects afresh, pausing between
-//! attempts from [`SubscriberConfig::retry_min`] doubling to `retry_max`.
+//! This loop owns reconnection: when the peer goes, breaks the protocol, or a connected
+//! stream has been silent for the (long) re-create timeout, it drops the connection and
+//! connects afresh, pausing between attempts from [`SubscriberConfig::retry_min`]
+//! doubling to `retry_max`.
 //!
 //! Being stale is a different thing: a state shown to users after `--stale-after` of
 //! silence, decided by the registry's sweeper. A busy engine sends no heartbeats
 //! during a long forward pass, so silence alone is weak evidence of a dead peer; the
-//! socket is kept until the longer `--reconnect-after`.
+//! connection is kept until the longer `--reconnect-after`.
 
+use super::zmtp::{Subscription, ZmtpError};
 use crate::state::endpoint::EndpointStats;
 use crate::state::sequence::SequenceTracker;
 use crate::state::{RankCache, Registry};
 use crate::wire::decode::{decode_payload, split_message};
 use crate::wire::DecodeError;
-use futures::{FutureExt, StreamExt};
 use std::sync::atomic::Ordering::Relaxed;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tokio::sync::watch;
-use zeromq::{Socket, SocketEvent, SocketOptions, SocketRecv, SubSocket, ZmqMessage};
-
-/// Most messages taken in one go once the socket has woken up.
-const DRAIN_BATCH: usize = 256;
 
 /// Default of `--reconnect-after`: long enough for any forward pass, short enough to
 /// leave a half-open connection within a minute.
@@ -34,7 +31,8 @@ pub const DEFAULT_RECONNECT_AFTER: Duration = Duration::from_secs(30);
 /// Timing of connection attempts.
 #[derive(Debug, Clone)]
 pub struct SubscriberConfig {
-    /// How long one connect attempt may take before it is abandoned and retried.
+    /// How long one connect attempt (transport and ZMTP handshake) may take before it
+    /// is abandoned and retried.
     pub connect_timeout: Duration,
     /// First pause between failed connect attempts; doubles up to `retry_max`.
     pub retry_min: Duration,
@@ -71,13 +69,26 @@ impl RateLimited {
         }
     }
 
-    fn warn(&mut self, address: &str, reason: DecodeError, frames: usize, bytes: usize) {
+    /// Whether to log now; counts the suppressed ones otherwise.
+    fn due(&mut self) -> bool {
         let now = Instant::now();
         if self
             .last
             .is_some_and(|t| now.duration_since(t) < Self::INTERVAL)
         {
             self.suppressed += 1;
+            return false;
+        }
+        true
+    }
+
+    fn logged(&mut self) {
+        self.last = Some(Instant::now());
+        self.suppressed = 0;
+    }
+
+    fn warn(&mut self, address: &str, reason: DecodeError, frames: usize, bytes: usize) {
+        if !self.due() {
             return;
         }
         tracing::warn!(
@@ -88,8 +99,20 @@ impl RateLimited {
             suppressed = self.suppressed,
             "skipped a message that is not a valid FPM frame"
         );
-        self.last = Some(now);
-        self.suppressed = 0;
+        self.logged();
+    }
+
+    fn protocol(&mut self, address: &str, error: &ZmtpError) {
+        if !self.due() {
+            return;
+        }
+        tracing::warn!(
+            endpoint = address,
+            %error,
+            suppressed = self.suppressed,
+            "peer broke the ZMTP protocol; reconnecting"
+        );
+        self.logged();
     }
 }
 
@@ -101,6 +124,8 @@ struct Ingest {
     tracker: SequenceTracker,
     cache: RankCache,
     log: RateLimited,
+    /// Protocol violations (a separate limit, so bad frames cannot hide them).
+    protocol_log: RateLimited,
 }
 
 impl Ingest {
@@ -110,11 +135,10 @@ impl Ingest {
         self.tracker.on_reconnect();
     }
 
-    fn handle(&mut self, msg: ZmqMessage) {
+    fn handle(&mut self, frames: &[&[u8]]) {
         self.stats.messages.fetch_add(1, Relaxed);
         let now = self.registry.now();
-        let frames = msg.into_vec();
-        let result = split_message(&frames).and_then(|(sequence, payload)| {
+        let result = split_message(frames).and_then(|(sequence, payload)| {
             // Account for the sequence even when the payload is bad, so a skipped
             // frame is not also reported as a lost one.
             let event = self.tracker.observe(sequence, now.instant);
@@ -146,7 +170,7 @@ impl Ingest {
 enum SessionEnd {
     /// The exporter is stopping.
     Shutdown,
-    /// The transport reported the peer gone (disconnect, or a receive error).
+    /// The peer closed, the stream failed, or the peer broke the protocol.
     PeerGone,
     /// Nothing arrived for [`SubscriberConfig::silence_timeout`]: presumed half-open.
     Silent,
@@ -167,47 +191,37 @@ pub async fn run(
         tracker: SequenceTracker::default(),
         cache: RankCache::default(),
         log: RateLimited::new(),
+        protocol_log: RateLimited::new(),
     };
     stats.started.store(true, Relaxed);
     let mut retry = config.retry_min;
     while !*shutdown.borrow() {
-        let mut options = SocketOptions::default();
-        options.connect_timeout(config.connect_timeout);
-        let mut socket = SubSocket::with_options(options);
-        ingest.new_connection();
-        // Made before connecting so that no disconnect can go unreported.
-        let mut events = socket.monitor();
-        let attempt = async {
-            socket.connect(&address).await?;
-            // A peer can complete the handshake and drop before the subscription goes
-            // out; that is a failed attempt like any other, so it backs off too.
-            socket.subscribe("").await
-        };
+        // A peer can complete the handshake and drop before the subscription goes
+        // out; that is a failed attempt like any other, so it backs off too.
         let connected = tokio::select! {
-            r = attempt => r,
+            r = Subscription::connect(&address, config.connect_timeout) => r,
             _ = shutdown.changed() => return,
         };
         match connected {
             Err(e) => {
-                tracing::debug!(endpoint = %address, error = %e, "connect or subscribe failed; will retry");
+                if e.is_protocol() {
+                    stats.receive_errors.fetch_add(1, Relaxed);
+                    ingest.protocol_log.protocol(&address, &e);
+                }
+                tracing::debug!(endpoint = %address, error = %e, "connect or handshake failed; will retry");
             }
-            Ok(()) => {
+            Ok(mut sub) => {
+                // Every connection may reach another publisher instance.
+                ingest.new_connection();
                 stats.connects.fetch_add(1, Relaxed);
                 stats.connected.store(true, Relaxed);
                 tracing::debug!(endpoint = %address, "connected");
-                let (end, received) = session(
-                    &mut socket,
-                    &mut events,
-                    &mut ingest,
-                    &config,
-                    &mut shutdown,
-                )
-                .await;
+                let (end, received) = session(&mut sub, &mut ingest, &config, &mut shutdown).await;
                 stats.connected.store(false, Relaxed);
                 if end == SessionEnd::Shutdown {
                     return;
                 }
-                tracing::debug!(endpoint = %address, reason = ?end, received, "re-creating the socket");
+                tracing::debug!(endpoint = %address, reason = ?end, received, "re-creating the connection");
                 // Only a session that carried data proves the peer healthy; a peer that
                 // accepts and drops again and again is retried ever more slowly.
                 if received > 0 {
@@ -224,65 +238,40 @@ pub async fn run(
     }
 }
 
-/// Receives on a connected socket until shutdown, the peer goes, or a long silence.
+/// Receives on a connected stream until shutdown, the peer goes, or a long silence.
 /// Returns why it ended and how many messages it received.
 async fn session(
-    socket: &mut SubSocket,
-    events: &mut futures::channel::mpsc::Receiver<SocketEvent>,
+    sub: &mut Subscription,
     ingest: &mut Ingest,
     config: &SubscriberConfig,
     shutdown: &mut watch::Receiver<bool>,
 ) -> (SessionEnd, u64) {
-    let stats = ingest.stats.clone();
-    let address = ingest.address.clone();
     let mut received = 0u64;
-    // Silence alone only makes the rank stale (the sweeper's job); the socket is
+    // Silence alone only makes the rank stale (the sweeper's job); the connection is
     // re-created after the longer `silence_timeout`, so a long forward pass without
     // heartbeats keeps its connection and the frame that ends it is not lost.
-    // One timer for the session, moved only when it fires: resetting it per message
-    // cost a timer-wheel insert and removal per frame, the most of anything at low
-    // rates after the transport's own wakeups.
+    // One timer for the session, moved only when it fires: resetting it per read
+    // cost a timer-wheel insert and removal per wake.
     let mut last_rx = tokio::time::Instant::now();
     let silence = tokio::time::sleep(config.silence_timeout);
     tokio::pin!(silence);
     loop {
-        tokio::select! {
+        let failure = tokio::select! {
             biased;
             _ = shutdown.changed() => return (SessionEnd::Shutdown, received),
-            ev = events.next() => match ev {
-                Some(SocketEvent::Disconnected(_)) | None => return (SessionEnd::PeerGone, received),
-                Some(_) => ingest.new_connection(),
-            },
-            r = socket.recv() => match r {
-                Ok(msg) => {
+            r = sub.read() => match r {
+                Ok(()) => {
                     last_rx = tokio::time::Instant::now();
-                    ingest.handle(msg);
-                    received += 1;
-                    // Take what is already queued without re-arming the select's
-                    // shutdown and timer futures for every message (they cost more
-                    // than decoding under load); bounded, so shutdown stays prompt.
-                    for _ in 0..DRAIN_BATCH {
-                        match socket.recv().now_or_never() {
-                            Some(Ok(msg)) => {
-                                ingest.handle(msg);
-                                received += 1;
-                            }
-                            Some(Err(e)) => {
-                                stats.receive_errors.fetch_add(1, Relaxed);
-                                tracing::debug!(endpoint = %address, error = %e, "receive error");
-                                return (SessionEnd::PeerGone, received);
-                            }
-                            None => break,
+                    // Every complete message of this read, straight into the ingest.
+                    match sub.drain(|parts| ingest.handle(parts)) {
+                        Ok(n) => {
+                            received += n;
+                            continue;
                         }
+                        Err(e) => e,
                     }
                 }
-                Err(e) => {
-                    // The crate reports a lost peer this way too; reconnecting here,
-                    // with this loop's backoff, beats the crate's own (up to 30 s).
-                    stats.receive_errors.fetch_add(1, Relaxed);
-                    tracing::debug!(endpoint = %address, error = %e, "receive error");
-                    return (SessionEnd::PeerGone, received);
-                }
+                Err(e) => e,
             },
             _ = &mut silence => {
                 let deadline = last_rx + config.silence_timeout;
@@ -290,7 +279,17 @@ async fn session(
                     return (SessionEnd::Silent, received);
                 }
                 silence.as_mut().reset(deadline);
+                continue;
             }
+        };
+        // A clean close at a message boundary loses nothing; anything else is an error.
+        if !matches!(failure, ZmtpError::Closed) {
+            ingest.stats.receive_errors.fetch_add(1, Relaxed);
         }
+        if failure.is_protocol() {
+            ingest.protocol_log.protocol(&ingest.address, &failure);
+        }
+        tracing::debug!(endpoint = %ingest.address, error = %failure, "connection ended");
+        return (SessionEnd::PeerGone, received);
     }
 }

@@ -63,7 +63,8 @@ fn main() -> ExitCode {
     let argv: Vec<String> = std::env::args().collect();
     match argv.get(1).map(String::as_str) {
         Some("serve") => return serve::serve(&argv[2..]),
-        Some("count") => return rates::count(&argv[2..]),
+        Some("count") => return rates::count(&argv[2..], false),
+        Some("native-count") => return rates::count(&argv[2..], true),
         _ => {}
     }
     let args = Args::parse();

@@ -1,10 +1,12 @@
 //! fpm-bench's `rates` section: CPU per frame at the rates engines really send
-//! (1,000, 10,000 and 100,000 frames/s over 8 and 64 ranks), for three consumers of
+//! (1,000, 10,000 and 100,000 frames/s over 8 and 64 ranks), for four consumers of
 //! the same generator, one after the other in one run:
 //! - the exporter (`fpm-bench serve`, i.e. `fpm_exporter::app::start`);
 //! - the Python reference (`scripts/bench/py_consumer.py`: pyzmq + msgspec + Welford);
 //! - a bare `zeromq` crate SUB per rank that only counts (`fpm-bench count`), on the
-//!   exporter's runtime: the floor the transport sets.
+//!   exporter's runtime: the floor that crate's receive path sets;
+//! - the exporter's own ZMTP receiver that only counts (`fpm-bench native-count`): the
+//!   floor of the transport the exporter uses.
 //!
 //! Each consumer is its own process; its CPU is read from /proc over the measured
 //! interval only: `--rates-warm` seconds after the load starts (warm-up heartbeats and
@@ -152,6 +154,12 @@ impl Bench<'_> {
                     Ok(c) => self.measure(c, &base, ranks, rate).await,
                     Err(_) => None,
                 };
+                let mut native = Command::new(std::env::current_exe().expect("own path"));
+                native.arg("native-count").args(&addrs);
+                let native = match Consumer::spawn_counting(native) {
+                    Ok(c) => self.measure(c, &base, ranks, rate).await,
+                    Err(_) => None,
+                };
                 let mut py = Command::new(&python);
                 py.arg(&script)
                     .args(["--max-seconds", "120", "--idle-end", "30"]);
@@ -168,7 +176,7 @@ impl Bench<'_> {
                         None
                     }
                 };
-                rows.push((ranks, rate, exp, py, bare));
+                rows.push((ranks, rate, exp, py, bare, native));
             }
         }
         let fmt = |c: Option<Cost>| match c {
@@ -181,8 +189,8 @@ impl Bench<'_> {
             ),
             None => "not measured".into(),
         };
-        for (ranks, rate, exp, py, bare) in rows {
-            let (Some(e), p, b) = (exp, py, bare) else {
+        for (ranks, rate, exp, py, bare, native) in rows {
+            let (Some(e), p, b, n) = (exp, py, bare, native) else {
                 self.result(format!(
                     "rates {ranks} ranks at {rate:.0}/s: exporter not measured"
                 ));
@@ -208,10 +216,11 @@ impl Bench<'_> {
                 ));
             }
             self.result(format!(
-                "rates {ranks:>2} ranks at {rate:>6.0}/s: exporter {} | python {} | bare zeromq SUB {} | {}",
+                "rates {ranks:>2} ranks at {rate:>6.0}/s: exporter {} | python {} | bare zeromq SUB {} | native ZMTP SUB {} | {}",
                 fmt(Some(e)),
                 fmt(p),
                 fmt(b),
+                fmt(n),
                 targets.join("; ")
             ));
         }
@@ -284,13 +293,35 @@ fn pass(ok: bool) -> &'static str {
 
 /// `fpm-bench count <endpoint>...`: one bare zeromq SUB per endpoint that only counts
 /// messages, on the same runtime as `serve`; answers `count` on stdin until it closes.
-pub(crate) fn count(endpoints: &[String]) -> std::process::ExitCode {
+/// `fpm-bench native-count` does the same on the exporter's own ZMTP receiver
+/// (`fpm_exporter::source::zmtp`), one task per endpoint owning its stream.
+pub(crate) fn count(endpoints: &[String], native: bool) -> std::process::ExitCode {
     use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
     use std::sync::Arc;
     let count = Arc::new(AtomicU64::new(0));
     let rt = super::exporter_runtime();
     for addr in endpoints {
         let (addr, count) = (addr.clone(), count.clone());
+        if native {
+            rt.spawn(async move {
+                use fpm_exporter::source::zmtp::Subscription;
+                // The publishers may bind after this starts: retry, bounded.
+                for _ in 0..600 {
+                    let Ok(mut sub) = Subscription::connect(&addr, Duration::from_secs(1)).await
+                    else {
+                        tokio::time::sleep(Duration::from_millis(100)).await;
+                        continue;
+                    };
+                    while sub.read().await.is_ok() {
+                        match sub.drain(|_| {}) {
+                            Ok(n) => count.fetch_add(n, Relaxed),
+                            Err(_) => break,
+                        };
+                    }
+                }
+            });
+            continue;
+        }
         rt.spawn(async move {
             use zeromq::{Socket, SocketRecv};
             let mut sub = zeromq::SubSocket::new();
@@ -303,10 +334,17 @@ pub(crate) fn count(endpoints: &[String]) -> std::process::ExitCode {
             }
         });
     }
-    for line in std::io::stdin().lock().lines().map_while(Result::ok) {
-        if line.trim() == "count" {
-            println!("{{\"frames\": {}}}", count.load(Relaxed));
+    // The runtime is driven by block_on (a current-thread one runs nothing otherwise);
+    // a thread answers the harness and ends it when stdin closes.
+    let (done, finished) = tokio::sync::oneshot::channel::<()>();
+    std::thread::spawn(move || {
+        for line in std::io::stdin().lock().lines().map_while(Result::ok) {
+            if line.trim() == "count" {
+                println!("{{\"frames\": {}}}", count.load(Relaxed));
+            }
         }
-    }
+        let _ = done.send(());
+    });
+    let _ = rt.block_on(finished);
     std::process::ExitCode::SUCCESS
 }

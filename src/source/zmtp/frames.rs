@@ -1,0 +1,366 @@
+//! ZMTP 3.0 frames parsed straight out of one reusable read buffer: every complete
+//! message already read is handed over as slices of that buffer, with no copy, no
+//! allocation and no channel in between.
+//!
+//! Framing (RFC 23): one flags byte (bit 0 MORE, bit 1 LONG, bit 2 COMMAND, the other
+//! bits reserved and zero), then the body size as one byte or, with LONG, eight bytes
+//! big-endian, then the body. A message is the frames up to the first without MORE.
+
+use super::ZmtpError;
+
+/// Largest message accepted (all its parts with their frame headers, so neither big
+/// parts nor a flood of empty ones get past it). The size a peer announces is
+/// checked against it before anything is buffered, so a hostile header never makes
+/// the exporter allocate what it claims. Far above the largest payload the decoder
+/// accepts ([`crate::wire::MAX_PAYLOAD_BYTES`], 64 KiB), so an oversized FPM payload
+/// (a runaway worker_id of a mebibyte, say) is still counted by its decode reason and
+/// the connection kept; beyond this it is a counted receive error and a reconnect.
+/// The buffer grows to it only while such a message is in flight.
+pub const MAX_MESSAGE_BYTES: usize = 4 * 1024 * 1024;
+
+/// Most parts kept of one message; further parts are read and dropped. An FPM message
+/// has three, so a longer one is skipped by the decoder's frame-count check anyway.
+pub const MAX_PARTS: usize = 8;
+
+/// Initial (and resting) size of the read buffer: many FPM frames (a few hundred bytes
+/// each) per read() syscall, yet little memory per idle connection.
+const INITIAL_BUFFER: usize = 4 * 1024;
+
+/// Free space below which the buffer is compacted (or grown) before a read.
+const MIN_READ: usize = 1024;
+
+/// Largest the buffer grows: one maximal message, room for a header and a read.
+const BUFFER_CAP: usize = MAX_MESSAGE_BYTES + 2 * MIN_READ;
+
+const MORE: u8 = 0x01;
+const LONG: u8 = 0x02;
+const COMMAND: u8 = 0x04;
+
+/// One parsed frame header.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Header {
+    /// Flags byte (MORE, LONG, COMMAND).
+    pub flags: u8,
+    /// Bytes of header before the body.
+    pub header_len: usize,
+    /// Bytes of body.
+    pub body_len: usize,
+}
+
+impl Header {
+    /// Whether more frames of the same message follow.
+    pub fn more(&self) -> bool {
+        self.flags & MORE != 0
+    }
+    /// Whether this is a command frame (READY, ERROR, PING...) rather than a message part.
+    pub fn command(&self) -> bool {
+        self.flags & COMMAND != 0
+    }
+    /// Header plus body.
+    pub fn total(&self) -> usize {
+        self.header_len + self.body_len
+    }
+}
+
+/// Parses the frame header at the start of `bytes`: None when it is not all there yet.
+pub fn parse_header(bytes: &[u8]) -> Result<Option<Header>, ZmtpError> {
+    let Some(&flags) = bytes.first() else {
+        return Ok(None);
+    };
+    if flags & !(MORE | LONG | COMMAND) != 0 {
+        return Err(ZmtpError::Protocol("reserved flag bits set"));
+    }
+    if flags & COMMAND != 0 && flags & MORE != 0 {
+        return Err(ZmtpError::Protocol("command frame with MORE"));
+    }
+    let (header_len, size) = if flags & LONG != 0 {
+        let Some(size) = bytes.get(1..9) else {
+            return Ok(None);
+        };
+        (9, u64::from_be_bytes(size.try_into().expect("8 bytes")))
+    } else {
+        let Some(&size) = bytes.get(1) else {
+            return Ok(None);
+        };
+        (2, u64::from(size))
+    };
+    if size > MAX_MESSAGE_BYTES as u64 {
+        return Err(ZmtpError::TooLarge(size));
+    }
+    Ok(Some(Header {
+        flags,
+        header_len,
+        body_len: size as usize,
+    }))
+}
+
+/// The receive buffer of one connection and the messages in it.
+#[derive(Debug)]
+pub struct Reader {
+    buf: Vec<u8>,
+    /// First byte not yet consumed (the start of an incomplete message, if any).
+    start: usize,
+    /// End of the bytes read so far.
+    end: usize,
+    partial: Partial,
+}
+
+impl Default for Reader {
+    fn default() -> Self {
+        Reader {
+            buf: vec![0; INITIAL_BUFFER],
+            start: 0,
+            end: 0,
+            partial: Partial::default(),
+        }
+    }
+}
+
+impl Reader {
+    /// Bytes read but not yet consumed.
+    pub fn pending(&self) -> &[u8] {
+        &self.buf[self.start..self.end]
+    }
+
+    /// Marks `n` pending bytes consumed (only between messages: the handshake's).
+    pub fn consume(&mut self, n: usize) {
+        self.start = (self.start + n).min(self.end);
+        if self.start == self.end {
+            self.start = 0;
+            self.end = 0;
+        }
+    }
+
+    /// Free space to read into (at least a KiB as long as [`Reader::drain`]
+    /// runs after every read), made by compacting and, for a large message, growing
+    /// (never beyond one maximal message).
+    pub fn spare(&mut self) -> &mut [u8] {
+        if self.start == self.end {
+            self.start = 0;
+            self.end = 0;
+            // A large message is gone: give its memory back.
+            if self.buf.len() > 4 * INITIAL_BUFFER {
+                self.buf = vec![0; INITIAL_BUFFER];
+            }
+        }
+        if self.buf.len() - self.end < MIN_READ {
+            if self.start > 0 {
+                self.buf.copy_within(self.start..self.end, 0);
+                self.end -= self.start;
+                self.start = 0;
+            }
+            if self.buf.len() - self.end < MIN_READ {
+                // Pending bytes are at most one incomplete message (checked against
+                // the limit as its headers arrive) plus a header, so this always fits.
+                let len = (self.buf.len() * 2).min(BUFFER_CAP);
+                self.buf.resize(len, 0);
+            }
+        }
+        &mut self.buf[self.end..]
+    }
+
+    /// Records that `n` bytes were read into [`Reader::spare`].
+    pub fn filled(&mut self, n: usize) {
+        self.end = (self.end + n).min(self.buf.len());
+    }
+
+    /// Hands every complete message in the buffer to `f` as its parts (at most
+    /// [`MAX_PARTS`]); commands between messages are skipped (a ZMTP 3.0 peer sends
+    /// none after READY; PING/PONG of 3.1 need no answer from a SUB that never asked).
+    /// Returns how many messages were handed over; an incomplete one stays buffered,
+    /// with the frames parsed so far remembered, so a message trickling in is parsed
+    /// once, not once per read.
+    pub fn drain(&mut self, mut f: impl FnMut(&[&[u8]])) -> Result<u64, ZmtpError> {
+        let mut messages = 0;
+        loop {
+            let bytes = &self.buf[self.start..self.end];
+            let p = &mut self.partial;
+            let complete = loop {
+                let Some(h) = parse_header(&bytes[p.pos..])? else {
+                    break false;
+                };
+                if h.command() {
+                    if p.parts > 0 {
+                        return Err(ZmtpError::Protocol("command inside a multipart message"));
+                    }
+                    if bytes.len() - p.pos < h.total() {
+                        break false;
+                    }
+                    p.pos += h.total();
+                    break true;
+                }
+                if p.size + h.total() > MAX_MESSAGE_BYTES {
+                    return Err(ZmtpError::TooLarge((p.size + h.total()) as u64));
+                }
+                if bytes.len() - p.pos < h.total() {
+                    break false;
+                }
+                if p.parts < MAX_PARTS {
+                    p.ranges[p.parts] = (p.pos + h.header_len, p.pos + h.total());
+                }
+                p.parts += 1;
+                p.size += h.total();
+                p.pos += h.total();
+                if !h.more() {
+                    break true;
+                }
+            };
+            if !complete {
+                return Ok(messages);
+            }
+            if p.parts > 0 {
+                let mut parts: [&[u8]; MAX_PARTS] = [&[]; MAX_PARTS];
+                let n = p.parts.min(MAX_PARTS);
+                for (part, &(a, b)) in parts.iter_mut().zip(&p.ranges[..n]) {
+                    *part = &bytes[a..b];
+                }
+                f(&parts[..n]);
+                messages += 1;
+            }
+            let used = p.pos;
+            self.partial = Partial::default();
+            self.consume(used);
+        }
+    }
+}
+
+/// How far the message at the start of the buffer has been parsed (offsets from the
+/// start of the pending bytes, so they survive compaction).
+#[derive(Debug, Default, Clone, Copy)]
+struct Partial {
+    pos: usize,
+    parts: usize,
+    size: usize,
+    ranges: [(usize, usize); MAX_PARTS],
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn frame(more: bool, body: &[u8]) -> Vec<u8> {
+        let mut f = if body.len() < 256 {
+            vec![u8::from(more), body.len() as u8]
+        } else {
+            let mut f = vec![u8::from(more) | LONG];
+            f.extend((body.len() as u64).to_be_bytes());
+            f
+        };
+        f.extend(body);
+        f
+    }
+
+    /// Reads `bytes` as the network would hand them over (at most the spare room per
+    /// read, a drain after each) and returns the messages.
+    fn feed(r: &mut Reader, mut bytes: &[u8]) -> Result<Vec<Vec<Vec<u8>>>, ZmtpError> {
+        let mut out = Vec::new();
+        while !bytes.is_empty() {
+            let spare = r.spare();
+            assert!(!spare.is_empty(), "no room to read into");
+            let n = spare.len().min(bytes.len());
+            spare[..n].copy_from_slice(&bytes[..n]);
+            r.filled(n);
+            bytes = &bytes[n..];
+            r.drain(|parts| out.push(parts.iter().map(|p| p.to_vec()).collect()))?;
+        }
+        Ok(out)
+    }
+
+    #[test]
+    fn messages_split_across_reads_come_out_whole_and_in_order() {
+        let mut wire = Vec::new();
+        for i in 0..3u8 {
+            wire.extend(frame(true, b""));
+            wire.extend(frame(true, &[i; 8]));
+            wire.extend(frame(false, &vec![i; 300]));
+        }
+        // Every split point, one byte at a time: nothing lost, nothing twice.
+        let mut r = Reader::default();
+        let mut got = Vec::new();
+        for b in &wire {
+            got.extend(feed(&mut r, std::slice::from_ref(b)).unwrap());
+        }
+        assert_eq!(got.len(), 3);
+        for (i, m) in got.iter().enumerate() {
+            assert_eq!(m, &vec![vec![], vec![i as u8; 8], vec![i as u8; 300]]);
+        }
+        assert!(r.pending().is_empty());
+        // And all at once.
+        assert_eq!(feed(&mut Reader::default(), &wire).unwrap(), got);
+    }
+
+    #[test]
+    fn commands_between_messages_are_skipped() {
+        let mut wire = vec![COMMAND, 5];
+        wire.extend(b"\x04PING");
+        wire.extend(frame(false, b"x"));
+        let got = feed(&mut Reader::default(), &wire).unwrap();
+        assert_eq!(got, vec![vec![b"x".to_vec()]]);
+    }
+
+    #[test]
+    fn an_announced_size_beyond_the_limit_is_refused_before_buffering() {
+        let mut r = Reader::default();
+        let mut wire = vec![LONG];
+        wire.extend(u64::MAX.to_be_bytes());
+        assert!(matches!(
+            feed(&mut r, &wire),
+            Err(ZmtpError::TooLarge(u64::MAX))
+        ));
+        assert!(r.buf.len() <= INITIAL_BUFFER);
+    }
+
+    #[test]
+    fn parts_adding_up_beyond_the_limit_are_refused_with_bounded_memory() {
+        // Big parts, and a flood of empty ones (only their headers count).
+        for (part, count) in [(100_000, 50), (0, MAX_MESSAGE_BYTES)] {
+            let mut r = Reader::default();
+            let mut wire = Vec::new();
+            for _ in 0..count {
+                wire.extend(frame(true, &vec![0; part]));
+            }
+            assert!(matches!(feed(&mut r, &wire), Err(ZmtpError::TooLarge(_))));
+            assert!(r.buf.len() <= BUFFER_CAP);
+        }
+        // A message of exactly the limit still fits.
+        let mut r = Reader::default();
+        let body = vec![1; MAX_MESSAGE_BYTES - 9];
+        let got = feed(&mut r, &frame(false, &body)).unwrap();
+        assert_eq!(got, vec![vec![body]]);
+    }
+
+    #[test]
+    fn extra_parts_are_dropped_and_the_stream_stays_in_step() {
+        let mut wire = Vec::new();
+        for _ in 0..MAX_PARTS + 4 {
+            wire.extend(frame(true, b"p"));
+        }
+        wire.extend(frame(false, b"last"));
+        wire.extend(frame(false, b"next"));
+        let got = feed(&mut Reader::default(), &wire).unwrap();
+        assert_eq!(got.len(), 2);
+        assert_eq!(got[0].len(), MAX_PARTS);
+        assert_eq!(got[1], vec![b"next".to_vec()]);
+    }
+
+    #[test]
+    fn malformed_headers_are_errors() {
+        for wire in [
+            vec![0x80u8, 0],
+            vec![COMMAND | MORE, 0],
+            vec![MORE, 1, b'a', COMMAND, 0],
+        ] {
+            let got = feed(&mut Reader::default(), &wire);
+            assert!(matches!(got, Err(ZmtpError::Protocol(_))), "{wire:?}");
+        }
+    }
+
+    #[test]
+    fn a_large_message_grows_the_buffer_which_shrinks_back_after() {
+        let mut r = Reader::default();
+        let wire = frame(false, &vec![7; 200_000]);
+        assert_eq!(feed(&mut r, &wire).unwrap().len(), 1);
+        r.spare();
+        assert_eq!(r.buf.len(), INITIAL_BUFFER);
+    }
+}
