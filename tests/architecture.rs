@@ -37,16 +37,6 @@ const ALLOWED: &[(&str, &[&str])] = &[
     ),
 ];
 
-/// References against the flow that wait for their owner's rewrite, by file and target.
-const PENDING: &[(&str, &str)] = &[
-    // The engine views read the exposition parser's types; moves with the scrape rework.
-    ("state/engine_view/mod.rs", "source"),
-    ("state/engine_view/quantile.rs", "source"),
-    ("state/engine_view/tests.rs", "source"),
-    // The scraper renders engine families itself; moves with engine_metrics.rs.
-    ("source/scrape/fetch.rs", "sink"),
-];
-
 /// Sink modules that several resources share.
 const SHARED_SINKS: &[&str] = &["shared_json", "serving"];
 /// The sink modules by resource (and their former names), the targets the sibling rule
@@ -123,10 +113,7 @@ fn check(rel: &str, code: &str) -> Vec<String> {
     let mut bad = Vec::new();
     for (line, target) in crate_refs(code) {
         let known = ALLOWED.iter().any(|(m, _)| *m == target);
-        let ok = !known
-            || target == top
-            || allowed.contains(&target.as_str())
-            || PENDING.contains(&(rel, target.as_str()));
+        let ok = !known || target == top || allowed.contains(&target.as_str());
         if !ok {
             bad.push(format!(
                 "src/{rel}:{line}: {top} may not import crate::{target}"

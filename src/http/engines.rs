@@ -9,10 +9,10 @@
 
 use super::query::{self, error};
 use super::AppState;
-use crate::source::exposition::Scrape;
 use crate::state::engine_view::document::{EnginesDocument, WorkerEntry};
 use crate::state::engine_view::engine_view;
 use crate::state::engine_view::fpm::{fpm_summary, FpmSummary};
+use crate::wire::exposition::Scrape;
 use axum::extract::rejection::QueryRejection;
 use axum::extract::{Query, State};
 use axum::http::StatusCode;

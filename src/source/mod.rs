@@ -2,7 +2,6 @@
 
 /// Rank addressing, shared with the publisher side from [`crate::address`] (former path).
 pub use crate::address as endpoint;
-pub mod exposition;
 pub mod multiproc;
 pub mod nats;
 pub mod scrape;

@@ -1,4 +1,6 @@
-//! The FPM wire format: the schema engines publish (v1) and its msgpack encoding.
+//! The formats on the wire: FPM frames (the schema engines publish, v1, and its
+//! msgpack encoding) and, in [`exposition`], the Prometheus exposition model that
+//! scraped and multiprocess engine metrics are read into and rendered from.
 //!
 //! The field names, order and types mirror SGLang's `ForwardPassMetrics`
 //! (`sglang/srt/observability/forward_pass_metrics.py`) and Dynamo's consumer.
@@ -6,6 +8,7 @@
 
 pub mod decode;
 pub mod encode;
+pub mod exposition;
 mod fast;
 mod number;
 

@@ -3,7 +3,7 @@
 //! text exposition, for that test's own use.
 
 use crate::common::{repo_root, require_test_deps, venv_python};
-use fpm_exporter::source::exposition::{FamilyType, MetricFamily, Sample, Scrape};
+use fpm_exporter::wire::exposition::{FamilyType, MetricFamily, Sample, Scrape};
 use serde_json::Value;
 use std::io::{BufRead, BufReader, Write};
 use std::process::{Child, ChildStdin, ChildStdout, Command, Stdio};

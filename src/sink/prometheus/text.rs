@@ -83,33 +83,7 @@ impl Family {
     }
 }
 
-/// Appends `value` to `out` escaped for a label value (`\\`, `\"`, `\n`).
-pub fn escape_label_value(out: &mut String, value: &str) {
-    // Nearly every value needs no escaping: copy it whole instead of char by char.
-    if !value.bytes().any(|b| matches!(b, b'\\' | b'"' | b'\n')) {
-        out.push_str(value);
-        return;
-    }
-    for c in value.chars() {
-        match c {
-            '\\' => out.push_str("\\\\"),
-            '"' => out.push_str("\\\""),
-            '\n' => out.push_str("\\n"),
-            c => out.push(c),
-        }
-    }
-}
-
-/// Appends `name="value"` (with a leading comma unless `out` is empty).
-pub fn push_label(out: &mut String, name: &str, value: &str) {
-    if !out.is_empty() {
-        out.push(',');
-    }
-    out.push_str(name);
-    out.push_str("=\"");
-    escape_label_value(out, value);
-    out.push('"');
-}
+pub use crate::wire::exposition::render::{escape_label_value, push_label};
 
 /// Receives the exposition piece by piece when rendering is streamed.
 pub type ChunkSink = Box<dyn FnMut(String) + Send>;

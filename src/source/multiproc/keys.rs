@@ -2,7 +2,7 @@
 //! help])`), parsed once and interned between scrapes: which family, series and
 //! label group each feeds, and the pids of gauge files.
 
-use crate::source::exposition::{valid_label_name, valid_metric_name};
+use crate::wire::exposition::{valid_label_name, valid_metric_name};
 use std::collections::{BTreeMap, HashMap};
 use std::hash::{BuildHasher, RandomState};
 

@@ -7,11 +7,12 @@
 //! last gauge file holding it; gauge files add a `pid` label, which every mode but
 //! `all`/`liveall` drops again.
 
+use super::exposed::{Exposed, Layout};
 use super::file::{Kind, Mode};
 pub use super::keys::Keys;
 use super::plan::{FastMap, Plan, Slot, U64Hasher};
-use crate::source::exposition::{go_float_string, FamilyType, MetricFamily, Sample};
-use std::hash::BuildHasherDefault;
+use crate::wire::exposition::{go_float_string, FamilyType, MetricFamily, Rendered, Sample};
+use std::hash::{BuildHasher, BuildHasherDefault, Hash, Hasher};
 use std::sync::Arc;
 
 /// One file's contribution to a scrape.
@@ -30,8 +31,10 @@ pub struct FileData {
 
 /// One merge's result.
 pub struct Merged {
-    /// Families sorted by name, samples sorted by labels.
-    pub families: Arc<Vec<MetricFamily>>,
+    /// Families sorted by name, samples sorted by labels, as kept for rendering.
+    pub exposed: Arc<Exposed>,
+    /// The same as owned families, when the merge was asked for them.
+    pub families: Option<Arc<Vec<MetricFamily>>>,
     /// Equal for merges with the same families, labels and sample order.
     pub generation: u64,
     /// Samples left out (see [`merge`]).
@@ -41,8 +44,16 @@ pub struct Merged {
 /// Merges the files of one scrape into families sorted by name, samples sorted by
 /// labels, and counts the samples left out because their name
 /// does not fit their family's type (or a histogram `le` that is not a number).
-/// A scrape with the same series as the last one only refreshes `plan`'s families.
-pub fn merge(keys: &Keys, files: &[FileData], plan: &mut Plan) -> Merged {
+/// A scrape with the same series as the last one only refreshes `plan`'s values,
+/// unless `want_families` asks for owned families (built by a full merge). `render`
+/// gives each sample's `name{labels}` and runs only when the series set changed.
+pub fn merge(
+    keys: &Keys,
+    files: &[FileData],
+    plan: &mut Plan,
+    want_families: bool,
+    render: &dyn Fn(&[MetricFamily]) -> Vec<Rendered>,
+) -> Merged {
     let nf = keys.families.len();
     let mut ftype: Vec<Option<Kind>> = vec![None; nf];
     let mut fmode: Vec<Option<Mode>> = vec![None; nf];
@@ -122,12 +133,15 @@ pub fn merge(keys: &Keys, files: &[FileData], plan: &mut Plan) -> Merged {
             }
         }
     }
-    if let Some((families, generation, more)) = plan.refresh(&ftype, &fmode) {
-        return Merged {
-            families,
-            generation,
-            dropped: dropped + more,
-        };
+    if !want_families {
+        if let Some((exposed, generation, more)) = plan.refresh(&ftype, &fmode) {
+            return Merged {
+                exposed,
+                families: None,
+                generation,
+                dropped: dropped + more,
+            };
+        }
     }
     let (accs, buckets) = (&plan.accs, &mut plan.buckets);
     let nan_dropped = dropped;
@@ -256,7 +270,19 @@ pub fn merge(keys: &Keys, files: &[FileData], plan: &mut Plan) -> Merged {
     rows.sort_by(|a, b| (a.1, a.2).cmp(&(b.1, b.2)).then(a.3.total_cmp(&b.3)));
     let mut out: Vec<MetricFamily> = Vec::new();
     let mut slots: Vec<Vec<Slot>> = Vec::new();
-    for (fam, _, _, _, sample, slot) in rows {
+    let mut sig = (
+        plan.signature_keys.0.build_hasher(),
+        plan.signature_keys.1.build_hasher(),
+    );
+    for (fam, _, _, le, sample, slot) in rows {
+        let row = (
+            fam,
+            ftype[fam as usize].map(|k| k as u8),
+            slot_key(slot),
+            le.to_bits(),
+        );
+        row.hash(&mut sig.0);
+        row.hash(&mut sig.1);
         let info = &keys.families[fam as usize];
         if out.last().is_none_or(|f| f.name != info.name) {
             out.push(MetricFamily {
@@ -270,12 +296,42 @@ pub fn merge(keys: &Keys, files: &[FileData], plan: &mut Plan) -> Merged {
         out.last_mut().expect("pushed").samples.push(sample);
         slots.last_mut().expect("pushed").push(slot);
     }
-    let out = Arc::new(out);
-    let generation = plan.keep(ftype, fmode, &out, &slots, &unplaced, dropped - nan_dropped);
+    let signature = (sig.0.finish(), sig.1.finish());
+    let (generation, layout) = match plan.same_series(signature) {
+        Some((g, layout)) => (Some(g), layout),
+        None => (None, Arc::new(Layout::of(&out, render(&out)))),
+    };
+    let exposed = Arc::new(Exposed {
+        layout,
+        values: out
+            .iter()
+            .map(|f| f.samples.iter().map(|s| s.value).collect())
+            .collect(),
+    });
+    let generation = plan.keep(
+        ftype,
+        fmode,
+        &exposed,
+        &slots,
+        &unplaced,
+        dropped - nan_dropped,
+        signature,
+        generation,
+    );
     Merged {
-        families: out,
+        exposed,
+        families: want_families.then(|| Arc::new(out)),
         generation,
         dropped,
+    }
+}
+
+/// A slot as plain numbers, for the row signature.
+fn slot_key(s: Slot) -> (u8, u64, u32) {
+    match s {
+        Slot::Acc(k) => (0, k, 0),
+        Slot::Bucket(k, i) => (1, k, i),
+        Slot::Count(k) => (2, k, 0),
     }
 }
 

@@ -8,13 +8,16 @@
 //! most [`MAX_FILES`] files listed, and keys are parsed once and cached, so a steady
 //! directory costs one `pread` per file and a pass over its values.
 
+pub mod alloc;
+pub mod exposed;
 pub mod file;
 pub mod keys;
 pub mod limit;
 pub mod merge;
 pub mod plan;
 
-use crate::source::exposition::{MetricFamily, Rendered};
+use crate::wire::exposition::MetricFamily;
+use exposed::Exposed;
 use parking_lot::Mutex;
 use std::collections::HashMap;
 use std::ffi::OsString;
@@ -129,14 +132,21 @@ pub struct MultiprocDir {
     pub worker_addr: String,
     settings: MultiprocSettings,
     cache: Mutex<Cache>,
-    /// The latest merge's samples as written, with its generation.
-    rendered: Mutex<(u64, Arc<Vec<Rendered>>)>,
     errors: [AtomicU64; Reason::ALL.len()],
     files: AtomicU64,
     log: limit::LogLimit,
 }
 
 impl MultiprocDir {
+    /// The labels every sample of this directory carries: `engine`, the engine's
+    /// configured labels, then `worker_addr` (the directory).
+    pub fn own_labels(&self) -> Vec<(&str, &str)> {
+        let mut l = vec![("engine", self.engine.as_str())];
+        l.extend(self.labels.iter().map(|(k, v)| (k.as_str(), v.as_str())));
+        l.push(("worker_addr", self.worker_addr.as_str()));
+        l
+    }
+
     /// A directory of engine `engine` with its labels.
     pub fn new(
         engine: &str,
@@ -151,7 +161,6 @@ impl MultiprocDir {
             path,
             settings,
             cache: Mutex::new(Cache::default()),
-            rendered: Mutex::default(),
             errors: Default::default(),
             files: AtomicU64::new(0),
             log: limit::LogLimit::default(),
@@ -183,23 +192,27 @@ impl MultiprocDir {
         }
     }
 
-    /// Each sample's `name{labels}` as written for merge `generation`, rendered by
-    /// `render` only when the series changed since the last call.
-    pub fn rendered(
-        &self,
-        generation: u64,
-        render: impl FnOnce() -> Vec<Rendered>,
-    ) -> Arc<Vec<Rendered>> {
-        let mut r = self.rendered.lock();
-        if r.0 != generation || generation == 0 {
-            *r = (generation, Arc::new(render()));
+    /// Reads and merges the directory now as owned families: (families, generation,
+    /// see [`merge::Merged`]). A full merge each time, for callers that need the
+    /// samples' labels (the `/v1/engines` view); [`MultiprocDir::collect_exposed`] is
+    /// the scrape's cheap path. Never fails: what cannot be read is counted and left out.
+    pub fn collect(&self) -> (Arc<Vec<MetricFamily>>, u64) {
+        match self.read_and_merge(true) {
+            Some(m) => (m.families.unwrap_or_default(), m.generation),
+            None => (Arc::default(), 0),
         }
-        r.1.clone()
     }
 
-    /// Reads and merges the directory now: (families, generation, see
-    /// [`merge::Merged`]). Never fails: what cannot be read is counted and left out.
-    pub fn collect(&self) -> (Arc<Vec<MetricFamily>>, u64) {
+    /// Reads and merges the directory now for rendering: while the series stay the
+    /// same, only values are read and written into the kept layout.
+    pub fn collect_exposed(&self) -> Arc<Exposed> {
+        match self.read_and_merge(false) {
+            Some(m) => m.exposed,
+            None => Arc::new(Exposed::empty()),
+        }
+    }
+
+    fn read_and_merge(&self, want_families: bool) -> Option<merge::Merged> {
         let mut cache = self.cache.lock();
         let cache = &mut *cache;
         if cache.keys.len() > MAX_CACHED_KEYS {
@@ -211,7 +224,7 @@ impl MultiprocDir {
                 cache.layouts.clear();
                 self.files.store(0, Relaxed);
                 self.count(Reason::NoDirectory, &e.to_string(), 1);
-                return (Arc::default(), 0);
+                return None;
             }
         };
         let proc_visible = self.settings.pid_check && std::path::Path::new("/proc/self").exists();
@@ -267,7 +280,9 @@ impl MultiprocDir {
             }
         }
         self.files.store(data.len() as u64, Relaxed);
-        let merged = merge::merge(&cache.keys, &data, &mut cache.plan);
+        let own = self.own_labels();
+        let render = |f: &[MetricFamily]| crate::wire::exposition::render::render(&own, f);
+        let merged = merge::merge(&cache.keys, &data, &mut cache.plan, want_families, &render);
         if merged.dropped > 0 {
             self.count(
                 Reason::BadSample,
@@ -275,7 +290,7 @@ impl MultiprocDir {
                 merged.dropped,
             );
         }
-        (merged.families, merged.generation)
+        Some(merged)
     }
 }
 
@@ -293,14 +308,8 @@ pub struct EngineMetrics {
 }
 
 impl EngineMetrics {
-    /// Reads every directory: (directory, its families, their generation).
-    pub fn collect(&self) -> Vec<(&MultiprocDir, Arc<Vec<MetricFamily>>, u64)> {
-        self.dirs
-            .iter()
-            .map(|d| {
-                let (f, g) = d.collect();
-                (d, f, g)
-            })
-            .collect()
+    /// Reads every directory for rendering: (directory, its merged families).
+    pub fn collect(&self) -> Vec<(&MultiprocDir, Arc<Exposed>)> {
+        self.dirs.iter().map(|d| (d, d.collect_exposed())).collect()
     }
 }

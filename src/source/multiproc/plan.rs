@@ -5,8 +5,8 @@
 //! sample again (the allocation and comparison cost a profile of a 64-process
 //! SGLang directory was made of).
 
+use super::exposed::Exposed;
 use super::file::{Kind, Mode};
-use crate::source::exposition::MetricFamily;
 use std::collections::HashMap;
 use std::hash::{BuildHasherDefault, Hasher};
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
@@ -70,6 +70,8 @@ pub struct Plan {
     pub(super) accs: FastMap<u64, Acc>,
     /// (le, sum) per bucket group; an empty list is a group absent from this scrape.
     pub(super) buckets: FastMap<u64, Vec<(f64, f64)>>,
+    /// Independent random keys of the row signature's two halves.
+    pub(super) signature_keys: (std::hash::RandomState, std::hash::RandomState),
     shape: Option<Shape>,
 }
 
@@ -83,7 +85,10 @@ struct Shape {
     bucket_pos: FastMap<u64, (Vec<f64>, Vec<Pos>)>,
     dropped: u64,
     generation: u64,
-    families: Arc<Vec<MetricFamily>>,
+    /// Hash of the merged rows (family, source and `le` of every sample, in order):
+    /// a full merge with the same one has the same series and keeps the generation.
+    signature: (u64, u64),
+    exposed: Arc<Exposed>,
 }
 
 impl Plan {
@@ -110,6 +115,15 @@ impl Plan {
         }
     }
 
+    /// The last full merge's layout when its rows hashed to `signature`.
+    pub(super) fn same_series(
+        &self,
+        signature: (u64, u64),
+    ) -> Option<(u64, Arc<super::exposed::Layout>)> {
+        let s = self.shape.as_ref()?;
+        (s.signature == signature).then(|| (s.generation, s.exposed.layout.clone()))
+    }
+
     /// Writes this scrape's values into the last merge's families when the scrape
     /// has exactly its series (same family types and modes, same accumulators, same
     /// buckets): (families, generation, samples dropped); `None` when anything
@@ -118,7 +132,7 @@ impl Plan {
         &mut self,
         ftype: &[Option<Kind>],
         fmode: &[Option<Mode>],
-    ) -> Option<(Arc<Vec<MetricFamily>>, u64, u64)> {
+    ) -> Option<(Arc<Exposed>, u64, u64)> {
         let shape = self.shape.as_mut()?;
         let present = self.accs.values().filter(|a| a.present).count();
         let groups = self.buckets.values().filter(|b| !b.is_empty()).count();
@@ -143,10 +157,11 @@ impl Plan {
                 return None;
             }
         }
-        let fams = Arc::make_mut(&mut shape.families);
+        // Copies the values (not the shared layout) if a slow client still holds them.
+        let values = &mut Arc::make_mut(&mut shape.exposed).values;
         let mut set = |(f, s): Pos, v: f64| {
             if (f, s) != NOWHERE {
-                fams[f as usize].samples[s as usize].value = v;
+                values[f as usize][s as usize] = v;
             }
         };
         for a in self.accs.values() {
@@ -166,22 +181,26 @@ impl Plan {
             }
             set(pos[b.len()], total);
         }
-        Some((shape.families.clone(), shape.generation, shape.dropped))
+        Some((shape.exposed.clone(), shape.generation, shape.dropped))
     }
 
     /// Keeps a full merge's output: `slots[f][s]` says where sample `s` of family `f`
     /// came from, `unplaced` are the present accumulators that feed no sample.
+    /// `generation` is the one [`Plan::same_series`] gave, or `None` for a new one.
     /// Returns the merge's generation: equal generations have equal series.
+    #[allow(clippy::too_many_arguments)]
     pub(super) fn keep(
         &mut self,
         ftype: Vec<Option<Kind>>,
         fmode: Vec<Option<Mode>>,
-        families: &Arc<Vec<MetricFamily>>,
+        exposed: &Arc<Exposed>,
         slots: &[Vec<Slot>],
         unplaced: &[u64],
         dropped: u64,
+        signature: (u64, u64),
+        generation: Option<u64>,
     ) -> u64 {
-        let generation = GENERATION.fetch_add(1, Relaxed);
+        let generation = generation.unwrap_or_else(|| GENERATION.fetch_add(1, Relaxed));
         for a in self.accs.values_mut() {
             a.pos = None;
         }
@@ -230,7 +249,8 @@ impl Plan {
             bucket_pos,
             dropped,
             generation,
-            families: families.clone(),
+            signature,
+            exposed: exposed.clone(),
         });
         generation
     }
@@ -267,7 +287,7 @@ mod tests {
             ..Default::default()
         };
         let d = MultiprocDir::new("e", &[], dir.clone(), settings);
-        let values = |f: &[crate::source::exposition::MetricFamily]| -> Vec<f64> {
+        let values = |f: &[crate::wire::exposition::MetricFamily]| -> Vec<f64> {
             f.iter()
                 .flat_map(|f| f.samples.iter().map(|s| s.value))
                 .collect()
@@ -300,6 +320,63 @@ mod tests {
         std::fs::remove_file(&file).unwrap();
         let (f4, _) = d.collect();
         assert!(values(&f4).is_empty(), "a vanished file's series are gone");
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[test]
+    fn scrapes_write_values_into_one_kept_layout() {
+        let dir = std::env::temp_dir().join(format!("fpm-plan-x-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let file = dir.join("counter_1.db");
+        let a = r#"["c", "c_total", {"q": "a\"b"}, "h"]"#;
+        let b = r#"["c", "c_total", {"x": "y"}, "h"]"#;
+        let settings = MultiprocSettings {
+            pid_check: false,
+            ..Default::default()
+        };
+        let d = MultiprocDir::new("e", &[], dir.clone(), settings);
+        let lines = |e: &super::super::exposed::Exposed| -> Vec<String> {
+            let l = &e.layout;
+            l.prefixes
+                .iter()
+                .zip(&e.values)
+                .flat_map(|(p, v)| (0..v.len()).map(move |i| format!("{} {}", p.get(i), v[i])))
+                .collect()
+        };
+        std::fs::write(&file, db(&[(a, 1.0)])).unwrap();
+        let e1 = d.collect_exposed();
+        assert_eq!(
+            lines(&e1),
+            [r#"c_total{engine="e",worker_addr="DIR",q="a\"b"} 1"#
+                .replace("DIR", &dir.to_string_lossy())]
+        );
+        std::fs::write(&file, db(&[(a, 2.0)])).unwrap();
+        let e2 = d.collect_exposed();
+        assert_eq!(e2.values, [[2.0]], "same series: value refreshed");
+        assert_eq!(e1.values, [[1.0]], "a held scrape keeps its values");
+        assert!(
+            std::sync::Arc::ptr_eq(&e1.layout, &e2.layout),
+            "same series: the rendered layout is kept, not rebuilt"
+        );
+        // The owned families of a full merge agree and leave the layout in place.
+        let (f, _) = d.collect();
+        assert_eq!(f[0].samples[0].value, 2.0);
+        let e3 = d.collect_exposed();
+        assert!(std::sync::Arc::ptr_eq(&e1.layout, &e3.layout));
+        std::fs::write(&file, db(&[(a, 3.0), (b, 4.0)])).unwrap();
+        let e4 = d.collect_exposed();
+        assert_eq!(e4.values, [[3.0, 4.0]], "a new key is merged");
+        assert_eq!(e4.layout.prefixes[0].ends.len(), 2);
+        std::fs::write(&file, db(&[(b, 5.0)])).unwrap();
+        assert_eq!(d.collect_exposed().values, [[5.0]], "a's series left");
+        std::fs::write(&file, db(&[(a, 6.0), (b, 7.0)])).unwrap();
+        assert_eq!(d.collect_exposed().values, [[6.0, 7.0]], "a came back");
+        std::fs::remove_file(&file).unwrap();
+        assert_eq!(
+            d.collect_exposed().samples(),
+            0,
+            "a vanished file's series are gone"
+        );
         let _ = std::fs::remove_dir_all(&dir);
     }
 }

@@ -3,7 +3,7 @@
 //! its `Content-Type` on the blocking pool.
 
 use super::{parse, Kept, ScrapeError, ScrapeSettings, Target};
-use crate::source::exposition::Scrape;
+use crate::wire::exposition::Scrape;
 use std::sync::Arc;
 use std::time::{Instant, SystemTime};
 
@@ -47,7 +47,7 @@ pub async fn scrape_one(client: &reqwest::Client, t: &Arc<Target>, settings: &Sc
             families: p.families,
         };
         let rendered =
-            crate::sink::prometheus::engine_metrics::render(&target.own_labels(), &scrape.families);
+            crate::wire::exposition::render::render(&target.own_labels(), &scrape.families);
         Ok::<_, String>((scrape, rendered, p.duplicates))
     })
     .await;

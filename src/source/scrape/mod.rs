@@ -10,7 +10,7 @@ pub mod address;
 pub mod fetch;
 pub mod parse;
 
-use crate::source::exposition::{Rendered, Scrape};
+use crate::wire::exposition::{Rendered, Scrape};
 use parking_lot::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::sync::Arc;

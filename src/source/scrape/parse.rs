@@ -18,8 +18,8 @@
 //! `<name>_created`, again as `prometheus_client`'s text output has them (OpenMetrics
 //! output leaves such families out: there they would clash with `<name>`).
 
-use crate::source::exposition::{valid_metric_name, FamilyType};
-use crate::source::exposition::{MetricFamily, Sample};
+use crate::wire::exposition::{valid_metric_name, FamilyType};
+use crate::wire::exposition::{MetricFamily, Sample};
 use std::collections::{HashMap, HashSet};
 
 /// Why a document was rejected (the whole scrape fails, as in Prometheus).

@@ -8,7 +8,7 @@ pub mod fpm;
 pub mod names;
 pub mod quantile;
 
-use crate::source::exposition::{Sample, Scrape};
+use crate::wire::exposition::{Sample, Scrape};
 use names::{How, Source, FIELDS, SHARD_LABELS};
 use quantile::{bucket_increase, bucket_quantile};
 use serde::Serialize;

@@ -7,7 +7,7 @@
 //! the 1e-12 precision correction, which only moves counts that differ by float
 //! rounding). Every special case below is Prometheus', not ours.
 
-use crate::source::exposition::Sample;
+use crate::wire::exposition::Sample;
 use std::collections::HashMap;
 
 /// One classic bucket: its upper bound (`le`) and cumulative count.

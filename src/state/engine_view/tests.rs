@@ -1,7 +1,7 @@
 //! Engine views from hand-built scrapes, with hand-computed expectations.
 
 use super::*;
-use crate::source::exposition::{FamilyType, MetricFamily};
+use crate::wire::exposition::{FamilyType, MetricFamily};
 use std::time::{Duration, SystemTime};
 
 fn s(name: &str, labels: &[(&str, &str)], value: f64) -> Sample {

@@ -85,9 +85,9 @@ impl Bench<'_> {
         let rss_cold = exp.rss_bytes();
         let mut times = Vec::with_capacity(SCRAPES);
         let mut bytes = 0;
-        // The exporter builds the whole body before it sends the head, so the time
-        // to the first byte is its work and the rest is the body's transfer. The
-        // client reads into one reused buffer, so its own page faults are not timed.
+        // The body is streamed, so the head (the first byte) goes out before the
+        // work and the rest is work and transfer overlapping. The client reads
+        // into one reused buffer, so its own page faults are not timed.
         let mut work = Vec::with_capacity(SCRAPES);
         let mut transfer = Vec::with_capacity(SCRAPES);
         let mut buf = Vec::with_capacity(32 << 20);

@@ -3,6 +3,8 @@
 //! same model carries samples scraped from remote workers. Labels are ordered pairs
 //! so an exposition keeps the order its source gave.
 
+pub mod render;
+
 /// The type of a family, as Prometheus' text format names it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum FamilyType {
