@@ -21,5 +21,3 @@ pub mod wire;
 
 // Former paths of the publisher side, kept so that callers not yet moved (the bench,
 // branches in flight) build unchanged; new code uses `publisher::...`.
-pub use publisher::socket as publish;
-pub use publisher::{demo, loadgen};

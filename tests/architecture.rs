@@ -39,7 +39,7 @@ const ALLOWED: &[(&str, &[&str])] = &[
 
 /// Sink modules that several resources share.
 const SHARED_SINKS: &[&str] = &["shared_json", "serving"];
-/// The sink modules by resource (and their former names), the targets the sibling rule
+/// The sink modules by resource, the targets the sibling rule
 /// looks for.
 const SINKS: &[&str] = &[
     "loads_model",
@@ -47,8 +47,6 @@ const SINKS: &[&str] = &[
     "prometheus",
     "ranks_document",
     "stream",
-    "json",
-    "feeds",
 ];
 /// Prometheus modules the family writers share.
 const SHARED_PROMETHEUS: &[&str] = &["text", "accept", "detail", "stats"];
@@ -211,9 +209,9 @@ fn every_import_follows_the_data_path() {
 fn the_checker_catches_imports_against_the_flow() {
     let state = "use crate::wire::ForwardPassMetrics;\nuse crate::{sink, wire};\n";
     assert_eq!(check("state/registry.rs", state).len(), 1, "state -> sink");
-    let publisher = "fn f() { crate::source::endpoint::rank_address(); }";
+    let publisher = "fn f() { crate::source::subscriber::run(); }";
     assert_eq!(check("publisher/demo.rs", publisher).len(), 1);
-    assert!(check("state/x.rs", "//! see [`crate::sink::json`]\n").is_empty());
+    assert!(check("state/x.rs", "//! see [`crate::sink::ranks_document`]\n").is_empty());
     let sibling = "use crate::sink::ranks_document::RankJson;\nuse crate::sink::shared_json::X;\n";
     assert_eq!(
         check("sink/stream/mod.rs", sibling).len(),

@@ -6,8 +6,8 @@ mod common;
 
 use fpm_exporter::config::HttpSettings;
 use fpm_exporter::http::{self, AppState};
-use fpm_exporter::loadgen::FrameModel;
-use fpm_exporter::sink::json;
+use fpm_exporter::publisher::sim::FrameModel;
+use fpm_exporter::sink::ranks_document as json;
 use fpm_exporter::state::sequence::SeqEvent;
 use fpm_exporter::state::{EngineInfo, RankCache, RankFilter, Registry, StateConfig};
 use serde_json::Value;

@@ -7,9 +7,9 @@
 
 mod common;
 
-use fpm_exporter::loadgen::FrameModel;
-use fpm_exporter::sink::prometheus::detail::{RankDetail, RankDetails};
+use fpm_exporter::publisher::sim::FrameModel;
 use fpm_exporter::sink::prometheus::{engines, ranks, render, text::Format};
+use fpm_exporter::state::detail::{RankDetail, RankDetails};
 use fpm_exporter::state::sequence::SeqEvent;
 use fpm_exporter::state::{EngineInfo, RankCache, Registry, StateConfig};
 use std::collections::BTreeSet;
@@ -123,7 +123,9 @@ fn one_rank_writes_the_documented_series_at_each_level() {
             .chain(&fpm_exporter::sink::prometheus::model::rank_families())
             .filter(|f| {
                 detail == RankDetail::Full
-                    || !ranks::full_only_families().iter().any(|o| o.name == f.name)
+                    || !fpm_exporter::sink::prometheus::full_only_families()
+                        .iter()
+                        .any(|o| o.name == f.name)
             })
             .flat_map(|f| {
                 if f.name == summary {

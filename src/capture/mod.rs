@@ -4,7 +4,3 @@
 //! [`crate::publisher::replay`].
 
 pub mod recorder;
-
-/// Former name of [`recorder`], for callers not yet moved (the Prometheus sink's
-/// `record` collector).
-pub use recorder as record;

@@ -141,7 +141,7 @@ pub struct RunArgs {
     pub multiproc_no_pid_check: bool,
     /// Per-rank series on /metrics: lean (what dashboards and alerts read) or full (every window statistic and the rank's model); an engine's rank_detail in the TOML file wins for that engine [default: lean].
     #[arg(long, value_enum, value_name = "LEVEL")]
-    pub rank_detail: Option<crate::sink::prometheus::detail::RankDetail>,
+    pub rank_detail: Option<crate::state::detail::RankDetail>,
     /// A worker's metrics address to scrape into /engine_metrics (repeatable; `http(s)://host:port[/path]`, `grpc://host:port[@rank]`, `host:port`).
     #[arg(long = "scrape", value_name = "ADDRESS")]
     pub scrape: Vec<String>,

@@ -5,9 +5,9 @@
 use super::file::{FileConfig, FileEngine, RanksValue, Source};
 use super::{ConfigError, RunArgs};
 use crate::address::{rank_address, RankRange};
-use crate::sink::prometheus::detail::RankDetail;
 use crate::source::scrape::ScrapeSpec;
 use crate::source::EndpointSpec;
+use crate::state::detail::RankDetail;
 use crate::state::EngineInfo;
 use std::path::PathBuf;
 

@@ -23,7 +23,7 @@ pub struct FileConfig {
     pub(super) merge_engine_metrics: Option<bool>,
     pub(super) multiproc_max_bytes: Option<u64>,
     pub(super) multiproc_pid_check: Option<bool>,
-    pub(super) rank_detail: Option<crate::sink::prometheus::detail::RankDetail>,
+    pub(super) rank_detail: Option<crate::state::detail::RankDetail>,
     #[serde(default)]
     pub(super) engine: Vec<FileEngine>,
 }
@@ -43,7 +43,7 @@ pub(super) struct FileEngine {
     pub(super) labels: Option<Spanned<std::collections::BTreeMap<String, String>>>,
     #[serde(default)]
     pub(super) nats: Option<crate::source::nats::config::EngineScopeFile>,
-    pub(super) rank_detail: Option<crate::sink::prometheus::detail::RankDetail>,
+    pub(super) rank_detail: Option<crate::state::detail::RankDetail>,
 }
 
 /// `ranks = 4` or `ranks = "0-3"`.

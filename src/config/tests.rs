@@ -95,7 +95,7 @@ fn errors_name_the_key_and_line() {
 
 #[test]
 fn rank_detail_is_lean_by_default_and_set_per_engine() {
-    use crate::sink::prometheus::detail::RankDetail::{Full, Lean};
+    use crate::state::detail::RankDetail::{Full, Lean};
     let s = Settings::from_cli(&args(&["--demo"])).unwrap();
     assert_eq!(s.state.rank_detail.of(0), Lean);
     let s = Settings::from_cli(&args(&["--demo", "--rank-detail", "full"])).unwrap();

@@ -41,7 +41,10 @@ pub async fn loads(
     };
     let snap = app.registry.loads(&filter);
     if !sglang {
-        return json(loads_model::loads_document(&app.registry, &snap));
+        return json(crate::sink::shared_json::loads_document(
+            &app.registry,
+            &snap,
+        ));
     }
     match loads_model::get_load_document(&app.registry, &snap) {
         Ok(body) => json(body),

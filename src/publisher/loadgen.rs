@@ -9,7 +9,7 @@
 //! rank), `Quiet` (nothing sent: counters settle), `Load` (frames at the rate until
 //! the duration is over), `Hold` (sockets stay open so queued frames drain), `Stop`.
 
-pub use super::sim::FrameModel;
+use super::sim::FrameModel;
 use super::FramePublisher;
 use crate::address::rank_address;
 use parking_lot::Mutex;

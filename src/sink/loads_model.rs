@@ -2,15 +2,11 @@
 //! shape) and `/v1/model`; their shared JSON pieces are in [`super::shared_json`].
 //! Schemas: `proto/schema/loads.schema.json`, `get_load.schema.json`, `model.schema.json`.
 
+use super::shared_json::ModelJson;
 use crate::state::rank::Liveness;
 use crate::state::views::{LoadsSnapshot, ModelsSnapshot, RankLoad};
 use crate::state::Registry;
 use serde::Serialize;
-
-/// Former home of the loads document, now shared with the NATS KV relay.
-pub use super::shared_json::loads_document;
-/// Former home of the fit objects, now shared with `/v1/ranks`.
-pub use super::shared_json::{FitJson, ModelJson};
 
 /// The `/v1/model` document: fits of every matching rank and of their engines, with
 /// predictions at `x = [1, prefill_tokens, decode_requests, decode_kv_tokens]`.

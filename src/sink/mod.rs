@@ -10,9 +10,3 @@ pub mod ranks_document;
 pub mod serving;
 pub mod shared_json;
 pub mod stream;
-
-/// Former name of [`loads_model`], for callers not yet moved.
-pub use loads_model as feeds;
-/// Former name of [`ranks_document`] (`sink::json`), for the HTTP handlers and tests
-/// of branches not yet moved.
-pub use ranks_document as json;

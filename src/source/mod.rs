@@ -1,7 +1,5 @@
 //! Sources: ZMQ subscribers, one task per rank endpoint of every configured engine.
 
-/// Rank addressing, shared with the publisher side from [`crate::address`] (former path).
-pub use crate::address as endpoint;
 pub mod multiproc;
 pub mod nats;
 pub mod scrape;

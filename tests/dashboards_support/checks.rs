@@ -265,7 +265,7 @@ pub fn metric_names_are_exported(
     let (alert_rules, record_rules) = (&rules.alerts, &rules.records);
     // All of the above ran at the default per-rank detail, lean: its full-only
     // families are absent, the engine aggregates are not.
-    for fam in fpm_exporter::sink::prometheus::ranks::full_only_families() {
+    for fam in fpm_exporter::sink::prometheus::full_only_families() {
         assert!(
             !exposition.contains(&format!("\n{}{{", fam.name)),
             "{} written at the default --rank-detail",

@@ -6,7 +6,7 @@ use super::api::{unix_now, Api};
 use super::{JOB, RULES};
 use crate::common::prometheus::Prometheus;
 use crate::common::{self, repo_root, Driver, Exporter};
-use fpm_exporter::publish::FramePublisher;
+use fpm_exporter::publisher::socket::FramePublisher;
 use serde_json::{json, Value};
 use std::time::{Duration, Instant};
 

@@ -3,10 +3,8 @@
 //! sizes an exporter for Prometheus; `/v1/ranks` always carries everything, and the
 //! engine aggregates are complete at every level. docs/series-budget.md has the tables.
 
+use crate::state::detail::RankDetail;
 use crate::state::fields::FIELD_COUNT;
-
-/// The levels themselves are tunables the state stage carries (`StateConfig`).
-pub use crate::state::detail::{RankDetail, RankDetails};
 
 /// Indexes into [`crate::state::fields::FIELDS`] whose window mean a lean rank writes:
 /// the batch composition the dashboard plots and the terms of the wall_time model
@@ -49,12 +47,15 @@ mod tests {
 
     #[test]
     fn engines_without_a_level_take_the_default() {
-        let d = RankDetails {
+        let d = crate::state::detail::RankDetails {
             default: RankDetail::Full,
             engines: vec![RankDetail::Lean],
         };
         assert_eq!(d.of(0), RankDetail::Lean);
         assert_eq!(d.of(5), RankDetail::Full);
-        assert_eq!(RankDetails::default().of(0), RankDetail::Lean);
+        assert_eq!(
+            crate::state::detail::RankDetails::default().of(0),
+            RankDetail::Lean
+        );
     }
 }

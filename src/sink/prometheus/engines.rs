@@ -2,9 +2,9 @@
 //! statistics (Welford partials combined with the parallel formula, histograms added).
 //! Labels: engine and the engine's configured labels.
 
-use super::detail::RankDetail;
 use super::stats::{write_quantiles, write_window_stats};
 use super::text::{Family, Writer};
+use crate::state::detail::RankDetail;
 use crate::state::EngineSnapshot;
 
 /// Ranks per state.

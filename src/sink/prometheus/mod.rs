@@ -145,7 +145,7 @@ fn render_into(
         .map(|w| format!("{w}s"))
         .collect();
     let levels = &registry.config.rank_detail;
-    let details: Vec<detail::RankDetail> =
+    let details: Vec<crate::state::detail::RankDetail> =
         snap.ranks.iter().map(|r| levels.of(r.key.engine)).collect();
     ranks::write(w, &snap.ranks, &rank_labels, &details, &window_names);
     engines::write(w, &snap.engines, &engine_labels, &window_names);

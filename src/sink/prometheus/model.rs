@@ -4,8 +4,8 @@
 //! regression is labelled `regression` (prefill, decode, aggregated), not `model`,
 //! because `model` is the engine label users most often configure.
 
-use super::detail::RankDetail;
 use super::text::{Family, Writer};
+use crate::state::detail::RankDetail;
 use crate::state::model::{ModelKind, ModelSums, TERMS};
 use crate::state::{EngineSnapshot, RankSnapshot};
 

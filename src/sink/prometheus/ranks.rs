@@ -3,9 +3,9 @@
 //! and the engine's configured labels. Which families a rank writes follows its
 //! engine's [`RankDetail`].
 
-use super::detail::RankDetail;
 use super::stats::{write_quantiles, write_window_stats};
 use super::text::{Family, Writer};
+use crate::state::detail::RankDetail;
 use crate::state::rank::Liveness;
 use crate::state::RankSnapshot;
 
@@ -161,9 +161,6 @@ pub fn families() -> Vec<Family> {
     v.extend(COUNTERS);
     v
 }
-
-/// Former path of [`super::full_only_families`] (tests read it here).
-pub use super::full_only_families;
 
 /// Writes the per-rank families; `labels[i]` is rank i's rendered label set and
 /// `details[i]` its level.

@@ -1,7 +1,7 @@
 //! The recorder's counters (`--record`): written only while recording.
 
 use super::text::{Family, Writer};
-use crate::capture::record::RecordStats;
+use crate::capture::recorder::RecordStats;
 use std::sync::atomic::Ordering::Relaxed;
 
 /// Frames written.

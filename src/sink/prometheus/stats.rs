@@ -1,8 +1,9 @@
 //! Writers of window statistics shared by the rank and engine families: the
 //! mean/variance/min/max gauges and the wall_time summary.
 
-use super::detail::{writes_window_stat, RankDetail};
+use super::detail::writes_window_stat;
 use super::text::{push_label, Family, Writer};
+use crate::state::detail::RankDetail;
 use crate::state::fields::FIELDS;
 use crate::state::quantiles::QUANTILES;
 use crate::state::WindowSnapshot;

@@ -4,8 +4,8 @@
 //! resident memory is the cap times the cost of a busy rank.
 
 use super::{endpoint_base, http_get, Bench, Exporter};
-use fpm_exporter::loadgen::FrameModel;
-use fpm_exporter::publish::FramePublisher;
+use fpm_exporter::publisher::sim::FrameModel;
+use fpm_exporter::publisher::socket::FramePublisher;
 use std::time::{Duration, Instant};
 
 const IDENTITIES: u64 = 5_000;
@@ -33,7 +33,7 @@ impl Bench<'_> {
         let base = endpoint_base("tcp", 1, "flood");
         let exp =
             Exporter::spawn(&["--endpoint", &base, "--ranks", "1", "--engine", "flood"]).await;
-        let addr = fpm_exporter::source::endpoint::rank_address(&base, 0).unwrap();
+        let addr = fpm_exporter::address::rank_address(&base, 0).unwrap();
         let rss0 = exp.rss_bytes();
         let (secs, rate) = (self.args.flood_seconds, 20_000.0);
         let sender = self.gen.spawn(async move {

@@ -2,7 +2,7 @@
 
 use crate::alloc::{COUNTING, LIVE_BYTES};
 use crate::Bench;
-use fpm_exporter::loadgen::{self};
+use fpm_exporter::publisher::sim;
 use std::sync::atomic::Ordering::Relaxed;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -21,7 +21,7 @@ impl Bench<'_> {
         let registry = Registry::new(StateConfig::default(), engines);
         let endpoint: Arc<str> = "ipc:///bench".into();
         let mut models: Vec<_> = (0..1024u64)
-            .map(|r| loadgen::FrameModel::new("bench-engine-0", r, 1))
+            .map(|r| sim::FrameModel::new("bench-engine-0", r, 1))
             .collect();
         let mut caches: Vec<RankCache> = (0..1024).map(|_| RankCache::default()).collect();
         let start = Instant::now();

@@ -3,7 +3,7 @@
 use crate::exporter::Exporter;
 use crate::load::{endpoint_base, json_u64, latencies, percentile, Generator};
 use crate::Bench;
-use fpm_exporter::loadgen::SendLog;
+use fpm_exporter::publisher::loadgen::SendLog;
 use std::io::{BufRead, BufReader, Write};
 use std::net::TcpStream;
 use std::sync::atomic::{AtomicBool, Ordering::Relaxed};
@@ -37,7 +37,7 @@ impl Bench<'_> {
                 use zeromq::{Socket, SocketRecv};
                 let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
                 for r in 0..ranks {
-                    let addr = fpm_exporter::source::endpoint::rank_address(&base2, r).unwrap();
+                    let addr = fpm_exporter::address::rank_address(&base2, r).unwrap();
                     let (tx, stop) = (tx.clone(), stop2.clone());
                     tokio::spawn(async move {
                         let mut sub = zeromq::SubSocket::new();

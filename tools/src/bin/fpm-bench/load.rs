@@ -1,7 +1,7 @@
 //! The load side: endpoints, the load generator with its phase switch, and the
 //! arithmetic of results (percentiles, latencies, throughput outcomes).
 
-use fpm_exporter::loadgen::{self, LoadConfig, LoadReport, Phase, SendLog};
+use fpm_exporter::publisher::loadgen::{self, LoadConfig, LoadReport, Phase, SendLog};
 use std::sync::atomic::Ordering::Relaxed;
 use std::sync::Arc;
 use std::time::Duration;

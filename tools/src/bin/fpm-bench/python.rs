@@ -2,7 +2,7 @@
 
 use crate::load::{endpoint_base, Generator};
 use crate::Bench;
-use fpm_exporter::loadgen::Phase;
+use fpm_exporter::publisher::loadgen::Phase;
 use std::io::{BufRead, BufReader};
 use std::path::PathBuf;
 use std::process::{Command, Stdio};
@@ -21,7 +21,7 @@ impl Bench<'_> {
             for r in 0..ranks {
                 cmd.args([
                     "--endpoint",
-                    &fpm_exporter::source::endpoint::rank_address(&base, r).unwrap(),
+                    &fpm_exporter::address::rank_address(&base, r).unwrap(),
                 ]);
             }
             let mut child = match cmd.stdout(Stdio::piped()).stderr(Stdio::inherit()).spawn() {

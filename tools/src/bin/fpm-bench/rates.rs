@@ -15,8 +15,8 @@
 //! before, with every rank connected and silent.
 
 use super::{endpoint_base, http_get, proc_cpu_seconds, Bench, Counters, Generator};
-use fpm_exporter::loadgen::Phase;
-use fpm_exporter::source::endpoint::rank_address;
+use fpm_exporter::address::rank_address;
+use fpm_exporter::publisher::loadgen::Phase;
 use std::io::{BufRead, BufReader, Write};
 use std::path::PathBuf;
 use std::process::{Child, ChildStdin, Command, Stdio};

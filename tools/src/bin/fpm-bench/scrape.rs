@@ -4,7 +4,7 @@ use crate::exporter::Exporter;
 use crate::http::http_get_timed;
 use crate::load::{endpoint_base, percentile, Generator};
 use crate::Bench;
-use fpm_exporter::loadgen::Phase;
+use fpm_exporter::publisher::loadgen::Phase;
 use std::time::Duration;
 
 impl Bench<'_> {

@@ -80,7 +80,7 @@ pub(crate) fn exporter_runtime() -> tokio::runtime::Runtime {
 /// Ten renders of /metrics and of /v1/ranks inside the exporter, each split into the
 /// snapshot and the text: medians in ms, and sizes.
 fn render_timings(registry: &fpm_exporter::state::Registry) -> serde_json::Value {
-    use fpm_exporter::sink::{json, prometheus};
+    use fpm_exporter::sink::{prometheus, ranks_document as json};
     use fpm_exporter::state::RankFilter;
     let (mut snap_ms, mut metrics_ms, mut ranks_ms) = (Vec::new(), Vec::new(), Vec::new());
     let (mut metrics_bytes, mut ranks_bytes) = (0, 0);

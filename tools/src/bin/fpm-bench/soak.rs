@@ -4,7 +4,7 @@ use crate::exporter::Exporter;
 use crate::http::http_get;
 use crate::load::Generator;
 use crate::Bench;
-use fpm_exporter::loadgen::{Phase, SendLog};
+use fpm_exporter::publisher::loadgen::{Phase, SendLog};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 

@@ -4,7 +4,7 @@
 use crate::exporter::Exporter;
 use crate::load::{endpoint_base, Generator, Throughput};
 use crate::Bench;
-use fpm_exporter::loadgen::Phase;
+use fpm_exporter::publisher::loadgen::Phase;
 use std::sync::atomic::{AtomicBool, Ordering::Relaxed};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -45,7 +45,7 @@ impl Bench<'_> {
             .build()
             .unwrap();
         for r in 0..ranks {
-            let addr = fpm_exporter::source::endpoint::rank_address(&base, r).unwrap();
+            let addr = fpm_exporter::address::rank_address(&base, r).unwrap();
             let (count, stop) = (count.clone(), stop.clone());
             sink_rt.spawn(async move {
                 use zeromq::{Socket, SocketRecv};
