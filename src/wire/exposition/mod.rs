@@ -1,5 +1,5 @@
 //! Metric families read from outside the exporter, ready to be re-exposed: today the
-//! engines' `prometheus_client` multiprocess directories ([`super::multiproc`]); the
+//! engines' `prometheus_client` multiprocess directories ([`crate::source::multiproc`]); the
 //! same model carries samples scraped from remote workers. Labels are ordered pairs
 //! so an exposition keeps the order its source gave.
 

@@ -16,7 +16,7 @@ pub struct Source<'a> {
 
 /// A source's families: parsed from a remote worker, or a directory's merge.
 pub enum Families<'a> {
-    /// Owned families, with their samples' `name{labels}` per family ([`super::render`] of
+    /// Owned families, with their samples' `name{labels}` per family ([`crate::wire::exposition::render::render`] of
     /// the source's labels and `families`) when kept from an earlier scrape.
     Parsed(&'a [MetricFamily], Option<&'a [Rendered]>),
     /// A directory's merge: rendered prefixes and values.
