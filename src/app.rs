@@ -91,12 +91,9 @@ pub async fn start(settings: Settings) -> std::io::Result<Running> {
         silence_timeout: settings.reconnect_after,
         ..Default::default()
     };
-    tasks.extend(crate::source::spawn_all(
-        &registry,
-        &settings.endpoints,
-        &sub_config,
-        &shutdown_rx,
-    ));
+    let subscribers =
+        crate::source::spawn_all(&registry, &settings.endpoints, &sub_config, &shutdown_rx);
+    tasks.extend(subscribers.tasks);
     tasks.push(tokio::spawn(sweeper(registry.clone(), shutdown_rx.clone())));
 
     let listener = tokio::net::TcpListener::bind(settings.listen).await?;
@@ -110,6 +107,7 @@ pub async fn start(settings: Settings) -> std::io::Result<Running> {
         .map(|l| l.local_addr())
         .transpose()?;
     let mut state = AppState::new(registry.clone(), &settings.http, shutdown_rx.clone());
+    state.endpoints = subscribers.endpoints;
     state.engine_metrics = engine_metrics(&settings);
     state.recorder = record_stats;
     state.nats = nats_stats;

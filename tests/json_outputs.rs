@@ -217,3 +217,42 @@ async fn ready_once_http_is_up_and_endpoints_started_even_without_publishers() {
     );
     exp.stop().await;
 }
+
+/// `fpm_exporter_stream_clients` counts `/v1/stream` clients and nothing else: the
+/// recorder and the NATS relay read the same events but are not clients.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stream_clients_gauge_counts_stream_clients_only() {
+    let dir = common::ipc_dir();
+    let base = format!("ipc://{}/p", dir.path().display());
+    let record = dir.path().join("frames.jsonl");
+    let exp = Exporter::start(&["-e", &base, "--record", record.to_str().unwrap()]).await;
+    async fn clients(exp: &Exporter) -> Option<f64> {
+        sample(&exp.metrics().await, "fpm_exporter_stream_clients", &[])
+    }
+    assert_eq!(
+        clients(&exp).await,
+        Some(0.0),
+        "the recorder is not a client"
+    );
+    let first = reqwest::get(format!("{}/v1/stream", exp.url))
+        .await
+        .unwrap();
+    let second = reqwest::get(format!("{}/v1/stream?interval=1s", exp.url))
+        .await
+        .unwrap();
+    assert_eq!(
+        (first.status().as_u16(), second.status().as_u16()),
+        (200, 200)
+    );
+    wait_for("two clients counted", Duration::from_secs(10), || async {
+        (clients(&exp).await == Some(2.0)).then_some(())
+    })
+    .await;
+    drop(first);
+    drop(second);
+    wait_for("clients gone", Duration::from_secs(10), || async {
+        (clients(&exp).await == Some(0.0)).then_some(())
+    })
+    .await;
+    exp.stop().await;
+}

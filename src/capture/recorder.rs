@@ -363,7 +363,6 @@ mod tests {
                 received_at_ns: 1000 + i,
                 metrics,
             },
-            json: std::sync::OnceLock::new(),
         })
     }
 

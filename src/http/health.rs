@@ -31,7 +31,7 @@ pub async fn healthz() -> &'static str {
 /// `GET /readyz`: 200 once every listener is in its accept loop and every endpoint has
 /// started; else 503 saying what is missing.
 pub async fn readyz(State(app): State<AppState>) -> Response {
-    let endpoints = app.registry.endpoints();
+    let endpoints = &app.endpoints;
     let waiting: Vec<&str> = endpoints
         .iter()
         .filter(|e| !e.started.load(Relaxed))

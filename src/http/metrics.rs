@@ -28,6 +28,8 @@ pub async fn metrics(State(app): State<AppState>, headers: HeaderMap) -> Respons
     let engine = app.engine_metrics.clone();
     let recorder = app.recorder.clone();
     let workers = app.workers.clone();
+    let endpoints = app.endpoints.clone();
+    let stream_clients = app.stream.clients();
     let (http, nats) = (app.http.clone(), app.nats.clone());
     // Streamed in ~1 MiB pieces: with 1,024 ranks the exposition is ~23 MB, which built
     // whole would stay resident (the allocator keeps such buffers) after every scrape.
@@ -46,11 +48,13 @@ pub async fn metrics(State(app): State<AppState>, headers: HeaderMap) -> Respons
                 METRICS_CHUNK_BYTES,
                 sink,
                 prometheus::Extras {
+                    endpoints: &endpoints,
                     engine: engine.as_deref(),
                     recorder: recorder.as_deref(),
                     workers: workers.as_deref(),
                     http: Some(&http),
                     nats: nats.as_deref(),
+                    stream_clients,
                 },
             )
         }));

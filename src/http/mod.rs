@@ -24,6 +24,8 @@ use tokio::sync::Semaphore;
 pub struct AppState {
     /// The ranks.
     pub registry: Arc<Registry>,
+    /// The subscribers' endpoints, for `/readyz` and `fpm_endpoint_*`.
+    pub endpoints: Arc<[Arc<crate::source::endpoint::EndpointStats>]>,
     /// Exporter start, Unix seconds (for `process_start_time_seconds`).
     pub start_unix_secs: f64,
     /// The listeners in their accept loops (the `http` flag of `/readyz`).
@@ -39,6 +41,8 @@ pub struct AppState {
     pub http: Arc<crate::sink::serving::HttpStats>,
     /// The NATS client's counters (`fpm_nats_*` on `/metrics`), when NATS is on.
     pub nats: Option<Arc<crate::source::nats::NatsStats>>,
+    /// The `/v1/stream` fan-out of registry events.
+    pub stream: Arc<crate::sink::stream::hub::StreamHub>,
     /// Renderer of stream snapshot events, with its own budget.
     pub snapshots: Arc<crate::sink::stream::snapshots::Snapshots>,
     /// Turns true at shutdown: open streams end so the server can drain.
@@ -70,7 +74,9 @@ impl AppState {
             .unwrap_or(0.0);
         let http = Arc::new(crate::sink::serving::HttpStats::default());
         AppState {
+            stream: crate::sink::stream::hub::StreamHub::new(registry.clone()),
             registry,
+            endpoints: Vec::new().into(),
             start_unix_secs,
             listening: Default::default(),
             timeouts: serve::ServeTimeouts {

@@ -138,7 +138,7 @@ pub async fn stream(
         interval,
         heartbeats: p.heartbeats.unwrap_or(true),
     };
-    let client = ClientStream::new(app.registry.clone(), options, app.snapshots.clone());
+    let client = ClientStream::new(&app.stream, options, app.snapshots.clone());
     let shutdown = app.shutdown.clone();
     let events = futures::stream::unfold(
         (client, permit, shutdown, watch),

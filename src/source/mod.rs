@@ -1,12 +1,15 @@
 //! Sources: ZMQ subscribers, one task per rank endpoint of every configured engine.
 
+pub mod endpoint;
 pub mod multiproc;
 pub mod nats;
 pub mod scrape;
+pub mod sequence;
 pub mod subscriber;
 pub mod zmtp;
 
 use crate::state::Registry;
+use endpoint::EndpointStats;
 use std::sync::Arc;
 use subscriber::SubscriberConfig;
 use tokio::sync::watch;
@@ -23,6 +26,15 @@ pub struct EndpointSpec {
     pub address: String,
 }
 
+/// The running subscribers: each endpoint's shared counters (read by `/metrics` and
+/// `/readyz`) and the tasks.
+pub struct Subscribers {
+    /// One per configured endpoint, in configuration order.
+    pub endpoints: Arc<[Arc<EndpointStats>]>,
+    /// The subscriber tasks.
+    pub tasks: Vec<JoinHandle<()>>,
+}
+
 /// Spawns one subscriber per endpoint. Never waits for a publisher: connecting
 /// happens inside each task.
 pub fn spawn_all(
@@ -30,17 +42,24 @@ pub fn spawn_all(
     endpoints: &[EndpointSpec],
     config: &SubscriberConfig,
     shutdown: &watch::Receiver<bool>,
-) -> Vec<JoinHandle<()>> {
-    endpoints
+) -> Subscribers {
+    let stats: Arc<[Arc<EndpointStats>]> = endpoints
         .iter()
-        .map(|spec| {
-            let stats = registry.add_endpoint(spec.engine, spec.rank, &spec.address);
+        .map(|spec| Arc::new(EndpointStats::new(spec.engine, spec.rank, &spec.address)))
+        .collect();
+    let tasks = stats
+        .iter()
+        .map(|s| {
             tokio::spawn(subscriber::run(
                 registry.clone(),
-                stats,
+                s.clone(),
                 config.clone(),
                 shutdown.clone(),
             ))
         })
-        .collect()
+        .collect();
+    Subscribers {
+        endpoints: stats,
+        tasks,
+    }
 }

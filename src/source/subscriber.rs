@@ -13,9 +13,9 @@
 //! during a long forward pass, so silence alone is weak evidence of a dead peer; the
 //! connection is kept until the longer `--reconnect-after`.
 
+use super::endpoint::EndpointStats;
+use super::sequence::SequenceTracker;
 use super::zmtp::{Subscription, ZmtpError};
-use crate::state::endpoint::EndpointStats;
-use crate::state::sequence::SequenceTracker;
 use crate::state::{RankCache, Registry};
 use crate::wire::decode::{decode_payload, split_message};
 use crate::wire::DecodeError;

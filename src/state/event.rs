@@ -2,7 +2,6 @@
 
 use super::rank::{Liveness, RankKey};
 use crate::wire::ForwardPassMetrics;
-use std::sync::OnceLock;
 
 /// An event for the stream: a decoded frame or a liveness change.
 #[derive(Debug)]
@@ -11,8 +10,6 @@ pub struct Event {
     pub key: RankKey,
     /// What happened.
     pub kind: EventKind,
-    /// The JSON form, rendered once by the first stream client that needs it.
-    pub json: OnceLock<bytes::Bytes>,
 }
 
 /// The payload of an [`Event`].

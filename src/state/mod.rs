@@ -7,7 +7,6 @@
 mod clock;
 mod config;
 pub mod detail;
-pub mod endpoint;
 pub mod engine_view;
 pub mod engines;
 mod event;

@@ -1,7 +1,6 @@
-//! The registry: every rank of every engine in one map, the endpoints that feed them,
-//! and the ingest path that folds a frame into its rank.
+//! The registry: every rank of every engine in one map, and the ingest path that folds
+//! a frame into its rank.
 
-use super::endpoint::EndpointStats;
 use super::engines;
 use super::labels;
 use super::rank::{Liveness, RankKey, RankState, Transition};
@@ -11,7 +10,7 @@ use crate::wire::ForwardPassMetrics;
 use parking_lot::{Mutex, RwLock};
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
-use std::sync::{Arc, OnceLock};
+use std::sync::Arc;
 use std::time::Instant;
 use tokio::sync::broadcast;
 
@@ -32,7 +31,7 @@ pub struct RankCache {
     hit: Option<(String, u64, RankHandle)>,
 }
 
-/// Every rank of every engine, plus the endpoints that feed them.
+/// Every rank of every engine.
 pub struct Registry {
     /// Tunables.
     pub config: StateConfig,
@@ -41,7 +40,6 @@ pub struct Registry {
     pub(super) epoch: Instant,
     pub(super) wall_clock: WallClock,
     pub(super) ranks: RwLock<HashMap<RankKey, RankHandle>>,
-    pub(super) endpoints: RwLock<Vec<Arc<EndpointStats>>>,
     pub(super) events: broadcast::Sender<Arc<Event>>,
     /// Frames refused because [`StateConfig::max_ranks`] ranks were already tracked.
     pub refused_frames: AtomicU64,
@@ -76,27 +74,9 @@ impl Registry {
             epoch: Instant::now(),
             wall_clock,
             ranks: RwLock::new(HashMap::new()),
-            endpoints: RwLock::new(Vec::new()),
             events,
             refused_frames: AtomicU64::new(0),
         })
-    }
-
-    /// Registers an endpoint and returns its shared stats.
-    pub fn add_endpoint(
-        &self,
-        engine: usize,
-        expected_rank: u64,
-        address: &str,
-    ) -> Arc<EndpointStats> {
-        let stats = Arc::new(EndpointStats::new(engine, expected_rank, address));
-        self.endpoints.write().push(stats.clone());
-        stats
-    }
-
-    /// All registered endpoints.
-    pub fn endpoints(&self) -> Vec<Arc<EndpointStats>> {
-        self.endpoints.read().clone()
     }
 
     /// A new receiver of the event stream.
@@ -104,8 +84,9 @@ impl Registry {
         self.events.subscribe()
     }
 
-    /// How many stream receivers exist.
-    pub fn stream_clients(&self) -> usize {
+    /// How many receivers the event stream has (the stream hub while it has clients,
+    /// the recorder, the NATS relay); with none, ingest builds no events.
+    pub fn subscribers(&self) -> usize {
         self.events.receiver_count()
     }
 
@@ -119,7 +100,6 @@ impl Registry {
             let _ = self.events.send(Arc::new(Event {
                 key: key.clone(),
                 kind,
-                json: OnceLock::new(),
             }));
         }
     }

@@ -3,7 +3,7 @@
 //! endpoint is configured for) and the engine's configured labels.
 
 use super::text::{push_label, Family, Writer};
-use crate::state::endpoint::EndpointStats;
+use crate::source::endpoint::EndpointStats;
 use crate::wire::DecodeError;
 use std::sync::atomic::Ordering::Relaxed;
 use std::sync::Arc;

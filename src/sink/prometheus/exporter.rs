@@ -80,7 +80,13 @@ pub fn families() -> Vec<Family> {
 }
 
 /// Writes the exporter's own families.
-pub fn write(w: &mut Writer, registry: &Registry, start_unix_secs: f64, http: Option<&HttpStats>) {
+pub fn write(
+    w: &mut Writer,
+    registry: &Registry,
+    start_unix_secs: f64,
+    http: Option<&HttpStats>,
+    stream_clients: usize,
+) {
     w.family(&BUILD_INFO);
     w.sample(
         &BUILD_INFO,
@@ -100,7 +106,7 @@ pub fn write(w: &mut Writer, registry: &Registry, start_unix_secs: f64, http: Op
         registry.refused_frames.load(Relaxed) as f64,
     );
     w.family(&STREAM_CLIENTS);
-    w.sample(&STREAM_CLIENTS, "", &[], registry.stream_clients() as f64);
+    w.sample(&STREAM_CLIENTS, "", &[], stream_clients as f64);
     let zero = HttpStats::default();
     let http = http.unwrap_or(&zero);
     for (f, v) in [

@@ -22,7 +22,7 @@ use text::{push_label, ChunkSink, Family, Format, Writer};
 pub fn render(registry: &Registry, format: Format, start_unix_secs: f64) -> String {
     let ranks = registry.rank_count();
     let mut w = Writer::new(format, 4096 + ranks * 24 * 1024);
-    render_into(registry, &mut w, start_unix_secs, None, None, None);
+    render_into(registry, &mut w, start_unix_secs, Extras::default());
     w.finish()
 }
 
@@ -49,6 +49,8 @@ pub fn render_streaming(
 /// What `/metrics` carries besides the rank state, each when configured.
 #[derive(Default, Clone, Copy)]
 pub struct Extras<'a> {
+    /// The subscribers' endpoints (`fpm_endpoint_*`); none in a bare render.
+    pub endpoints: &'a [std::sync::Arc<crate::source::endpoint::EndpointStats>],
     /// The multiprocess directories (`--multiproc-dir`).
     pub engine: Option<&'a crate::source::multiproc::EngineMetrics>,
     /// The recorder's counters (`--record`).
@@ -59,6 +61,8 @@ pub struct Extras<'a> {
     pub http: Option<&'a crate::sink::serving::HttpStats>,
     /// The NATS client's counters (`--nats`, `--nats-publish`).
     pub nats: Option<&'a crate::source::nats::NatsStats>,
+    /// Connected `/v1/stream` clients.
+    pub stream_clients: usize,
 }
 
 /// [`render_streaming`] plus, when engines have multiprocess directories, the
@@ -73,15 +77,11 @@ pub fn render_streaming_with(
     sink: ChunkSink,
     extras: Extras<'_>,
 ) -> String {
-    let Extras {
-        engine,
-        recorder,
-        workers,
-        http,
-        nats,
-    } = extras;
     let mut w = Writer::streaming(format, chunk, sink);
-    render_into(registry, &mut w, start_unix_secs, recorder, http, nats);
+    render_into(registry, &mut w, start_unix_secs, extras);
+    let Extras {
+        engine, workers, ..
+    } = extras;
     if let Some(em) = engine {
         engine_metrics::write_stats(&mut w, em);
     }
@@ -103,14 +103,15 @@ pub fn render_streaming_with(
     w.finish()
 }
 
-fn render_into(
-    registry: &Registry,
-    w: &mut Writer,
-    start_unix_secs: f64,
-    recorder: Option<&crate::capture::recorder::RecordStats>,
-    http: Option<&crate::sink::serving::HttpStats>,
-    nats: Option<&crate::source::nats::NatsStats>,
-) {
+fn render_into(registry: &Registry, w: &mut Writer, start_unix_secs: f64, extras: Extras<'_>) {
+    let Extras {
+        endpoints,
+        recorder,
+        http,
+        nats,
+        stream_clients,
+        ..
+    } = extras;
     let snap = registry.snapshot(&RankFilter::default());
     let engine_labels: Vec<String> = registry
         .engines
@@ -157,8 +158,8 @@ fn render_into(
         &snap.engines,
         &engine_labels,
     );
-    endpoints::write(w, &registry.endpoints(), &engine_labels);
-    exporter::write(w, registry, start_unix_secs, http);
+    endpoints::write(w, endpoints, &engine_labels);
+    exporter::write(w, registry, start_unix_secs, http, stream_clients);
     if let Some(stats) = recorder {
         record::write(w, stats);
     }

@@ -1,15 +1,17 @@
 //! The event stream behind `GET /v1/stream` (server-sent events).
 //!
 //! Every accepted frame and every liveness change is broadcast once into a bounded
-//! ring; each client reads it at its own pace. A client that falls behind never
+//! ring, relayed to the clients by the [`hub`]; each client reads it at its own pace. A client that falls behind never
 //! slows ingestion: it skips ahead and is told how many events it missed
 //! (`event: lagged`). In sampling mode a client instead gets one `snapshot` event per
 //! rank per interval, plus the liveness changes.
 
+pub mod hub;
 pub mod snapshots;
 
 use crate::state::{Event, EventKind, RankFilter, Registry};
 use bytes::Bytes;
+use hub::{ClientHold, Relayed, StreamHub};
 use serde::Serialize;
 use snapshots::Snapshots;
 use std::sync::Arc;
@@ -36,9 +38,9 @@ pub struct StreamMessage {
     pub data: Bytes,
 }
 
-/// The JSON of an event, rendered once and shared by every client.
-pub fn event_json(registry: &Registry, ev: &Event) -> Bytes {
-    ev.json
+/// The JSON of an event, rendered once into `cache` and shared by every client.
+fn event_json(registry: &Registry, ev: &Event, cache: &std::sync::OnceLock<Bytes>) -> Bytes {
+    cache
         .get_or_init(|| {
             let engine = &registry.engines[ev.key.engine].name;
             let v = match &ev.kind {
@@ -94,7 +96,9 @@ pub fn event_json(registry: &Registry, ev: &Event) -> Bytes {
 pub struct ClientStream {
     registry: Arc<Registry>,
     options: StreamOptions,
-    rx: tokio::sync::broadcast::Receiver<Arc<Event>>,
+    rx: tokio::sync::broadcast::Receiver<Arc<Relayed>>,
+    /// Keeps the hub's relay running while this client lives.
+    _hold: ClientHold,
     ticker: Option<tokio::time::Interval>,
     pending: std::collections::VecDeque<StreamMessage>,
     snapshots: Arc<Snapshots>,
@@ -103,8 +107,9 @@ pub struct ClientStream {
 
 impl ClientStream {
     /// Subscribes a new client; its snapshot events (if any) come from `snapshots`.
-    pub fn new(registry: Arc<Registry>, options: StreamOptions, snapshots: Arc<Snapshots>) -> Self {
-        let rx = registry.subscribe();
+    pub fn new(hub: &Arc<StreamHub>, options: StreamOptions, snapshots: Arc<Snapshots>) -> Self {
+        let (rx, hold) = hub.subscribe();
+        let registry = hub.registry().clone();
         let ticker = options.interval.map(|d| {
             let mut t = tokio::time::interval(d);
             t.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
@@ -114,6 +119,7 @@ impl ClientStream {
             registry,
             options,
             rx,
+            _hold: hold,
             ticker,
             pending: Default::default(),
             snapshots,
@@ -169,7 +175,11 @@ impl ClientStream {
         }
     }
 
-    fn message(&self, ev: &Event) -> Option<StreamMessage> {
+    fn message(&self, relayed: &Relayed) -> Option<StreamMessage> {
+        let (ev, json) = match relayed {
+            Relayed::Event { event, json } => (event, json),
+            Relayed::Lagged(missed) => return Some(lagged(*missed)),
+        };
         if !self.wants(ev) {
             return None;
         }
@@ -179,7 +189,7 @@ impl ClientStream {
         };
         Some(StreamMessage {
             event,
-            data: event_json(&self.registry, ev),
+            data: event_json(&self.registry, ev, json),
         })
     }
 

@@ -5,7 +5,7 @@
 use super::envelope::{self, EnvelopeError};
 use super::subject::{Scope, FPM_TOPIC};
 use super::{NatsStats, Reject};
-use crate::state::sequence::SequenceTracker;
+use crate::source::sequence::SequenceTracker;
 use crate::state::{EngineInfo, RankCache, Registry};
 use crate::wire::decode::decode_payload;
 use crate::wire::MAX_PAYLOAD_BYTES;
