@@ -176,7 +176,12 @@ impl Engines {
         if ranks == 0 || ranks > 64 {
             return Err(ConfigError("--demo-ranks must be from 1 to 64".into()));
         }
-        let dir = std::env::temp_dir().join(format!("fpm-exporter-demo-{}", std::process::id()));
+        // One directory per demo instance, not per process: two exporters started in
+        // one process (tests, library users) must not bind each other's sockets.
+        static INSTANCE: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+        let n = INSTANCE.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let dir =
+            std::env::temp_dir().join(format!("fpm-exporter-demo-{}-{n}", std::process::id()));
         let base = format!("ipc://{}/rank", dir.display());
         let idx = self.engines.len();
         let specs = expand(
