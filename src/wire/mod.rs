@@ -8,13 +8,15 @@
 
 pub mod decode;
 pub mod encode;
+mod error;
 pub mod exposition;
 mod fast;
 mod number;
 
 use serde::{Deserialize, Serialize};
 
-pub use decode::{decode_message, decode_payload, DecodeError, DecodedFrame};
+pub use decode::{decode_message, decode_payload, DecodedFrame};
+pub use error::DecodeError;
 pub use number::{Count, Real};
 
 /// The only schema version this build understands.

@@ -8,6 +8,7 @@
 
 pub mod address;
 pub mod fetch;
+mod lexical;
 pub mod parse;
 
 use crate::wire::exposition::{Rendered, Scrape};
