@@ -92,6 +92,7 @@ impl DecodeError {
     }
 }
 
+// Displayed as its `reason` label value: one vocabulary in logs and metrics.
 impl fmt::Display for DecodeError {
     fn fmt(&self, f: &mut fmt::Formatter) -> fmt::Result {
         f.write_str(self.as_str())

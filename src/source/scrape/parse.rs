@@ -24,18 +24,13 @@ use crate::wire::exposition::{MetricFamily, Sample};
 use std::collections::{HashMap, HashSet};
 
 /// Why a document was rejected (the whole scrape fails, as in Prometheus).
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("line {line}: {what}")]
 pub struct ParseError {
     /// 1-based line of the fault.
     pub line: usize,
     /// What is wrong.
     pub what: &'static str,
-}
-
-impl std::fmt::Display for ParseError {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "line {}: {}", self.line, self.what)
-    }
 }
 
 /// A parsed document: its families in first-seen order, and the samples dropped
