@@ -12,7 +12,7 @@ pub enum DecodeError {
     SequenceSize,
     /// The payload frame was empty.
     EmptyPayload,
-    /// The payload exceeded [`MAX_PAYLOAD_BYTES`].
+    /// The payload exceeded [`MAX_PAYLOAD_BYTES`](super::MAX_PAYLOAD_BYTES).
     Oversize,
     /// The payload ended in the middle of a value.
     Truncated,
