@@ -191,6 +191,17 @@ impl Writer {
         self.maybe_flush();
     }
 
+    /// Writes one sample whose `name{labels}` `prefix` appends, and its value.
+    #[inline]
+    pub fn sample_with(&mut self, prefix: impl FnOnce(&mut String), value: f64) {
+        let out = &mut self.out;
+        prefix(out);
+        out.push(' ');
+        push_value(out, value);
+        out.push('\n');
+        self.maybe_flush();
+    }
+
     /// The format being written.
     pub fn format(&self) -> Format {
         self.format

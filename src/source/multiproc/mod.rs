@@ -118,6 +118,8 @@ struct Cache {
     keys: merge::Keys,
     bufs: file::Buffers,
     plan: plan::Plan,
+    /// Every entry's (key, value, timestamp) of the latest scrape, reused.
+    values: Vec<(u32, f64, f64)>,
 }
 
 /// One engine's multiprocess directory.
@@ -231,6 +233,8 @@ impl MultiprocDir {
         let mut old = std::mem::take(&mut cache.layouts);
         let mut budget = self.settings.max_bytes;
         let mut data = Vec::new();
+        let mut values = std::mem::take(&mut cache.values);
+        values.clear();
         for entry in listing.take(MAX_FILES) {
             let Ok(entry) = entry else { continue };
             let os_name = entry.file_name();
@@ -250,39 +254,47 @@ impl MultiprocDir {
                 continue; // what mark_process_dead would have deleted
             }
             let keys = &mut cache.keys;
+            let start = values.len();
             let read = file::read(
                 &entry.path(),
                 old.remove(&os_name),
                 &mut |raw| keys.intern(raw),
                 &mut budget,
                 &mut cache.bufs,
+                &mut values,
             );
             match read {
                 Ok(Some(r)) => {
-                    let mut families: Vec<u32> = Vec::new();
-                    for &(key, _, _) in &r.values {
-                        let f = keys.family_of(key);
-                        if families.last() != Some(&f) && !families.contains(&f) {
-                            families.push(f);
-                        }
-                    }
+                    let pid = keys.pid(&parsed.pid);
+                    let (dev, ino, used, n) = r.layout.identity();
                     data.push(merge::FileData {
                         kind: parsed.kind,
                         mode: parsed.mode,
-                        pid: keys.pid(&parsed.pid),
-                        values: r.values,
-                        families,
+                        pid,
+                        range: start..values.len(),
+                        fresh: r.fresh,
+                        sig: (dev, ino, used, n, parsed.kind, parsed.mode, pid),
                     });
                     cache.layouts.insert(os_name, r.layout);
                 }
-                Ok(None) => {}
-                Err(reason) => self.count(reason, name, 1),
+                Ok(None) => values.truncate(start),
+                Err(reason) => {
+                    values.truncate(start);
+                    self.count(reason, name, 1)
+                }
             }
         }
         self.files.store(data.len() as u64, Relaxed);
         let own = self.own_labels();
-        let render = |f: &[MetricFamily]| crate::wire::exposition::render::render(&own, f);
-        let merged = merge::merge(&cache.keys, &data, &mut cache.plan, want_families, &render);
+        let merged = merge::merge(
+            &cache.keys,
+            &data,
+            &values,
+            &mut cache.plan,
+            want_families,
+            &own,
+        );
+        cache.values = values;
         if merged.dropped > 0 {
             self.count(
                 Reason::BadSample,
