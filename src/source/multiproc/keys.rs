@@ -105,6 +105,13 @@ impl Keys {
         (id != BAD).then_some(id)
     }
 
+    /// A raw key's id if it was parsed before: `Some(None)` for one that was bad,
+    /// `None` for one never seen (see [`Keys::intern`]).
+    pub fn lookup(&self, raw: &[u8]) -> Option<Option<u32>> {
+        let &id = self.raw.get(&self.hash(raw))?;
+        Some((id != BAD).then_some(id))
+    }
+
     fn hash(&self, bytes: &[u8]) -> (u64, u64) {
         (
             self.raw_hash.0.hash_one(bytes),

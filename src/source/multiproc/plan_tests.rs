@@ -237,3 +237,54 @@ fn a_mostrecent_gauge_that_gets_a_timestamp_is_a_new_series() {
     assert!(text(&d).is_empty());
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+#[test]
+fn two_thread_reads_equal_one_thread_reads_and_new_keys_fall_back() {
+    let key = |i: usize| format!(r#"["c", "c_total", {{"n": "{i}"}}, "h"]"#);
+    let shared = r#"["s", "s_total", {}, "h"]"#;
+    let file = |i: usize, extra: bool| {
+        let (k, k2) = (key(i), key(1000 + i));
+        let mut e = vec![(shared, 0.1 * i as f64), (k.as_str(), i as f64)];
+        if extra {
+            e.push((k2.as_str(), 7.0));
+        }
+        db(&e)
+    };
+    let names: Vec<String> = (0..40).map(|i| format!("counter_{i}.db")).collect();
+    let files: Vec<(&str, Vec<u8>)> = names
+        .iter()
+        .enumerate()
+        .map(|(i, n)| (n.as_str(), file(i, false)))
+        .collect();
+    let (d, dir) = dir_of("scan", &[], &files);
+    let first = text(&d);
+    assert_eq!(first.len(), 41);
+    let runs = d.cache.lock().plan.steady_runs;
+    assert_eq!(
+        text(&d),
+        first,
+        "the second scrape reads on two threads, same result"
+    );
+    assert_eq!(d.cache.lock().plan.steady_runs, runs + 1);
+    // A new key in a file of the second half: neither thread knows it.
+    std::fs::write(dir.join(&names[35]), file(35, true)).unwrap();
+    let third = text(&d);
+    assert_eq!(third.len(), 42, "{third:#?}");
+    assert_eq!(
+        d.cache.lock().scratch.parallel,
+        (1, 1),
+        "a new key: one thread again"
+    );
+    assert!(third
+        .iter()
+        .any(|l| l.contains(r#"n="1035""#) && l.ends_with(" 7")));
+    let (full, _) = d.collect();
+    let full: Vec<f64> = full
+        .iter()
+        .flat_map(|f| f.samples.iter().map(|s| s.value))
+        .collect();
+    assert_eq!(d.collect_exposed().values, full);
+    // The shared counter sums 40 files in directory order on either path.
+    assert_eq!(d.errors(super::super::Reason::BadKey), 0);
+    let _ = std::fs::remove_dir_all(&dir);
+}
