@@ -9,9 +9,45 @@ use crate::sink::prometheus::{engine_metrics, text::Format, text::Writer};
 use axum::extract::State;
 use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
+use bytes::Bytes;
+use parking_lot::Mutex;
 
 /// Size of the pieces the response is streamed in.
 const CHUNK_BYTES: usize = 256 << 10;
+/// Pieces kept for the next responses: what is in flight at once (the channel's two,
+/// the one being written, those queued in the connection) and a few more.
+const POOLED: usize = 4;
+
+/// Buffers of sent pieces, reused: a 12 MB response in fresh buffers cost the
+/// renderer a page fault per 4 KiB written (about a tenth of its time).
+static POOL: Mutex<Vec<String>> = Mutex::new(Vec::new());
+
+/// A piece of the response that goes back to [`POOL`] once the connection wrote it.
+struct Piece(String);
+
+impl AsRef<[u8]> for Piece {
+    fn as_ref(&self) -> &[u8] {
+        self.0.as_bytes()
+    }
+}
+
+impl Drop for Piece {
+    fn drop(&mut self) {
+        let mut pool = POOL.lock();
+        if pool.len() < POOLED && self.0.capacity() >= CHUNK_BYTES {
+            let mut s = std::mem::take(&mut self.0);
+            s.clear();
+            pool.push(s);
+        }
+    }
+}
+
+/// An empty buffer for the next piece.
+fn fresh_buffer() -> String {
+    POOL.lock()
+        .pop()
+        .unwrap_or_else(|| String::with_capacity(CHUNK_BYTES + 4096))
+}
 
 /// Serves the fan-in; 404 when no engine has `--multiproc-dir` or `--scrape`.
 pub async fn engine_metrics(State(app): State<AppState>, headers: HeaderMap) -> Response {
@@ -25,16 +61,17 @@ pub async fn engine_metrics(State(app): State<AppState>, headers: HeaderMap) -> 
     let em = app.engine_metrics.clone();
     let workers = app.workers.clone();
     let format = Format::negotiate(headers.get(header::ACCEPT).and_then(|v| v.to_str().ok()));
-    let (tx, rx) = tokio::sync::mpsc::channel::<std::io::Result<String>>(2);
+    let (tx, rx) = tokio::sync::mpsc::channel::<std::io::Result<Bytes>>(2);
     tokio::task::spawn_blocking(move || {
         let pieces = tx.clone();
         let sink = Box::new(move |piece: String| {
-            let _ = pieces.blocking_send(Ok(piece));
+            let _ = pieces.blocking_send(Ok(Bytes::from_owner(Piece(piece))));
         });
         let rendered = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-            let mut w = Writer::streaming(format, CHUNK_BYTES, sink);
+            let mut w =
+                Writer::streaming(format, CHUNK_BYTES, sink).with_buffers(Box::new(fresh_buffer));
             engine_metrics::write_engines(&mut w, em.as_deref(), workers.as_deref(), &|_| false);
-            w.finish()
+            Bytes::from_owner(Piece(w.finish()))
         }));
         // A failed render aborts the response instead of ending a truncated exposition.
         let _ = tx.blocking_send(

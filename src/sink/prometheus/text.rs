@@ -88,6 +88,9 @@ pub use crate::wire::exposition::render::{escape_label_value, push_label};
 /// Receives the exposition piece by piece when rendering is streamed.
 pub type ChunkSink = Box<dyn FnMut(String) + Send>;
 
+/// Gives a streaming writer its next empty buffer (a recycled one, say).
+pub type BufferSource = Box<dyn FnMut() -> String + Send>;
+
 /// Writes families and samples into one buffer, or, when streaming, hands the buffer
 /// to a [`ChunkSink`] each time it reaches the chunk size.
 pub struct Writer {
@@ -95,6 +98,7 @@ pub struct Writer {
     format: Format,
     chunk: usize,
     sink: Option<ChunkSink>,
+    fresh: Option<BufferSource>,
 }
 
 impl Writer {
@@ -105,6 +109,7 @@ impl Writer {
             format,
             chunk: usize::MAX,
             sink: None,
+            fresh: None,
         }
     }
 
@@ -116,14 +121,26 @@ impl Writer {
             format,
             chunk,
             sink: Some(sink),
+            fresh: None,
         }
+    }
+
+    /// The same writer taking each next buffer from `fresh` instead of allocating it,
+    /// so the pages of a multi-MB exposition are not faulted in again every scrape.
+    pub fn with_buffers(mut self, mut fresh: BufferSource) -> Self {
+        self.out = fresh();
+        self.fresh = Some(fresh);
+        self
     }
 
     #[inline]
     fn maybe_flush(&mut self) {
         if self.out.len() >= self.chunk {
             if let Some(sink) = self.sink.as_mut() {
-                let next = String::with_capacity(self.chunk + 4096);
+                let next = match self.fresh.as_mut() {
+                    Some(fresh) => fresh(),
+                    None => String::with_capacity(self.chunk + 4096),
+                };
                 sink(std::mem::replace(&mut self.out, next));
             }
         }
@@ -185,6 +202,17 @@ impl Writer {
     pub fn sample_prerendered(&mut self, prefix: &str, value: f64) {
         let out = &mut self.out;
         out.push_str(prefix);
+        out.push(' ');
+        push_value(out, value);
+        out.push('\n');
+        self.maybe_flush();
+    }
+
+    /// Writes one sample whose `name{labels}` `prefix` appends, and its value.
+    #[inline]
+    pub fn sample_with(&mut self, prefix: impl FnOnce(&mut String), value: f64) {
+        let out = &mut self.out;
+        prefix(out);
         out.push(' ');
         push_value(out, value);
         out.push('\n');

@@ -143,13 +143,21 @@ pub struct Layout {
     slots: Vec<[u8; 16]>,
 }
 
-/// One read of a file: its layout for the next scrape and (key id, value, timestamp)
-/// per entry, in file order.
+impl Layout {
+    /// Device, inode, `used` and entry count: with the name's facts, what tells a
+    /// scrape that a file's entries are the ones it had.
+    pub fn identity(&self) -> (u64, u64, usize, usize) {
+        (self.dev, self.ino, self.used, self.entries.len())
+    }
+}
+
+/// One read of a file: its layout for the next scrape; its (key id, value, timestamp)
+/// per entry, in file order, went to the caller's list.
 pub struct Read {
     /// The layout to keep.
     pub layout: Layout,
-    /// Entry values.
-    pub values: Vec<(u32, f64, f64)>,
+    /// Whether any entry was (re)parsed (a new file, new entries, a changed layout).
+    pub fresh: bool,
 }
 
 /// Reusable read buffers.
@@ -163,7 +171,8 @@ pub struct Buffers {
 /// directory of many tiny files is bounded too.
 pub const OPEN_COST: u64 = 4096;
 
-/// Reads a file: `Ok(None)` when it vanished since the listing. The `used` region is
+/// Reads a file, appending its entries to `values`: `Ok(None)` when it vanished
+/// since the listing (on an error, what it appended is to be dropped). The `used` region is
 /// read once; the value slots that differ from the last scrape's (only those can be
 /// mid-write) are read a second time, and one that differs between the two reads is
 /// re-read on its own until two reads agree, so no value is ever torn. A steady file
@@ -174,6 +183,7 @@ pub fn read(
     intern: &mut dyn FnMut(&[u8]) -> Option<u32>,
     budget: &mut u64,
     bufs: &mut Buffers,
+    values: &mut Vec<(u32, f64, f64)>,
 ) -> Result<Option<Read>, Reason> {
     // O_NONBLOCK: a FIFO named like a .db file must not hang the scrape in open().
     let file = match std::fs::OpenOptions::new()
@@ -194,7 +204,7 @@ pub fn read(
         // Created and not yet sized by its writer.
         return Ok(Some(Read {
             layout: Layout::default(),
-            values: Vec::new(),
+            fresh: false,
         }));
     }
     let mut header = [0u8; 8];
@@ -215,12 +225,17 @@ pub fn read(
     if used <= 8 {
         return Ok(Some(Read {
             layout: Layout::default(),
-            values: Vec::new(),
+            fresh: false,
         }));
     }
-    let (a, b) = (&mut bufs.a, &mut bufs.b);
-    a.resize(used, 0);
+    // Grown, never shrunk: zeroing the buffer again for every file costs as much as
+    // a tenth of the read.
+    if bufs.a.len() < used {
+        bufs.a.resize(used, 0);
+    }
+    let a = &mut bufs.a[..used];
     file.read_exact_at(a, 0).map_err(short)?;
+    let a = &*a;
 
     let reuse = cached.filter(|l| {
         l.dev == meta.dev()
@@ -234,6 +249,7 @@ pub fn read(
         Some(l) => (l.entries, l.slots, l.used),
         None => (Vec::new(), Vec::new(), 8),
     };
+    let fresh = pos < used;
     while pos < used {
         let len = entry_len(a, pos).ok_or(Reason::Corrupt)?;
         let padded = len + (8 - (len + 4) % 8);
@@ -260,16 +276,24 @@ pub fn read(
     if let Some((from, to)) = span {
         let n = (to - from) as u64;
         *budget = budget.saturating_sub(n);
-        b.resize(to - from, 0);
-        file.read_exact_at(b, from as u64).map_err(short)?;
+        if bufs.b.len() < to - from {
+            bufs.b.resize(to - from, 0);
+        }
+        file.read_exact_at(&mut bufs.b[..to - from], from as u64)
+            .map_err(short)?;
     }
     slots.resize(entries.len(), [0; 16]);
-    let mut values = Vec::with_capacity(entries.len());
+    if fresh {
+        // Kept until the file changes: no growth slack held for a directory's lifetime.
+        entries.shrink_to_fit();
+        slots.shrink_to_fit();
+    }
+    values.reserve(entries.len());
     for (i, &(_, _, at, key)) in entries.iter().enumerate() {
         let mut s = slot(a, at);
         if let Some((from, to)) = span {
             let o = at as usize;
-            if (from..to).contains(&o) && b[o - from..o - from + 16] != s {
+            if (from..to).contains(&o) && bufs.b[o - from..o - from + 16] != s {
                 s = settle(&file, o as u64)?;
             }
         }
@@ -286,7 +310,7 @@ pub fn read(
             entries,
             slots,
         },
-        values,
+        fresh,
     }))
 }
 

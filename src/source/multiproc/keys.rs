@@ -1,30 +1,28 @@
 //! Keys of a multiprocess directory's entries (`json.dumps([metric, sample, labels,
 //! help])`), parsed once and interned between scrapes: which family, series and
 //! label group each feeds, and the pids of gauge files.
+//!
+//! Kept compact, since a 64-process SGLang directory has 52,032 distinct keys: a key
+//! is a series id, a series four numbers, a label group a list of interned
+//! `(name, value)` pair ids (the pairs repeat across groups and processes), and the
+//! raw keys are held as 128-bit keyed hashes, not as bytes.
 
 use crate::wire::exposition::{valid_label_name, valid_metric_name};
 use std::collections::{BTreeMap, HashMap};
 use std::hash::{BuildHasher, RandomState};
 
-/// A parsed key: which series it feeds.
-pub(super) struct Parsed {
-    pub(super) family: u32,
-    pub(super) series: u32,
-    pub(super) group: u32,
-    /// The `le` label as a float, when the key has one (NaN when it does not parse).
-    pub(super) le: Option<f64>,
-}
-
-/// A series keeps no labels of its own: they are its group's plus its `le`, so a
-/// directory's label strings are held once, not once per series and again per group.
+/// A series keeps no labels of its own: they are its group's plus its `le`.
 pub(super) struct Series {
     pub(super) family: u32,
+    pub(super) group: u32,
+    /// Its `le` label in [`Keys::les`], or [`NO_LE`].
+    le: u32,
     /// Index of the sample name's suffix in [`SUFFIXES`].
     suffix: u8,
-    pub(super) group: u32,
-    /// The `le` label's value as written, when it has one.
-    le: Option<Box<str>>,
 }
+
+/// No `le` label.
+const NO_LE: u32 = u32::MAX;
 
 /// The sample-name suffixes a key may have after its metric name.
 pub(super) const SUFFIXES: [&str; 5] = ["", "_total", "_bucket", "_count", "_sum"];
@@ -32,6 +30,12 @@ pub(super) const SUFFIXES: [&str; 5] = ["", "_total", "_bucket", "_count", "_sum
 pub(super) struct FamilyInfo {
     pub(super) name: String,
     pub(super) help: String,
+}
+
+/// A label set without `le`: its family and its sorted `(name, value)` pair ids.
+struct Group {
+    family: u32,
+    pairs: Box<[u32]>,
 }
 
 /// Keys parsed so far (raw JSON bytes -> series), families, label groups and pids.
@@ -43,13 +47,20 @@ pub struct Keys {
     /// for a collision.
     raw: HashMap<(u64, u64), u32>,
     raw_hash: (RandomState, RandomState),
-    pub(super) parsed: Vec<Parsed>,
+    /// Each key id's series.
+    key_series: Vec<u32>,
     pub(super) series: Vec<Series>,
-    /// Series and groups by the same keyed hash of their canonical spelling.
-    series_ids: HashMap<(u64, u64), u32>,
-    /// Label sets without `le`, with their family.
-    pub(super) groups: Vec<(u32, Vec<(String, String)>)>,
+    /// Series by (group, suffix, `le`): exactly the canonical spelling's parts.
+    series_ids: HashMap<(u32, u8, u32), u32>,
+    groups: Vec<Group>,
+    /// Groups by the keyed hash of their family and pairs.
     group_ids: HashMap<(u64, u64), u32>,
+    /// Distinct `(name, value)` label pairs.
+    pairs: Vec<(Box<str>, Box<str>)>,
+    pair_ids: HashMap<(Box<str>, Box<str>), u32>,
+    /// Distinct `le` values as written, with their value (NaN when not a number).
+    les: Vec<(Box<str>, f64)>,
+    le_ids: HashMap<Box<str>, u32>,
     pub(super) families: Vec<FamilyInfo>,
     family_ids: HashMap<String, u32>,
     pub(super) pids: Vec<String>,
@@ -58,14 +69,17 @@ pub struct Keys {
 
 const BAD: u32 = u32::MAX;
 
-fn canon<'a>(parts: impl Iterator<Item = &'a str>) -> String {
-    let mut s = String::new();
-    for p in parts {
-        s.push_str(itoa::Buffer::new().format(p.len()));
-        s.push(':');
-        s.push_str(p);
-    }
-    s
+/// The id of `v` in an interning table, adding it the first time.
+fn intern<K: std::hash::Hash + Eq, T>(
+    ids: &mut HashMap<K, u32>,
+    list: &mut Vec<T>,
+    key: K,
+    make: impl FnOnce() -> T,
+) -> u32 {
+    *ids.entry(key).or_insert_with(|| {
+        list.push(make());
+        list.len() as u32 - 1
+    })
 }
 
 impl Keys {
@@ -91,6 +105,13 @@ impl Keys {
         (id != BAD).then_some(id)
     }
 
+    /// A raw key's id if it was parsed before: `Some(None)` for one that was bad,
+    /// `None` for one never seen (see [`Keys::intern`]).
+    pub fn lookup(&self, raw: &[u8]) -> Option<Option<u32>> {
+        let &id = self.raw.get(&self.hash(raw))?;
+        Some((id != BAD).then_some(id))
+    }
+
     fn hash(&self, bytes: &[u8]) -> (u64, u64) {
         (
             self.raw_hash.0.hash_one(bytes),
@@ -108,6 +129,7 @@ impl Keys {
         if !ok {
             return None;
         }
+        let suffix = SUFFIXES.iter().position(|s| *s == suffix).expect("checked") as u8;
         let family = match self.family_ids.get(&metric) {
             Some(&f) => f,
             None => {
@@ -117,65 +139,69 @@ impl Keys {
                 f
             }
         };
-        let suffix = SUFFIXES.iter().position(|s| *s == suffix).expect("checked") as u8;
-        let labels: Vec<(String, String)> = labels.into_iter().collect();
-        let le = labels
-            .iter()
-            .find(|(k, _)| k == "le")
-            .map(|(_, v)| parse_python_float(v).unwrap_or(f64::NAN));
-        let fam = family.to_string();
-        let without_le = || labels.iter().filter(|(k, _)| k != "le");
-        let gkey = canon(
-            std::iter::once(fam.as_str())
-                .chain(without_le().flat_map(|(k, v)| [k.as_str(), v.as_str()])),
-        );
-        let gkey = self.hash(gkey.as_bytes());
-        let group = match self.group_ids.get(&gkey) {
-            Some(&g) => g,
-            None => {
-                let g = self.groups.len() as u32;
-                self.groups.push((family, without_le().cloned().collect()));
-                self.group_ids.insert(gkey, g);
-                g
+        let mut le = NO_LE;
+        let mut pairs = Vec::with_capacity(labels.len());
+        for (k, v) in labels {
+            if k == "le" {
+                let value = parse_python_float(&v).unwrap_or(f64::NAN);
+                let v: Box<str> = v.into();
+                le = intern(&mut self.le_ids, &mut self.les, v.clone(), || (v, value));
+                continue;
             }
-        };
-        let skey = canon(
-            [fam.as_str(), sample.as_str()]
-                .into_iter()
-                .chain(labels.iter().flat_map(|(k, v)| [k.as_str(), v.as_str()])),
-        );
-        let skey = self.hash(skey.as_bytes());
-        let series = match self.series_ids.get(&skey) {
-            Some(&s) => s,
-            None => {
-                let s = self.series.len() as u32;
-                let le = labels
-                    .iter()
-                    .find(|(k, _)| k == "le")
-                    .map(|(_, v)| v.as_str().into());
-                self.series.push(Series {
-                    family,
-                    suffix,
-                    group,
-                    le,
-                });
-                self.series_ids.insert(skey, s);
-                s
-            }
-        };
-        let id = self.parsed.len() as u32;
-        self.parsed.push(Parsed {
+            let pair: (Box<str>, Box<str>) = (k.into(), v.into());
+            pairs.push(intern(
+                &mut self.pair_ids,
+                &mut self.pairs,
+                pair.clone(),
+                || pair,
+            ));
+        }
+        let mut gkey = Vec::with_capacity(4 + 4 * pairs.len());
+        gkey.extend(family.to_le_bytes());
+        gkey.extend(pairs.iter().flat_map(|p| p.to_le_bytes()));
+        let gkey = self.hash(&gkey);
+        let group = intern(&mut self.group_ids, &mut self.groups, gkey, || Group {
             family,
-            series,
-            group,
-            le,
+            pairs: pairs.into(),
         });
-        Some(id)
+        let series = intern(
+            &mut self.series_ids,
+            &mut self.series,
+            (group, suffix, le),
+            || Series {
+                family,
+                group,
+                le,
+                suffix,
+            },
+        );
+        self.key_series.push(series);
+        Some(self.key_series.len() as u32 - 1)
+    }
+
+    /// The series of key id `key`.
+    pub(super) fn series_of(&self, key: u32) -> &Series {
+        &self.series[self.key_series[key as usize] as usize]
+    }
+
+    /// The series id of key id `key`.
+    pub(super) fn series_id(&self, key: u32) -> u32 {
+        self.key_series[key as usize]
+    }
+
+    /// A series' `le` as a float (NaN when it does not parse), when it has one.
+    pub(super) fn le_value(&self, s: &Series) -> Option<f64> {
+        (s.le != NO_LE).then(|| self.les[s.le as usize].1)
     }
 
     /// A series' sample name suffix (`_bucket`, ...).
     pub(super) fn suffix(&self, s: &Series) -> &'static str {
         SUFFIXES[s.suffix as usize]
+    }
+
+    /// A series' sample name suffix index in [`SUFFIXES`].
+    pub(super) fn suffix_index(&self, s: &Series) -> u8 {
+        s.suffix
     }
 
     /// A series' sample name.
@@ -185,14 +211,58 @@ impl Keys {
         n
     }
 
+    /// The family of label group `g`.
+    pub(super) fn group_family(&self, g: u32) -> u32 {
+        self.groups[g as usize].family
+    }
+
+    /// Label group `g`'s labels, sorted by name.
+    fn pairs_of(&self, g: u32) -> Vec<(String, String)> {
+        self.groups[g as usize]
+            .pairs
+            .iter()
+            .map(|&p| {
+                let (k, v) = &self.pairs[p as usize];
+                (k.to_string(), v.to_string())
+            })
+            .collect()
+    }
+
     /// A series' labels, sorted by name as Python's `tuple(sorted(labels.items()))`.
     pub(super) fn labels(&self, s: &Series) -> Vec<(String, String)> {
-        let mut l = self.groups[s.group as usize].1.clone();
-        if let Some(le) = &s.le {
+        let mut l = self.pairs_of(s.group);
+        if s.le != NO_LE {
             let at = l.partition_point(|(k, _)| k.as_str() < "le");
-            l.insert(at, ("le".into(), le.to_string()));
+            l.insert(at, ("le".into(), self.les[s.le as usize].0.to_string()));
         }
         l
+    }
+
+    /// The `le` label as written of the series of accumulator key `k` (series << 32 | pid).
+    pub(super) fn series_le(&self, k: u64) -> Option<&str> {
+        let s = &self.series[(k >> 32) as usize];
+        (s.le != NO_LE).then(|| &*self.les[s.le as usize].0)
+    }
+
+    /// The labels of accumulator key `k` (series << 32 | pid), with its pid.
+    pub(super) fn series_labels(&self, k: u64) -> Vec<(String, String)> {
+        let s = &self.series[(k >> 32) as usize];
+        self.with_pid(self.labels(s), (k & 0xffff_ffff) as u32)
+    }
+
+    /// The labels of group key `k` (group << 32 | pid), with its pid.
+    pub(super) fn group_labels(&self, k: u64) -> Vec<(String, String)> {
+        let labels = self.pairs_of((k >> 32) as u32);
+        self.with_pid(labels, (k & 0xffff_ffff) as u32)
+    }
+
+    /// `labels` with a gauge file's `pid` (id, 0 for none) last, replacing any `pid` label.
+    fn with_pid(&self, mut labels: Vec<(String, String)>, pid: u32) -> Vec<(String, String)> {
+        if pid != 0 {
+            labels.retain(|(k, _)| k != "pid");
+            labels.push(("pid".into(), self.pids[pid as usize].clone()));
+        }
+        labels
     }
 
     /// The id of a pid label value (0 is reserved for "no pid").
@@ -211,7 +281,7 @@ impl Keys {
 
     /// The family id of a key id.
     pub fn family_of(&self, key: u32) -> u32 {
-        self.parsed[key as usize].family
+        self.series_of(key).family
     }
 }
 

@@ -10,9 +10,11 @@
 use super::exposed::{Exposed, Layout};
 use super::file::{Kind, Mode};
 pub use super::keys::Keys;
-use super::plan::{FastMap, Plan, Slot, U64Hasher};
-use crate::wire::exposition::{go_float_string, FamilyType, MetricFamily, Rendered, Sample};
+use super::keys::SUFFIXES;
+use super::plan::{target, FastMap, FileSig, Plan, Slot, Target, U64Hasher};
+use crate::wire::exposition::{go_float_string, FamilyType, MetricFamily, Sample};
 use std::hash::{BuildHasher, BuildHasherDefault, Hash, Hasher};
+use std::ops::Range;
 use std::sync::Arc;
 
 /// One file's contribution to a scrape.
@@ -23,10 +25,12 @@ pub struct FileData {
     pub mode: Option<Mode>,
     /// Its pid id ([`Keys::pid`]).
     pub pid: u32,
-    /// (key id, value, timestamp) per entry, in file order.
-    pub values: Vec<(u32, f64, f64)>,
-    /// Distinct family ids in the file, in first-seen order.
-    pub families: Vec<u32>,
+    /// Its entries' (key id, value, timestamp) in the scrape's value list, in file order.
+    pub range: Range<usize>,
+    /// Whether its entries were (re)parsed by this scrape's read.
+    pub fresh: bool,
+    /// What identifies its entries between scrapes.
+    pub sig: FileSig,
 }
 
 /// One merge's result.
@@ -41,24 +45,57 @@ pub struct Merged {
     pub dropped: u64,
 }
 
-/// Merges the files of one scrape into families sorted by name, samples sorted by
-/// labels, and counts the samples left out because their name
+/// One merged sample before it is placed: sorted by (label group ordinal, rank, le).
+pub(super) struct Row {
+    pub(super) family: u32,
+    /// The bucket or series group with its pid (group << 32 | pid).
+    pub(super) group: u64,
+    /// The group's place in (family name, labels) order; equal label sets share one.
+    ord: u32,
+    rank: u8,
+    pub(super) le: f64,
+    pub(super) value: f64,
+    pub(super) slot: Slot,
+    /// Index in [`super::keys::SUFFIXES`].
+    pub(super) suffix: u8,
+}
+
+/// Merges the files of one scrape (their entries in `values`) into families sorted by
+/// name, samples sorted by labels, and counts the samples left out because their name
 /// does not fit their family's type (or a histogram `le` that is not a number).
-/// A scrape with the same series as the last one only refreshes `plan`'s values,
-/// unless `want_families` asks for owned families (built by a full merge). `render`
-/// gives each sample's `name{labels}` and runs only when the series set changed.
+/// A scrape with the same files and entries as the last one runs the compiled
+/// program ([`Plan::steady`]), unless `want_families` asks for owned families (built
+/// by a full merge). `own` are the directory's labels, which sample labels of the same
+/// name give way to.
 pub fn merge(
     keys: &Keys,
     files: &[FileData],
+    values: &[(u32, f64, f64)],
     plan: &mut Plan,
     want_families: bool,
-    render: &dyn Fn(&[MetricFamily]) -> Vec<Rendered>,
+    own: &[(&str, &str)],
 ) -> Merged {
+    if !want_families {
+        if let Some((exposed, generation, dropped)) = plan.steady(files, values) {
+            return Merged {
+                exposed,
+                families: None,
+                generation,
+                dropped,
+            };
+        }
+    }
     let nf = keys.families.len();
     let mut ftype: Vec<Option<Kind>> = vec![None; nf];
     let mut fmode: Vec<Option<Mode>> = vec![None; nf];
     for f in files {
-        for &fam in &f.families {
+        let mut last = u32::MAX;
+        for &(key, _, _) in &values[f.range.clone()] {
+            let fam = keys.family_of(key);
+            if fam == last {
+                continue;
+            }
+            last = fam;
             let i = fam as usize;
             ftype[i].get_or_insert(f.kind);
             if f.kind == Kind::Gauge {
@@ -66,194 +103,104 @@ pub fn merge(
             }
         }
     }
-    plan.clear();
     let mut dropped = 0u64;
+    plan.accs.clear();
+    plan.buckets.clear();
     let (accs, buckets) = (&mut plan.accs, &mut plan.buckets);
     for f in files {
-        for &(key, v, ts) in &f.values {
-            let p = &keys.parsed[key as usize];
-            let fam = p.family as usize;
-            let t = ftype[fam].unwrap_or(f.kind);
-            let mode = fmode[fam].unwrap_or(Mode::All);
-            let drops_pid = t == Kind::Gauge && !mode.keeps_pid();
-            let pid = if f.kind == Kind::Gauge && !drops_pid {
-                f.pid
-            } else {
-                0
-            };
-            if t == Kind::Histogram {
-                if let Some(le) = p.le {
-                    if le.is_nan() {
-                        dropped += 1;
-                        continue;
-                    }
-                    let le = if le == 0.0 { 0.0 } else { le };
-                    let b = buckets
-                        .entry((p.group as u64) << 32 | pid as u64)
-                        .or_default();
+        for &(key, v, ts) in &values[f.range.clone()] {
+            match target(keys, &ftype, &fmode, f, key) {
+                Target::Drop => dropped += 1,
+                Target::Bucket(k, le) => {
+                    let b = buckets.entry(k).or_default();
                     match b.iter_mut().find(|(l, _)| *l == le) {
                         Some((_, s)) => *s += v,
                         None => b.push((le, v)),
                     }
-                    continue;
                 }
-            }
-            let acc = accs
-                .entry((p.series as u64) << 32 | pid as u64)
-                .or_default();
-            match (t, mode) {
-                (Kind::Gauge, Mode::Min | Mode::LiveMin) => {
-                    if !acc.present || v < acc.value {
-                        acc.value = v;
-                    }
-                    acc.present = true;
-                }
-                (Kind::Gauge, Mode::Max | Mode::LiveMax) => {
-                    if !acc.present || v > acc.value {
-                        acc.value = v;
-                    }
-                    acc.present = true;
-                }
-                (Kind::Gauge, Mode::MostRecent | Mode::LiveMostRecent) => {
-                    // Python keeps a sample only once a timestamp beats 0.0.
-                    if acc.ts < ts {
-                        acc.value = v;
-                        acc.ts = ts;
-                        acc.present = true;
-                    }
-                }
-                (Kind::Gauge, Mode::All | Mode::LiveAll) => {
-                    acc.value = v;
-                    acc.present = true;
-                }
-                _ => {
-                    acc.value += v;
-                    acc.present = true;
-                }
+                Target::Acc(k, op) => accs.entry(k).or_default().add(op, v, ts),
             }
         }
     }
-    if !want_families {
-        if let Some((exposed, generation, more)) = plan.refresh(&ftype, &fmode) {
-            return Merged {
-                exposed,
-                families: None,
-                generation,
-                dropped: dropped + more,
-            };
-        }
-    }
-    let (accs, buckets) = (&plan.accs, &mut plan.buckets);
-    let nan_dropped = dropped;
-    let mut unplaced: Vec<u64> = Vec::new();
-    // (family, label group with pid, rank, le, sample): rows sort by family name and
-    // the group's labels (pid included), then within a group buckets by le, _count, _sum.
-    type Row = (u32, u64, u32, f64, Sample, Slot);
     let mut rows: Vec<Row> = Vec::with_capacity(accs.len() + buckets.len() * 16);
-    let with_pid = |labels: &[(String, String)], pid: u32| {
-        let mut l: Vec<(String, String)> = labels.to_vec();
-        if pid != 0 {
-            l.retain(|(k, _)| k != "pid");
-            l.push(("pid".into(), keys.pids[pid as usize].clone()));
-        }
-        l
-    };
     for (&k, acc) in accs.iter() {
         if !acc.present {
             continue;
         }
-        let (sid, pid) = ((k >> 32) as usize, (k & 0xffff_ffff) as u32);
+        let (sid, pid) = ((k >> 32) as usize, k & 0xffff_ffff);
         let s = &keys.series[sid];
         let fam = &keys.families[s.family as usize];
         let t = family_type(ftype[s.family as usize].unwrap_or(Kind::Gauge));
-        let sample = keys.sample_name(s);
-        if !t.allows_sample(&fam.name, &sample) {
+        if !t.allows_sample(&fam.name, &keys.sample_name(s)) {
             dropped += 1;
-            unplaced.push(k);
             continue;
         }
         let suffix = keys.suffix(s);
+        let group = (s.group as u64) << 32 | pid;
         if t == FamilyType::Histogram
             && suffix == "_count"
-            && buckets
-                .get(&((s.group as u64) << 32 | pid as u64))
-                .is_some_and(|b| !b.is_empty())
+            && buckets.get(&group).is_some_and(|b| !b.is_empty())
         {
-            unplaced.push(k);
             continue; // replaced by the cumulative total, as in Python
         }
-        let labels = with_pid(&keys.labels(s), pid);
-        let rank = match suffix {
-            "_count" => 1,
-            "_sum" => 2,
-            _ => 0,
-        };
-        rows.push((
-            s.family,
-            (s.group as u64) << 32 | pid as u64,
-            rank,
-            0.0,
-            Sample {
-                name: sample,
-                labels,
-                value: acc.value,
+        rows.push(Row {
+            family: s.family,
+            group,
+            ord: 0,
+            rank: match suffix {
+                "_count" => 1,
+                "_sum" => 2,
+                _ => 0,
             },
-            Slot::Acc(k),
-        ));
+            le: 0.0,
+            value: acc.value,
+            slot: Slot::Acc(k),
+            suffix: keys.suffix_index(s),
+        });
     }
     for (&k, b) in buckets.iter_mut() {
         if b.is_empty() {
             continue;
         }
-        let (gid, pid) = ((k >> 32) as usize, (k & 0xffff_ffff) as u32);
-        let (fam_id, ref labels) = keys.groups[gid];
-        let group = with_pid(labels, pid);
-        let fam = &keys.families[fam_id as usize];
+        let family = keys.group_family((k >> 32) as u32);
         b.sort_by(|x, y| x.0.total_cmp(&y.0));
         let mut total = 0.0;
         for (i, &(le, v)) in b.iter().enumerate() {
             total += v;
-            let mut labels = group.clone();
-            labels.push(("le".into(), go_float_string(le)));
-            rows.push((
-                fam_id,
-                k,
-                0,
+            let slot = Slot::Bucket(k, i as u32);
+            rows.push(Row {
+                family,
+                group: k,
+                ord: 0,
+                rank: 0,
                 le,
-                Sample {
-                    name: format!("{}_bucket", fam.name),
-                    labels,
-                    value: total,
-                },
-                Slot::Bucket(k, i as u32),
-            ));
-        }
-        rows.push((
-            fam_id,
-            k,
-            1,
-            0.0,
-            Sample {
-                name: format!("{}_count", fam.name),
-                labels: group,
                 value: total,
-            },
-            Slot::Count(k),
-        ));
+                slot,
+                suffix: 2,
+            });
+        }
+        let slot = Slot::Count(k);
+        rows.push(Row {
+            family,
+            group: k,
+            ord: 0,
+            rank: 1,
+            le: 0.0,
+            value: total,
+            slot,
+            suffix: 3,
+        });
     }
     // Label sets are compared once per distinct group, not once per row comparison:
     // each group gets its ordinal in (family name, labels) order, equal sets equal ones.
     let mut groups: Vec<(u64, Vec<(String, String)>)> = rows
         .iter()
-        .map(|r| r.1)
+        .map(|r| r.group)
         .collect::<std::collections::HashSet<u64, BuildHasherDefault<U64Hasher>>>()
         .into_iter()
-        .map(|k| {
-            let labels = &keys.groups[(k >> 32) as usize].1;
-            (k, with_pid(labels, (k & 0xffff_ffff) as u32))
-        })
+        .map(|k| (k, keys.group_labels(k)))
         .collect();
-    let family_name = |k: u64| &keys.families[keys.groups[(k >> 32) as usize].0 as usize].name;
+    let family_name = |k: u64| &keys.families[keys.group_family((k >> 32) as u32) as usize].name;
     groups.sort_unstable_by(|a, b| (family_name(a.0), &a.1).cmp(&(family_name(b.0), &b.1)));
     let mut ordinal: FastMap<u64, u32> = FastMap::default();
     let mut n = 0u32;
@@ -265,65 +212,90 @@ pub fn merge(
     }
     drop(groups);
     for r in &mut rows {
-        r.1 = u64::from(ordinal[&r.1]);
+        r.ord = ordinal[&r.group];
     }
-    rows.sort_by(|a, b| (a.1, a.2).cmp(&(b.1, b.2)).then(a.3.total_cmp(&b.3)));
-    let mut out: Vec<MetricFamily> = Vec::new();
-    let mut slots: Vec<Vec<Slot>> = Vec::new();
+    drop(ordinal);
+    rows.sort_by(|a, b| {
+        (a.ord, a.rank)
+            .cmp(&(b.ord, b.rank))
+            .then(a.le.total_cmp(&b.le))
+    });
     let mut sig = (
         plan.signature_keys.0.build_hasher(),
         plan.signature_keys.1.build_hasher(),
     );
-    for (fam, _, _, le, sample, slot) in rows {
+    for r in &rows {
         let row = (
-            fam,
-            ftype[fam as usize].map(|k| k as u8),
-            slot_key(slot),
-            le.to_bits(),
+            r.family,
+            ftype[r.family as usize].map(|k| k as u8),
+            slot_key(r.slot),
+            r.le.to_bits(),
         );
         row.hash(&mut sig.0);
         row.hash(&mut sig.1);
-        let info = &keys.families[fam as usize];
-        if out.last().is_none_or(|f| f.name != info.name) {
-            out.push(MetricFamily {
-                name: info.name.clone(),
-                kind: family_type(ftype[fam as usize].unwrap_or(Kind::Gauge)),
-                help: info.help.clone(),
-                samples: Vec::new(),
-            });
-            slots.push(Vec::new());
-        }
-        out.last_mut().expect("pushed").samples.push(sample);
-        slots.last_mut().expect("pushed").push(slot);
     }
     let signature = (sig.0.finish(), sig.1.finish());
+    let kind = |f: u32| family_type(ftype[f as usize].unwrap_or(Kind::Gauge));
     let (generation, layout) = match plan.same_series(signature) {
         Some((g, layout)) => (Some(g), layout),
-        None => (None, Arc::new(Layout::of(&out, render(&out)))),
+        None => (None, Arc::new(Layout::build(keys, &rows, &kind, own))),
     };
     let exposed = Arc::new(Exposed {
         layout,
-        values: out
-            .iter()
-            .map(|f| f.samples.iter().map(|s| s.value).collect())
-            .collect(),
+        values: rows.iter().map(|r| r.value).collect(),
     });
+    let families = want_families.then(|| Arc::new(owned(keys, &rows, &kind)));
+    let slots: Vec<Slot> = rows.iter().map(|r| r.slot).collect();
+    drop(rows);
     let generation = plan.keep(
-        ftype,
-        fmode,
+        keys,
+        files,
+        values,
+        (&ftype, &fmode),
         &exposed,
         &slots,
-        &unplaced,
-        dropped - nan_dropped,
+        dropped,
         signature,
         generation,
     );
     Merged {
         exposed,
-        families: want_families.then(|| Arc::new(out)),
+        families,
         generation,
         dropped,
     }
+}
+
+/// The sorted rows as owned families (for the `/v1/engines` view).
+fn owned(keys: &Keys, rows: &[Row], kind: &dyn Fn(u32) -> FamilyType) -> Vec<MetricFamily> {
+    let mut out: Vec<MetricFamily> = Vec::new();
+    for r in rows {
+        let info = &keys.families[r.family as usize];
+        if out.last().is_none_or(|f| f.name != info.name) {
+            out.push(MetricFamily {
+                name: info.name.clone(),
+                kind: kind(r.family),
+                help: info.help.clone(),
+                samples: Vec::new(),
+            });
+        }
+        let name = format!("{}{}", info.name, SUFFIXES[r.suffix as usize]);
+        let labels = match r.slot {
+            Slot::Acc(k) => keys.series_labels(k),
+            Slot::Bucket(..) => {
+                let mut l = keys.group_labels(r.group);
+                l.push(("le".into(), go_float_string(r.le)));
+                l
+            }
+            Slot::Count(_) => keys.group_labels(r.group),
+        };
+        out.last_mut().expect("pushed").samples.push(Sample {
+            name,
+            labels,
+            value: r.value,
+        });
+    }
+    out
 }
 
 /// A slot as plain numbers, for the row signature.

@@ -15,6 +15,7 @@ pub mod keys;
 pub mod limit;
 pub mod merge;
 pub mod plan;
+mod scan;
 
 use crate::wire::exposition::MetricFamily;
 use exposed::Exposed;
@@ -116,8 +117,10 @@ impl Default for MultiprocSettings {
 struct Cache {
     layouts: HashMap<OsString, file::Layout>,
     keys: merge::Keys,
-    bufs: file::Buffers,
+    scratch: scan::Scratch,
     plan: plan::Plan,
+    /// Every entry's (key, value, timestamp) of the latest scrape, reused.
+    values: Vec<(u32, f64, f64)>,
 }
 
 /// One engine's multiprocess directory.
@@ -229,8 +232,7 @@ impl MultiprocDir {
         };
         let proc_visible = self.settings.pid_check && std::path::Path::new("/proc/self").exists();
         let mut old = std::mem::take(&mut cache.layouts);
-        let mut budget = self.settings.max_bytes;
-        let mut data = Vec::new();
+        let mut jobs = Vec::new();
         for entry in listing.take(MAX_FILES) {
             let Ok(entry) = entry else { continue };
             let os_name = entry.file_name();
@@ -249,40 +251,56 @@ impl MultiprocDir {
             {
                 continue; // what mark_process_dead would have deleted
             }
-            let keys = &mut cache.keys;
-            let read = file::read(
-                &entry.path(),
-                old.remove(&os_name),
-                &mut |raw| keys.intern(raw),
-                &mut budget,
-                &mut cache.bufs,
-            );
-            match read {
+            jobs.push(scan::Job {
+                layout: old.remove(&os_name),
+                path: entry.path(),
+                name: os_name,
+                parsed,
+            });
+        }
+        drop(old);
+        let mut values = std::mem::take(&mut cache.values);
+        values.clear();
+        let budget = self.settings.max_bytes;
+        let outcomes = scan::read_all(
+            jobs,
+            &mut cache.keys,
+            budget,
+            &mut cache.scratch,
+            &mut values,
+        );
+        let mut data = Vec::with_capacity(outcomes.len());
+        for o in outcomes {
+            match o.read {
                 Ok(Some(r)) => {
-                    let mut families: Vec<u32> = Vec::new();
-                    for &(key, _, _) in &r.values {
-                        let f = keys.family_of(key);
-                        if families.last() != Some(&f) && !families.contains(&f) {
-                            families.push(f);
-                        }
-                    }
+                    let pid = cache.keys.pid(&o.parsed.pid);
+                    let (dev, ino, used, n) = r.layout.identity();
+                    let (kind, mode) = (o.parsed.kind, o.parsed.mode);
                     data.push(merge::FileData {
-                        kind: parsed.kind,
-                        mode: parsed.mode,
-                        pid: keys.pid(&parsed.pid),
-                        values: r.values,
-                        families,
+                        kind,
+                        mode,
+                        pid,
+                        range: o.range,
+                        fresh: r.fresh,
+                        sig: (dev, ino, used, n, kind, mode, pid),
                     });
-                    cache.layouts.insert(os_name, r.layout);
+                    cache.layouts.insert(o.name, r.layout);
                 }
                 Ok(None) => {}
-                Err(reason) => self.count(reason, name, 1),
+                Err(reason) => self.count(reason, &o.name.to_string_lossy(), 1),
             }
         }
         self.files.store(data.len() as u64, Relaxed);
         let own = self.own_labels();
-        let render = |f: &[MetricFamily]| crate::wire::exposition::render::render(&own, f);
-        let merged = merge::merge(&cache.keys, &data, &mut cache.plan, want_families, &render);
+        let merged = merge::merge(
+            &cache.keys,
+            &data,
+            &values,
+            &mut cache.plan,
+            want_families,
+            &own,
+        );
+        cache.values = values;
         if merged.dropped > 0 {
             self.count(
                 Reason::BadSample,

@@ -1,7 +1,7 @@
 //! Families of several sources merged by name into one exposition.
 
 use crate::sink::prometheus::text::{Format, Writer};
-use crate::source::multiproc::exposed::Exposed;
+use crate::source::multiproc::exposed::{Exposed, Layout};
 use crate::wire::exposition::render::{label_head, sample_labels};
 use crate::wire::exposition::{FamilyType, MetricFamily, Rendered};
 use std::collections::BTreeMap;
@@ -19,7 +19,7 @@ pub enum Families<'a> {
     /// Owned families, with their samples' `name{labels}` per family ([`crate::wire::exposition::render::render`] of
     /// the source's labels and `families`) when kept from an earlier scrape.
     Parsed(&'a [MetricFamily], Option<&'a [Rendered]>),
-    /// A directory's merge: rendered prefixes and values.
+    /// A directory's merge: its layout and values.
     Merged(&'a Exposed),
 }
 
@@ -34,8 +34,9 @@ struct Fam<'a> {
 
 enum Body<'a> {
     Parsed(&'a MetricFamily, Option<&'a Rendered>),
-    /// Prefixes, values, samples OpenMetrics leaves out.
-    Merged(&'a Rendered, &'a [f64], &'a [u32]),
+    /// The directory's layout, the family's index in it, its values, samples
+    /// OpenMetrics leaves out.
+    Merged(&'a Layout, usize, &'a [f64], &'a [u32]),
 }
 
 /// Writes the families of `sources`, merged by name. `skip(name)` leaves a family
@@ -64,13 +65,13 @@ pub fn write_families(
             }
             Families::Merged(e) => {
                 let l = &e.layout;
-                for ((f, p), v) in l.families.iter().zip(&l.prefixes).zip(&e.values) {
+                for (j, f) in l.families.iter().enumerate() {
                     by_name.entry(&f.name).or_default().push(Fam {
                         source: i,
                         kind: f.kind,
                         help: &f.help,
                         bare: f.bare,
-                        body: Body::Merged(p, v, &f.om_skip),
+                        body: Body::Merged(l, j, e.family_values(j), &f.om_skip),
                     });
                 }
             }
@@ -137,13 +138,14 @@ pub fn write_families(
                         &mut labels,
                     )
                 }
-                Body::Merged(prefixes, values, om_skip) => {
+                Body::Merged(layout, j, values, om_skip) => {
+                    let head = &heads[f.source];
                     let mut skip = om_skip.iter().copied().peekable();
                     for (k, v) in values.iter().enumerate() {
                         if skip.next_if_eq(&(k as u32)).is_some() && om {
                             continue;
                         }
-                        w.sample_prerendered(prefixes.get(k), *v);
+                        w.sample_with(|out| layout.write_prefix(out, head, j, k), *v);
                     }
                 }
             }
