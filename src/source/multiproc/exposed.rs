@@ -41,7 +41,7 @@ pub struct SampleRef {
     pub group: u32,
     /// Its `le` label ([`Layout::les`]) or [`NO_LE`].
     pub le: u32,
-    /// Its name's suffix after the family name ([`SUFFIXES`]).
+    /// Its name's suffix after the family name (`SUFFIXES`).
     pub suffix: u8,
     /// The `le` goes last (a histogram bucket, as Python appends it) rather than in
     /// its sorted place among the key's labels.

@@ -64,7 +64,7 @@ pub(super) struct Row {
 /// name, samples sorted by labels, and counts the samples left out because their name
 /// does not fit their family's type (or a histogram `le` that is not a number).
 /// A scrape with the same files and entries as the last one runs the compiled
-/// program ([`Plan::steady`]), unless `want_families` asks for owned families (built
+/// program (`Plan::steady`), unless `want_families` asks for owned families (built
 /// by a full merge). `own` are the directory's labels, which sample labels of the same
 /// name give way to.
 pub fn merge(

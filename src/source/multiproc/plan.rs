@@ -1,6 +1,6 @@
 //! What one merge leaves for the next. A full merge (hash maps of accumulators,
 //! sorting, a layout) runs only when the series set changes; it then compiles a
-//! [`Program`]: each file entry's accumulator slot, numbered once. While the files
+//! `Program`: each file entry's accumulator slot, numbered once. While the files
 //! and their entries stay the same, a scrape is: read values, add each into its
 //! slot, copy the slots into the kept sample order. No hash lookup per entry (a
 //! 64-process SGLang directory has 52,032 of them per scrape), no sort, no
