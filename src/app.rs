@@ -30,6 +30,8 @@ pub struct Running {
 
 /// The tokio runtime the exporter runs on (`fpm-exporter` and the benchmark's `serve`).
 pub fn runtime() -> std::io::Result<tokio::runtime::Runtime> {
+    // Before the runtime's threads exist: each would otherwise pick its own arena.
+    crate::alloc::configure();
     tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()

@@ -9,6 +9,7 @@
 //! and [`address`] with the consumer side. docs/architecture.md has the picture.
 
 pub mod address;
+pub mod alloc;
 pub mod app;
 pub mod capture;
 pub mod config;

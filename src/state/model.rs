@@ -111,6 +111,19 @@ impl NormalSums {
     }
 }
 
+/// The regressors `x = [1, p, d, k]` and the response `y` (wall_time) of a frame.
+#[inline]
+fn regressors(m: &ForwardPassMetrics) -> ([f64; 4], f64) {
+    let s = &m.scheduled_requests;
+    let x = [
+        1.0,
+        s.sum_prefill_tokens.0 as f64,
+        s.num_decode_requests.0 as f64,
+        s.sum_decode_kv_tokens.0 as f64,
+    ];
+    (x, m.wall_time.0)
+}
+
 /// The sums of all three models over the same stretch of time.
 #[derive(Debug, Clone, Copy, Default, PartialEq)]
 pub struct ModelSums {
@@ -126,14 +139,7 @@ impl ModelSums {
     /// Folds in one iteration frame (the caller keeps heartbeats out).
     #[inline]
     pub fn push(&mut self, m: &ForwardPassMetrics) {
-        let s = &m.scheduled_requests;
-        let x = [
-            1.0,
-            s.sum_prefill_tokens.0 as f64,
-            s.num_decode_requests.0 as f64,
-            s.sum_decode_kv_tokens.0 as f64,
-        ];
-        let y = m.wall_time.0;
+        let (x, y) = regressors(m);
         self.aggregated.push(&x, y);
         if x[1] > 0.0 && x[2] == 0.0 {
             self.prefill.push(&x, y);
@@ -159,11 +165,83 @@ impl ModelSums {
     }
 }
 
+/// The entries of [`NormalSums`] a fit on `terms` reads, packed: the upper triangle of
+/// `x x^T` over the terms, `x y` over the terms, `y^2`. Summed with the very products
+/// [`NormalSums::push`] adds, so a fit on the expanded sums is bit for bit the same.
+#[derive(Debug, Clone, Copy)]
+struct PackedSums<const N: usize>([f64; N]);
+
+impl<const N: usize> Default for PackedSums<N> {
+    fn default() -> Self {
+        PackedSums([0.0; N])
+    }
+}
+
+impl<const N: usize> PackedSums<N> {
+    #[inline]
+    fn push(&mut self, terms: &[usize], x: &[f64; 4], y: f64) {
+        let mut k = 0;
+        for (r, &i) in terms.iter().enumerate() {
+            for &j in &terms[r..] {
+                self.0[k] += x[i] * x[j];
+                k += 1;
+            }
+        }
+        for &i in terms {
+            self.0[k] += x[i] * y;
+            k += 1;
+        }
+        self.0[k] += y * y;
+    }
+
+    /// Adds these entries into the full sums (the others are never read by the fit).
+    fn add_to(&self, terms: &[usize], out: &mut NormalSums) {
+        let mut k = 0;
+        for (r, &i) in terms.iter().enumerate() {
+            for &j in &terms[r..] {
+                out.xx[TRI[i][j]] += self.0[k];
+                k += 1;
+            }
+        }
+        for &i in terms {
+            out.xy[i] += self.0[k];
+            k += 1;
+        }
+        out.yy += self.0[k];
+    }
+}
+
+/// One sub-window of the ring: the prefill and decode regressions keep only what their
+/// fits read (6 and 10 of 15 values), which is 30% of a busy rank's model ring.
 #[derive(Debug, Clone, Default)]
 struct Slot {
     /// Sub-window (second / S since the registry's epoch) plus one; 0 = never used.
     tag: u64,
-    sums: ModelSums,
+    prefill: PackedSums<6>,
+    decode: PackedSums<10>,
+    aggregated: NormalSums,
+}
+
+impl Slot {
+    /// [`ModelSums::push`], into the packed sums.
+    #[inline]
+    fn push(&mut self, m: &ForwardPassMetrics) {
+        let (x, y) = regressors(m);
+        self.aggregated.push(&x, y);
+        if x[1] > 0.0 && x[2] == 0.0 {
+            self.prefill.push(ModelKind::Prefill.terms(), &x, y);
+        } else if x[2] > 0.0 && x[1] == 0.0 {
+            self.decode.push(ModelKind::Decode.terms(), &x, y);
+        }
+    }
+
+    fn add_to(&self, out: &mut ModelSums) {
+        self.prefill
+            .add_to(ModelKind::Prefill.terms(), &mut out.prefill);
+        self.decode
+            .add_to(ModelKind::Decode.terms(), &mut out.decode);
+        out.aggregated.merge(&self.aggregated);
+    }
 }
 
 /// A ring of [`ModelSums`] per sub-window, laid out like the statistics windows
@@ -200,10 +278,12 @@ impl ModelRing {
             return; // older than the window behind newer data
         }
         if slot.tag != tag {
-            slot.tag = tag;
-            slot.sums = ModelSums::default();
+            *slot = Slot {
+                tag,
+                ..Slot::default()
+            };
         }
-        slot.sums.push(m);
+        slot.push(m);
     }
 
     /// Adds the sums of the whole window ending at `now_sec` into `out`.
@@ -212,9 +292,14 @@ impl ModelRing {
         let lowest = newest.saturating_sub(self.subs - 1);
         for slot in &self.slots {
             if slot.tag >= lowest && slot.tag <= newest {
-                out.merge(&slot.sums);
+                slot.add_to(out);
             }
         }
+    }
+
+    /// Heap bytes this ring holds (for the memory budget's tests).
+    pub fn heap_bytes(&self) -> usize {
+        self.slots.capacity() * std::mem::size_of::<Slot>()
     }
 }
 

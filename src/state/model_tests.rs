@@ -131,3 +131,62 @@ fn frames_go_to_the_models_they_belong_to_and_the_window_slides() {
     ring.merge_into(11, &mut gone);
     assert_eq!(gone.aggregated.count(), 0);
 }
+
+/// The ring keeps only the sums its fits read: every fit of its merge, the sample
+/// counts and the coefficients, is bit for bit the fit of the full sums of the same
+/// frames (pushed in the same order, one sub-window after the other).
+#[test]
+fn packed_ring_fits_equal_full_sums_bit_for_bit() {
+    let mut rng = rand::rngs::SmallRng::seed_from_u64(17);
+    let mut ring = ModelRing::new(60);
+    let (sub, _) = crate::state::quantiles::layout(60);
+    let mut per_sub: Vec<ModelSums> = vec![ModelSums::default(); 8];
+    for sec in 0..56u64 {
+        for _ in 0..rng.gen_range(0..30) {
+            let p = if rng.gen_bool(0.3) {
+                rng.gen_range(1..8192)
+            } else {
+                0
+            };
+            let d = if rng.gen_bool(0.7) {
+                rng.gen_range(1..256)
+            } else {
+                0
+            };
+            // Stray KV tokens without decode requests, too: kept out of no fit.
+            let k = if d > 0 || rng.gen_bool(0.1) {
+                rng.gen_range(0..4_000_000)
+            } else {
+                0
+            };
+            let mut m = ForwardPassMetrics {
+                wall_time: Real(rng.gen_range(0.001..0.5)),
+                ..Default::default()
+            };
+            m.scheduled_requests.sum_prefill_tokens = Count(p);
+            m.scheduled_requests.num_decode_requests = Count(d);
+            m.scheduled_requests.sum_decode_kv_tokens = Count(k);
+            ring.record(sec, &m);
+            per_sub[(sec / sub) as usize].push(&m);
+        }
+    }
+    let mut got = ModelSums::default();
+    ring.merge_into(55, &mut got);
+    // merge_into visits the slots in ring order: sub-window tag % 8.
+    let mut want = ModelSums::default();
+    for slot in 0..8u64 {
+        let i = (0..8u64).find(|i| (i + 1) % 8 == slot).unwrap();
+        want.merge(&per_sub[i as usize]);
+    }
+    for kind in ModelKind::ALL {
+        assert_eq!(
+            got.get(kind).fit(kind),
+            want.get(kind).fit(kind),
+            "{kind:?}"
+        );
+        assert_eq!(got.get(kind).count(), want.get(kind).count());
+    }
+    assert!(want.aggregated.count() > 500);
+    // 8 sub-windows of 7 s, 31 sums each, where full sums took 45.
+    assert_eq!(ring.heap_bytes(), 8 * (8 + 31 * 8));
+}

@@ -71,9 +71,6 @@ struct Sparse {
     /// Sub-window index + 1.
     tag: u64,
     buckets: Vec<Bucket>,
-    /// One key per 65,536 counts a bucket overflowed by (empty unless one sub-window
-    /// holds that many samples of one bucket), so no sample is ever dropped.
-    spill: Vec<u16>,
 }
 
 impl Sparse {
@@ -81,20 +78,21 @@ impl Sparse {
         Sparse {
             tag,
             buckets: vec![Bucket { key, count: 1 }],
-            spill: Vec::new(),
         }
     }
 
-    fn add(&mut self, key: u16) {
+    /// Counts one sample of bucket `key`; true when its count wrapped past 65,535.
+    fn add(&mut self, key: u16) -> bool {
         match self.buckets.binary_search_by_key(&key, |b| b.key) {
             Ok(i) => {
                 let b = &mut self.buckets[i];
                 b.count = b.count.wrapping_add(1);
-                if b.count == 0 {
-                    self.spill.push(key);
-                }
+                b.count == 0
             }
-            Err(i) => self.buckets.insert(i, Bucket { key, count: 1 }),
+            Err(i) => {
+                self.buckets.insert(i, Bucket { key, count: 1 });
+                false
+            }
         }
     }
 }
@@ -104,8 +102,13 @@ impl Sparse {
 pub struct QuantileRing {
     sub_secs: u64,
     subs: u64,
-    /// At most K sub-windows, sorted by tag; empty (no allocation) until the first iteration.
+    /// At most K sub-windows, sorted by tag; empty (no allocation) until the first
+    /// iteration, then allocated for K at once (it never holds more).
     windows: Vec<Sparse>,
+    /// One (tag, key) per 65,536 counts a bucket of sub-window `tag` overflowed by:
+    /// empty unless one sub-window holds that many samples of one bucket, so no sample
+    /// is ever dropped, and kept here rather than beside every sub-window's buckets.
+    spill: Vec<(u64, u16)>,
 }
 
 impl QuantileRing {
@@ -116,6 +119,7 @@ impl QuantileRing {
             sub_secs,
             subs,
             windows: Vec::new(),
+            spill: Vec::new(),
         }
     }
 
@@ -127,7 +131,9 @@ impl QuantileRing {
         let newest = self.windows.last().map_or(0, |s| s.tag);
         if tag == newest {
             if let Some(live) = self.windows.last_mut() {
-                live.add(key);
+                if live.add(key) {
+                    self.spill.push((tag, key));
+                }
             }
             return;
         }
@@ -139,6 +145,10 @@ impl QuantileRing {
             }
             let keep_from = tag.saturating_sub(self.subs - 1);
             self.windows.retain(|s| s.tag >= keep_from);
+            self.spill.retain(|s| s.0 >= keep_from);
+            if self.windows.capacity() == 0 {
+                self.windows.reserve_exact(self.subs as usize);
+            }
             self.windows.push(Sparse::new(tag, key));
             return;
         }
@@ -148,7 +158,11 @@ impl QuantileRing {
         if tag + self.subs > newest {
             let i = self.windows.partition_point(|s| s.tag < tag);
             match self.windows.get_mut(i) {
-                Some(s) if s.tag == tag => s.add(key),
+                Some(s) if s.tag == tag => {
+                    if s.add(key) {
+                        self.spill.push((tag, key));
+                    }
+                }
                 _ => self.windows.insert(i, Sparse::new(tag, key)),
             }
         }
@@ -158,23 +172,23 @@ impl QuantileRing {
     pub fn merge_into(&self, now_sec: u64, out: &mut Histogram<u32>) {
         let newest = now_sec / self.sub_secs + 1;
         let lowest = newest.saturating_sub(self.subs - 1);
-        for s in self
+        let inside = |tag: u64| tag >= lowest && tag <= newest;
+        let spilled = self
+            .spill
+            .iter()
+            .filter(|s| inside(s.0))
+            .map(|&(_, k)| (k, 1u32 << 16));
+        for (key, n) in self
             .windows
             .iter()
-            .filter(|s| s.tag >= lowest && s.tag <= newest)
+            .filter(|s| inside(s.tag))
+            .flat_map(|s| s.buckets.iter().map(|b| (b.key, b.count as u32)))
+            .chain(spilled)
         {
-            let spilled = s.spill.iter().map(|&k| (k, 1u32 << 16));
-            for (key, n) in s
-                .buckets
-                .iter()
-                .map(|b| (b.key, b.count as u32))
-                .chain(spilled)
-            {
-                let v = bucket_value(key);
-                // The output auto-resizes; only a count at u32::MAX saturates.
-                if out.record_n(v, n).is_err() {
-                    out.saturating_record_n(v, n);
-                }
+            let v = bucket_value(key);
+            // The output auto-resizes; only a count at u32::MAX saturates.
+            if out.record_n(v, n).is_err() {
+                out.saturating_record_n(v, n);
             }
         }
     }
@@ -182,12 +196,11 @@ impl QuantileRing {
     /// Heap bytes this ring holds (for the memory budget's tests).
     pub fn heap_bytes(&self) -> usize {
         self.windows.capacity() * std::mem::size_of::<Sparse>()
+            + self.spill.capacity() * std::mem::size_of::<(u64, u16)>()
             + self
                 .windows
                 .iter()
-                .map(|s| {
-                    s.buckets.capacity() * std::mem::size_of::<Bucket>() + s.spill.capacity() * 2
-                })
+                .map(|s| s.buckets.capacity() * std::mem::size_of::<Bucket>())
                 .sum::<usize>()
     }
 }
@@ -395,5 +408,19 @@ mod tests {
         ring.merge_into(0, &mut h);
         assert_eq!(h.len(), 140_001);
         assert_eq!(h.count_at(to_micros(0.010)), 140_000);
+        // The overflow leaves the window with its sub-window, and only then.
+        let mut ring = QuantileRing::new(2);
+        for _ in 0..70_000 {
+            ring.record(5, 0.010);
+        }
+        ring.record(6, 0.020);
+        let mut h = new_histogram();
+        ring.merge_into(6, &mut h);
+        assert_eq!(h.len(), 70_001);
+        ring.record(7, 0.020);
+        let mut h = new_histogram();
+        ring.merge_into(7, &mut h);
+        assert_eq!(h.len(), 2, "second 5 left the 2 s window");
+        assert_eq!(ring.spill.len(), 0);
     }
 }

@@ -122,6 +122,31 @@ pub struct RankState {
     quantiles: Vec<QuantileRing>,
 }
 
+/// `*dst = src.clone()` that keeps `dst`'s strings: a busy rank stores its latest
+/// frame dozens of times a second, and a fresh worker_id allocation (freed by another
+/// thread later) each time only churns and fragments the heap.
+fn copy_frame(dst: &mut ForwardPassMetrics, src: &ForwardPassMetrics) {
+    // Destructured, so that a new field cannot be forgotten here.
+    let ForwardPassMetrics {
+        version,
+        worker_id,
+        dp_rank,
+        counter_id,
+        timing_scope,
+        wall_time,
+        scheduled_requests,
+        queued_requests,
+    } = src;
+    dst.version = *version;
+    dst.worker_id.clone_from(worker_id);
+    dst.dp_rank = *dp_rank;
+    dst.counter_id = *counter_id;
+    dst.timing_scope.clone_from(timing_scope);
+    dst.wall_time = *wall_time;
+    dst.scheduled_requests = *scheduled_requests;
+    dst.queued_requests = *queued_requests;
+}
+
 /// A change of liveness, for logs and the event stream.
 pub type Transition = (Liveness, Liveness);
 
@@ -193,11 +218,20 @@ impl RankState {
             for q in &mut self.quantiles {
                 q.record(now.sec, values[WALL_TIME]);
             }
-            self.last = Some(LastFrame {
-                received_at_ns: now.unix_ns,
-                sequence,
-                metrics: metrics.clone(),
-            });
+            match &mut self.last {
+                Some(last) => {
+                    last.received_at_ns = now.unix_ns;
+                    last.sequence = sequence;
+                    copy_frame(&mut last.metrics, metrics);
+                }
+                None => {
+                    self.last = Some(LastFrame {
+                        received_at_ns: now.unix_ns,
+                        sequence,
+                        metrics: metrics.clone(),
+                    })
+                }
+            }
             Liveness::Busy
         };
         self.transition(next)
@@ -229,6 +263,30 @@ impl RankState {
         }
     }
 
+    /// Heap bytes of the rolling statistics (rings, their caches, the latest frame's
+    /// strings), for the memory budget's tests: nothing beyond the per-window headers
+    /// until the first iteration.
+    pub fn heap_bytes(&self) -> usize {
+        let strings = self.last.as_ref().map_or(0, |l| {
+            l.metrics.worker_id.capacity()
+                + l.metrics.timing_scope.as_ref().map_or(0, String::capacity)
+        });
+        self.windows.capacity() * std::mem::size_of::<WindowRing>()
+            + self.quantiles.capacity() * std::mem::size_of::<QuantileRing>()
+            + self
+                .windows
+                .iter()
+                .map(WindowRing::heap_bytes)
+                .sum::<usize>()
+            + self
+                .quantiles
+                .iter()
+                .map(QuantileRing::heap_bytes)
+                .sum::<usize>()
+            + self.model.heap_bytes()
+            + strings
+    }
+
     /// Adds window `i`'s wall-time histogram into `out`.
     pub fn merge_quantiles_into(
         &self,
@@ -237,5 +295,115 @@ impl RankState {
         out: &mut hdrhistogram::Histogram<u32>,
     ) {
         self.quantiles[i].merge_into(now_sec, out);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::wire::{Count, Real};
+    use rand::{Rng, SeedableRng};
+
+    /// Frames like a busy scheduler's: decode batches, a prefill now and then, a queue,
+    /// wall_time within ±20% of 25 ms.
+    struct Frames(rand::rngs::SmallRng);
+
+    impl Frames {
+        fn new(seed: u64) -> Self {
+            Frames(rand::rngs::SmallRng::seed_from_u64(seed))
+        }
+
+        fn next_iteration(&mut self) -> ForwardPassMetrics {
+            let r = &mut self.0;
+            let mut m = ForwardPassMetrics {
+                version: 1,
+                worker_id: "w".into(),
+                wall_time: Real(r.gen_range(0.020..0.030)),
+                ..Default::default()
+            };
+            let s = &mut m.scheduled_requests;
+            s.num_decode_requests = Count(r.gen_range(1..256));
+            s.sum_decode_kv_tokens = Count(r.gen_range(1000..4_000_000));
+            if r.gen_bool(0.2) {
+                s.num_prefill_requests = Count(r.gen_range(1..4));
+                s.sum_prefill_tokens = Count(r.gen_range(256..8192));
+            }
+            m.queued_requests.num_prefill_requests = Count(r.gen_range(0..8));
+            m
+        }
+
+        fn heartbeat(&self) -> ForwardPassMetrics {
+            ForwardPassMetrics {
+                version: 1,
+                worker_id: "w".into(),
+                ..Default::default()
+            }
+        }
+    }
+
+    fn rank(now: &Now) -> RankState {
+        let key = RankKey {
+            engine: 0,
+            worker_id: "w".into(),
+            dp_rank: 0,
+        };
+        RankState::new(key, "ipc:///e".into(), &[10, 60], now)
+    }
+
+    fn at(start: Instant, sec: u64) -> Now {
+        Now {
+            instant: start,
+            sec,
+            unix_ns: sec * 1_000_000_000,
+        }
+    }
+
+    #[test]
+    fn a_heartbeat_only_rank_holds_only_its_window_headers() {
+        let start = Instant::now();
+        let mut r = rank(&at(start, 0));
+        let empty = r.heap_bytes();
+        let model = Frames::new(1);
+        for sec in 0..120 {
+            r.apply(&model.heartbeat(), sec, SeqEvent::InOrder, &at(start, sec));
+        }
+        assert_eq!(r.heap_bytes(), empty);
+        assert!(empty <= 2 * 128, "{empty} bytes");
+    }
+
+    #[test]
+    fn a_busy_rank_stays_within_its_budget() {
+        let start = Instant::now();
+        let mut r = rank(&at(start, 0));
+        let mut model = Frames::new(3);
+        // 20 iterations a second for 70 s: every sub-window of both windows in use.
+        for sec in 0..70 {
+            for _ in 0..20 {
+                let m = model.next_iteration();
+                r.apply(&m, sec, SeqEvent::InOrder, &at(start, sec));
+            }
+        }
+        let _ = r.windows.iter().map(|w| w.window(69).count).sum::<u64>();
+        // Windows 9.1 KiB with their merge caches, model 2.0 KiB, quantiles 3.4 KiB at
+        // this rate and spread (14.7 KiB in all): within issue 13's 16 KiB per busy rank.
+        assert!(r.heap_bytes() <= 16 * 1024, "{} bytes", r.heap_bytes());
+    }
+
+    #[test]
+    fn the_latest_frame_is_the_last_iteration_whatever_it_held_before() {
+        let start = Instant::now();
+        let mut r = rank(&at(start, 0));
+        let mut model = Frames::new(1);
+        let mut a = model.next_iteration();
+        a.timing_scope = Some("engine_core".into());
+        r.apply(&a, 1, SeqEvent::First, &at(start, 1));
+        let mut b = model.next_iteration();
+        b.worker_id = "another".into();
+        b.counter_id = 9;
+        r.apply(&b, 2, SeqEvent::InOrder, &at(start, 2));
+        r.apply(&model.heartbeat(), 3, SeqEvent::InOrder, &at(start, 3));
+        let last = r.last.as_ref().unwrap();
+        assert_eq!(last.metrics, b);
+        assert_eq!((last.sequence, last.received_at_ns), (2, 2_000_000_000));
     }
 }

@@ -24,6 +24,7 @@ impl Bench<'_> {
         tokio::time::sleep(Duration::from_secs(1)).await;
         let rss0 = exp.rss_bytes();
         let heap0 = exp.heap_bytes();
+        let malloc0 = exp.ask("malloc");
         let busy = 5.0;
         let gen = Generator::start(&self.gen, &base, ranks, Some(20_000.0), busy, None);
         if !exp
@@ -46,6 +47,7 @@ impl Bench<'_> {
         let tracked = exp.counters().ranks;
         let rss1 = exp.rss_bytes();
         let heap1 = exp.heap_bytes();
+        let malloc1 = exp.ask("malloc");
         exp.profile("scrape");
         let timings = |path: &str| {
             let mut ms = Vec::new();
@@ -99,6 +101,21 @@ impl Bench<'_> {
             heap1 / 1048576.0,
             (heap1 - heap0) / tracked.max(1) as f64 / 1024.0,
             (heap_idle - heap0) / tracked.max(1) as f64 / 1024.0
+        ));
+        // Between the live heap and RSS: glibc's chunk overhead (in use minus live heap)
+        // and the free chunks it keeps resident.
+        let mib = |v: &serde_json::Value, k: &str| v[k].as_f64().unwrap_or(f64::NAN) / 1048576.0;
+        let per_rank =
+            |k: &str| (mib(&malloc1, k) - mib(&malloc0, k)) * 1024.0 / tracked.max(1) as f64;
+        self.result(format!(
+            "exporter allocator (glibc): in use {:.1} MiB configured, {:.1} MiB busy ({:.1} KiB per tracked rank, {:.1} KiB of it chunk overhead over the live heap); free chunks kept {:.1} MiB configured, {:.1} MiB busy ({:.1} KiB per tracked rank)",
+            mib(&malloc0, "in_use"),
+            mib(&malloc1, "in_use"),
+            per_rank("in_use"),
+            per_rank("in_use") - (heap1 - heap0) / tracked.max(1) as f64 / 1024.0,
+            mib(&malloc0, "free"),
+            mib(&malloc1, "free"),
+            per_rank("free")
         ));
         self.result(format!(
             "exporter RSS after the 20 scrapes above: {:.1} MiB = {:.1} KiB per tracked rank",

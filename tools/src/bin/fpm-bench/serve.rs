@@ -1,5 +1,5 @@
 //! The child side of the re-exec protocol: `fpm-bench serve <fpm-exporter flags>` runs
-//! the exporter until stdin closes and answers the lines "render" and "heap" on stdout.
+//! the exporter until stdin closes and answers the lines "render", "heap" and "malloc" on stdout.
 
 use crate::alloc::{COUNTING, LIVE_BYTES};
 use crate::load::percentile;
@@ -50,6 +50,7 @@ pub(crate) fn serve(flags: &[String]) -> ExitCode {
                 match line.trim() {
                     "render" => println!("{}", render_timings(&registry)),
                     "heap" => println!("{}", LIVE_BYTES.load(Relaxed)),
+                    "malloc" => println!("{}", malloc_stats()),
                     _ => {}
                 }
             }
@@ -58,6 +59,14 @@ pub(crate) fn serve(flags: &[String]) -> ExitCode {
         running.stop(Duration::from_millis(500)).await;
     });
     ExitCode::SUCCESS
+}
+
+/// glibc's own figures: bytes in allocated chunks and in free chunks it keeps.
+fn malloc_stats() -> serde_json::Value {
+    match fpm_exporter::alloc::allocator_stats() {
+        Some(s) => serde_json::json!({"in_use": s.in_use, "free": s.free}),
+        None => serde_json::Value::Null,
+    }
 }
 
 /// The runtime `serve` and `count` run on: the one `fpm-exporter` builds.
