@@ -161,7 +161,7 @@ impl<H> Drop for Receiver<H> {
 /// The delay before the next round, after one whose busiest socket gave `max_bytes`
 /// over `elapsed` (since the round before) and where some socket may hold more
 /// (`more`): the configured delay, or less if at that socket's rate it would gather
-/// more than `ROUND_BYTES` (64 KiB) by then, or none when a socket has more.
+/// more than [`ROUND_BYTES`] by then, or none when a socket has more.
 pub fn next_delay(base: Duration, max_bytes: usize, elapsed: Duration, more: bool) -> Duration {
     if more {
         Duration::ZERO
