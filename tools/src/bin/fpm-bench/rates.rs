@@ -23,15 +23,6 @@ use std::process::{Child, ChildStdin, Command, Stdio};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
-/// A receiver handler that only counts messages.
-struct Counted(std::sync::Arc<std::sync::atomic::AtomicU64>);
-
-impl fpm_exporter::source::receiver::Handler for Counted {
-    fn message(&mut self, _parts: &[&[u8]]) {
-        self.0.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-    }
-}
-
 /// What a consumer cost over one measured interval.
 #[derive(Debug, Clone, Copy, Default)]
 struct Cost {
@@ -302,44 +293,31 @@ fn pass(ok: bool) -> &'static str {
 
 /// `fpm-bench count <endpoint>...`: one bare zeromq SUB per endpoint that only counts
 /// messages, on the same runtime as `serve`; answers `count` on stdin until it closes.
-/// `fpm-bench native-count` does the same on the exporter's own receive path (the
-/// ZMTP client of `fpm_exporter::source::zmtp`, read by the shared receiver thread of
-/// `fpm_exporter::source::receiver` at its default delay).
+/// `fpm-bench native-count` does the same on the exporter's own ZMTP receiver
+/// (`fpm_exporter::source::zmtp`), one task per endpoint owning its stream.
 pub(crate) fn count(endpoints: &[String], native: bool) -> std::process::ExitCode {
     use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
     use std::sync::Arc;
     let count = Arc::new(AtomicU64::new(0));
     let rt = super::exporter_runtime();
-    // The exporter's receiver with its default delay, handing each message to a
-    // handler that only counts: what the transport costs the exporter.
-    let receiver = native.then(|| {
-        use fpm_exporter::source::receiver::{ReceiveSettings, Receiver, DEFAULT_RECEIVE_DELAY};
-        let settings = ReceiveSettings {
-            delay: DEFAULT_RECEIVE_DELAY,
-            silence_timeout: Duration::from_secs(30),
-        };
-        Arc::new(Receiver::start(settings, || false).expect("receiver thread"))
-    });
     for addr in endpoints {
         let (addr, count) = (addr.clone(), count.clone());
-        if let Some(receiver) = &receiver {
-            let receiver = receiver.clone();
+        if native {
             rt.spawn(async move {
                 use fpm_exporter::source::zmtp::Subscription;
                 // The publishers may bind after this starts: retry, bounded.
-                let mut handler = Counted(count);
                 for _ in 0..600 {
-                    let Ok(sub) = Subscription::connect(&addr, Duration::from_secs(1)).await else {
+                    let Ok(mut sub) = Subscription::connect(&addr, Duration::from_secs(1)).await
+                    else {
                         tokio::time::sleep(Duration::from_millis(100)).await;
                         continue;
                     };
-                    let Ok(done) = receiver.add(sub, handler) else {
-                        return;
-                    };
-                    let Ok(ended) = done.await else {
-                        return;
-                    };
-                    handler = ended.handler;
+                    while sub.read().await.is_ok() {
+                        match sub.drain(|_| {}) {
+                            Ok(n) => count.fetch_add(n, Relaxed),
+                            Err(_) => break,
+                        };
+                    }
                 }
             });
             continue;
