@@ -93,13 +93,8 @@ pub async fn start(settings: Settings) -> std::io::Result<Running> {
         silence_timeout: settings.reconnect_after,
         ..Default::default()
     };
-    let subscribers = crate::source::spawn_all(
-        &registry,
-        &settings.endpoints,
-        &sub_config,
-        settings.receive_delay,
-        &shutdown_rx,
-    )?;
+    let subscribers =
+        crate::source::spawn_all(&registry, &settings.endpoints, &sub_config, &shutdown_rx);
     tasks.extend(subscribers.tasks);
     tasks.push(tokio::spawn(sweeper(registry.clone(), shutdown_rx.clone())));
 
