@@ -1,5 +1,6 @@
-//! glibc allocator settings of the whole process, and the allocator's own figures for
-//! the benchmark (the multiproc scrape's settings stay in `source::multiproc`).
+//! glibc allocator settings and calls, all in one place: the process's settings at
+//! start, what the engine-metrics scrape asks of the allocator, and the allocator's
+//! own figures for the benchmark.
 
 /// The process's glibc settings, set once before the runtime starts its threads (a
 /// thread keeps the arena it got); an explicit `MALLOC_ARENA_MAX` or
@@ -34,6 +35,35 @@ pub fn configure() {
 
 /// Blocks from this size up are mapped on their own and unmapped on free.
 pub const MMAP_THRESHOLD: i32 = 1 << 20;
+
+/// Hands the merge's freed memory back to the OS: a big directory's scrape frees tens
+/// of MB of short-lived samples, which glibc would otherwise keep in the arena of
+/// whichever blocking-pool thread ran it (the RSS growth fpm-bench's multiproc measures).
+#[allow(unsafe_code)] // libc call, see SAFETY below
+pub fn release_freed_memory() {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    // SAFETY: malloc_trim only returns free heap pages to the OS; it takes no pointers.
+    unsafe {
+        libc::malloc_trim(0);
+    }
+}
+
+/// Pins glibc's mmap threshold at [`MMAP_THRESHOLD`] for the engine-metrics scrape,
+/// also where the process did not start through [`configure`] (an embedding runtime,
+/// the tests): by default the threshold rises to the size of the largest block freed
+/// (up to 32 MiB), after which each scrape's multi-MB exposition buffer comes from,
+/// and stays in, a thread's heap instead of being unmapped on free.
+#[allow(unsafe_code)] // libc call, see SAFETY below
+pub fn map_large_buffers() {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    {
+        static ONCE: std::sync::Once = std::sync::Once::new();
+        // SAFETY: mallopt only changes an allocator setting; it takes no pointers.
+        ONCE.call_once(|| unsafe {
+            libc::mallopt(libc::M_MMAP_THRESHOLD, MMAP_THRESHOLD);
+        });
+    }
+}
 
 /// The arena cap [`configure`] sets.
 pub const ARENAS: i32 = 2;

@@ -124,6 +124,19 @@ fn regressors(m: &ForwardPassMetrics) -> ([f64; 4], f64) {
     (x, m.wall_time.0)
 }
 
+/// Which pure model a frame's regressors also feed: prefill tokens and no decode
+/// requests, or the reverse (every frame feeds the aggregated one).
+#[inline]
+fn pure_kind(x: &[f64; 4]) -> Option<ModelKind> {
+    if x[1] > 0.0 && x[2] == 0.0 {
+        Some(ModelKind::Prefill)
+    } else if x[2] > 0.0 && x[1] == 0.0 {
+        Some(ModelKind::Decode)
+    } else {
+        None
+    }
+}
+
 /// The sums of all three models over the same stretch of time.
 #[derive(Debug, Clone, Copy, Default, PartialEq)]
 pub struct ModelSums {
@@ -141,10 +154,10 @@ impl ModelSums {
     pub fn push(&mut self, m: &ForwardPassMetrics) {
         let (x, y) = regressors(m);
         self.aggregated.push(&x, y);
-        if x[1] > 0.0 && x[2] == 0.0 {
-            self.prefill.push(&x, y);
-        } else if x[2] > 0.0 && x[1] == 0.0 {
-            self.decode.push(&x, y);
+        match pure_kind(&x) {
+            Some(ModelKind::Prefill) => self.prefill.push(&x, y),
+            Some(ModelKind::Decode) => self.decode.push(&x, y),
+            _ => {}
         }
     }
 
@@ -228,10 +241,10 @@ impl Slot {
     fn push(&mut self, m: &ForwardPassMetrics) {
         let (x, y) = regressors(m);
         self.aggregated.push(&x, y);
-        if x[1] > 0.0 && x[2] == 0.0 {
-            self.prefill.push(ModelKind::Prefill.terms(), &x, y);
-        } else if x[2] > 0.0 && x[1] == 0.0 {
-            self.decode.push(ModelKind::Decode.terms(), &x, y);
+        match pure_kind(&x) {
+            Some(kind @ ModelKind::Prefill) => self.prefill.push(kind.terms(), &x, y),
+            Some(kind @ ModelKind::Decode) => self.decode.push(kind.terms(), &x, y),
+            _ => {}
         }
     }
 

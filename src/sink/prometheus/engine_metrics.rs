@@ -8,7 +8,7 @@
 //! type is left out of that family and counted as `family_clash`.
 
 use super::text::{push_label, Family, Writer};
-use crate::source::multiproc::alloc;
+use crate::alloc;
 use crate::source::multiproc::{EngineMetrics, Reason};
 use crate::source::scrape::{ScrapeError, Workers};
 

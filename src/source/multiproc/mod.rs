@@ -8,7 +8,6 @@
 //! most [`MAX_FILES`] files listed, and keys are parsed once and cached, so a steady
 //! directory costs one `pread` per file and a pass over its values.
 
-pub mod alloc;
 pub mod exposed;
 pub mod file;
 pub mod keys;
