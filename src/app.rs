@@ -93,8 +93,13 @@ pub async fn start(settings: Settings) -> std::io::Result<Running> {
         silence_timeout: settings.reconnect_after,
         ..Default::default()
     };
-    let subscribers =
-        crate::source::spawn_all(&registry, &settings.endpoints, &sub_config, &shutdown_rx);
+    let subscribers = crate::source::spawn_all(
+        &registry,
+        &settings.endpoints,
+        &sub_config,
+        settings.receive_delay,
+        &shutdown_rx,
+    )?;
     tasks.extend(subscribers.tasks);
     tasks.push(tokio::spawn(sweeper(registry.clone(), shutdown_rx.clone())));
 
@@ -188,7 +193,7 @@ async fn sweeper(registry: Arc<Registry>, mut shutdown: watch::Receiver<bool>) {
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         tokio::select! {
-            _ = tick.tick() => registry.sweep(&registry.now()),
+            _ = tick.tick() => registry.age().await,
             _ = shutdown.changed() => return,
         }
     }

@@ -94,6 +94,9 @@ pub struct RunArgs {
     /// Silence after which a connected socket is presumed half-open and re-created (at least --stale-after) [default: 30s].
     #[arg(long, value_name = "DURATION", value_parser = humantime::parse_duration)]
     pub reconnect_after: Option<Duration>,
+    /// Longest a frame waits in its socket before it is read, so frames of many ranks are read in one wakeup; every HTTP read first takes in what has arrived, and while /v1/stream clients, the NATS relay or the recorder consume events it is at most 1ms; 0 reads each frame on arrival [default: 500ms].
+    #[arg(long, value_name = "DURATION", value_parser = humantime::parse_duration)]
+    pub receive_delay: Option<Duration>,
     /// Most ranks tracked at once.
     #[arg(long, value_name = "N")]
     pub max_ranks: Option<usize>,

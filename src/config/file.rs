@@ -17,6 +17,7 @@ pub struct FileConfig {
     pub(super) stale_after: Option<Spanned<String>>,
     pub(super) expire_after: Option<Spanned<String>>,
     pub(super) reconnect_after: Option<Spanned<String>>,
+    pub(super) receive_delay: Option<Spanned<String>>,
     pub(super) max_ranks: Option<usize>,
     pub(super) max_streams: Option<usize>,
     pub(super) nats: Option<crate::source::nats::config::NatsFile>,

@@ -36,6 +36,8 @@ pub struct Settings {
     pub nats: Option<NatsSettings>,
     /// Silence after which a connected socket is re-created (not merely stale).
     pub reconnect_after: Duration,
+    /// Longest a frame waits in its socket before the receiver reads it.
+    pub receive_delay: Duration,
     /// (engine index, its multiprocess directory) for every engine that has one.
     pub multiproc_dirs: Vec<(usize, PathBuf)>,
     /// Limits of the multiprocess reader.
@@ -54,6 +56,7 @@ impl Settings {
         let (file, src) = file::load(args.config.as_deref())?;
         let mut state = state_config(args, &file, &src)?;
         let reconnect_after = reconnect_after(args, &file, &src, state.stale_after)?;
+        let receive_delay = receive_delay(args, &file, &src)?;
         let listen = listen(args, &file, &src)?;
         // Most specific wins: an engine's own key, then the flag, then the file's default.
         state.rank_detail.default = args.rank_detail.or(file.rank_detail).unwrap_or_default();
@@ -96,6 +99,7 @@ impl Settings {
             record,
             nats,
             reconnect_after,
+            receive_delay,
             multiproc_dirs: e.multiproc_dirs,
             multiproc,
             merge_engine_metrics,
@@ -167,6 +171,22 @@ fn reconnect_after(
         ))),
         Some(d) => Ok(d),
     }
+}
+
+/// At most a second: a longer wait would show in every reader's numbers.
+fn receive_delay(args: &RunArgs, file: &FileConfig, src: &Source) -> Result<Duration, ConfigError> {
+    let d = match (args.receive_delay, &file.receive_delay) {
+        (Some(d), _) => d,
+        (None, Some(v)) => src.duration(v, "receive_delay")?,
+        (None, None) => crate::source::receiver::DEFAULT_RECEIVE_DELAY,
+    };
+    if d > Duration::from_secs(1) {
+        return Err(ConfigError(format!(
+            "receive_delay ({}) must be at most 1s",
+            humantime::format_duration(d)
+        )));
+    }
+    Ok(d)
 }
 
 fn listen(args: &RunArgs, file: &FileConfig, src: &Source) -> Result<SocketAddr, ConfigError> {

@@ -138,3 +138,22 @@ fn reconnect_after_defaults_to_30s_and_never_undercuts_stale_after() {
         "{e}"
     );
 }
+
+#[test]
+fn receive_delay_defaults_to_500ms_takes_zero_and_refuses_beyond_a_second() {
+    let s = Settings::from_cli(&args(&["--demo"])).unwrap();
+    assert_eq!(s.receive_delay, Duration::from_millis(500));
+    let s = Settings::from_cli(&args(&["--demo", "--receive-delay", "0s"])).unwrap();
+    assert_eq!(s.receive_delay, Duration::ZERO);
+    let s = file("receive_delay = \"2ms\"\n").unwrap();
+    assert_eq!(s.receive_delay, Duration::from_millis(2));
+    let e = file("receive_delay = \"later\"\n").unwrap_err().0;
+    assert!(e.contains("line 1") && e.contains("receive_delay"), "{e}");
+    let e = Settings::from_cli(&args(&["--demo", "--receive-delay", "2s"]))
+        .unwrap_err()
+        .0;
+    assert!(
+        e.contains("receive_delay") && e.contains("at most 1s"),
+        "{e}"
+    );
+}

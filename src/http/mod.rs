@@ -99,6 +99,16 @@ impl AppState {
     }
 }
 
+/// Middleware: the sources fold in the frames they hold before the handler reads.
+async fn caught_up(
+    axum::extract::State(registry): axum::extract::State<Arc<Registry>>,
+    req: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> axum::response::Response {
+    registry.catch_up().await;
+    next.run(req).await
+}
+
 /// Which endpoints one listener serves.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Routes {
@@ -117,16 +127,18 @@ pub fn router_for(state: AppState, routes: Routes) -> Router {
         .route("/", get(health::index))
         .route("/healthz", get(health::healthz))
         .route("/readyz", get(health::readyz));
+    // Reads of the FPM state first take in what the sources hold (state::intake).
+    let fresh = || axum::middleware::from_fn_with_state(state.registry.clone(), caught_up);
     let mut metrics = Router::new()
-        .route("/metrics", get(metrics::metrics))
+        .route("/metrics", get(metrics::metrics).route_layer(fresh()))
         .route("/engine_metrics", get(engine::engine_metrics));
     let mut api = Router::new()
-        .route("/v1/ranks", get(ranks::ranks))
+        .route("/v1/ranks", get(ranks::ranks).route_layer(fresh()))
         .route("/v1/stream", get(ranks::stream))
-        .route("/v1/loads", get(loads_model::loads))
-        .route("/get_load", get(loads_model::get_load))
-        .route("/v1/model", get(loads_model::model))
-        .route("/v1/engines", get(engines::engines));
+        .route("/v1/loads", get(loads_model::loads).route_layer(fresh()))
+        .route("/get_load", get(loads_model::get_load).route_layer(fresh()))
+        .route("/v1/model", get(loads_model::model).route_layer(fresh()))
+        .route("/v1/engines", get(engines::engines).route_layer(fresh()));
     if let Some(token) = &state.api_token {
         let guard = || axum::middleware::from_fn_with_state(token.clone(), auth::require_token);
         api = api.route_layer(guard());

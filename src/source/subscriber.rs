@@ -1,7 +1,9 @@
-//! One ZMQ SUB connection per rank endpoint, each in its own task: a stuck or noisy
-//! rank never delays another. The task owns its stream (the hand-rolled ZMTP receiver
-//! of [`super::zmtp`], see there why) and feeds the ingest directly: no reader task and
-//! no channel per connection.
+//! One ZMQ SUB connection per rank endpoint, each owned by its own task: a rank that
+//! cannot be reached or breaks the protocol never delays another. The task connects
+//! (the hand-rolled ZMTP client of [`super::zmtp`], see there why), then hands the
+//! connected socket and its ingest to the shared [`super::receiver`] thread, which
+//! reads every connected socket in rounds and feeds each ingest directly; the ingest
+//! comes back with why the session ended.
 //!
 //! This loop owns reconnection: when the peer goes, breaks the protocol, or a connected
 //! stream has been silent for the (long) re-create timeout, it drops the connection and
@@ -14,6 +16,7 @@
 //! connection is kept until the longer `--reconnect-after`.
 
 use super::endpoint::EndpointStats;
+use super::receiver::{End, Handler, Receiver};
 use super::sequence::SequenceTracker;
 use super::zmtp::{Subscription, ZmtpError};
 use crate::state::{RankCache, Registry};
@@ -117,7 +120,7 @@ impl RateLimited {
 }
 
 /// Per-endpoint ingest: decodes every message and folds it into the registry.
-struct Ingest {
+pub struct Ingest {
     registry: Arc<Registry>,
     stats: Arc<EndpointStats>,
     address: Arc<str>,
@@ -165,22 +168,21 @@ impl Ingest {
     }
 }
 
-/// Why a connected session ended.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum SessionEnd {
-    /// The exporter is stopping.
-    Shutdown,
-    /// The peer closed, the stream failed, or the peer broke the protocol.
-    PeerGone,
-    /// Nothing arrived for [`SubscriberConfig::silence_timeout`]: presumed half-open.
-    Silent,
+impl Handler for Ingest {
+    fn message(&mut self, parts: &[&[u8]]) {
+        self.handle(parts);
+    }
 }
+
+/// The receiver every endpoint's connected socket is read by.
+pub type EndpointReceiver = Receiver<Ingest>;
 
 /// Runs the subscriber of one endpoint until `shutdown` turns true.
 pub async fn run(
     registry: Arc<Registry>,
     stats: Arc<EndpointStats>,
     config: SubscriberConfig,
+    receiver: Arc<EndpointReceiver>,
     mut shutdown: watch::Receiver<bool>,
 ) {
     let address = stats.address.clone();
@@ -210,21 +212,44 @@ pub async fn run(
                 }
                 tracing::debug!(endpoint = %address, error = %e, "connect or handshake failed; will retry");
             }
-            Ok(mut sub) => {
+            Ok(sub) => {
                 // Every connection may reach another publisher instance.
                 ingest.new_connection();
                 stats.connects.fetch_add(1, Relaxed);
                 stats.connected.store(true, Relaxed);
                 tracing::debug!(endpoint = %address, "connected");
-                let (end, received) = session(&mut sub, &mut ingest, &config, &mut shutdown).await;
-                stats.connected.store(false, Relaxed);
-                if end == SessionEnd::Shutdown {
+                // The receiver gives the ingest back when the session ends; it refuses
+                // (or drops the session) only once the exporter is stopping.
+                let Ok(done) = receiver.add(sub, ingest) else {
+                    stats.connected.store(false, Relaxed);
                     return;
+                };
+                let ended = tokio::select! {
+                    r = done => r.ok(),
+                    _ = shutdown.changed() => None,
+                };
+                stats.connected.store(false, Relaxed);
+                let Some(ended) = ended else {
+                    return;
+                };
+                ingest = ended.handler;
+                match &ended.reason {
+                    End::PeerGone(failure) => {
+                        // A clean close at a message boundary loses nothing; anything
+                        // else is an error.
+                        if !matches!(failure, ZmtpError::Closed) {
+                            stats.receive_errors.fetch_add(1, Relaxed);
+                        }
+                        if failure.is_protocol() {
+                            ingest.protocol_log.protocol(&address, failure);
+                        }
+                    }
+                    End::Silent => {}
                 }
-                tracing::debug!(endpoint = %address, reason = ?end, received, "re-creating the connection");
+                tracing::debug!(endpoint = %address, reason = ?ended.reason, received = ended.received, "re-creating the connection");
                 // Only a session that carried data proves the peer healthy; a peer that
                 // accepts and drops again and again is retried ever more slowly.
-                if received > 0 {
+                if ended.received > 0 {
                     retry = config.retry_min;
                 }
             }
@@ -235,61 +260,5 @@ pub async fn run(
             _ = shutdown.changed() => return,
         }
         retry = (retry * 2).min(config.retry_max);
-    }
-}
-
-/// Receives on a connected stream until shutdown, the peer goes, or a long silence.
-/// Returns why it ended and how many messages it received.
-async fn session(
-    sub: &mut Subscription,
-    ingest: &mut Ingest,
-    config: &SubscriberConfig,
-    shutdown: &mut watch::Receiver<bool>,
-) -> (SessionEnd, u64) {
-    let mut received = 0u64;
-    // Silence alone only makes the rank stale (the sweeper's job); the connection is
-    // re-created after the longer `silence_timeout`, so a long forward pass without
-    // heartbeats keeps its connection and the frame that ends it is not lost.
-    // One timer for the session, moved only when it fires: resetting it per read
-    // cost a timer-wheel insert and removal per wake.
-    let mut last_rx = tokio::time::Instant::now();
-    let silence = tokio::time::sleep(config.silence_timeout);
-    tokio::pin!(silence);
-    loop {
-        let failure = tokio::select! {
-            biased;
-            _ = shutdown.changed() => return (SessionEnd::Shutdown, received),
-            r = sub.read() => match r {
-                Ok(()) => {
-                    last_rx = tokio::time::Instant::now();
-                    // Every complete message of this read, straight into the ingest.
-                    match sub.drain(|parts| ingest.handle(parts)) {
-                        Ok(n) => {
-                            received += n;
-                            continue;
-                        }
-                        Err(e) => e,
-                    }
-                }
-                Err(e) => e,
-            },
-            _ = &mut silence => {
-                let deadline = last_rx + config.silence_timeout;
-                if tokio::time::Instant::now() >= deadline {
-                    return (SessionEnd::Silent, received);
-                }
-                silence.as_mut().reset(deadline);
-                continue;
-            }
-        };
-        // A clean close at a message boundary loses nothing; anything else is an error.
-        if !matches!(failure, ZmtpError::Closed) {
-            ingest.stats.receive_errors.fetch_add(1, Relaxed);
-        }
-        if failure.is_protocol() {
-            ingest.protocol_log.protocol(&ingest.address, &failure);
-        }
-        tracing::debug!(endpoint = %ingest.address, error = %failure, "connection ended");
-        return (SessionEnd::PeerGone, received);
     }
 }

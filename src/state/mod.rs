@@ -11,6 +11,7 @@ pub mod engine_view;
 pub mod engines;
 mod event;
 pub mod fields;
+pub mod intake;
 pub mod labels;
 pub mod load;
 pub mod model;

@@ -48,6 +48,8 @@ pub struct Registry {
     /// Per engine, the cumulative totals of its expired ranks (written under the map's
     /// write lock, read under its read lock, so a snapshot counts each rank once).
     pub(super) retired: Vec<Retired>,
+    /// Sources that hold received frames between rounds ([`crate::state::intake`]).
+    pub(super) intakes: RwLock<Vec<super::intake::CatchUp>>,
 }
 
 impl Registry {
@@ -76,6 +78,7 @@ impl Registry {
             ranks: RwLock::new(HashMap::new()),
             events,
             refused_frames: AtomicU64::new(0),
+            intakes: RwLock::new(Vec::new()),
         })
     }
 

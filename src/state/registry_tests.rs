@@ -122,3 +122,53 @@ fn wall_stamps_follow_a_clock_step_windows_do_not() {
     let later = reg.at(Instant::now() + Duration::from_secs(5));
     assert!(later.unix_ns >= stepped + 4_900_000_000 && later.unix_ns <= stepped + 5_000_000_000);
 }
+
+/// The sweeper asks the sources for what they hold before it ages a rank: a rank whose
+/// frame waits in a source stays live; one whose source holds nothing turns stale.
+#[tokio::test]
+async fn ageing_first_takes_in_what_the_sources_hold() {
+    let config = StateConfig {
+        stale_after: Duration::from_millis(50),
+        expire_after: Duration::from_secs(60),
+        ..Default::default()
+    };
+    let reg = Registry::new(config, engines());
+    let ep: Arc<str> = "tcp://x:1".into();
+    let mut cache = RankCache::default();
+    assert!(reg.ingest(&mut cache, 0, &ep, 0, SeqEvent::First, frame(), &reg.now()));
+    tokio::time::sleep(Duration::from_millis(80)).await;
+    assert!(reg.aging_due(&reg.now()));
+    // A source holding the rank's next frame: it folds it in when asked.
+    let held = Arc::new(parking_lot::Mutex::new(Some((cache, ep.clone()))));
+    let weak = Arc::downgrade(&reg);
+    let source = held.clone();
+    reg.add_intake(Arc::new(move || {
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        if let (Some(reg), Some((mut cache, ep))) = (weak.upgrade(), source.lock().take()) {
+            reg.ingest(
+                &mut cache,
+                0,
+                &ep,
+                1,
+                SeqEvent::InOrder,
+                frame(),
+                &reg.now(),
+            );
+        }
+        let _ = tx.send(());
+        Some(rx)
+    }));
+    reg.age().await;
+    let live = reg.snapshot(&RankFilter::default()).ranks[0].liveness;
+    assert_eq!(live, Liveness::Busy, "the held frame kept it live");
+    assert!(held.lock().is_none(), "the source was asked");
+    // Nothing more held: silent past stale_after, it turns stale.
+    tokio::time::sleep(Duration::from_millis(80)).await;
+    reg.age().await;
+    let live = reg.snapshot(&RankFilter::default()).ranks[0].liveness;
+    assert_eq!(live, Liveness::Stale);
+    assert!(
+        !reg.aging_due(&reg.now()),
+        "stale and not yet expired: nothing due"
+    );
+}

@@ -13,6 +13,26 @@ impl Registry {
         }
     }
 
+    /// A sweep that first, if some rank is about to age, has the sources fold in what
+    /// they hold: a live rank whose frames wait in its socket is never marked stale.
+    pub async fn age(&self) {
+        if self.aging_due(&self.now()) {
+            self.catch_up().await;
+        }
+        self.sweep(&self.now());
+    }
+
+    /// Whether a sweep now would mark a rank stale or expire one.
+    pub fn aging_due(&self, now: &Now) -> bool {
+        let map = self.ranks.read();
+        map.values().any(|handle| {
+            let rank = handle.lock();
+            let silent = now.instant.saturating_duration_since(rank.last_frame_at);
+            silent >= self.config.expire_after
+                || (silent >= self.config.stale_after && rank.liveness != Liveness::Stale)
+        })
+    }
+
     /// Under the read lock: marks silent ranks stale, returns those silent long enough
     /// to expire.
     pub(super) fn mark_stale(&self, now: &Now) -> Vec<RankKey> {

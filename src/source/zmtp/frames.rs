@@ -1,5 +1,6 @@
-//! ZMTP 3.0 frames parsed straight out of one reusable read buffer: every complete
-//! message already read is handed over as slices of that buffer, with no copy, no
+//! ZMTP 3.0 frames parsed straight out of the bytes read: every complete message is
+//! handed over as slices of the buffer it was read into (the receiver's shared one,
+//! or a connection's own while a message is split across reads), with no copy, no
 //! allocation and no channel in between.
 //!
 //! Framing (RFC 23): one flags byte (bit 0 MORE, bit 1 LONG, bit 2 COMMAND, the other
@@ -22,8 +23,9 @@ pub const MAX_MESSAGE_BYTES: usize = 4 * 1024 * 1024;
 /// has three, so a longer one is skipped by the decoder's frame-count check anyway.
 pub const MAX_PARTS: usize = 8;
 
-/// Initial (and resting) size of the read buffer: many FPM frames (a few hundred bytes
-/// each) per read() syscall, yet little memory per idle connection.
+/// Size of a connection's own buffer when it first needs one (the handshake, or the
+/// tail of a message split across reads). At rest a connection holds none: the
+/// receiver reads into a buffer shared by every connection ([`Reader::drain_from`]).
 const INITIAL_BUFFER: usize = 4 * 1024;
 
 /// Free space below which the buffer is compacted (or grown) before a read.
@@ -94,8 +96,9 @@ pub fn parse_header(bytes: &[u8]) -> Result<Option<Header>, ZmtpError> {
     }))
 }
 
-/// The receive buffer of one connection and the messages in it.
-#[derive(Debug)]
+/// What one connection has read but not yet handed over: usually nothing (and then
+/// no memory), otherwise the start of a message split across reads.
+#[derive(Debug, Default)]
 pub struct Reader {
     buf: Vec<u8>,
     /// First byte not yet consumed (the start of an incomplete message, if any).
@@ -103,17 +106,6 @@ pub struct Reader {
     /// End of the bytes read so far.
     end: usize,
     partial: Partial,
-}
-
-impl Default for Reader {
-    fn default() -> Self {
-        Reader {
-            buf: vec![0; INITIAL_BUFFER],
-            start: 0,
-            end: 0,
-            partial: Partial::default(),
-        }
-    }
 }
 
 impl Reader {
@@ -140,7 +132,7 @@ impl Reader {
             self.end = 0;
             // A large message is gone: give its memory back.
             if self.buf.len() > 4 * INITIAL_BUFFER {
-                self.buf = vec![0; INITIAL_BUFFER];
+                self.buf = Vec::new();
             }
         }
         if self.buf.len() - self.end < MIN_READ {
@@ -152,7 +144,7 @@ impl Reader {
             if self.buf.len() - self.end < MIN_READ {
                 // Pending bytes are at most one incomplete message (checked against
                 // the limit as its headers arrive) plus a header, so this always fits.
-                let len = (self.buf.len() * 2).min(BUFFER_CAP);
+                let len = (self.buf.len() * 2).clamp(INITIAL_BUFFER, BUFFER_CAP);
                 self.buf.resize(len, 0);
             }
         }
@@ -171,56 +163,110 @@ impl Reader {
     /// with the frames parsed so far remembered, so a message trickling in is parsed
     /// once, not once per read.
     pub fn drain(&mut self, mut f: impl FnMut(&[&[u8]])) -> Result<u64, ZmtpError> {
-        let mut messages = 0;
-        loop {
-            let bytes = &self.buf[self.start..self.end];
-            let p = &mut self.partial;
-            let complete = loop {
-                let Some(h) = parse_header(&bytes[p.pos..])? else {
-                    break false;
-                };
-                if h.command() {
-                    if p.parts > 0 {
-                        return Err(ZmtpError::Protocol("command inside a multipart message"));
-                    }
-                    if bytes.len() - p.pos < h.total() {
-                        break false;
-                    }
-                    p.pos += h.total();
-                    break true;
-                }
-                if p.size + h.total() > MAX_MESSAGE_BYTES {
-                    return Err(ZmtpError::TooLarge((p.size + h.total()) as u64));
-                }
-                if bytes.len() - p.pos < h.total() {
-                    break false;
-                }
-                if p.parts < MAX_PARTS {
-                    p.ranges[p.parts] = (p.pos + h.header_len, p.pos + h.total());
-                }
-                p.parts += 1;
-                p.size += h.total();
-                p.pos += h.total();
-                if !h.more() {
-                    break true;
-                }
-            };
-            if !complete {
-                return Ok(messages);
+        let (messages, used) = parse(&self.buf[self.start..self.end], &mut self.partial, &mut f)?;
+        self.consume(used);
+        Ok(messages)
+    }
+
+    /// Like [`Reader::drain`] for bytes read somewhere else (the receiver's shared
+    /// buffer) while nothing is pending here: complete messages go to `f` straight
+    /// from `bytes`, and only an incomplete tail is copied into this reader.
+    pub fn drain_from(
+        &mut self,
+        bytes: &[u8],
+        mut f: impl FnMut(&[&[u8]]),
+    ) -> Result<u64, ZmtpError> {
+        debug_assert!(
+            self.pending().is_empty(),
+            "bytes would overtake pending ones"
+        );
+        let (messages, used) = parse(bytes, &mut self.partial, &mut f)?;
+        let tail = &bytes[used..];
+        if !tail.is_empty() {
+            // The partial parse's offsets are relative to the tail's start, which
+            // becomes the start of the pending bytes: they stay valid.
+            let room = (tail.len() + MIN_READ).clamp(INITIAL_BUFFER, BUFFER_CAP);
+            if self.buf.len() < room {
+                self.buf.resize(room, 0);
             }
-            if p.parts > 0 {
-                let mut parts: [&[u8]; MAX_PARTS] = [&[]; MAX_PARTS];
-                let n = p.parts.min(MAX_PARTS);
-                for (part, &(a, b)) in parts.iter_mut().zip(&p.ranges[..n]) {
-                    *part = &bytes[a..b];
-                }
-                f(&parts[..n]);
-                messages += 1;
-            }
-            let used = p.pos;
-            self.partial = Partial::default();
-            self.consume(used);
+            self.buf[..tail.len()].copy_from_slice(tail);
+            self.start = 0;
+            self.end = tail.len();
         }
+        Ok(messages)
+    }
+
+    /// Frees the buffer when nothing is pending, so an idle connection holds none.
+    pub fn release(&mut self) {
+        if self.start == self.end {
+            self.buf = Vec::new();
+            self.start = 0;
+            self.end = 0;
+        }
+    }
+
+    /// Bytes of buffer this connection holds (for the tests' memory bounds).
+    pub fn capacity(&self) -> usize {
+        self.buf.capacity()
+    }
+}
+
+/// Parses the complete messages at the start of `bytes` into `f`, resuming the
+/// message `p` describes; returns how many and the bytes they (and skipped commands)
+/// took. What follows is an incomplete message, with `p` remembering its frames.
+fn parse(
+    bytes: &[u8],
+    p: &mut Partial,
+    f: &mut impl FnMut(&[&[u8]]),
+) -> Result<(u64, usize), ZmtpError> {
+    let mut messages = 0;
+    let mut base = 0;
+    loop {
+        let msg = &bytes[base..];
+        let complete = loop {
+            let Some(h) = parse_header(&msg[p.pos..])? else {
+                break false;
+            };
+            if h.command() {
+                if p.parts > 0 {
+                    return Err(ZmtpError::Protocol("command inside a multipart message"));
+                }
+                if msg.len() - p.pos < h.total() {
+                    break false;
+                }
+                p.pos += h.total();
+                break true;
+            }
+            if p.size + h.total() > MAX_MESSAGE_BYTES {
+                return Err(ZmtpError::TooLarge((p.size + h.total()) as u64));
+            }
+            if msg.len() - p.pos < h.total() {
+                break false;
+            }
+            if p.parts < MAX_PARTS {
+                p.ranges[p.parts] = (p.pos + h.header_len, p.pos + h.total());
+            }
+            p.parts += 1;
+            p.size += h.total();
+            p.pos += h.total();
+            if !h.more() {
+                break true;
+            }
+        };
+        if !complete {
+            return Ok((messages, base));
+        }
+        if p.parts > 0 {
+            let mut parts: [&[u8]; MAX_PARTS] = [&[]; MAX_PARTS];
+            let n = p.parts.min(MAX_PARTS);
+            for (part, &(a, b)) in parts.iter_mut().zip(&p.ranges[..n]) {
+                *part = &msg[a..b];
+            }
+            f(&parts[..n]);
+            messages += 1;
+        }
+        base += p.pos;
+        *p = Partial::default();
     }
 }
 
@@ -362,5 +408,41 @@ mod tests {
         assert_eq!(feed(&mut r, &wire).unwrap().len(), 1);
         r.spare();
         assert_eq!(r.buf.len(), INITIAL_BUFFER);
+        r.release();
+        assert_eq!(r.capacity(), 0);
+    }
+
+    #[test]
+    fn bytes_read_elsewhere_leave_only_an_incomplete_tail_behind() {
+        let mut wire = Vec::new();
+        for i in 0..4u8 {
+            wire.extend(frame(true, &[i; 8]));
+            wire.extend(frame(false, &vec![i; 300]));
+        }
+        // Every split point: the first chunk read into a shared buffer, the rest
+        // through the reader's own; the same four messages, in order, each time.
+        for cut in 0..=wire.len() {
+            let mut r = Reader::default();
+            let mut got = Vec::new();
+            let mut push =
+                |parts: &[&[u8]]| got.push(parts.iter().map(|p| p.to_vec()).collect::<Vec<_>>());
+            r.drain_from(&wire[..cut], &mut push).unwrap();
+            if r.pending().is_empty() {
+                assert_eq!(r.capacity(), 0, "no buffer without a tail (cut {cut})");
+            }
+            let mut rest = &wire[cut..];
+            while !rest.is_empty() {
+                let spare = r.spare();
+                let n = spare.len().min(rest.len());
+                spare[..n].copy_from_slice(&rest[..n]);
+                r.filled(n);
+                rest = &rest[n..];
+                r.drain(&mut push).unwrap();
+            }
+            assert_eq!(got.len(), 4, "cut {cut}");
+            for (i, m) in got.iter().enumerate() {
+                assert_eq!(m, &vec![vec![i as u8; 8], vec![i as u8; 300]]);
+            }
+        }
     }
 }

@@ -8,12 +8,11 @@
 //! a SipHash map insert per message, a codec allocating each part and a task switch
 //! per message; `fpm-bench --only rates` measured a bare crate SUB that only counts at
 //! 18 us/frame at 1,000 frames/s and 6 us at 10,000/s, above the exporter's budget of
-//! 3 us. This receiver is read by the endpoint's own task, which owns the stream: one
-//! read() takes every frame that arrived, and each complete message goes to the
-//! ingest as slices of one reusable buffer. Measured in one run: 4.6 against 6.6 us
-//! per frame at 10,000 frames/s and 0.65 against 1.08 at 100,000 (8 ranks, counting
-//! only); at 1,000 frames/s both pay ~15 us, the wakeup per lone frame (details in
-//! docs/performance-real-rates.md).
+//! 3 us. This client only connects and does the handshake; the connected socket is
+//! then read by the shared receiver thread ([`super::receiver`]), which takes every
+//! frame that arrived in one read() per socket per round and hands each complete
+//! message over as slices of one shared buffer ([`frames::Reader`]). Figures, against
+//! the crate and Python, in docs/performance-real-rates.md.
 //!
 //! Scope, on purpose: ZMTP 3.0 framing, the NULL mechanism, a SUB talking to PUB or
 //! XPUB, over tcp:// (IPv4, `[v6]` and host names) and ipc://. Limits: a message of at
@@ -177,4 +176,23 @@ impl Subscription {
     pub fn drain(&mut self, f: impl FnMut(&[&[u8]])) -> Result<u64, ZmtpError> {
         self.reader.drain(f)
     }
+
+    /// The connected socket, out of tokio's reactor (non-blocking), and what was read
+    /// past the handshake: for a receiver that polls sockets itself.
+    pub fn into_std(self) -> io::Result<(StdStream, frames::Reader)> {
+        let stream = match self.stream {
+            Stream::Tcp(s) => StdStream::Tcp(s.into_std()?),
+            Stream::Unix(s) => StdStream::Unix(s.into_std()?),
+        };
+        Ok((stream, self.reader))
+    }
+}
+
+/// A connected, non-blocking socket outside tokio.
+#[derive(Debug)]
+pub enum StdStream {
+    /// tcp://host:port
+    Tcp(std::net::TcpStream),
+    /// ipc://path
+    Unix(std::os::unix::net::UnixStream),
 }
