@@ -39,6 +39,16 @@ pub(crate) struct Args {
     /// Seconds over which the `rates` section measures each consumer at each rate.
     #[arg(long, default_value_t = 5.0)]
     pub(crate) rates_seconds: f64,
+    /// Rank counts of the `rates` section.
+    #[arg(long, default_value = "8,64", value_delimiter = ',')]
+    pub(crate) rates_ranks: Vec<u64>,
+    /// Rates (frames/s, all ranks) of the `rates` section.
+    #[arg(long, default_value = "1000,10000,100000", value_delimiter = ',')]
+    pub(crate) rates_at: Vec<f64>,
+    /// `--receive-delay` of the exporter and of the native receiver in `rates` (default:
+    /// the exporter's default), to see what a longer or shorter delay costs.
+    #[arg(long, value_parser = humantime::parse_duration)]
+    pub(crate) receive_delay: Option<std::time::Duration>,
     /// Seconds of silence (every rank connected) over which `rates` measures idle CPU.
     #[arg(long, default_value_t = 3.0)]
     pub(crate) rates_idle: f64,

@@ -23,6 +23,15 @@ use std::process::{Child, ChildStdin, Command, Stdio};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
+/// A receiver handler that only counts messages.
+struct Counted(std::sync::Arc<std::sync::atomic::AtomicU64>);
+
+impl fpm_exporter::source::receiver::Handler for Counted {
+    fn message(&mut self, _parts: &[&[u8]]) {
+        self.0.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    }
+}
+
 /// What a consumer cost over one measured interval.
 #[derive(Debug, Clone, Copy, Default)]
 struct Cost {
@@ -120,31 +129,41 @@ impl Drop for Consumer {
     }
 }
 
-/// The rates measured, the ranks counts, and the targets.
-const RATES: [f64; 3] = [1_000.0, 10_000.0, 100_000.0];
-const RANKS: [u64; 2] = [8, 64];
-
 impl Bench<'_> {
     pub(crate) async fn rates(&mut self) {
         let root = PathBuf::from(crate::REPO_ROOT);
         let python = self.python_path();
         let script = root.join("scripts/bench/py_consumer.py");
         let mut rows = Vec::new();
-        for ranks in RANKS {
-            for rate in RATES {
+        let delay = self
+            .args
+            .receive_delay
+            .map(|d| format!("{}ms", d.as_millis()));
+        let (rank_counts, rates) = (self.args.rates_ranks.clone(), self.args.rates_at.clone());
+        if let Some(d) = &delay {
+            self.result(format!(
+                "rates: exporter and native receiver at --receive-delay {d}"
+            ));
+        }
+        for &ranks in &rank_counts {
+            for &rate in &rates {
                 let base = endpoint_base("tcp", ranks as u16, &format!("rates{ranks}"));
                 let addrs: Vec<String> = (0..ranks)
                     .map(|r| rank_address(&base, r).unwrap())
                     .collect();
-                let exporter = super::Exporter::spawn(&[
+                let ranks_arg = ranks.to_string();
+                let mut exporter_args = vec![
                     "--endpoint",
                     &base,
                     "--ranks",
-                    &ranks.to_string(),
+                    &ranks_arg,
                     "--engine",
                     "bench",
-                ])
-                .await;
+                ];
+                if let Some(d) = &delay {
+                    exporter_args.extend(["--receive-delay", d]);
+                }
+                let exporter = super::Exporter::spawn(&exporter_args).await;
                 let exp = self
                     .measure(Consumer::Exporter(exporter), &base, ranks, rate)
                     .await;
@@ -155,7 +174,11 @@ impl Bench<'_> {
                     Err(_) => None,
                 };
                 let mut native = Command::new(std::env::current_exe().expect("own path"));
-                native.arg("native-count").args(&addrs);
+                native.arg("native-count");
+                if let Some(d) = &delay {
+                    native.arg(format!("--delay={d}"));
+                }
+                native.args(&addrs);
                 let native = match Consumer::spawn_counting(native) {
                     Ok(c) => self.measure(c, &base, ranks, rate).await,
                     Err(_) => None,
@@ -293,31 +316,56 @@ fn pass(ok: bool) -> &'static str {
 
 /// `fpm-bench count <endpoint>...`: one bare zeromq SUB per endpoint that only counts
 /// messages, on the same runtime as `serve`; answers `count` on stdin until it closes.
-/// `fpm-bench native-count` does the same on the exporter's own ZMTP receiver
-/// (`fpm_exporter::source::zmtp`), one task per endpoint owning its stream.
-pub(crate) fn count(endpoints: &[String], native: bool) -> std::process::ExitCode {
+/// `fpm-bench native-count` does the same on the exporter's own receive path (the
+/// ZMTP client of `fpm_exporter::source::zmtp`, read by the shared receiver thread of
+/// `fpm_exporter::source::receiver` at its default delay).
+pub(crate) fn count(mut endpoints: &[String], native: bool) -> std::process::ExitCode {
     use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
     use std::sync::Arc;
+    // `--delay=D` first: the native receiver's delay (default: the exporter's).
+    let mut delay = fpm_exporter::source::receiver::DEFAULT_RECEIVE_DELAY;
+    if let Some(d) = endpoints.first().and_then(|a| a.strip_prefix("--delay=")) {
+        match humantime::parse_duration(d) {
+            Ok(d) => delay = d,
+            Err(e) => {
+                eprintln!("fpm-bench native-count: --delay: {e}");
+                return std::process::ExitCode::from(2);
+            }
+        }
+        endpoints = &endpoints[1..];
+    }
     let count = Arc::new(AtomicU64::new(0));
     let rt = super::exporter_runtime();
+    // The exporter's receiver with its default delay, handing each message to a
+    // handler that only counts: what the transport costs the exporter.
+    let receiver = native.then(|| {
+        use fpm_exporter::source::receiver::{ReceiveSettings, Receiver};
+        let settings = ReceiveSettings {
+            delay,
+            silence_timeout: Duration::from_secs(30),
+        };
+        Arc::new(Receiver::start(settings, || false).expect("receiver thread"))
+    });
     for addr in endpoints {
         let (addr, count) = (addr.clone(), count.clone());
-        if native {
+        if let Some(receiver) = &receiver {
+            let receiver = receiver.clone();
             rt.spawn(async move {
                 use fpm_exporter::source::zmtp::Subscription;
                 // The publishers may bind after this starts: retry, bounded.
+                let mut handler = Counted(count);
                 for _ in 0..600 {
-                    let Ok(mut sub) = Subscription::connect(&addr, Duration::from_secs(1)).await
-                    else {
+                    let Ok(sub) = Subscription::connect(&addr, Duration::from_secs(1)).await else {
                         tokio::time::sleep(Duration::from_millis(100)).await;
                         continue;
                     };
-                    while sub.read().await.is_ok() {
-                        match sub.drain(|_| {}) {
-                            Ok(n) => count.fetch_add(n, Relaxed),
-                            Err(_) => break,
-                        };
-                    }
+                    let Ok(done) = receiver.add(sub, handler) else {
+                        return;
+                    };
+                    let Ok(ended) = done.await else {
+                        return;
+                    };
+                    handler = ended.handler;
                 }
             });
             continue;
