@@ -7,8 +7,8 @@
 //! Values are recorded in microseconds with two significant digits (relative error at
 //! most 1%).
 //!
-//! Every sub-histogram, the live one included, is kept sparse: 8 bytes per non-empty
-//! bucket, where a dense histogram of this precision is ~7 KB whatever it holds. A
+//! Every sub-histogram, the live one included, is kept sparse: 4 bytes per non-empty
+//! bucket, all of a window's in one array, where a dense histogram of this precision is ~7 KB whatever it holds. A
 //! rank's wall_time spans a narrow range, so that is a few hundred bytes per window,
 //! nothing before the first iteration, and queries merge the counts into a dense
 //! [`Histogram`] bucket for bucket (same buckets, so the same quantiles).
@@ -65,46 +65,51 @@ struct Bucket {
     count: u16,
 }
 
-/// One sub-window's histogram, sparse: its non-empty buckets, sorted by key.
-#[derive(Debug, Clone)]
-struct Sparse {
-    /// Sub-window index + 1.
+/// One sub-window present in a ring: its tag (sub-window index + 1) and how many
+/// buckets it holds in the ring's bucket array.
+#[derive(Debug, Clone, Copy)]
+struct Run {
     tag: u64,
-    buckets: Vec<Bucket>,
+    len: u32,
 }
 
-impl Sparse {
-    fn new(tag: u64, key: u16) -> Self {
-        Sparse {
-            tag,
-            buckets: vec![Bucket { key, count: 1 }],
+/// Counts one sample of bucket `key` in `run` (sorted by key, ending at the array's
+/// end or not); returns (whether a bucket was inserted, whether its count wrapped).
+fn add(buckets: &mut Vec<Bucket>, start: usize, len: usize, key: u16) -> (bool, bool) {
+    match buckets[start..start + len].binary_search_by_key(&key, |b| b.key) {
+        Ok(i) => {
+            let b = &mut buckets[start + i];
+            b.count = b.count.wrapping_add(1);
+            (false, b.count == 0)
         }
-    }
-
-    /// Counts one sample of bucket `key`; true when its count wrapped past 65,535.
-    fn add(&mut self, key: u16) -> bool {
-        match self.buckets.binary_search_by_key(&key, |b| b.key) {
-            Ok(i) => {
-                let b = &mut self.buckets[i];
-                b.count = b.count.wrapping_add(1);
-                b.count == 0
+        Err(i) => {
+            if buckets.len() == buckets.capacity() {
+                // Grow by a quarter, not double: a ring's size levels off, and the
+                // spare half of a doubled array would stay with every busy rank.
+                buckets.reserve_exact((buckets.len() / 4).max(8));
             }
-            Err(i) => {
-                self.buckets.insert(i, Bucket { key, count: 1 });
-                false
-            }
+            buckets.insert(start + i, Bucket { key, count: 1 });
+            (true, false)
         }
     }
 }
 
-/// The ring of sub-histograms for one window, oldest first (the last is the live one).
+/// The ring of sub-histograms for one window.
+///
+/// Every sub-window's non-empty buckets lie in one array, oldest sub-window first and
+/// each sorted by key, so a ring is two allocations whatever K: with an array per
+/// sub-window, a new one every S seconds and the oldest freed, a thousand busy ranks
+/// kept churning small blocks of every size, and glibc's chunk headers and the holes
+/// between them cost about as much as the buckets.
 #[derive(Debug, Clone)]
 pub struct QuantileRing {
     sub_secs: u64,
     subs: u64,
     /// At most K sub-windows, sorted by tag; empty (no allocation) until the first
     /// iteration, then allocated for K at once (it never holds more).
-    windows: Vec<Sparse>,
+    runs: Vec<Run>,
+    /// The runs' buckets, in the runs' order.
+    buckets: Vec<Bucket>,
     /// One (tag, key) per 65,536 counts a bucket of sub-window `tag` overflowed by:
     /// empty unless one sub-window holds that many samples of one bucket, so no sample
     /// is ever dropped, and kept here rather than beside every sub-window's buckets.
@@ -118,7 +123,8 @@ impl QuantileRing {
         QuantileRing {
             sub_secs,
             subs,
-            windows: Vec::new(),
+            runs: Vec::new(),
+            buckets: Vec::new(),
             spill: Vec::new(),
         }
     }
@@ -128,43 +134,43 @@ impl QuantileRing {
     pub fn record(&mut self, now_sec: u64, seconds: f64) {
         let tag = now_sec / self.sub_secs + 1;
         let key = bucket_key(to_micros(seconds));
-        let newest = self.windows.last().map_or(0, |s| s.tag);
-        if tag == newest {
-            if let Some(live) = self.windows.last_mut() {
-                if live.add(key) {
-                    self.spill.push((tag, key));
-                }
-            }
-            return;
-        }
+        let newest = self.runs.last().map_or(0, |r| r.tag);
         if tag > newest {
-            // The live sub-window is complete: give back its spare capacity, and drop
-            // what no window can reach from the new one.
-            if let Some(live) = self.windows.last_mut() {
-                live.buckets.shrink_to_fit();
-            }
+            // A new live sub-window: drop what no window can reach from it.
             let keep_from = tag.saturating_sub(self.subs - 1);
-            self.windows.retain(|s| s.tag >= keep_from);
-            self.spill.retain(|s| s.0 >= keep_from);
-            if self.windows.capacity() == 0 {
-                self.windows.reserve_exact(self.subs as usize);
+            let gone = self.runs.partition_point(|r| r.tag < keep_from);
+            if gone > 0 {
+                let n: usize = self.runs[..gone].iter().map(|r| r.len as usize).sum();
+                self.buckets.drain(..n);
+                self.runs.drain(..gone);
+                self.spill.retain(|s| s.0 >= keep_from);
+                // A burst's buckets are gone: give back what the array will not need.
+                if self.buckets.capacity() > 2 * self.buckets.len() + 64 {
+                    self.buckets
+                        .shrink_to(self.buckets.len() + self.buckets.len() / 4 + 8);
+                }
             }
-            self.windows.push(Sparse::new(tag, key));
+            if self.runs.capacity() == 0 {
+                self.runs.reserve_exact(self.subs as usize);
+            }
+            self.runs.push(Run { tag, len: 0 });
+        } else if tag + self.subs <= newest {
+            // Older than K sub-windows: outside every window from now on.
             return;
         }
-        // A late frame (its task read the clock before a sub-window turned): it
-        // belongs to a completed sub-window, like a late second in the window ring.
-        // Older than K sub-windows: outside every window from now on.
-        if tag + self.subs > newest {
-            let i = self.windows.partition_point(|s| s.tag < tag);
-            match self.windows.get_mut(i) {
-                Some(s) if s.tag == tag => {
-                    if s.add(key) {
-                        self.spill.push((tag, key));
-                    }
-                }
-                _ => self.windows.insert(i, Sparse::new(tag, key)),
-            }
+        // The live sub-window, or a late frame's (its task read the clock before a
+        // sub-window turned), which belongs to a completed one.
+        let i = self.runs.partition_point(|r| r.tag < tag);
+        if self.runs.get(i).is_none_or(|r| r.tag != tag) {
+            self.runs.insert(i, Run { tag, len: 0 });
+        }
+        let start: usize = self.runs[..i].iter().map(|r| r.len as usize).sum();
+        let (inserted, wrapped) = add(&mut self.buckets, start, self.runs[i].len as usize, key);
+        if inserted {
+            self.runs[i].len += 1;
+        }
+        if wrapped {
+            self.spill.push((tag, key));
         }
     }
 
@@ -173,16 +179,19 @@ impl QuantileRing {
         let newest = now_sec / self.sub_secs + 1;
         let lowest = newest.saturating_sub(self.subs - 1);
         let inside = |tag: u64| tag >= lowest && tag <= newest;
+        let mut start = 0;
+        let runs = self.runs.iter().filter_map(|r| {
+            let run = &self.buckets[start..start + r.len as usize];
+            start += r.len as usize;
+            inside(r.tag).then_some(run)
+        });
         let spilled = self
             .spill
             .iter()
             .filter(|s| inside(s.0))
             .map(|&(_, k)| (k, 1u32 << 16));
-        for (key, n) in self
-            .windows
-            .iter()
-            .filter(|s| inside(s.tag))
-            .flat_map(|s| s.buckets.iter().map(|b| (b.key, b.count as u32)))
+        for (key, n) in runs
+            .flat_map(|run| run.iter().map(|b| (b.key, b.count as u32)))
             .chain(spilled)
         {
             let v = bucket_value(key);
@@ -195,13 +204,9 @@ impl QuantileRing {
 
     /// Heap bytes this ring holds (for the memory budget's tests).
     pub fn heap_bytes(&self) -> usize {
-        self.windows.capacity() * std::mem::size_of::<Sparse>()
+        self.runs.capacity() * std::mem::size_of::<Run>()
+            + self.buckets.capacity() * std::mem::size_of::<Bucket>()
             + self.spill.capacity() * std::mem::size_of::<(u64, u16)>()
-            + self
-                .windows
-                .iter()
-                .map(|s| s.buckets.capacity() * std::mem::size_of::<Bucket>())
-                .sum::<usize>()
     }
 }
 
@@ -395,6 +400,13 @@ mod tests {
         // 8 sub-windows x ~350 of the ~460 buckets between 5 and 60 ms, 4 bytes each
         // (a dense live histogram alone was ~7.7 KB, its sparse copies 16 B a bucket).
         assert!(ring.heap_bytes() < 12 * 1024, "{} bytes", ring.heap_bytes());
+        // One array for every sub-window, grown by quarters: no doubled spare half.
+        let (len, cap) = (ring.buckets.len(), ring.buckets.capacity());
+        assert!(
+            cap <= len + len / 4 + 8,
+            "{cap} buckets allocated for {len}"
+        );
+        assert_eq!(ring.runs.capacity(), 8);
     }
 
     #[test]

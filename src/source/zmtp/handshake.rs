@@ -1,7 +1,7 @@
 //! The ZMTP 3.0 handshake of a SUB socket with the NULL mechanism: greetings, READY
 //! commands both ways, then the subscription to everything.
 
-use super::frames::{parse_header, Reader};
+use super::frames::parse_header;
 use super::{Stream, ZmtpError};
 
 /// Length of a ZMTP 3.x greeting.
@@ -92,32 +92,39 @@ pub fn check_ready(body: &[u8]) -> Result<(), ZmtpError> {
     }
 }
 
-/// Runs the handshake on a fresh stream. Bytes the peer sends after its READY (it may
-/// publish at once) stay in `reader`.
-pub async fn run(stream: &mut Stream, reader: &mut Reader) -> Result<(), ZmtpError> {
+/// Runs the handshake on a fresh stream. It reads exactly the peer's greeting and
+/// READY, so whatever the peer publishes at once stays in the socket for the reader
+/// that takes it over, and a PUB's READY (25 bytes) is read into the greeting's
+/// buffer: no heap buffer per connection attempt (one used to be allocated for the
+/// handshake and freed at hand-over, amid the connection's long-lived state).
+pub async fn run(stream: &mut Stream) -> Result<(), ZmtpError> {
     stream.write_all(&greeting()).await?;
-    let mut peer = [0u8; GREETING_LEN];
-    // Exactly the greeting, so what follows it goes through the frame reader.
-    stream.read_exact(&mut peer).await?;
-    check_greeting(&peer)?;
+    let mut buf = [0u8; GREETING_LEN];
+    stream.read_exact(&mut buf).await?;
+    check_greeting(&buf)?;
     stream.write_all(&ready_sub()).await?;
-    loop {
-        if let Some(h) = parse_header(reader.pending())? {
-            if !h.command() {
-                return Err(ZmtpError::Protocol("message before READY"));
-            }
-            if reader.pending().len() >= h.total() {
-                check_ready(&reader.pending()[h.header_len..h.total()])?;
-                reader.consume(h.total());
-                break;
-            }
-        }
-        let n = stream.read(reader.spare()).await?;
-        if n == 0 {
-            return Err(ZmtpError::Closed);
-        }
-        reader.filled(n);
+    stream.read_exact(&mut buf[..2]).await?;
+    let mut header = parse_header(&buf[..2])?;
+    if header.is_none() {
+        // A long frame: eight bytes of size.
+        stream.read_exact(&mut buf[2..9]).await?;
+        header = parse_header(&buf[..9])?;
     }
+    let h = header.ok_or(ZmtpError::Protocol("truncated frame header"))?;
+    if !h.command() {
+        return Err(ZmtpError::Protocol("message before READY"));
+    }
+    let mut long = Vec::new();
+    let body = if h.body_len <= buf.len() {
+        &mut buf[..h.body_len]
+    } else {
+        // Only a peer with unusual metadata sends more (bounded by the message limit
+        // parse_header checked).
+        long.resize(h.body_len, 0);
+        &mut long[..]
+    };
+    stream.read_exact(body).await?;
+    check_ready(body)?;
     stream.write_all(&SUBSCRIBE_ALL).await?;
     Ok(())
 }
@@ -188,5 +195,55 @@ mod tests {
         let mut error = vec![5u8];
         error.extend(b"ERROR\x04busy");
         assert!(matches!(check_ready(&error), Err(ZmtpError::PeerError(r)) if r == "busy"));
+    }
+
+    /// A peer playing a PUB on the other end of a socket pair: greeting, then `ready`
+    /// and `after` in one write, then the end of what it sends.
+    async fn peer_run(ready_frame: Vec<u8>, after: &[u8]) -> (Result<(), ZmtpError>, Vec<u8>) {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let (ours, mut theirs) = tokio::net::UnixStream::pair().unwrap();
+        let mut wire = greeting().to_vec();
+        wire.extend(ready_frame);
+        wire.extend(after);
+        theirs.write_all(&wire).await.unwrap();
+        theirs.shutdown().await.unwrap();
+        let mut stream = Stream::Unix(ours);
+        let result = run(&mut stream).await;
+        // What the handshake left in the socket.
+        let mut left = Vec::new();
+        if let Stream::Unix(mut s) = stream {
+            let _ = s.read_to_end(&mut left).await;
+        }
+        (result, left)
+    }
+
+    #[tokio::test]
+    async fn bytes_after_ready_stay_in_the_socket_and_a_long_ready_is_read_whole() {
+        let message = [0x00, 3, b'a', b'b', b'c'];
+        let body = ready(&[(b"Socket-Type", b"PUB")]);
+        let mut short = vec![0x04, body.len() as u8];
+        short.extend(&body);
+        let (result, left) = peer_run(short, &message).await;
+        result.unwrap();
+        assert_eq!(left, message, "the first message is the receiver's to read");
+        // A READY with 300 bytes of metadata: a long command frame.
+        let body = ready(&[(b"Socket-Type", b"XPUB"), (b"Identity", &[7u8; 300])]);
+        let mut long = vec![0x06];
+        long.extend((body.len() as u64).to_be_bytes());
+        long.extend(&body);
+        let (result, left) = peer_run(long, &message).await;
+        result.unwrap();
+        assert_eq!(left, message);
+    }
+
+    #[tokio::test]
+    async fn a_message_before_ready_or_a_truncated_ready_fails_the_handshake() {
+        let (result, _) = peer_run(vec![0x00, 1, b'x'], &[]).await;
+        assert!(matches!(result, Err(ZmtpError::Protocol(_))), "{result:?}");
+        let body = ready(&[(b"Socket-Type", b"PUB")]);
+        let mut cut = vec![0x04, body.len() as u8];
+        cut.extend(&body[..body.len() - 3]);
+        let (result, _) = peer_run(cut, &[]).await;
+        assert!(matches!(result, Err(ZmtpError::Closed)), "{result:?}");
     }
 }

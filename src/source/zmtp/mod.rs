@@ -147,9 +147,11 @@ impl Subscription {
     pub async fn connect(address: &str, timeout: Duration) -> Result<Subscription, ZmtpError> {
         let attempt = async {
             let mut stream = Stream::open(address).await?;
-            let mut reader = frames::Reader::default();
-            handshake::run(&mut stream, &mut reader).await?;
-            Ok(Subscription { stream, reader })
+            handshake::run(&mut stream).await?;
+            Ok(Subscription {
+                stream,
+                reader: frames::Reader::default(),
+            })
         };
         tokio::time::timeout(timeout, attempt)
             .await
