@@ -110,6 +110,9 @@ fn wall_stamps_follow_a_clock_step_windows_do_not() {
         r.windows[0].moments.count, 2,
         "both frames stay in the window"
     );
+    // The default two windows live inside the rank's snapshot: no block per rank.
+    assert_eq!(r.windows.len(), 2);
+    assert!(!r.windows.spilled());
     let stamps: Vec<u64> = std::iter::from_fn(|| rx.try_recv().ok())
         .filter_map(|e| match e.kind {
             EventKind::Frame { received_at_ns, .. } => Some(received_at_ns),

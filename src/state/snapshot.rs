@@ -111,7 +111,7 @@ impl Registry {
         }
     }
 
-    fn empty_windows(&self) -> Vec<WindowSnapshot> {
+    fn empty_windows(&self) -> Windows {
         self.config
             .windows
             .iter()
@@ -123,6 +123,13 @@ impl Registry {
             .collect()
     }
 }
+
+/// The statistics of every configured window, in configured order, inline for up to
+/// two windows: a snapshot's ranks are then one block (for a thousand ranks, above
+/// the mmap threshold: unmapped when the scrape ends) where a block of windows per
+/// rank per scrape kept ~2 MiB of free chunks resident between scrapes (fpm-bench
+/// `scrape`: RSS 16.3 -> 14.5 KiB per busy rank).
+pub type Windows = smallvec::SmallVec<[WindowSnapshot; 2]>;
 
 /// Statistics of one window.
 #[derive(Debug, Clone)]
@@ -153,7 +160,7 @@ pub struct RankSnapshot {
     /// Cumulative counters.
     pub counters: Counters,
     /// Window statistics, in configured order.
-    pub windows: Vec<WindowSnapshot>,
+    pub windows: Windows,
     /// Performance-model sums over the longest window.
     pub model: model::ModelSums,
 }
@@ -172,7 +179,7 @@ pub struct EngineSnapshot {
     /// Ranks expired since start.
     pub expired_total: u64,
     /// Merged window statistics of all its ranks.
-    pub windows: Vec<WindowSnapshot>,
+    pub windows: Windows,
     /// Performance-model sums of all its ranks over the longest window.
     pub model: model::ModelSums,
     /// Iterations of all its ranks since the exporter started, expired ranks included
