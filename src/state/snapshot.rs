@@ -15,11 +15,14 @@ impl Registry {
         // handle's engine index is below the length read after them.
         let (handles, retired): (Vec<RankHandle>, Vec<(u64, u64)>) = {
             let map = self.ranks.read();
-            let handles: Vec<RankHandle> = map
+            // Sorted here, as (key, handle) pairs: sorting the snapshots afterwards
+            // moved each rank's whole snapshot (windows inline) a dozen times.
+            let mut keyed: Vec<(&RankKey, &RankHandle)> = map
                 .iter()
                 .filter(|(k, _)| filter.matches(self, k))
-                .map(|(_, h)| h.clone())
                 .collect();
+            keyed.sort_unstable_by(|a, b| a.0.cmp(b.0));
+            let handles: Vec<RankHandle> = keyed.into_iter().map(|(_, h)| h.clone()).collect();
             // Expired ranks' totals as of the ranks listed here: a rank removed from now
             // on is still in the list (its counters frozen), and not in these totals.
             let retired = if filter.worker_id.is_none() && filter.dp_rank.is_none() {
@@ -99,7 +102,6 @@ impl Registry {
                 w.wall_time_quantiles = quantiles::quantiles_of(h);
             }
         }
-        ranks.sort_by(|a, b| a.key.cmp(&b.key));
         engines.retain(|e| {
             let name = &self.engines[e.engine].name;
             filter.engine.as_deref().is_none_or(|n| name == n)
