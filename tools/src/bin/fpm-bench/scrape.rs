@@ -19,6 +19,8 @@ impl Bench<'_> {
             &ranks.to_string(),
             "--engine",
             "bench",
+            "--rank-detail",
+            &self.args.scrape_detail,
         ];
         let mut exp = Exporter::spawn_env(&flags, &[("FPM_BENCH_COUNT_HEAP", "1")]).await;
         tokio::time::sleep(Duration::from_secs(1)).await;
@@ -71,8 +73,9 @@ impl Bench<'_> {
         let server = exp.render_timings();
         let report = gen.finish().await;
         self.result(format!(
-            "/metrics render inside the exporter with {} ranks: median {:.1} ms ({:.1} ms of it the snapshot), {} bytes   [target <= 20 ms]",
+            "/metrics render inside the exporter with {} ranks, --rank-detail {}: median {:.1} ms ({:.1} ms of it the snapshot), {} bytes   [target <= 20 ms]",
             server["ranks"],
+            self.args.scrape_detail,
             server["metrics_ms"].as_f64().unwrap_or(f64::NAN),
             server["snapshot_ms"].as_f64().unwrap_or(f64::NAN),
             server["metrics_bytes"]
