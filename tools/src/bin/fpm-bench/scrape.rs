@@ -27,7 +27,7 @@ impl Bench<'_> {
         let rss0 = exp.rss_bytes();
         let heap0 = exp.heap_bytes();
         let malloc0 = exp.ask("malloc");
-        let busy = 5.0;
+        let busy = self.args.scrape_busy;
         let gen = Generator::start(&self.gen, &base, ranks, Some(20_000.0), busy, None);
         if !exp
             .wait_ranks(ranks as usize, Duration::from_secs(60))
