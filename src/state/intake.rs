@@ -1,8 +1,10 @@
 //! Catching up before a read: a source may hold frames it has received but not yet
 //! folded in (the receiver reads sockets in rounds, `--receive-delay` apart). Every
-//! reader of the state (HTTP, the sweeper before it ages a rank, the NATS KV writer)
-//! first asks each such source to fold in what it holds, so no reader ever sees
-//! numbers older than its request, however long the delay between rounds.
+//! reader of the state (HTTP, the sweeper before it ages a rank) first asks each such
+//! source to fold in what it holds, so no reader ever sees numbers older than its
+//! request, however long the delay between rounds. Consumers of the event stream (the
+//! NATS relay and KV writer, `/v1/stream`) need no such step: while they exist, rounds
+//! are at most a millisecond apart.
 
 use super::Registry;
 use std::sync::Arc;
@@ -29,8 +31,10 @@ impl Registry {
             let intakes = self.intakes.read();
             intakes.iter().filter_map(|f| f()).collect()
         };
+        // One deadline for all: the limit bounds the read, not each source.
+        let deadline = tokio::time::Instant::now() + CATCH_UP_LIMIT;
         for answer in asked {
-            let _ = tokio::time::timeout(CATCH_UP_LIMIT, answer).await;
+            let _ = tokio::time::timeout_at(deadline, answer).await;
         }
     }
 }

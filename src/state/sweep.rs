@@ -1,10 +1,31 @@
 //! Ageing: silent ranks turn stale, long-silent ones expire and leave the map.
 
-use super::rank::{Liveness, RankKey};
+use super::rank::{Liveness, RankKey, RankState};
 use super::{Now, Registry};
 use std::sync::atomic::Ordering::Relaxed;
 
+/// What a sweep at some instant makes of a rank, from its silence alone.
+#[derive(PartialEq)]
+enum Aging {
+    Fresh,
+    Stale,
+    Expire,
+}
+
 impl Registry {
+    /// The one rule for how long a silence may last, shared by the sweep and the
+    /// question whether one is due.
+    fn aging(&self, rank: &RankState, now: &Now) -> Aging {
+        let silent = now.instant.saturating_duration_since(rank.last_frame_at);
+        if silent >= self.config.expire_after {
+            Aging::Expire
+        } else if silent >= self.config.stale_after {
+            Aging::Stale
+        } else {
+            Aging::Fresh
+        }
+    }
+
     /// Ages every rank: marks silent ones stale and removes expired ones.
     pub fn sweep(&self, now: &Now) {
         let expired = self.mark_stale(now);
@@ -27,9 +48,11 @@ impl Registry {
         let map = self.ranks.read();
         map.values().any(|handle| {
             let rank = handle.lock();
-            let silent = now.instant.saturating_duration_since(rank.last_frame_at);
-            silent >= self.config.expire_after
-                || (silent >= self.config.stale_after && rank.liveness != Liveness::Stale)
+            match self.aging(&rank, now) {
+                Aging::Expire => true,
+                Aging::Stale => rank.liveness != Liveness::Stale,
+                Aging::Fresh => false,
+            }
         })
     }
 
@@ -40,14 +63,15 @@ impl Registry {
         let map = self.ranks.read();
         for (key, handle) in map.iter() {
             let mut rank = handle.lock();
-            let silent = now.instant.saturating_duration_since(rank.last_frame_at);
-            if silent >= self.config.expire_after {
-                expired.push(key.clone());
-            } else if silent >= self.config.stale_after {
-                if let Some(t) = rank.transition(Liveness::Stale) {
-                    drop(rank);
-                    self.log_transition(key, t, now);
+            match self.aging(&rank, now) {
+                Aging::Expire => expired.push(key.clone()),
+                Aging::Stale => {
+                    if let Some(t) = rank.transition(Liveness::Stale) {
+                        drop(rank);
+                        self.log_transition(key, t, now);
+                    }
                 }
+                Aging::Fresh => {}
             }
         }
         expired
@@ -62,8 +86,7 @@ impl Registry {
                 continue;
             };
             let mut rank = handle.lock();
-            if now.instant.saturating_duration_since(rank.last_frame_at) < self.config.expire_after
-            {
+            if self.aging(&rank, now) != Aging::Expire {
                 continue;
             }
             rank.removed = true;
