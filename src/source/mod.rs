@@ -80,11 +80,8 @@ pub fn spawn_all(
     // The thread stops with the exporter, closing every connection it holds.
     let mut stop = shutdown.clone();
     tasks.push(tokio::spawn(async move {
-        while !*stop.borrow() {
-            if stop.changed().await.is_err() {
-                break;
-            }
-        }
+        // Returns at shutdown, or when the sender is gone (the exporter is stopping).
+        let _ = stop.wait_for(|&stopping| stopping).await;
         receiver.stop();
     }));
     Ok(Subscribers {
