@@ -258,7 +258,7 @@ impl Slot {
 }
 
 /// A ring of [`ModelSums`] per sub-window, laid out like the statistics windows
-/// ([`super::quantiles::layout`]): exact seconds up to 15 s, K <= 15 partials above.
+/// ([`super::quantiles::layout`]): exact seconds up to 15 s, 5 or 6 partials above.
 /// Allocated on the first iteration, so idle ranks pay nothing.
 #[derive(Debug, Clone)]
 pub struct ModelRing {

@@ -1,9 +1,10 @@
 //! wall_time quantiles per window, in `hdrhistogram`'s buckets.
 //!
-//! A window of W seconds keeps sub-histograms of S = max(1, ⌊W/8⌋) seconds each; a
-//! query merges the K = ⌊W/S⌋ newest (the live one included), so the quantiles cover
-//! the last (K-1)·S+1 to K·S whole seconds: never more than W, always more than 3/4 W,
-//! and exactly W (the span of the window's mean) for W ≤ 15. They slide in steps of S.
+//! A window of W seconds keeps sub-histograms of S seconds each, S = 1 for W ≤ 15 and
+//! ⌊W/5⌋ above; a query merges the K = ⌊W/S⌋ newest (the live one included), so the
+//! quantiles cover the last (K-1)·S+1 to K·S whole seconds: never more than W, always
+//! more than 7/10 W (49 to 60 s for 60 s), and exactly W (the span of the window's
+//! mean) for W ≤ 15. They slide in steps of S.
 //! Values are recorded in microseconds with two significant digits (relative error at
 //! most 1%).
 //!
@@ -34,10 +35,12 @@ pub fn to_micros(seconds: f64) -> u64 {
     ((seconds * 1e6).round() as u64).max(1)
 }
 
-/// Sub-window length and how many sub-windows a query merges, for a W-second window.
+/// Sub-window length and how many sub-windows a query merges, for a W-second window:
+/// one-second sub-windows up to 15 s (exact), five or six of ⌊W/5⌋ s above (what
+/// every busy rank pays for a long window is a few sub-windows, not W / 8 of them).
 pub fn layout(window_secs: u64) -> (u64, u64) {
     let w = window_secs.max(1);
-    let sub = (w / 8).max(1);
+    let sub = if w <= 15 { 1 } else { w / 5 };
     (sub, w / sub)
 }
 
@@ -257,18 +260,19 @@ mod tests {
     }
 
     #[test]
-    fn span_is_between_three_quarters_and_all_of_the_window_for_every_allowed_w() {
+    fn span_is_between_seven_tenths_and_all_of_the_window_for_every_allowed_w() {
         for w in 1..=3600u64 {
             let (s, k) = layout(w);
             for t in 10_000..10_000 + 2 * s {
                 // Whole seconds covered, the current one included.
                 let span = t - cover_start(w, t) + 1;
                 assert!(span <= w, "W={w} t={t}: covers {span} s");
-                assert!(4 * span > 3 * w, "W={w} t={t}: covers only {span} s");
+                assert!(10 * span > 7 * w, "W={w} t={t}: covers only {span} s");
             }
-            assert!(k <= 15, "W={w}: {k} sub-windows");
             if w <= 15 {
                 assert_eq!((s, k), (1, w), "W={w}: exactly the mean's span");
+            } else {
+                assert!((5..=6).contains(&k), "W={w}: {k} sub-windows");
             }
         }
     }
@@ -397,16 +401,16 @@ mod tests {
         let mut h = new_histogram();
         ring.merge_into(119, &mut h);
         assert!(h.len() >= 4900, "{} samples in the window", h.len());
-        // 8 sub-windows x ~350 of the ~460 buckets between 5 and 60 ms, 4 bytes each
+        // 5 sub-windows x ~430 of the ~460 buckets between 5 and 60 ms, 4 bytes each
         // (a dense live histogram alone was ~7.7 KB, its sparse copies 16 B a bucket).
-        assert!(ring.heap_bytes() < 12 * 1024, "{} bytes", ring.heap_bytes());
+        assert!(ring.heap_bytes() < 9 * 1024, "{} bytes", ring.heap_bytes());
         // One array for every sub-window, grown by quarters: no doubled spare half.
         let (len, cap) = (ring.buckets.len(), ring.buckets.capacity());
         assert!(
             cap <= len + len / 4 + 8,
             "{cap} buckets allocated for {len}"
         );
-        assert_eq!(ring.runs.capacity(), 8);
+        assert_eq!(ring.runs.capacity(), 5);
     }
 
     #[test]

@@ -72,11 +72,14 @@ impl<const N: usize> Moments<N> {
         }
         let na = self.count as f64;
         let nb = other.count as f64;
-        let n = na + nb;
+        // One division per merge, not two per field: a scrape merges every window's
+        // sub-windows of every rank, and the weights are the same for all fields.
+        let wb = nb / (na + nb);
+        let wab = na * wb;
         for (a, b) in self.fields.iter_mut().zip(&other.fields) {
             let delta = b.mean - a.mean;
-            a.mean += delta * nb / n;
-            a.m2 += b.m2 + delta * delta * na * nb / n;
+            a.mean += delta * wb;
+            a.m2 += b.m2 + delta * delta * wab;
             a.min = a.min.min(b.min);
             a.max = a.max.max(b.max);
         }

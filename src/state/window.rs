@@ -3,15 +3,14 @@
 //! A window of W seconds keeps K partials of S seconds each, with (S, K) the layout of
 //! [`super::quantiles::layout`]: S = 1 and K = W for W <= 15, so such a window slides
 //! one second at a time and covers exactly W seconds; longer windows slide in steps
-//! of S = ⌊W/8⌋ and cover between 3/4 W and W, the very span of their quantiles.
+//! of S = ⌊W/5⌋ and cover between 7/10 W and W, the very span of their quantiles.
 //! The ring is allocated on the first iteration, so an idle or heartbeat-only rank
-//! pays nothing for it; one ring per configured window (10 s and 60 s hold 10 + 8
+//! pays nothing for it; one ring per configured window (10 s and 60 s hold 10 + 5
 //! partials) costs a quarter of one ring of 60 one-second partials.
 
 use super::fields::FIELD_COUNT;
 use super::quantiles::layout;
 use super::welford::Moments;
-use std::cell::RefCell;
 
 /// Per-sub-window partials of all fields.
 pub type FrameMoments = Moments<FIELD_COUNT>;
@@ -24,25 +23,16 @@ struct Slot {
     moments: FrameMoments,
 }
 
-/// The merge of a window's completed sub-windows, as of one live sub-window.
-#[derive(Debug, Clone)]
-struct Completed {
-    newest: u64,
-    moments: FrameMoments,
-}
-
 /// A ring of sub-window partials answering one window.
 #[derive(Debug, Clone)]
 pub struct WindowRing {
     window: u64,
     sub_secs: u64,
     subs: u64,
-    /// K slots once the first iteration arrived, empty before.
+    /// K slots once the first iteration arrived, empty before. A query merges them
+    /// all (K <= 15): a cache of the completed sub-windows' merge would save a scrape
+    /// about a millisecond per thousand ranks, and cost every busy rank 1 KiB.
     slots: Vec<Slot>,
-    /// The merge of the completed sub-windows: they do not change, so a scrape merges
-    /// two partials per window instead of up to K (1,024 ranks x 60 partials x 14
-    /// fields was most of a scrape's cost). Boxed and built on first query.
-    completed: RefCell<Option<Box<Completed>>>,
 }
 
 impl WindowRing {
@@ -55,7 +45,6 @@ impl WindowRing {
             sub_secs,
             subs,
             slots: Vec::new(),
-            completed: RefCell::new(None),
         }
     }
 
@@ -68,12 +57,6 @@ impl WindowRing {
     #[inline]
     pub fn record(&mut self, now_sec: u64, values: &[f64; FIELD_COUNT]) {
         let tag = now_sec / self.sub_secs + 1;
-        // A frame for a sub-window a cached merge counts as completed (a late one from
-        // a task that read the clock just before it turned) voids the cache.
-        let completed = self.completed.get_mut();
-        if matches!(completed, Some(c) if tag < c.newest) {
-            *completed = None;
-        }
         if self.slots.is_empty() {
             self.slots = vec![Slot::default(); self.subs as usize];
         }
@@ -92,35 +75,12 @@ impl WindowRing {
 
     /// Merges the partials of the window ending at second `now_sec` into `out`.
     pub fn merge_into(&self, now_sec: u64, out: &mut FrameMoments) {
-        if self.slots.is_empty() {
-            return;
-        }
         let newest = now_sec / self.sub_secs + 1;
-        let mut cache = self.completed.borrow_mut();
-        let c = match cache.as_mut() {
-            Some(c) if c.newest == newest => c,
-            _ => {
-                let c = cache.get_or_insert_with(|| {
-                    Box::new(Completed {
-                        newest,
-                        moments: FrameMoments::default(),
-                    })
-                });
-                let lowest = newest.saturating_sub(self.subs - 1);
-                c.newest = newest;
-                c.moments = FrameMoments::default();
-                for slot in &self.slots {
-                    if slot.tag >= lowest && slot.tag < newest {
-                        c.moments.merge(&slot.moments);
-                    }
-                }
-                c
+        let lowest = newest.saturating_sub(self.subs - 1);
+        for slot in &self.slots {
+            if slot.tag >= lowest && slot.tag <= newest {
+                out.merge(&slot.moments);
             }
-        };
-        out.merge(&c.moments);
-        let current = &self.slots[(newest % self.subs) as usize];
-        if current.tag == newest {
-            out.merge(&current.moments);
         }
     }
 
@@ -134,11 +94,6 @@ impl WindowRing {
     /// Heap bytes this ring holds (for the memory budget's tests).
     pub fn heap_bytes(&self) -> usize {
         self.slots.capacity() * std::mem::size_of::<Slot>()
-            + self
-                .completed
-                .borrow()
-                .as_ref()
-                .map_or(0, |_| std::mem::size_of::<Completed>())
     }
 }
 
@@ -204,11 +159,11 @@ mod tests {
     }
 
     proptest! {
-        /// With queries interleaved with records (so merges of completed sub-windows
-        /// are cached and reused), including frames late by a second, every answer
-        /// still equals the naive statistics of exactly the samples inside the window.
+        /// With queries interleaved with records, including frames late by a second,
+        /// every answer still equals the naive statistics of exactly the samples
+        /// inside the window.
         #[test]
-        fn cached_windows_follow_interleaved_records(
+        fn windows_follow_interleaved_records(
             ops in prop::collection::vec((0u64..3, any::<bool>(), 0.0f64..1e4, any::<bool>()), 1..300),
             window in 1u64..=60,
         ) {
@@ -269,7 +224,7 @@ mod tests {
         for sec in 0..120 {
             ring.record(sec, &vals(sec as f64));
         }
-        // 8 partials of 7 s for a 60 s window, where one-second slots took 60.
-        assert!(ring.heap_bytes() <= 8 * 480, "{} bytes", ring.heap_bytes());
+        // 5 partials of 12 s for a 60 s window, where one-second slots took 60.
+        assert_eq!(ring.heap_bytes(), 5 * 464);
     }
 }
