@@ -11,18 +11,22 @@
 //! Every sub-histogram, the live one included, is kept sparse: 4 bytes per non-empty
 //! bucket, all of a window's in one array, where a dense histogram of this precision is ~7 KB whatever it holds. A
 //! rank's wall_time spans a narrow range, so that is a few hundred bytes per window,
-//! nothing before the first iteration, and queries merge the counts into a dense
-//! [`Histogram`] bucket for bucket (same buckets, so the same quantiles).
+//! nothing before the first iteration, and queries merge the counts into [`Counts`],
+//! dense over the keys they span, from which the quantiles are read as hdrhistogram's
+//! `value_at_quantiles` reads them (the tests hold the two equal).
 
+#[cfg(test)]
 use hdrhistogram::Histogram;
 
-/// Significant digits kept by every histogram (1% relative precision).
+/// Significant digits of hdrhistogram's layout that the bucket keys follow (1% relative
+/// precision).
 pub const SIGFIG: u8 = 2;
 
 /// The quantiles reported for every window, with their label values.
 pub const QUANTILES: [(f64, &str); 4] = [(0.5, "0.5"), (0.9, "0.9"), (0.99, "0.99"), (1.0, "1")];
 
-/// Creates an empty histogram with the project's precision (auto-resizing).
+/// An empty hdrhistogram of the keys' precision (auto-resizing): the tests' reference.
+#[cfg(test)]
 pub fn new_histogram() -> Histogram<u32> {
     let mut h = Histogram::new(SIGFIG).expect("2 significant digits is a valid precision");
     h.auto(true);
@@ -178,30 +182,35 @@ impl QuantileRing {
     }
 
     /// Adds the sub-histograms of the window ending at second `now_sec` into `out`.
-    pub fn merge_into(&self, now_sec: u64, out: &mut Histogram<u32>) {
+    pub fn merge_into(&self, now_sec: u64, out: &mut Counts) {
         let newest = now_sec / self.sub_secs + 1;
         let lowest = newest.saturating_sub(self.subs - 1);
         let inside = |tag: u64| tag >= lowest && tag <= newest;
-        let mut start = 0;
-        let runs = self.runs.iter().filter_map(|r| {
-            let run = &self.buckets[start..start + r.len as usize];
-            start += r.len as usize;
-            inside(r.tag).then_some(run)
-        });
-        let spilled = self
-            .spill
-            .iter()
-            .filter(|s| inside(s.0))
-            .map(|&(_, k)| (k, 1u32 << 16));
-        for (key, n) in runs
-            .flat_map(|run| run.iter().map(|b| (b.key, b.count as u32)))
-            .chain(spilled)
-        {
-            let v = bucket_value(key);
-            // The output auto-resizes; only a count at u32::MAX saturates.
-            if out.record_n(v, n).is_err() {
-                out.saturating_record_n(v, n);
+        let runs = || {
+            let mut start = 0;
+            self.runs.iter().filter_map(move |r| {
+                let run = &self.buckets[start..start + r.len as usize];
+                start += r.len as usize;
+                (inside(r.tag) && !run.is_empty()).then_some(run)
+            })
+        };
+        let spilled = || self.spill.iter().filter(|s| inside(s.0)).map(|s| s.1);
+        // Every run is sorted by key: its ends bound the keys it holds.
+        let ends = runs().flat_map(|run| [run[0].key, run[run.len() - 1].key]);
+        let (Some(lo), Some(hi)) = (
+            ends.clone().chain(spilled()).min(),
+            ends.chain(spilled()).max(),
+        ) else {
+            return;
+        };
+        out.cover(lo, hi);
+        for run in runs() {
+            for b in run {
+                out.add(b.key, b.count as u64);
             }
+        }
+        for key in spilled() {
+            out.add(key, 1 << 16);
         }
     }
 
@@ -213,7 +222,118 @@ impl QuantileRing {
     }
 }
 
-/// Quantiles of a merged histogram, in seconds, in [`QUANTILES`] order (zeros when empty).
+/// Sample counts per bucket key, dense over the keys merged in so far: what a query
+/// merges a window's sub-histograms into, and an engine its ranks' windows.
+///
+/// Not hdrhistogram's `Histogram`, whose counts span every bucket from 1 µs to the
+/// highest value: resetting it, recording every sparse bucket into it and adding it
+/// to the engine's was 40% of a 1,024-rank scrape; a window here spans a few hundred
+/// keys (the same buckets, so the same quantiles).
+#[derive(Debug, Clone, Default)]
+pub struct Counts {
+    /// Key of `counts[0]`.
+    base: u16,
+    counts: Vec<u64>,
+    total: u64,
+}
+
+impl Counts {
+    /// Empties it, keeping its allocation.
+    pub fn clear(&mut self) {
+        self.counts.clear();
+        self.total = 0;
+    }
+
+    /// Number of samples counted.
+    pub fn len(&self) -> u64 {
+        self.total
+    }
+
+    /// Whether no sample is counted.
+    pub fn is_empty(&self) -> bool {
+        self.total == 0
+    }
+
+    /// Makes keys `lo..=hi` addressable.
+    fn cover(&mut self, lo: u16, hi: u16) {
+        if self.counts.is_empty() {
+            self.base = lo;
+            self.counts.resize((hi - lo) as usize + 1, 0);
+            return;
+        }
+        if lo < self.base {
+            let more = (self.base - lo) as usize;
+            self.counts.splice(0..0, std::iter::repeat_n(0, more));
+            self.base = lo;
+        }
+        let end = self.base as usize + self.counts.len();
+        if hi as usize >= end {
+            self.counts.resize((hi - self.base) as usize + 1, 0);
+        }
+    }
+
+    /// Counts `n` samples of bucket `key` (covered).
+    #[inline]
+    fn add(&mut self, key: u16, n: u64) {
+        self.counts[(key - self.base) as usize] += n;
+        self.total += n;
+    }
+
+    /// Adds another set of counts.
+    pub fn merge(&mut self, other: &Counts) {
+        if other.total == 0 {
+            return;
+        }
+        let hi = other.base + (other.counts.len() - 1) as u16;
+        self.cover(other.base, hi);
+        let at = (other.base - self.base) as usize;
+        for (c, o) in self.counts[at..].iter_mut().zip(&other.counts) {
+            *c += o;
+        }
+        self.total += other.total;
+    }
+
+    /// Quantiles in seconds, in [`QUANTILES`] order (zeros when empty), as
+    /// hdrhistogram's `value_at_quantiles` and `max` give them for the same counts.
+    pub fn quantiles(&self) -> [f64; 4] {
+        let mut out = [0.0; 4];
+        let Some(last) = self.counts.iter().rposition(|&c| c > 0) else {
+            return out;
+        };
+        let seconds = |i: usize| bucket_value(self.base + i as u16) as f64 / 1e6;
+        let (mut seen, mut next) = (0u64, 0usize);
+        for (o, (q, _)) in out
+            .iter_mut()
+            .zip(QUANTILES.iter().filter(|(q, _)| *q < 1.0))
+        {
+            let target = ((q.clamp(0.0, 1.0) * self.total as f64).ceil() as u64).max(1);
+            while seen < target {
+                seen += self.counts[next];
+                next += 1;
+            }
+            *o = seconds(next - 1);
+        }
+        out[QUANTILES.len() - 1] = seconds(last);
+        out
+    }
+
+    /// The same counts in an hdrhistogram (the tests' reference).
+    #[cfg(test)]
+    pub fn to_histogram(&self) -> Histogram<u32> {
+        let mut h = new_histogram();
+        for (i, &n) in self.counts.iter().enumerate() {
+            if n > 0 {
+                h.record_n(bucket_value(self.base + i as u16), n as u32)
+                    .unwrap();
+            }
+        }
+        h
+    }
+}
+
+/// Quantiles of an hdrhistogram, in seconds, in [`QUANTILES`] order (zeros when empty):
+/// the reference [`Counts::quantiles`] is tested against.
+#[cfg(test)]
 pub fn quantiles_of(h: &Histogram<u32>) -> [f64; 4] {
     if h.is_empty() {
         return [0.0; 4];
@@ -241,9 +361,9 @@ mod tests {
         for &x in &xs {
             ring.record(3, x);
         }
-        let mut h = new_histogram();
+        let mut h = Counts::default();
         ring.merge_into(3, &mut h);
-        let got = quantiles_of(&h);
+        let got = h.quantiles();
         xs.sort_by(|a, b| a.partial_cmp(b).unwrap());
         for (i, (q, _)) in QUANTILES.iter().enumerate() {
             let exact = xs[(((xs.len() as f64) * q).ceil() as usize).clamp(1, xs.len()) - 1];
@@ -303,7 +423,7 @@ mod tests {
                 samples.push((at, x));
                 if query == 0 {
                     for t in [clock, clock + s, clock + window / 2] {
-                        let mut got = new_histogram();
+                        let mut got = Counts::default();
                         ring.merge_into(t, &mut got);
                         let mut want = new_histogram();
                         let start = cover_start(window, t);
@@ -311,8 +431,8 @@ mod tests {
                             want.record(to_micros(x)).unwrap();
                         }
                         let buckets = |h: &Histogram<u32>| h.iter_recorded().map(|v| (v.value_iterated_to(), v.count_at_value())).collect::<Vec<_>>();
-                        prop_assert_eq!(buckets(&got), buckets(&want), "t={} sec", t);
-                        prop_assert_eq!(quantiles_of(&got), quantiles_of(&want));
+                        prop_assert_eq!(buckets(&got.to_histogram()), buckets(&want), "t={} sec", t);
+                        prop_assert_eq!(got.quantiles(), quantiles_of(&want));
                     }
                 }
             }
@@ -328,28 +448,50 @@ mod tests {
                 ring.record(20, 0.010 + i as f64 * 1e-4);
             }
             ring.record(18, 0.5);
-            let mut h = new_histogram();
+            let mut h = Counts::default();
             ring.merge_into(20, &mut h);
             assert_eq!(h.len(), 101, "W={window}");
-            assert!((quantiles_of(&h)[3] - 0.5).abs() < 0.005);
+            assert!((h.quantiles()[3] - 0.5).abs() < 0.005);
         }
     }
 
+    /// What an engine's aggregate does: windows of ranks with different ranges, merged
+    /// into one set of counts, give hdrhistogram's quantiles (one at a time) of all
+    /// their samples.
     #[test]
-    fn single_pass_quantiles_equal_one_at_a_time() {
+    fn merged_counts_give_hdrhistograms_quantiles() {
         let mut rng = rand::rngs::SmallRng::seed_from_u64(11);
-        let mut h = new_histogram();
-        for _ in 0..5000 {
-            h.record(to_micros(rng.gen_range(0.001..0.9))).unwrap();
-        }
-        let got = quantiles_of(&h);
-        for (i, (q, _)) in QUANTILES.iter().enumerate() {
-            let want = if *q >= 1.0 {
-                h.max()
-            } else {
-                h.value_at_quantile(*q)
-            };
-            assert_eq!(got[i], want as f64 / 1e6, "q{q}");
+        for round in 0..50 {
+            let mut engine = Counts::default();
+            let mut h = new_histogram();
+            for rank in 0..rng.gen_range(1..6) {
+                let mut ring = QuantileRing::new(10);
+                let (lo, hi) = match (round + rank) % 3 {
+                    0 => (0.000_001, 0.000_300),
+                    1 => (0.001, 0.9),
+                    _ => (0.5, 90.0),
+                };
+                for _ in 0..rng.gen_range(0..400) {
+                    let x = rng.gen_range(lo..hi);
+                    ring.record(rng.gen_range(0..10), x);
+                    h.record(to_micros(x)).unwrap();
+                }
+                let mut window = Counts::default();
+                ring.merge_into(9, &mut window);
+                engine.merge(&window);
+            }
+            assert_eq!(engine.len(), h.len());
+            let got = engine.quantiles();
+            for (i, (q, _)) in QUANTILES.iter().enumerate() {
+                let want = match (h.is_empty(), *q >= 1.0) {
+                    (true, _) => 0,
+                    (false, true) => h.max(),
+                    (false, false) => h.value_at_quantile(*q),
+                };
+                assert_eq!(got[i], want as f64 / 1e6, "round {round} q{q}");
+            }
+            engine.clear();
+            assert_eq!(engine.quantiles(), [0.0; 4]);
         }
     }
 
@@ -358,10 +500,10 @@ mod tests {
         let mut ring = QuantileRing::new(8); // sub-windows of 2 s
         ring.record(0, 5.0);
         ring.record(9, 0.010);
-        let mut h = new_histogram();
+        let mut h = Counts::default();
         ring.merge_into(9, &mut h);
         assert_eq!(h.len(), 1, "second 0 is older than the window");
-        assert!((quantiles_of(&h)[3] - 0.010).abs() < 0.0001);
+        assert!((h.quantiles()[3] - 0.010).abs() < 0.0001);
     }
 
     #[test]
@@ -398,7 +540,7 @@ mod tests {
                 ring.record(sec, rng.gen_range(0.005..0.060));
             }
         }
-        let mut h = new_histogram();
+        let mut h = Counts::default();
         ring.merge_into(119, &mut h);
         assert!(h.len() >= 4900, "{} samples in the window", h.len());
         // 5 sub-windows x ~430 of the ~460 buckets between 5 and 60 ms, 4 bytes each
@@ -420,21 +562,21 @@ mod tests {
             ring.record(0, 0.010);
         }
         ring.record(0, 0.020);
-        let mut h = new_histogram();
+        let mut h = Counts::default();
         ring.merge_into(0, &mut h);
         assert_eq!(h.len(), 140_001);
-        assert_eq!(h.count_at(to_micros(0.010)), 140_000);
+        assert_eq!(h.to_histogram().count_at(to_micros(0.010)), 140_000);
         // The overflow leaves the window with its sub-window, and only then.
         let mut ring = QuantileRing::new(2);
         for _ in 0..70_000 {
             ring.record(5, 0.010);
         }
         ring.record(6, 0.020);
-        let mut h = new_histogram();
+        let mut h = Counts::default();
         ring.merge_into(6, &mut h);
         assert_eq!(h.len(), 70_001);
         ring.record(7, 0.020);
-        let mut h = new_histogram();
+        let mut h = Counts::default();
         ring.merge_into(7, &mut h);
         assert_eq!(h.len(), 2, "second 5 left the 2 s window");
         assert_eq!(ring.spill.len(), 0);

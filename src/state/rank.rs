@@ -288,12 +288,7 @@ impl RankState {
     }
 
     /// Adds window `i`'s wall-time histogram into `out`.
-    pub fn merge_quantiles_into(
-        &self,
-        now_sec: u64,
-        i: usize,
-        out: &mut hdrhistogram::Histogram<u32>,
-    ) {
+    pub fn merge_quantiles_into(&self, now_sec: u64, i: usize, out: &mut super::quantiles::Counts) {
         self.quantiles[i].merge_into(now_sec, out);
     }
 }

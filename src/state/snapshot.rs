@@ -51,10 +51,10 @@ impl Registry {
                 wall_time_ns_total: retired.get(engine).map_or(0, |r| r.1),
             })
             .collect();
-        let mut engine_hists: Vec<Vec<hdrhistogram::Histogram<u32>>> = (0..n_engines)
-            .map(|_| (0..nwin).map(|_| quantiles::new_histogram()).collect())
+        let mut engine_hists: Vec<Vec<quantiles::Counts>> = (0..n_engines)
+            .map(|_| (0..nwin).map(|_| quantiles::Counts::default()).collect())
             .collect();
-        let mut scratch = quantiles::new_histogram();
+        let mut scratch = quantiles::Counts::default();
         let mut ranks = Vec::with_capacity(handles.len());
         for handle in handles {
             let rank = handle.lock();
@@ -74,10 +74,10 @@ impl Registry {
             for (i, w) in windows.iter_mut().enumerate() {
                 rank.merge_window_into(now.sec, w.secs, &mut w.moments);
                 eng.windows[i].moments.merge(&w.moments);
-                scratch.reset();
+                scratch.clear();
                 rank.merge_quantiles_into(now.sec, i, &mut scratch);
-                w.wall_time_quantiles = quantiles::quantiles_of(&scratch);
-                let _ = engine_hists[rank.key.engine][i].add(&scratch);
+                w.wall_time_quantiles = scratch.quantiles();
+                engine_hists[rank.key.engine][i].merge(&scratch);
             }
             let mut model = model::ModelSums::default();
             rank.model.merge_into(now.sec, &mut model);
@@ -99,7 +99,7 @@ impl Registry {
         }
         for (eng, hists) in engines.iter_mut().zip(&engine_hists) {
             for (w, h) in eng.windows.iter_mut().zip(hists) {
-                w.wall_time_quantiles = quantiles::quantiles_of(h);
+                w.wall_time_quantiles = h.quantiles();
             }
         }
         engines.retain(|e| {

@@ -74,7 +74,7 @@ pub const WINDOW_MAX: Family = Family::gauge(
     "Maximum of the field over the sliding window.",
 );
 /// wall_time quantiles.
-pub const WALL_TIME_QUANTILE: Family = Family::summary("fpm_wall_time_window_seconds", "Iteration wall_time: quantiles over the sliding window (hdrhistogram, 1% precision; quantile 1 is the max); _sum and _count are cumulative since the rank was first seen, as in client libraries' summaries.");
+pub const WALL_TIME_QUANTILE: Family = Family::summary("fpm_wall_time_window_seconds", "Iteration wall_time: quantiles over the sliding window (hdrhistogram buckets, 1% precision; quantile 1 is the max); _sum and _count are cumulative since the rank was first seen, as in client libraries' summaries.");
 
 /// Cumulative counters, each with how to read it from [`crate::state::rank::Counters`].
 pub const COUNTERS: [Family; 12] = [
