@@ -21,6 +21,7 @@ pub mod rank;
 mod registry;
 pub mod sequence;
 mod snapshot;
+mod subwindows;
 mod sweep;
 pub mod views;
 pub mod welford;

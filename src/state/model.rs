@@ -15,6 +15,7 @@
 //! unknowns, [`super::nnls`]) is solved only when someone reads the model.
 
 use super::nnls::nnls;
+use super::subwindows::SubWindows;
 use crate::wire::ForwardPassMetrics;
 
 /// Term names, in the order of the regressor vector `x = [1, p, d, k]`.
@@ -228,8 +229,6 @@ impl<const N: usize> PackedSums<N> {
 /// fits read (6 and 10 of 15 values), which is 30% of a busy rank's model ring.
 #[derive(Debug, Clone, Default)]
 struct Slot {
-    /// Sub-window (second / S since the registry's epoch) plus one; 0 = never used.
-    tag: u64,
     prefill: PackedSums<6>,
     decode: PackedSums<10>,
     aggregated: NormalSums,
@@ -262,57 +261,35 @@ impl Slot {
 /// Allocated on the first iteration, so idle ranks pay nothing.
 #[derive(Debug, Clone)]
 pub struct ModelRing {
-    sub_secs: u64,
-    subs: u64,
-    slots: Vec<Slot>,
+    slots: SubWindows<Slot>,
 }
 
 impl ModelRing {
     /// A ring covering `secs` seconds.
     pub fn new(secs: u64) -> Self {
-        let secs = secs.max(1);
-        let (sub_secs, subs) = super::quantiles::layout(secs);
         ModelRing {
-            sub_secs,
-            subs,
-            slots: Vec::new(),
+            slots: SubWindows::new(secs),
         }
     }
 
     /// Folds one iteration into second `now_sec`.
     #[inline]
     pub fn record(&mut self, now_sec: u64, m: &ForwardPassMetrics) {
-        let tag = now_sec / self.sub_secs + 1;
-        if self.slots.is_empty() {
-            self.slots = vec![Slot::default(); self.subs as usize];
+        if let Some(slot) = self.slots.at(now_sec) {
+            slot.push(m);
         }
-        let slot = &mut self.slots[(tag % self.subs) as usize];
-        if slot.tag > tag {
-            return; // older than the window behind newer data
-        }
-        if slot.tag != tag {
-            *slot = Slot {
-                tag,
-                ..Slot::default()
-            };
-        }
-        slot.push(m);
     }
 
     /// Adds the sums of the whole window ending at `now_sec` into `out`.
     pub fn merge_into(&self, now_sec: u64, out: &mut ModelSums) {
-        let newest = now_sec / self.sub_secs + 1;
-        let lowest = newest.saturating_sub(self.subs - 1);
-        for slot in &self.slots {
-            if slot.tag >= lowest && slot.tag <= newest {
-                slot.add_to(out);
-            }
+        for slot in self.slots.window(now_sec) {
+            slot.add_to(out);
         }
     }
 
     /// Heap bytes this ring holds (for the memory budget's tests).
     pub fn heap_bytes(&self) -> usize {
-        self.slots.capacity() * std::mem::size_of::<Slot>()
+        self.slots.heap_bytes()
     }
 }
 

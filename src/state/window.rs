@@ -9,42 +9,29 @@
 //! partials) costs a quarter of one ring of 60 one-second partials.
 
 use super::fields::FIELD_COUNT;
-use super::quantiles::layout;
+use super::subwindows::SubWindows;
 use super::welford::Moments;
 
 /// Per-sub-window partials of all fields.
 pub type FrameMoments = Moments<FIELD_COUNT>;
 
-#[derive(Debug, Clone, Default)]
-struct Slot {
-    /// Which sub-window (second / S since the registry's epoch) this slot holds, plus
-    /// one; 0 = never used.
-    tag: u64,
-    moments: FrameMoments,
-}
-
 /// A ring of sub-window partials answering one window.
 #[derive(Debug, Clone)]
 pub struct WindowRing {
     window: u64,
-    sub_secs: u64,
-    subs: u64,
-    /// K slots once the first iteration arrived, empty before. A query merges them
-    /// all (K <= 15): a cache of the completed sub-windows' merge would save a scrape
-    /// about a millisecond per thousand ranks, and cost every busy rank 1 KiB.
-    slots: Vec<Slot>,
+    /// A query merges every partial (K <= 15): a cache of the completed sub-windows'
+    /// merge would save a scrape about a millisecond per thousand ranks, and cost
+    /// every busy rank 1 KiB.
+    partials: SubWindows<FrameMoments>,
 }
 
 impl WindowRing {
     /// A ring for a window of `window_secs` seconds (nothing allocated yet).
     pub fn new(window_secs: u64) -> Self {
         let window = window_secs.max(1);
-        let (sub_secs, subs) = layout(window);
         WindowRing {
             window,
-            sub_secs,
-            subs,
-            slots: Vec::new(),
+            partials: SubWindows::new(window),
         }
     }
 
@@ -56,31 +43,15 @@ impl WindowRing {
     /// Folds one iteration's values into the partial of second `now_sec`.
     #[inline]
     pub fn record(&mut self, now_sec: u64, values: &[f64; FIELD_COUNT]) {
-        let tag = now_sec / self.sub_secs + 1;
-        if self.slots.is_empty() {
-            self.slots = vec![Slot::default(); self.subs as usize];
+        if let Some(partial) = self.partials.at(now_sec) {
+            partial.push(values);
         }
-        let slot = &mut self.slots[(tag % self.subs) as usize];
-        if slot.tag > tag {
-            // Older than the window behind data already recorded: it is in no window
-            // any more, and taking the slot would wipe that newer sub-window.
-            return;
-        }
-        if slot.tag != tag {
-            slot.tag = tag;
-            slot.moments.clear();
-        }
-        slot.moments.push(values);
     }
 
     /// Merges the partials of the window ending at second `now_sec` into `out`.
     pub fn merge_into(&self, now_sec: u64, out: &mut FrameMoments) {
-        let newest = now_sec / self.sub_secs + 1;
-        let lowest = newest.saturating_sub(self.subs - 1);
-        for slot in &self.slots {
-            if slot.tag >= lowest && slot.tag <= newest {
-                out.merge(&slot.moments);
-            }
+        for partial in self.partials.window(now_sec) {
+            out.merge(partial);
         }
     }
 
@@ -93,13 +64,14 @@ impl WindowRing {
 
     /// Heap bytes this ring holds (for the memory budget's tests).
     pub fn heap_bytes(&self) -> usize {
-        self.slots.capacity() * std::mem::size_of::<Slot>()
+        self.partials.heap_bytes()
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::state::quantiles::layout;
     use proptest::prelude::*;
 
     fn vals(x: f64) -> [f64; FIELD_COUNT] {
