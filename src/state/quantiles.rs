@@ -196,13 +196,13 @@ impl QuantileRing {
         };
         let spilled = || self.spill.iter().filter(|s| inside(s.0)).map(|s| s.1);
         // Every run is sorted by key: its ends bound the keys it holds.
-        let ends = runs().flat_map(|run| [run[0].key, run[run.len() - 1].key]);
-        let (Some(lo), Some(hi)) = (
-            ends.clone().chain(spilled()).min(),
-            ends.chain(spilled()).max(),
-        ) else {
+        let mut bounds = runs()
+            .flat_map(|run| [run[0].key, run[run.len() - 1].key])
+            .chain(spilled());
+        let Some(first) = bounds.next() else {
             return;
         };
+        let (lo, hi) = bounds.fold((first, first), |(lo, hi), k| (lo.min(k), hi.max(k)));
         out.cover(lo, hi);
         for run in runs() {
             for b in run {

@@ -51,7 +51,7 @@ impl Registry {
                 wall_time_ns_total: retired.get(engine).map_or(0, |r| r.1),
             })
             .collect();
-        let mut engine_hists: Vec<Vec<quantiles::Counts>> = (0..n_engines)
+        let mut engine_counts: Vec<Vec<quantiles::Counts>> = (0..n_engines)
             .map(|_| (0..nwin).map(|_| quantiles::Counts::default()).collect())
             .collect();
         let mut scratch = quantiles::Counts::default();
@@ -77,7 +77,7 @@ impl Registry {
                 scratch.clear();
                 rank.merge_quantiles_into(now.sec, i, &mut scratch);
                 w.wall_time_quantiles = scratch.quantiles();
-                engine_hists[rank.key.engine][i].merge(&scratch);
+                engine_counts[rank.key.engine][i].merge(&scratch);
             }
             let mut model = model::ModelSums::default();
             rank.model.merge_into(now.sec, &mut model);
@@ -97,9 +97,9 @@ impl Registry {
                 model,
             });
         }
-        for (eng, hists) in engines.iter_mut().zip(&engine_hists) {
-            for (w, h) in eng.windows.iter_mut().zip(hists) {
-                w.wall_time_quantiles = h.quantiles();
+        for (eng, counts) in engines.iter_mut().zip(&engine_counts) {
+            for (w, c) in eng.windows.iter_mut().zip(counts) {
+                w.wall_time_quantiles = c.quantiles();
             }
         }
         engines.retain(|e| {
