@@ -102,6 +102,33 @@ impl Driver {
     pub fn restart(&mut self, rank: u64) {
         self.cmd(json!({"cmd": "restart", "rank": rank}));
     }
+
+    /// Starts a real publisher whose PUB socket gets libzmq options first, as a
+    /// deployment sets them (`{"HEARTBEAT_IVL": 100, "SNDHWM": 100}`).
+    pub fn start_with(&mut self, rank: u64, endpoint: &str, worker_id: &str, sockopts: Value) {
+        self.cmd(json!({"cmd": "start", "rank": rank, "endpoint": endpoint,
+                        "worker_id": worker_id, "idle": true, "sockopts": sockopts}));
+    }
+
+    /// Publishes `count` copies of `metrics` paced at `rate` frames/s (the reply
+    /// comes when the last was handed to the publisher).
+    pub fn publish_at(&mut self, rank: u64, metrics: Value, count: u64, rate: f64) {
+        self.cmd(json!({"cmd": "publish", "rank": rank, "metrics": metrics,
+                        "count": count, "rate": rate, "drain": true}));
+    }
+
+    /// The next sequence number publisher `rank` will stamp.
+    pub fn next_seq(&mut self, rank: u64) -> u64 {
+        let v = self.cmd(json!({"cmd": "status", "rank": rank}));
+        v["publishers"][rank.to_string()]["next_seq"]
+            .as_u64()
+            .expect("next_seq")
+    }
+
+    /// The driver's process id (to freeze its publishers with SIGSTOP).
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
 }
 
 impl Drop for Driver {
