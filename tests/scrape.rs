@@ -63,7 +63,7 @@ impl Drop for Worker {
 
 fn fixture() -> String {
     format!(
-        "{}/../shared/fixtures/smg-engine-metrics-sample.prom",
+        "{}/tests/fixtures/smg-engine-metrics-sample.prom",
         env!("CARGO_MANIFEST_DIR")
     )
 }

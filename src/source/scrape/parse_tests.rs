@@ -74,7 +74,7 @@ fn openmetrics_needs_eof_and_maps_its_types() {
 fn the_smg_fixture_passes_whole() {
     let text = std::fs::read_to_string(concat!(
         env!("CARGO_MANIFEST_DIR"),
-        "/../shared/fixtures/smg-engine-metrics-sample.prom"
+        "/tests/fixtures/smg-engine-metrics-sample.prom"
     ))
     .unwrap();
     let p = parse(&text, false).unwrap();
