@@ -6,10 +6,9 @@
 
 mod common;
 
-use common::{repo_root, sample, venv_python, wait_for, Exporter};
+use common::scrape_worker::Worker;
+use common::{sample, wait_for, Exporter};
 use std::collections::HashSet;
-use std::io::{BufRead, BufReader};
-use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 /// What scrape_worker.py records (its PATHS, OBSERVATIONS, BUCKETS).
@@ -21,45 +20,6 @@ const BUCKETS: [(&str, f64); 4] = [
     ("5.0", 5.0),
     ("+Inf", f64::INFINITY),
 ];
-
-/// A worker process; dropping it closes its stdin, which ends it.
-struct Worker {
-    child: Child,
-    port: u16,
-}
-
-impl Worker {
-    fn spawn(mode: &str, extra: &[&str]) -> Worker {
-        common::require_test_deps();
-        let mut child = Command::new(venv_python())
-            .arg(repo_root().join("tests/py/scrape_worker.py"))
-            .arg(mode)
-            .args(extra)
-            .args(["--max-seconds", "90"])
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .spawn()
-            .expect("spawn worker");
-        let mut line = String::new();
-        BufReader::new(child.stdout.take().unwrap())
-            .read_line(&mut line)
-            .unwrap();
-        let port = line
-            .strip_prefix("ready ")
-            .unwrap_or_else(|| panic!("worker said {line:?}"))
-            .trim()
-            .parse()
-            .unwrap();
-        Worker { child, port }
-    }
-}
-
-impl Drop for Worker {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
 
 fn fixture() -> String {
     format!(

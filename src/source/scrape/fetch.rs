@@ -1,4 +1,4 @@
-//! One scrape of one target: a GET with Prometheus' `Accept`, a body read in chunks
+//! One scrape of one target: a GET asking for text 0.0.4, a body read in chunks
 //! up to the byte limit (a longer body is cut off, never buffered whole), parsed by
 //! its `Content-Type` on the blocking pool.
 
@@ -7,8 +7,13 @@ use crate::wire::exposition::Scrape;
 use std::sync::Arc;
 use std::time::{Instant, SystemTime};
 
-/// What Prometheus 2.x sends: OpenMetrics preferred, text 0.0.4 accepted.
-pub const ACCEPT: &str = "application/openmetrics-text;version=1.0.0,application/openmetrics-text;version=0.0.1;q=0.75,text/plain;version=0.0.4;q=0.5,*/*;q=0.1";
+/// Text 0.0.4, and nothing else by name: asked for OpenMetrics, prometheus_client 0.26
+/// (SGLang's and vLLM's library) writes `sglang:x` samples as `sglang_x` under
+/// `# TYPE sglang:x`, while in text 0.0.4 it keeps the names the engines define and
+/// their own dashboards query. prometheus_client answers OpenMetrics whenever the
+/// header names it, whatever its `q`, so it is not named. A server that answers
+/// OpenMetrics anyway is parsed as such (docs/engine-fan-in.md, "Format").
+pub const ACCEPT: &str = "text/plain;version=0.0.4;q=1.0,*/*;q=0.1";
 
 /// The scrape client: no redirects to other hosts' metrics, no proxy from the
 /// environment (workers are local or on the cluster network), OS root certificates.
