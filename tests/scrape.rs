@@ -290,3 +290,79 @@ async fn faulty_workers_are_bounded_counted_and_never_stall_the_others() {
     assert_known_values(&body, &[("engine", "w"), ("worker_addr", &addr(good.port))]);
     e.stop().await;
 }
+
+/// `Accept-Encoding: gzip` is sent and a gzip answer decoded: prometheus_client's own
+/// server compresses when asked (its `scrape_worker_gzip_requests_total` counts the
+/// requests that asked). A gzip bomb is cut at the byte limit counted after
+/// decompression, and counted `body_limit`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn gzip_answers_are_decoded_and_a_bomb_is_cut_at_the_limit() {
+    let http = Worker::spawn("sglang-http", &[]);
+    let bomb = Worker::spawn("gzip-bomb", &["--mib", "256"]);
+    let a_http = format!("http://127.0.0.1:{}/metrics", http.port);
+    let a_bomb = format!("http://127.0.0.1:{}/metrics", bomb.port);
+    let e = Exporter::start(&[
+        "--engine",
+        "z",
+        "--scrape",
+        &a_http,
+        "--scrape",
+        &a_bomb,
+        "--scrape-interval",
+        "300ms",
+        "--scrape-timeout",
+        "250ms",
+        "--scrape-max-body-bytes",
+        "4194304",
+    ])
+    .await;
+    let body = wait_for(
+        "the gzip worker scraped",
+        Duration::from_secs(20),
+        || async {
+            let (_, body) = e.get("/engine_metrics").await;
+            let asked = sample(
+                &body,
+                "scrape_worker_gzip_requests_total",
+                &[("worker_addr", &a_http)],
+            )?;
+            (asked >= 1.0).then_some(body)
+        },
+    )
+    .await;
+    assert_eq!(
+        sample(
+            &body,
+            "sglang:num_running_reqs",
+            &[("worker_addr", &a_http), ("model_name", "bench-model")]
+        ),
+        Some(5.5),
+        "the decoded body's values"
+    );
+    let m = wait_for("the bomb counted", Duration::from_secs(20), || async {
+        let m = e.metrics().await;
+        let n = sample(
+            &m,
+            "fpm_engine_scrape_errors_total",
+            &[("worker_addr", &a_bomb), ("reason", "body_limit")],
+        )?;
+        (n >= 1.0).then_some(m)
+    })
+    .await;
+    assert_eq!(
+        sample(&m, "fpm_engine_scrape_up", &[("worker_addr", &a_bomb)]),
+        Some(0.0)
+    );
+    for r in ["parse", "timeout"] {
+        assert_eq!(
+            sample(
+                &m,
+                "fpm_engine_scrape_errors_total",
+                &[("worker_addr", &a_bomb), ("reason", r)]
+            ),
+            Some(0.0),
+            "the bomb is a body limit, not {r}"
+        );
+    }
+    e.stop().await;
+}
