@@ -70,22 +70,11 @@ class Raw(http.server.BaseHTTPRequestHandler):
         self.send_response(200)
         self.send_header("Content-Type", self.content_type)
         if self.mode == "gzip-bomb":
-            import zlib
-
             self.send_header("Content-Encoding", "gzip")
-            self.send_header("Transfer-Encoding", "chunked")
+            self.send_header("Content-Length", str(len(self.payload)))
             self.end_headers()
-            z = zlib.compressobj(9, zlib.DEFLATED, 31)
-            block = b"".join(b"bomb_metric{i=\"%d\"} 1\n" % i for i in range(20000))
-            sent = 0
             try:
-                while sent < self.mib << 20:
-                    out = z.compress(block)
-                    if out:
-                        self.wfile.write(b"%x\r\n%s\r\n" % (len(out), out))
-                    sent += len(block)
-                out = z.flush()
-                self.wfile.write(b"%x\r\n%s\r\n0\r\n\r\n" % (len(out), out))
+                self.wfile.write(self.payload)
             except (BrokenPipeError, ConnectionResetError):
                 pass
             return
@@ -226,6 +215,14 @@ def main():
         if a.file:
             with open(a.file, "rb") as f:
                 Raw.payload = f.read()
+        if a.mode == "gzip-bomb":
+            import zlib
+
+            # Compressed once: every answer is the same few hundred KiB.
+            z = zlib.compressobj(9, zlib.DEFLATED, 31)
+            block = b"bomb_metric 1\n" * 65536
+            parts = [z.compress(block) for _ in range((a.mib << 20) // len(block) + 1)]
+            Raw.payload = b"".join(parts) + z.flush()
         if a.mode == "sglang-om":
             from prometheus_client.openmetrics.exposition import generate_latest as om_latest
 

@@ -1,6 +1,6 @@
-//! One scrape of one target: a GET asking for text 0.0.4 (gzip welcome), a body read in chunks
-//! up to the byte limit (a longer body is cut off, never buffered whole), parsed by
-//! its `Content-Type` on the blocking pool.
+//! One scrape of one target: a GET asking for text 0.0.4 (gzip welcome), a body read
+//! in chunks up to the byte limit (a longer body is cut off, never buffered whole),
+//! parsed by its `Content-Type` on the blocking pool.
 
 use super::{parse, Kept, ScrapeError, ScrapeSettings, Target};
 use crate::wire::exposition::Scrape;
