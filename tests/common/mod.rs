@@ -3,6 +3,7 @@
 #![allow(dead_code)]
 
 pub mod prometheus;
+pub mod scrape_worker;
 
 use clap::Parser;
 use fpm_exporter::app::Running;
@@ -289,6 +290,31 @@ pub fn promtool_check(body: &str) -> (bool, String) {
         String::from_utf8_lossy(&out.stderr)
     );
     (out.status.success() && text.trim().is_empty(), text)
+}
+
+/// Runs `promtool check metrics` on an exposition: (its exit code, its report). 1 is
+/// a parse error; 3 only lint problems.
+pub fn promtool_status(body: &str) -> (i32, String) {
+    let mut child = Command::new("promtool")
+        .args(["check", "metrics"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("promtool on PATH (scripts/test-deps.sh installs Debian's prometheus)");
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(body.as_bytes())
+        .unwrap();
+    let out = child.wait_with_output().unwrap();
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    (out.status.code().unwrap_or(-1), text)
 }
 
 /// Runs prometheus_client's strict OpenMetrics parser (`tests/py/check_openmetrics.py`)
