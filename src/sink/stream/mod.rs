@@ -32,7 +32,7 @@ pub struct StreamOptions {
 /// One SSE message: its event name and JSON data.
 #[derive(Debug, Clone, PartialEq)]
 pub struct StreamMessage {
-    /// `frame`, `state`, `snapshot` or `lagged`.
+    /// `frame`, `state`, `snapshot`, `engine_snapshot` or `lagged`.
     pub event: &'static str,
     /// The JSON document.
     pub data: Bytes,
