@@ -96,6 +96,21 @@ def state_timeline(title, tgts, x, y, w=12, h=8, desc=""):
     }
 
 
+def bars(title, tgts, x, y, w=12, h=8, unit="short", desc=""):
+    """A horizontal bar per series at the latest value: the heavy rank stands out."""
+    return {
+        "type": "bargauge", "id": next(_ids), "title": title, "description": desc, "datasource": DS,
+        "gridPos": {"h": h, "w": w, "x": x, "y": y},
+        "targets": tgts,
+        "fieldConfig": {"defaults": {"unit": unit, "min": 0, "color": {"mode": "continuous-GrYlRd"},
+                                     "thresholds": {"mode": "absolute", "steps": [{"color": "green", "value": None}]}},
+                        "overrides": []},
+        "options": {"reduceOptions": {"calcs": ["lastNotNull"], "fields": "", "values": False},
+                    "orientation": "horizontal", "displayMode": "gradient", "showUnfilled": True,
+                    "valueMode": "color", "namePlacement": "left", "sizing": "auto"},
+    }
+
+
 def var(name, label, query, multi=True, include_all=True):
     v = {
         "name": name, "label": label, "type": "query", "datasource": DS,
@@ -203,6 +218,31 @@ def panels():
             (f'sqrt(fpm_engine_window_mean{{{E}, window="$window", field="queued_requests.var_prefill_length"}})', "σ queued {{engine}}"),
             (f"fpm_last_queued_prefill_tokens{{{R}}} / (fpm_last_queued_prefill_requests{{{R}}} > 0)", "mean queued prompt " + RANK)),
            12, y, desc="Standard deviation of prompt lengths within a batch, per engine (square root of the mean population variance over the window, all ranks: a workload property, and engine-level so it reads at --rank-detail lean), and the mean length of each rank's waiting prompts."),
+    ]
+    y += 8
+    p.append(row("Balance across ranks", y))
+    y += 1
+    p += [
+        ts("Work imbalance per engine ($window window)", targets(
+            (f'engine:fpm_imbalance_ratio:max{{{E}, window="$window"}}', "{{engine}} (largest)"),
+            (f'fpm_engine_imbalance_ratio{{{E}, window="$window"}}', "{{engine}} {{measure}}")),
+           0, y, desc="Heaviest rank's mean work per iteration over the mean of the engine's live busy ranks: 1 = even, N = one of N ranks does it all. FpmEngineImbalanced fires above 1.5 for 10 minutes on the same rank. Definition: docs/metrics.md."),
+        ts("Lock-step waiting share and heaviest rank ($window window)", targets(
+            (f'fpm_engine_lockstep_wait_ratio{{{E}, window="$window"}}', "waiting {{engine}} {{measure}}")),
+           12, y, unit="percentunit", desc="Estimated share of the ranks' time spent waiting on the heaviest rank if they step together (DP attention): 1 - mean/max of the work. The heaviest rank: the bar panels below, or fpm_engine_imbalance_heaviest_dp_rank."),
+    ]
+    y += 8
+    p += [
+        bars("Prefill tokens per iteration, by rank ($window window)", targets(
+            (f'fpm_window_mean{{{R}, window="$window", field="scheduled_requests.sum_prefill_tokens"}}', RANK)),
+           0, y, w=8, desc="Mean prompt tokens computed per iteration over the window: the longest bar is the rank the others wait on."),
+        bars("Decode KV tokens per iteration, by rank ($window window)", targets(
+            (f'fpm_window_mean{{{R}, window="$window", field="scheduled_requests.sum_decode_kv_tokens"}}', RANK)),
+           8, y, w=8, desc="Mean KV context of the decoding requests per iteration over the window."),
+        ts("Straggler ratio per rank ($window window)", targets(
+            (f'fpm_rank_straggler_ratio{{{R}, window="$window"}}', RANK),
+            (f'fpm_engine_imbalance_heaviest_dp_rank{{{E}, window="$window", measure="prefill_tokens"}}', "heaviest prefill rank {{engine}}")),
+           16, y, w=8, desc="Wall time per scheduled token over the median of the engine's other ranks: 2 = twice as slow for the same work. FpmRankStraggler fires above 1.5 for 10 minutes when the rank's iterations are also longer than its engine's. Also the dp_rank of each engine's heaviest prefill rank."),
     ]
     y += 8
     p.append(row("Health", y))

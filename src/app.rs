@@ -52,6 +52,10 @@ pub async fn start(settings: Settings) -> std::io::Result<Running> {
         tasks.extend(crate::publisher::demo::spawn(
             &demo.endpoint,
             demo.ranks,
+            crate::publisher::demo::Skew {
+                heavy: demo.heavy,
+                slow: demo.slow,
+            },
             &shutdown_rx,
         ));
     }

@@ -40,9 +40,10 @@ fn main() -> ExitCode {
     let runtime = fpm_exporter::app::runtime().expect("tokio runtime");
     runtime.block_on(async move {
         match cli.command {
-            Some(Command::Demo { endpoint, ranks, duration }) => {
+            Some(Command::Demo { endpoint, ranks, skew, slow, duration }) => {
                 let (tx, rx) = tokio::sync::watch::channel(false);
-                let tasks = fpm_exporter::publisher::demo::spawn(&endpoint, ranks, &rx);
+                let skew = fpm_exporter::publisher::demo::Skew { heavy: skew, slow };
+                let tasks = fpm_exporter::publisher::demo::spawn(&endpoint, ranks, skew, &rx);
                 tracing::info!(%endpoint, ranks, "simulated engine publishing");
                 match duration {
                     Some(d) => tokio::select! { _ = tokio::time::sleep(d) => {}, _ = wait_for_signal() => {} },

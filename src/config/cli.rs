@@ -34,6 +34,12 @@ pub enum Command {
         /// Number of simulated dp ranks.
         #[arg(long, default_value_t = 4)]
         ranks: u64,
+        /// Give this rank three times the others' work.
+        #[arg(long, value_name = "RANK")]
+        skew: Option<u64>,
+        /// Make this rank take twice as long for the same work.
+        #[arg(long, value_name = "RANK")]
+        slow: Option<u64>,
         /// Stop after this long (default: run until interrupted).
         #[arg(long, value_parser = humantime::parse_duration)]
         duration: Option<Duration>,
@@ -79,6 +85,12 @@ pub struct RunArgs {
     /// Ranks of the simulated engine.
     #[arg(long, default_value_t = 4, value_name = "N")]
     pub demo_ranks: u64,
+    /// Give this rank of the simulated engine three times the others' work (an imbalanced engine).
+    #[arg(long, value_name = "RANK")]
+    pub demo_skew: Option<u64>,
+    /// Make this rank of the simulated engine take twice as long for the same work (a straggler).
+    #[arg(long, value_name = "RANK")]
+    pub demo_slow: Option<u64>,
     /// HTTP listen address.
     #[arg(short, long, value_name = "ADDR")]
     pub listen: Option<SocketAddr>,

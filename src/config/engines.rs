@@ -35,6 +35,10 @@ pub struct DemoSettings {
     pub endpoint: String,
     /// Number of ranks.
     pub ranks: u64,
+    /// The rank given `--demo-skew`: three times the others' work.
+    pub heavy: Option<u64>,
+    /// The rank given `--demo-slow`: twice as long for the same work.
+    pub slow: Option<u64>,
 }
 
 /// Every engine and what to read of it, before the limits are applied.
@@ -72,7 +76,13 @@ pub(super) fn resolve(
     }
     let nats_ingest = args.nats.nats.is_some() || file.nats.as_ref().is_some_and(|n| n.has_url());
     if args.demo || (out.engines.is_empty() && !engine_from_flags && !nats_ingest) {
-        out.add_demo(args.demo_ranks)?;
+        out.add_demo(args.demo_ranks, args.demo_skew, args.demo_slow)?;
+    } else if args.demo_skew.is_some() || args.demo_slow.is_some() {
+        return Err(ConfigError(
+            "--demo-skew and --demo-slow apply to the simulated engine, which does not run \
+             when an engine is given (add --demo)"
+                .into(),
+        ));
     }
     Ok(out)
 }
@@ -172,9 +182,23 @@ impl Engines {
     }
 
     /// The simulated engine, publishing on IPC sockets in a directory of its own.
-    fn add_demo(&mut self, ranks: u64) -> Result<(), ConfigError> {
+    fn add_demo(
+        &mut self,
+        ranks: u64,
+        heavy: Option<u64>,
+        slow: Option<u64>,
+    ) -> Result<(), ConfigError> {
         if ranks == 0 || ranks > 64 {
             return Err(ConfigError("--demo-ranks must be from 1 to 64".into()));
+        }
+        for (flag, rank) in [("--demo-skew", heavy), ("--demo-slow", slow)] {
+            if rank.is_some_and(|r| r >= ranks) {
+                return Err(ConfigError(format!(
+                    "{flag} names rank {}, but the demo engine has ranks 0 to {}",
+                    rank.unwrap_or_default(),
+                    ranks - 1
+                )));
+            }
         }
         // One directory per demo instance, not per process: two exporters started in
         // one process (tests, library users) must not bind each other's sockets.
@@ -204,6 +228,8 @@ impl Engines {
         self.demo = Some(DemoSettings {
             endpoint: base,
             ranks,
+            heavy,
+            slow,
         });
         Ok(())
     }

@@ -53,6 +53,36 @@ fn no_engine_means_demo() {
 }
 
 #[test]
+fn demo_skew_names_a_rank_of_the_demo_engine() {
+    let s = Settings::from_cli(&args(&["--demo-skew", "3", "--demo-slow", "1"])).unwrap();
+    let demo = s.demo.unwrap();
+    assert_eq!((demo.heavy, demo.slow), (Some(3), Some(1)));
+    let plain = Settings::from_cli(&args(&[])).unwrap().demo.unwrap();
+    assert_eq!((plain.heavy, plain.slow), (None, None));
+    let e = Settings::from_cli(&args(&["--demo-skew", "4"])).unwrap_err();
+    assert!(e.to_string().contains("ranks 0 to 3"), "{e}");
+    let e = Settings::from_cli(&args(&["--demo-ranks", "2", "--demo-slow", "2"])).unwrap_err();
+    assert!(e.to_string().contains("--demo-slow names rank 2"), "{e}");
+    // With an engine of one's own, the demo does not run: the flag would do nothing.
+    let e = Settings::from_cli(&args(&[
+        "--endpoint",
+        "tcp://127.0.0.1:1",
+        "--demo-skew",
+        "0",
+    ]))
+    .unwrap_err();
+    assert!(e.to_string().contains("add --demo"), "{e}");
+    assert!(Settings::from_cli(&args(&[
+        "--endpoint",
+        "tcp://127.0.0.1:1",
+        "--demo",
+        "--demo-skew",
+        "0"
+    ]))
+    .is_ok());
+}
+
+#[test]
 fn file_with_several_engines() {
     let s = file(
         "windows = [\"5s\", \"30s\"]\n[[engine]]\nname = \"p\"\nendpoint = \"ipc:///tmp/x\"\nranks = \"0-1\"\nlabels = { role = \"prefill\" }\n\

@@ -13,12 +13,44 @@ use rand::{Rng, SeedableRng};
 use std::time::Duration;
 use tokio::sync::watch;
 
+/// Ranks of the simulated engine that misbehave, so its balance panels have something
+/// to show (`--demo-skew`, `--demo-slow`); by default none.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Skew {
+    /// This rank gets [`HEAVY_WORK`] times the work of the others.
+    pub heavy: Option<u64>,
+    /// This rank takes [`SLOWNESS`] times as long for the same work.
+    pub slow: Option<u64>,
+}
+
+/// Work of the heavy rank relative to the others.
+pub const HEAVY_WORK: f64 = 3.0;
+/// Time per iteration of the slow rank relative to the cost model.
+pub const SLOWNESS: f64 = 2.0;
+
+impl Skew {
+    fn model(&self, worker_id: &str, dp_rank: u64, seed: u64) -> FrameModel {
+        let work = if self.heavy == Some(dp_rank) {
+            HEAVY_WORK
+        } else {
+            1.0
+        };
+        let slowness = if self.slow == Some(dp_rank) {
+            SLOWNESS
+        } else {
+            1.0
+        };
+        FrameModel::new(worker_id, dp_rank, seed).skewed(work, slowness)
+    }
+}
+
 /// Publishes one simulated rank on `address` until `shutdown`.
 pub async fn run_rank(
     address: String,
     worker_id: String,
     dp_rank: u64,
     seed: u64,
+    skew: Skew,
     mut shutdown: watch::Receiver<bool>,
 ) {
     let mut publisher = match FramePublisher::bind(&address).await {
@@ -29,7 +61,7 @@ pub async fn run_rank(
         }
     };
     let now = tokio::time::Instant::now();
-    let mut model = FrameModel::new(&worker_id, dp_rank, seed);
+    let mut model = skew.model(&worker_id, dp_rank, seed);
     // Spell lengths draw from their own generator, so the frames stay the model's.
     let mut spells = SmallRng::seed_from_u64(seed);
     let mut busy_until = now + Duration::from_secs(2 + seed % 5);
@@ -70,6 +102,7 @@ pub async fn run_rank(
 pub fn spawn(
     base: &str,
     ranks: u64,
+    skew: Skew,
     shutdown: &watch::Receiver<bool>,
 ) -> Vec<tokio::task::JoinHandle<()>> {
     (0..ranks)
@@ -80,6 +113,7 @@ pub fn spawn(
                 "demo-engine-0".into(),
                 r,
                 0x5eed + r,
+                skew,
                 shutdown.clone(),
             )))
         })

@@ -18,6 +18,8 @@ pub struct FrameModel {
     decoding: u64,
     avg_ctx: f64,
     waiting: u64,
+    work: f64,
+    slowness: f64,
 }
 
 impl FrameModel {
@@ -34,7 +36,19 @@ impl FrameModel {
             decoding: 32,
             avg_ctx: 1500.0,
             waiting: 2,
+            work: 1.0,
+            slowness: 1.0,
         }
+    }
+
+    /// The same rank skewed: `work` times the prefill chunk and decode batch of an
+    /// even rank (a router that favours it), each iteration `slowness` times longer
+    /// than the cost model says (a slow GPU). 1 and 1 are the unskewed model; the
+    /// random draws are the same either way.
+    pub fn skewed(mut self, work: f64, slowness: f64) -> Self {
+        self.work = work;
+        self.slowness = slowness;
+        self
     }
 
     /// The heartbeat this rank sends while idle (every field at its default).
@@ -74,17 +88,24 @@ impl FrameModel {
             } else {
                 0
             };
+            // Scaled after the draws, so a skewed rank draws what an even one does.
+            let (chunk, cached) = (
+                (chunk as f64 * self.work) as u64,
+                (cached as f64 * self.work) as u64,
+            );
             let var = if n > 1 { rng.gen_range(1e4..4e7) } else { 0.0 };
             (n, chunk, var, cached)
         } else {
             (0, 0, 0.0, 0)
         };
-        let decode_kv = (self.decoding as f64 * self.avg_ctx) as u64;
+        let decoding = (self.decoding as f64 * self.work) as u64;
+        let decode_kv = (decoding as f64 * self.avg_ctx) as u64;
         let wall = (COST[0]
             + COST[1] * chunk as f64
-            + COST[2] * self.decoding as f64
+            + COST[2] * decoding as f64
             + COST[3] * decode_kv as f64)
-            * rng.gen_range(0.95..1.05);
+            * rng.gen_range(0.95..1.05)
+            * self.slowness;
         let queued_tokens = self.waiting * rng.gen_range(200..3000);
         let preempted = if rng.gen_bool(0.05) {
             rng.gen_range(1..4u64)
@@ -98,9 +119,9 @@ impl FrameModel {
             sum_prefill_tokens: Count(chunk),
             var_prefill_length: Real(var_len),
             sum_prefill_kv_tokens: Count(cached),
-            num_decode_requests: Count(self.decoding),
+            num_decode_requests: Count(decoding),
             sum_decode_kv_tokens: Count(decode_kv),
-            var_decode_kv_tokens: Real(if self.decoding > 1 {
+            var_decode_kv_tokens: Real(if decoding > 1 {
                 self.avg_ctx * self.avg_ctx * 0.3
             } else {
                 0.0
@@ -149,6 +170,24 @@ mod tests {
             "prefill share {prefills}/5000"
         );
         let hb = m.heartbeat().clone();
+        // A skewed copy draws the same numbers: 3x the work, twice the time for it.
+        let (mut even, mut heavy) = (
+            FrameModel::new("w", 1, 7),
+            FrameModel::new("w", 1, 7).skewed(3.0, 2.0),
+        );
+        for _ in 0..200 {
+            let (a, b) = (
+                even.next_iteration().clone(),
+                heavy.next_iteration().clone(),
+            );
+            let (sa, sb) = (&a.scheduled_requests, &b.scheduled_requests);
+            assert_eq!(sb.sum_prefill_tokens.0, sa.sum_prefill_tokens.0 * 3);
+            assert_eq!(sb.num_decode_requests.0, sa.num_decode_requests.0 * 3);
+            assert!(
+                b.wall_time.0 > 2.0 * a.wall_time.0
+                    || sa.num_decode_requests.0 + sa.sum_prefill_tokens.0 == 0
+            );
+        }
         assert!(hb.is_heartbeat());
         assert_eq!((hb.worker_id.as_str(), hb.dp_rank), ("w", 3));
     }

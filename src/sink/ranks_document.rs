@@ -1,47 +1,8 @@
 //! The `/v1/ranks` document: every rank and engine of one snapshot, streamed in pieces.
 //! The rank itself is [`RankJson`], shared with the stream's snapshot events.
 
-use super::shared_json::{window_names, Labels, ModelJson, RankJson, WindowsJson};
-use crate::state::{EngineSnapshot, Registry, Snapshot};
-use serde::Serialize;
-
-#[derive(Serialize)]
-struct RankCounts {
-    busy: u64,
-    idle: u64,
-    stale: u64,
-    expired_total: u64,
-}
-
-#[derive(Serialize)]
-struct EngineJson<'a> {
-    engine: &'a str,
-    labels: Labels<'a>,
-    ranks: RankCounts,
-    windows: WindowsJson<'a>,
-    model: ModelJson,
-}
-
-impl<'a> EngineJson<'a> {
-    fn new(registry: &'a Registry, e: &'a EngineSnapshot, window_names: &'a [String]) -> Self {
-        let info = &registry.engines[e.engine];
-        EngineJson {
-            engine: &info.name,
-            labels: Labels(&info.labels),
-            ranks: RankCounts {
-                busy: e.busy,
-                idle: e.idle,
-                stale: e.stale,
-                expired_total: e.expired_total,
-            },
-            windows: WindowsJson {
-                names: window_names,
-                windows: &e.windows,
-            },
-            model: ModelJson::new(&e.model, registry.model_window_secs(), None),
-        }
-    }
-}
+use super::shared_json::{window_names, EngineJson, RankJson};
+use crate::state::{Registry, Snapshot};
 
 /// Renders the whole `/v1/ranks` document at once (benchmarks and tests; the
 /// endpoint streams it with [`RanksDocument`]).
@@ -175,6 +136,7 @@ mod tests {
     use crate::state::sequence::SeqEvent;
     use crate::state::{EngineInfo, RankCache, RankFilter, StateConfig};
     use crate::wire::{Count, ForwardPassMetrics, Real};
+    use serde::Serialize;
 
     /// An iteration frame whose values differ by rank and sequence.
     fn frame(rank: u64, seq: u64) -> ForwardPassMetrics {

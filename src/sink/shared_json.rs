@@ -6,10 +6,11 @@
 //! knows this output. Schemas: `proto/schema/`.
 
 use crate::state::fields::{FIELDS, FIELD_COUNT};
+use crate::state::imbalance::{Balance, Straggler, MEASURES};
 use crate::state::model::{Fit, ModelKind, ModelSums, TERMS};
 use crate::state::rank::{Counters, Liveness};
 use crate::state::views::{LoadsSnapshot, RankLoad};
-use crate::state::{EngineInfo, RankSnapshot, Registry, WindowSnapshot};
+use crate::state::{EngineInfo, EngineSnapshot, RankSnapshot, Registry, WindowSnapshot};
 use crate::wire::ForwardPassMetrics;
 use serde::ser::{SerializeMap, Serializer};
 use serde::Serialize;
@@ -89,6 +90,128 @@ impl Serialize for Labels<'_> {
     }
 }
 
+#[derive(Serialize)]
+struct RankCounts {
+    busy: u64,
+    idle: u64,
+    stale: u64,
+    expired_total: u64,
+}
+
+#[derive(Serialize)]
+/// One engine's aggregate in `/v1/ranks` and in stream snapshots.
+pub struct EngineJson<'a> {
+    engine: &'a str,
+    labels: Labels<'a>,
+    ranks: RankCounts,
+    windows: WindowsJson<'a>,
+    balance: BalanceJson<'a>,
+    model: ModelJson,
+}
+
+impl<'a> EngineJson<'a> {
+    /// The JSON view of one engine.
+    pub fn new(registry: &'a Registry, e: &'a EngineSnapshot, window_names: &'a [String]) -> Self {
+        let info = &registry.engines[e.engine];
+        EngineJson {
+            engine: &info.name,
+            labels: Labels(&info.labels),
+            ranks: RankCounts {
+                busy: e.busy,
+                idle: e.idle,
+                stale: e.stale,
+                expired_total: e.expired_total,
+            },
+            windows: WindowsJson {
+                names: window_names,
+                windows: &e.windows,
+            },
+            balance: BalanceJson {
+                names: window_names,
+                balance: &e.balance,
+            },
+            model: ModelJson::new(&e.model, registry.model_window_secs(), None),
+        }
+    }
+}
+
+/// An engine's balance per window: `{window: {ranks, <measure>: {ratio, mean, max,
+/// heaviest: {worker_id, dp_rank}, lockstep_wait_ratio} | null}}`.
+struct BalanceJson<'a> {
+    names: &'a [String],
+    balance: &'a [Balance],
+}
+
+impl Serialize for BalanceJson<'_> {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        #[derive(Serialize)]
+        struct Heaviest<'a> {
+            worker_id: &'a str,
+            dp_rank: u64,
+        }
+        #[derive(Serialize)]
+        struct Measure<'a> {
+            ratio: f64,
+            mean: f64,
+            max: f64,
+            heaviest: Heaviest<'a>,
+            #[serde(skip_serializing_if = "Option::is_none")]
+            lockstep_wait_ratio: Option<f64>,
+        }
+        struct Window<'a>(&'a Balance);
+        impl Serialize for Window<'_> {
+            fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+                let mut map = s.serialize_map(Some(1 + MEASURES.len()))?;
+                map.serialize_entry("ranks", &self.0.ranks)?;
+                for (m, b) in MEASURES.iter().zip(&self.0.measures) {
+                    let v = b.as_ref().map(|b| Measure {
+                        ratio: b.ratio,
+                        mean: b.mean,
+                        max: b.max,
+                        heaviest: Heaviest {
+                            worker_id: &b.heaviest.worker_id,
+                            dp_rank: b.heaviest.dp_rank,
+                        },
+                        lockstep_wait_ratio: b.lockstep_wait,
+                    });
+                    map.serialize_entry(m.as_str(), &v)?;
+                }
+                map.end()
+            }
+        }
+        let mut map = s.serialize_map(Some(self.balance.len()))?;
+        for (name, b) in self.names.iter().zip(self.balance) {
+            map.serialize_entry(name, &Window(b))?;
+        }
+        map.end()
+    }
+}
+
+/// A rank's straggler figures per window: `{window: {seconds_per_token, ratio} | null}`.
+struct StragglerJson<'a> {
+    names: &'a [String],
+    straggler: &'a [Option<Straggler>],
+}
+
+impl Serialize for StragglerJson<'_> {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        #[derive(Serialize)]
+        struct Figures {
+            seconds_per_token: f64,
+            ratio: Option<f64>,
+        }
+        let mut map = s.serialize_map(Some(self.straggler.len()))?;
+        for (name, st) in self.names.iter().zip(self.straggler) {
+            let v = st.map(|st| Figures {
+                seconds_per_token: st.seconds_per_token,
+                ratio: st.ratio,
+            });
+            map.serialize_entry(name, &v)?;
+        }
+        map.end()
+    }
+}
+
 /// One rank in `/v1/ranks` and in stream snapshots.
 #[derive(Serialize)]
 pub struct RankJson<'a> {
@@ -106,6 +229,7 @@ pub struct RankJson<'a> {
     last: Option<&'a ForwardPassMetrics>,
     counters: &'a Counters,
     windows: WindowsJson<'a>,
+    straggler: StragglerJson<'a>,
     model: ModelJson,
 }
 
@@ -130,6 +254,10 @@ impl<'a> RankJson<'a> {
             windows: WindowsJson {
                 names: window_names,
                 windows: &r.windows,
+            },
+            straggler: StragglerJson {
+                names: window_names,
+                straggler: &r.straggler,
             },
             model: ModelJson::new(&r.model, registry.model_window_secs(), None),
         }

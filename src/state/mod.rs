@@ -11,6 +11,7 @@ pub mod engine_view;
 pub mod engines;
 mod event;
 pub mod fields;
+pub mod imbalance;
 pub mod intake;
 pub mod labels;
 pub mod load;
@@ -33,5 +34,7 @@ pub use event::{Event, EventKind};
 pub use registry::{RankCache, RankFilter, RankHandle, Registry};
 pub use snapshot::{EngineSnapshot, RankSnapshot, Snapshot, WindowSnapshot};
 
+#[cfg(test)]
+mod imbalance_tests;
 #[cfg(test)]
 mod registry_tests;

@@ -1,5 +1,6 @@
 //! Consistent views of the ranks and their engines' aggregates, taken at one instant.
 
+use super::imbalance::{self, Balance, Straggler};
 use super::rank::{Counters, LastFrame, Liveness, RankKey};
 use super::window::FrameMoments;
 use super::{model, quantiles, RankFilter, RankHandle, Registry};
@@ -46,6 +47,7 @@ impl Registry {
                 stale: 0,
                 expired_total: self.expired[engine].load(Relaxed),
                 windows: self.empty_windows(),
+                balance: (0..nwin).map(|_| Balance::default()).collect(),
                 model: model::ModelSums::default(),
                 iterations_total: retired.get(engine).map_or(0, |r| r.0),
                 wall_time_ns_total: retired.get(engine).map_or(0, |r| r.1),
@@ -94,9 +96,11 @@ impl Registry {
                 last: rank.last.clone(),
                 counters: rank.counters,
                 windows,
+                straggler: smallvec::smallvec![None; nwin],
                 model,
             });
         }
+        imbalance::fill(&mut ranks, &mut engines);
         for (eng, counts) in engines.iter_mut().zip(&engine_counts) {
             for (w, c) in eng.windows.iter_mut().zip(counts) {
                 w.wall_time_quantiles = c.quantiles();
@@ -163,6 +167,9 @@ pub struct RankSnapshot {
     pub counters: Counters,
     /// Window statistics, in configured order.
     pub windows: Windows,
+    /// Time per token against the engine's other ranks, per window (`None` when the
+    /// rank is not counted: see [`imbalance`]).
+    pub straggler: smallvec::SmallVec<[Option<Straggler>; 2]>,
     /// Performance-model sums over the longest window.
     pub model: model::ModelSums,
 }
@@ -182,6 +189,8 @@ pub struct EngineSnapshot {
     pub expired_total: u64,
     /// Merged window statistics of all its ranks.
     pub windows: Windows,
+    /// How evenly the work is spread over its ranks, per window.
+    pub balance: smallvec::SmallVec<[Balance; 2]>,
     /// Performance-model sums of all its ranks over the longest window.
     pub model: model::ModelSums,
     /// Iterations of all its ranks since the exporter started, expired ranks included

@@ -58,6 +58,8 @@ fn expected_alerts() -> BTreeMap<&'static str, BTreeSet<(String, String)>> {
         ("FpmDecodeErrors", vec![("vllm", "1")]),
         ("FpmQueueGrowingWithoutProgress", vec![("vllm", "0")]),
         ("FpmExporterTargetDown", vec![("", "")]),
+        ("FpmEngineImbalanced", vec![("dp", "")]),
+        ("FpmRankStraggler", vec![("dp", "1")]),
     ]
     .into_iter()
     .map(|(k, v)| {
@@ -122,13 +124,21 @@ pub async fn alerts_fire_for_the_right_series(
             | "FpmRankDown"
             | "FpmFrameLoss"
             | "FpmQueueGrowingWithoutProgress"
-            | "FpmPublisherCrashLoop" => {
+            | "FpmPublisherCrashLoop"
+            | "FpmRankStraggler" => {
                 assert!(
                     expected[name].contains(&got),
                     "{name} wrongly active for {got:?}: {a}"
                 )
             }
             "FpmDecodeErrors" => assert_eq!(got, ("vllm".into(), "1".into()), "{a}"),
+            // The skewed engine only, for its prefill tokens only, naming rank 3.
+            "FpmEngineImbalanced" => {
+                assert_eq!(got, ("dp".into(), "".into()), "{a}");
+                assert_eq!(a["labels"]["measure"], "prefill_tokens", "{a}");
+                let summary = a["annotations"]["summary"].as_str().unwrap_or_default();
+                assert!(summary.contains("rank 3 carries 2.00x"), "{a}");
+            }
             "FpmExporterTargetDown" => {
                 assert_eq!(a["labels"]["instance"], dead_target, "{a}")
             }

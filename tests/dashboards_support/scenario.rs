@@ -40,13 +40,15 @@ impl Scenario {
         let tcp = common::free_port_range(3);
         let dir = common::ipc_dir();
         let ipc = format!("ipc://{}/sgl", dir.path().display());
+        let ipc_dp = format!("ipc://{}/dp", dir.path().display());
         let cfg = dir.path().join("engines.toml");
         std::fs::write(
             &cfg,
             format!(
                 "stale_after = \"2s\"\nexpire_after = \"10s\"\nwindows = [\"20s\", \"60s\"]\n\
                  [[engine]]\nname = \"sglang\"\nendpoint = \"{ipc}\"\nranks = 4\nlabels = {{ model = \"m1\", role = \"prefill\" }}\n\
-                 [[engine]]\nname = \"vllm\"\nendpoint = \"tcp://127.0.0.1:{tcp}\"\nranks = 3\nlabels = {{ model = \"m1\", role = \"decode\" }}\n"
+                 [[engine]]\nname = \"vllm\"\nendpoint = \"tcp://127.0.0.1:{tcp}\"\nranks = 3\nlabels = {{ model = \"m1\", role = \"decode\" }}\n\
+                 [[engine]]\nname = \"dp\"\nendpoint = \"{ipc_dp}\"\nranks = 4\nlabels = {{ model = \"m2\", role = \"agg\" }}\n"
             ),
         )
         .unwrap();
@@ -76,6 +78,14 @@ impl Scenario {
             );
         }
         d.cmd(json!({"cmd": "start", "key": "v0", "rank": 0, "endpoint": format!("tcp://127.0.0.1:{tcp}"), "worker_id": "vllm-a"}));
+        // Engine dp: rank 3 gets 3x the prefill tokens (imbalance), rank 1 twice the
+        // wall time for the same work (a straggler).
+        for r in 0..4u64 {
+            d.cmd(
+                json!({"cmd": "start", "key": format!("dp{r}"), "rank": r, "dp_rank": r,
+                         "endpoint": format!("{ipc_dp}.{r}"), "worker_id": "dp-w"}),
+            );
+        }
         let faulty = FramePublisher::bind(&format!("tcp://127.0.0.1:{}", tcp + 1))
             .await
             .expect("bind vllm rank 1");
@@ -106,7 +116,9 @@ impl Scenario {
             let up = |e: &str, r: &str| {
                 common::sample(&m, "fpm_up", &[("engine", e), ("dp_rank", r)]) == Some(1.0)
             };
-            if ["0", "1", "2", "3"].iter().all(|r| up("sglang", r))
+            if ["0", "1", "2", "3"]
+                .iter()
+                .all(|r| up("sglang", r) && up("dp", r))
                 && up("vllm", "0")
                 && up("vllm", "1")
             {
@@ -157,6 +169,9 @@ impl Scenario {
                 }
             }
             self.d.cmd(json!({"cmd": "publish", "key": "v0", "metrics": stuck_queue_frame(tick), "backpressure": true}));
+            for r in 0..4u64 {
+                self.d.cmd(json!({"cmd": "publish", "key": format!("dp{r}"), "metrics": dp_frame(r), "count": 2, "backpressure": true}));
+            }
             // Every other sequence number of the faulty rank never arrives.
             self.faulty_seq += 1;
             let p = faulty_payload(&mut self.d, self.faulty_seq);
@@ -203,9 +218,11 @@ impl Scenario {
     }
 }
 
-/// A real-module encoding of a busy frame for the test's own vllm rank 1.
+/// A real-module encoding of a busy frame for the test's own vllm rank 1: the same
+/// decode work as vllm rank 0 with a steady queue, so the engine is balanced and its
+/// queue alert stays on rank 0.
 pub fn faulty_payload(d: &mut Driver, seq: u64) -> bytes::Bytes {
-    let mut m = sglang_frame(seq);
+    let mut m = stuck_queue_frame(0);
     m["worker_id"] = json!("vllm-b");
     m["dp_rank"] = json!(1);
     m["counter_id"] = json!(seq);
@@ -218,6 +235,19 @@ pub fn faulty_payload(d: &mut Driver, seq: u64) -> bytes::Bytes {
         .map(|i| u8::from_str_radix(&hex[i..i + 2], 16).unwrap())
         .collect::<Vec<u8>>()
         .into()
+}
+
+/// An iteration of engine dp's rank r: rank 3 computes 3x the prefill tokens of the
+/// others, rank 1 takes twice as long for the same work.
+pub fn dp_frame(r: u64) -> Value {
+    json!({
+        "wall_time": if r == 1 { 0.04 } else { 0.02 },
+        "scheduled_requests": {
+            "num_prefill_requests": 1, "sum_prefill_tokens": if r == 3 { 3000 } else { 1000 },
+            "num_decode_requests": 32, "sum_decode_kv_tokens": 64000
+        },
+        "queued_requests": {"num_prefill_requests": 1, "sum_prefill_tokens": 900}
+    })
 }
 
 /// A busy SGLang iteration, varied by `i`.

@@ -3,6 +3,7 @@
 //! Expired ranks are simply absent from the snapshot, so their series disappear.
 
 mod accept;
+pub mod balance;
 pub mod detail;
 pub mod endpoints;
 pub mod engine_metrics;
@@ -150,6 +151,8 @@ fn render_into(registry: &Registry, w: &mut Writer, start_unix_secs: f64, extras
         snap.ranks.iter().map(|r| levels.of(r.key.engine)).collect();
     ranks::write(w, &snap.ranks, &rank_labels, &details, &window_names);
     engines::write(w, &snap.engines, &engine_labels, &window_names);
+    balance::write_engines(w, &snap.engines, &engine_labels, &window_names);
+    balance::write_ranks(w, &snap.ranks, &rank_labels, &window_names);
     model::write(
         w,
         &snap.ranks,
@@ -180,6 +183,7 @@ pub fn full_only_families() -> Vec<Family> {
 pub fn all_families() -> Vec<Family> {
     let mut v = ranks::families();
     v.extend(engines::families());
+    v.extend(balance::families());
     v.extend(model::families());
     v.extend(endpoints::families());
     v.extend(exporter::families());

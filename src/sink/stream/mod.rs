@@ -4,7 +4,7 @@
 //! ring, relayed to the clients by the [`hub`]; each client reads it at its own pace. A client that falls behind never
 //! slows ingestion: it skips ahead and is told how many events it missed
 //! (`event: lagged`). In sampling mode a client instead gets one `snapshot` event per
-//! rank per interval, plus the liveness changes.
+//! rank and one `engine_snapshot` per engine each interval, plus the liveness changes.
 
 pub mod hub;
 pub mod snapshots;
@@ -32,7 +32,7 @@ pub struct StreamOptions {
 /// One SSE message: its event name and JSON data.
 #[derive(Debug, Clone, PartialEq)]
 pub struct StreamMessage {
-    /// `frame`, `state`, `snapshot` or `lagged`.
+    /// `frame`, `state`, `snapshot`, `engine_snapshot` or `lagged`.
     pub event: &'static str,
     /// The JSON document.
     pub data: Bytes,

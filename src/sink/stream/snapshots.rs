@@ -1,5 +1,6 @@
-//! The `snapshot` events of `/v1/stream?interval=`. Rendering one means a registry
-//! snapshot plus one JSON document per rank; done on the async workers for hundreds
+//! The `snapshot` events (one per rank) and `engine_snapshot` events (one per engine
+//! with ranks in the filter) of `/v1/stream?interval=`. Rendering them means a registry
+//! snapshot plus one JSON document per rank and engine; done on the async workers for hundreds
 //! of clients ten times a second, it would take the threads that ingest and HTTP run
 //! on. So it runs on the blocking pool under a budget of its own (a few threads at
 //! most), and clients with the same filter share one rendering made within
@@ -7,7 +8,7 @@
 
 use super::StreamMessage;
 use crate::sink::serving::HttpStats;
-use crate::sink::shared_json::{window_names, RankJson};
+use crate::sink::shared_json::{window_names, EngineJson, RankJson};
 use crate::state::{RankFilter, Registry};
 use parking_lot::Mutex;
 use std::sync::atomic::Ordering::Relaxed;
@@ -103,13 +104,32 @@ impl Snapshots {
 fn render(registry: &Registry, filter: &RankFilter) -> Rendered {
     let snap = registry.snapshot(filter);
     let names = window_names(registry);
-    snap.ranks
+    let json = |v: &dyn erased_json::Json| -> bytes::Bytes { v.to_vec().into() };
+    let ranks = snap.ranks.iter().map(|r| StreamMessage {
+        event: "snapshot",
+        data: json(&RankJson::new(registry, r, &names)),
+    });
+    // Then each engine of the filter with at least one rank in it: its aggregate and
+    // balance, which no single rank's event can carry.
+    let engines = snap
+        .engines
         .iter()
-        .map(|r| StreamMessage {
-            event: "snapshot",
-            data: serde_json::to_vec(&RankJson::new(registry, r, &names))
-                .expect("JSON of plain data cannot fail")
-                .into(),
-        })
-        .collect()
+        .filter(|e| snap.ranks.iter().any(|r| r.key.engine == e.engine))
+        .map(|e| StreamMessage {
+            event: "engine_snapshot",
+            data: json(&EngineJson::new(registry, e, &names)),
+        });
+    ranks.chain(engines).collect()
+}
+
+/// `serde_json::to_vec` behind a trait object, for the two document types above.
+mod erased_json {
+    pub trait Json {
+        fn to_vec(&self) -> Vec<u8>;
+    }
+    impl<T: serde::Serialize> Json for T {
+        fn to_vec(&self) -> Vec<u8> {
+            serde_json::to_vec(self).expect("JSON of plain data cannot fail")
+        }
+    }
 }
