@@ -1,0 +1,131 @@
+//! `/engine_metrics` line for line against the real `prometheus_client` 0.26.0: files
+//! written by real Python processes (tests/py/multiproc_exact.py `spec`, which can
+//! give a process the pid of another, as a restarted container does), and Python's
+//! own `generate_latest` (text and OpenMetrics) over a `MultiProcessCollector` of the
+//! same directory as the expected output, HELP, TYPE and sample names byte for byte.
+
+mod common;
+
+use common::{repo_root, sample, venv_python, Exporter};
+use serde_json::{json, Value};
+use std::path::Path;
+use std::process::Command;
+
+/// One real writer process with multiprocess identifier `pid`, writing `ops` in order.
+fn spec(dir: &Path, pid: u32, ops: Value) {
+    common::require_test_deps();
+    let out = Command::new(venv_python())
+        .arg(repo_root().join("tests/py/multiproc_exact.py"))
+        .args([
+            "spec",
+            "--dir",
+            dir.to_str().unwrap(),
+            "--pid",
+            &pid.to_string(),
+        ])
+        .args(["--ops", &ops.to_string()])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// Python's output for `dir` against one GET of the exporter's `/engine_metrics`:
+/// the JSON report; panics with the differences.
+async fn exact(exp: &Exporter, dir: &Path, openmetrics: bool) -> Value {
+    let mut cmd = Command::new(venv_python());
+    cmd.arg(repo_root().join("tests/py/multiproc_exact.py"))
+        .args(["exact", "--dir", dir.to_str().unwrap()])
+        .args(["--url", &format!("{}/engine_metrics", exp.url)])
+        .args([
+            "--own",
+            &format!("engine=\"e\",worker_addr=\"{}\"", dir.display()),
+        ]);
+    if openmetrics {
+        cmd.arg("--openmetrics");
+    }
+    let out = tokio::task::spawn_blocking(move || cmd.output().unwrap())
+        .await
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "exporter differs from prometheus_client (openmetrics: {openmetrics}):\n{text}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_str(text.trim()).unwrap()
+}
+
+async fn both_formats_equal_python(exp: &Exporter, dir: &Path) {
+    for om in [false, true] {
+        let r = exact(exp, dir, om).await;
+        assert!(r["checked"].as_u64().unwrap() > 0, "{r}");
+    }
+}
+
+async fn exporter(dir: &Path, extra: &[&str]) -> Exporter {
+    let mut args = vec!["--multiproc-dir", dir.to_str().unwrap(), "--engine", "e"];
+    args.extend_from_slice(extra);
+    Exporter::start(&args).await
+}
+
+fn counter(name: &str, labels: Value, value: f64) -> Value {
+    json!({"kind": "counter", "name": name, "help": "Requests.", "labels": labels, "value": value})
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_file_rewritten_under_the_same_pid_and_inode_is_read_under_its_own_keys() {
+    let top = tempfile::tempdir().unwrap();
+    let (d, scratch) = (top.path().join("mp"), top.path().join("scratch"));
+    std::fs::create_dir_all(&d).unwrap();
+    std::fs::create_dir_all(&scratch).unwrap();
+    spec(
+        &d,
+        4242,
+        json!([
+            counter("c", json!({"k": "aa"}), 1.0),
+            counter("c", json!({"k": "bb"}), 2.0)
+        ]),
+    );
+    let exp = exporter(&d, &[]).await;
+    both_formats_equal_python(&exp, &d).await;
+    // The process restarts under the same pid and writes its series in another order;
+    // its file has the same name, inode, `used` and key lengths as the old one.
+    spec(
+        &scratch,
+        4242,
+        json!([
+            counter("c", json!({"k": "bb"}), 20.0),
+            counter("c", json!({"k": "aa"}), 10.0)
+        ]),
+    );
+    let file = d.join("counter_4242.db");
+    let ino = std::os::unix::fs::MetadataExt::ino(&std::fs::metadata(&file).unwrap());
+    std::fs::write(
+        &file,
+        std::fs::read(scratch.join("counter_4242.db")).unwrap(),
+    )
+    .unwrap();
+    assert_eq!(
+        std::os::unix::fs::MetadataExt::ino(&std::fs::metadata(&file).unwrap()),
+        ino
+    );
+    for _ in 0..2 {
+        let body = exp.get("/engine_metrics").await.1;
+        assert_eq!(
+            sample(&body, "c_total", &[("k", "aa")]),
+            Some(10.0),
+            "{body}"
+        );
+        assert_eq!(
+            sample(&body, "c_total", &[("k", "bb")]),
+            Some(20.0),
+            "{body}"
+        );
+    }
+    both_formats_equal_python(&exp, &d).await;
+    exp.stop().await;
+}
