@@ -129,3 +129,47 @@ async fn a_file_rewritten_under_the_same_pid_and_inode_is_read_under_its_own_key
     both_formats_equal_python(&exp, &d).await;
     exp.stop().await;
 }
+
+fn gauge(name: &str, mode: &str, labels: Value, value: f64) -> Value {
+    json!({"kind": "gauge", "name": name, "help": "Level.", "labels": labels, "value": value, "mode": mode})
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn utf8_names_and_a_user_pid_label_are_served_as_python_serves_them() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    for (pid, v) in [(100, 1.0), (101, 2.0)] {
+        spec(
+            d,
+            pid,
+            json!([
+                // Next to the UTF-8 names, a plain family of the same file: before, the
+                // file was dropped whole (bad_key), this one with it.
+                counter("plain", json!({}), v),
+                counter("http.server.requests", json!({"http.method": "GET", "ok": "1"}), v),
+                counter("9lives", json!({"1x": "y", "ünï": "z"}), v),
+                {"kind": "histogram", "name": "lat.s", "help": "Latency.",
+                 "labels": {"a.b": "c", "a_a": "d", "z": "e"}, "value": v / 4.0, "buckets": [0.3, 1.0]},
+                gauge("g.max", "max", json!({"pid": format!("u{pid}"), "m": "x"}), v),
+                gauge("g_min", "livemin", json!({"pid": "same", "m": "x"}), v),
+                gauge("g_sum", "sum", json!({"pid": format!("u{pid}")}), v),
+                gauge("g_recent", "mostrecent", json!({"pid": format!("u{pid}")}), v),
+                // Python sorts labels by name as written, then escapes them; a gauge
+                // file's pid goes in its sorted place too.
+                gauge("g_all", "all", json!({"pid": "user", "m": "x", "zone": "z", "a.b": "1", "a_a": "2"}), v),
+                gauge("g_all_le", "liveall", json!({"le": "0.5", "zone": "z"}), v),
+            ]),
+        );
+    }
+    let exp = exporter(d, &["--multiproc-no-pid-check"]).await;
+    both_formats_equal_python(&exp, d).await;
+    let body = exp.get("/engine_metrics").await.1;
+    assert!(body.contains("http_server_requests_total{"), "{body}");
+    assert_eq!(sample(&body, "g_sum", &[]), Some(3.0), "{body}");
+    let m = exp.metrics().await;
+    assert_eq!(
+        sample(&m, "fpm_multiproc_errors_total", &[("reason", "bad_key")]),
+        Some(0.0)
+    );
+    exp.stop().await;
+}

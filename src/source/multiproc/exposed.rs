@@ -43,9 +43,6 @@ pub struct SampleRef {
     pub le: u32,
     /// Its name's suffix after the family name (`SUFFIXES`).
     pub suffix: u8,
-    /// The `le` goes last (a histogram bucket, as Python appends it) rather than in
-    /// its sorted place among the key's labels.
-    pub le_last: bool,
 }
 
 /// The part of a merge that only changes when the series set does.
@@ -117,14 +114,10 @@ impl Layout {
                 out.push('"');
             }
         };
-        if s.le_last {
-            out.push_str(text);
-            le(out);
-        } else {
-            out.push_str(&text[..at]);
-            le(out);
-            out.push_str(&text[at..]);
-        }
+        // Python's writers sort every sample's labels, a bucket's `le` included.
+        out.push_str(&text[..at]);
+        le(out);
+        out.push_str(&text[at..]);
         if out.len() == open + 1 {
             out.pop(); // no labels at all: no braces
         } else {
@@ -193,14 +186,17 @@ impl Layout {
                 });
             }
             let group = *group_ids.entry(r.group).or_insert_with(|| {
-                l.groups
-                    .push(group_text(&keys.group_labels(r.group), &clash));
+                l.groups.push(group_text(
+                    &keys.group_labels(r.group),
+                    keys.group_le_at(r.group),
+                    &clash,
+                ));
                 l.groups.len() as u32 - 1
             });
-            let (le, le_last) = match r.slot {
-                Slot::Acc(k) => (keys.series_le(k).map(str::to_owned), false),
-                Slot::Bucket(..) => (Some(go_float_string(r.le)), true),
-                Slot::Count(_) => (None, false),
+            let le = match r.slot {
+                Slot::Acc(k) => keys.series_le(k).map(str::to_owned),
+                Slot::Bucket(..) => Some(go_float_string(r.le)),
+                Slot::Count(_) => None,
             };
             negative |=
                 k == FamilyType::Histogram && le.as_ref().is_some_and(|v| v.starts_with('-'));
@@ -228,7 +224,6 @@ impl Layout {
                 group,
                 le,
                 suffix: r.suffix,
-                le_last,
             });
         }
         finish(&mut l, &mut sum_count, &mut negative);
@@ -237,9 +232,13 @@ impl Layout {
     }
 }
 
-/// A group's labels as `,name="value"...` and where a sorted `le` goes among them.
-fn group_text(labels: &[(String, String)], clash: &dyn Fn(&str) -> bool) -> (Box<str>, u32) {
-    let before_le = labels.partition_point(|(k, _)| k.as_str() < "le");
+/// A group's labels as `,name="value"...` and where a sorted `le` (label `before_le`
+/// in Python's order) goes among them.
+fn group_text(
+    labels: &[(String, String)],
+    before_le: usize,
+    clash: &dyn Fn(&str) -> bool,
+) -> (Box<str>, u32) {
     let mut text = String::new();
     let mut le_at = 0;
     for (i, (k, v)) in labels.iter().enumerate() {

@@ -151,7 +151,12 @@ pub(super) fn target(
         (Kind::Gauge, Mode::All | Mode::LiveAll) => Op::Last,
         _ => Op::Sum,
     };
-    Target::Acc((keys.series_id(key) as u64) << 32 | pid as u64, op)
+    let series = if drops_pid {
+        keys.series_id_nopid(key)
+    } else {
+        keys.series_id(key)
+    };
+    Target::Acc((series as u64) << 32 | pid as u64, op)
 }
 
 /// Where a sample of the merged output comes from.
