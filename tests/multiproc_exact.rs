@@ -173,3 +173,40 @@ async fn utf8_names_and_a_user_pid_label_are_served_as_python_serves_them() {
     );
     exp.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn openmetrics_names_samples_as_python_does() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    spec(
+        d,
+        300,
+        json!([
+            {"kind": "counter", "name": "sglang:num_requests", "help": "Requests \"served\"\\n.",
+             "labels": {"model_name": "m"}, "value": 3.0},
+            {"kind": "histogram", "name": "sglang:e2e_request_latency_seconds", "help": "Latency.",
+             "labels": {"model_name": "m"}, "value": 0.2, "buckets": [0.1, 1.0]},
+            gauge("sglang:num_running_reqs", "mostrecent", json!({"model_name": "m"}), 4.0),
+            gauge("http.server.active", "livesum", json!({}), 2.0),
+        ]),
+    );
+    let exp = exporter(d, &["--multiproc-no-pid-check"]).await;
+    both_formats_equal_python(&exp, d).await;
+    let (_, om) = get_openmetrics(&exp).await;
+    // Python's samples are named with `_` for `:` in OpenMetrics; so are the exporter's,
+    // under a family header of the same name, which Python's strict parser types.
+    assert!(om.contains("# TYPE sglang_num_requests counter\n"), "{om}");
+    assert!(om.contains("\nsglang_num_requests_total{"), "{om}");
+    assert!(!om.contains("sglang:"), "{om}");
+    exp.stop().await;
+}
+
+async fn get_openmetrics(exp: &Exporter) -> (u16, String) {
+    let r = reqwest::Client::new()
+        .get(format!("{}/engine_metrics", exp.url))
+        .header("Accept", "application/openmetrics-text; version=1.0.0")
+        .send()
+        .await
+        .unwrap();
+    (r.status().as_u16(), r.text().await.unwrap())
+}

@@ -20,6 +20,10 @@ use std::sync::Arc;
 pub struct ExposedFamily {
     /// The family name.
     pub name: String,
+    /// Its name in OpenMetrics: prometheus_client 0.26 names OpenMetrics samples with
+    /// each `:` as `_` (`sglang_x_total`); the family header is named the same here
+    /// (Python keeps `sglang:x` there, so its own parser leaves those samples untyped).
+    pub om_name: String,
     /// Its type.
     pub kind: FamilyType,
     /// Its help text.
@@ -94,11 +98,12 @@ impl Exposed {
 
 impl Layout {
     /// Appends sample `i` (family-relative) of family `f`'s `name{labels}`, with `head`
-    /// (the directory's labels rendered, `k="v",...`) first.
+    /// (the directory's labels rendered, `k="v",...`) first; `om`: its OpenMetrics name.
     #[inline]
-    pub fn write_prefix(&self, out: &mut String, head: &str, f: usize, i: usize) {
+    pub fn write_prefix(&self, out: &mut String, head: &str, f: usize, i: usize, om: bool) {
         let s = self.samples[self.starts[f] as usize + i];
-        out.push_str(&self.families[f].name);
+        let fam = &self.families[f];
+        out.push_str(if om { &fam.om_name } else { &fam.name });
         out.push_str(SUFFIXES[s.suffix as usize]);
         let (text, at) = &self.groups[s.group as usize];
         let at = *at as usize;
@@ -131,7 +136,7 @@ impl Layout {
     /// Sample `i` of family `f`'s `name{labels}` as a string (tests, diagnostics).
     pub fn prefix(&self, head: &str, f: usize, i: usize) -> String {
         let mut s = String::new();
-        self.write_prefix(&mut s, head, f, i);
+        self.write_prefix(&mut s, head, f, i, false);
         s
     }
 
@@ -179,6 +184,7 @@ impl Layout {
                 l.starts.push(l.samples.len() as u32);
                 l.families.push(ExposedFamily {
                     name: info.name.clone(),
+                    om_name: info.name.replace(':', "_"),
                     kind: k,
                     help: info.help.clone(),
                     bare: k == FamilyType::Counter && r.suffix == 0,
