@@ -210,3 +210,23 @@ async fn get_openmetrics(exp: &Exporter) -> (u16, String) {
         .unwrap();
     (r.status().as_u16(), r.text().await.unwrap())
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn help_is_the_one_python_takes_from_the_files_read_now() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let with_help = |help: &str, v: f64| json!([{"kind": "counter", "name": "c", "help": help, "labels": {}, "value": v}]);
+    spec(d, 400, with_help("Old help.", 1.0));
+    let exp = exporter(d, &[]).await;
+    both_formats_equal_python(&exp, d).await;
+    // A new version of the engine documents the family differently. While both
+    // files are there, Python takes the help of the first file it lists holding the
+    // family; once the old process's file is gone, only the new help is left.
+    spec(d, 401, with_help("New help.", 2.0));
+    both_formats_equal_python(&exp, d).await;
+    std::fs::remove_file(d.join("counter_400.db")).unwrap();
+    both_formats_equal_python(&exp, d).await;
+    let body = exp.get("/engine_metrics").await.1;
+    assert!(body.contains("# HELP c_total New help.\n"), "{body}");
+    exp.stop().await;
+}

@@ -147,12 +147,13 @@ impl Layout {
 }
 
 impl Layout {
-    /// The layout of a full merge's sorted rows; `own` are the directory's labels (a
-    /// sample label of the same name is renamed `exported_<name>`).
-    pub(super) fn build(
-        keys: &Keys,
+    /// The layout of a full merge's sorted rows, with each family's type and help;
+    /// `own` are the directory's labels (a sample label of the same name is renamed
+    /// `exported_<name>`).
+    pub(super) fn build<'k>(
+        keys: &'k Keys,
         rows: &[Row],
-        kind: &dyn Fn(u32) -> FamilyType,
+        (kind, help): (&dyn Fn(u32) -> FamilyType, &dyn Fn(u32) -> &'k str),
         own: &[(&str, &str)],
     ) -> Layout {
         let clash = |k: &str| own.iter().any(|(o, _)| *o == k);
@@ -186,7 +187,7 @@ impl Layout {
                     name: info.name.clone(),
                     om_name: info.name.replace(':', "_"),
                     kind: k,
-                    help: info.help.clone(),
+                    help: help(r.family).to_owned(),
                     bare: k == FamilyType::Counter && r.suffix == 0,
                     om_skip: Vec::new(),
                 });

@@ -37,7 +37,6 @@ pub(super) const SUFFIXES: [&str; 5] = ["", "_total", "_bucket", "_count", "_sum
 
 pub(super) struct FamilyInfo {
     pub(super) name: String,
-    pub(super) help: String,
 }
 
 /// A label set without `le`: its family and its `(name, value)` pair ids in Python's
@@ -61,6 +60,11 @@ pub struct Keys {
     raw_hash: (RandomState, RandomState),
     /// Each key id's series.
     key_series: Vec<u32>,
+    /// Each key id's help text in [`Keys::helps`]: keys of one family may disagree
+    /// (a new engine version), and Python takes the first one each scrape reads.
+    key_help: Vec<u32>,
+    helps: Vec<Box<str>>,
+    help_ids: HashMap<Box<str>, u32>,
     pub(super) series: Vec<Series>,
     /// Series by (group, suffix, `le`): exactly the canonical spelling's parts.
     series_ids: HashMap<(u32, u8, u32), u32>,
@@ -150,7 +154,7 @@ impl Keys {
             None => {
                 let f = self.families.len() as u32;
                 self.family_ids.insert(metric.clone(), f);
-                self.families.push(FamilyInfo { name: metric, help });
+                self.families.push(FamilyInfo { name: metric });
                 f
             }
         };
@@ -196,7 +200,10 @@ impl Keys {
             let nopid = self.series_for(family, pairs, suffix, le, (le_at, pid_at));
             self.series[series as usize].nopid = nopid;
         }
+        let help: Box<str> = help.into();
+        let help = intern(&mut self.help_ids, &mut self.helps, help.clone(), || help);
         self.key_series.push(series);
+        self.key_help.push(help);
         Some(self.key_series.len() as u32 - 1)
     }
 
@@ -242,6 +249,16 @@ impl Keys {
     /// The series id of key id `key`.
     pub(super) fn series_id(&self, key: u32) -> u32 {
         self.key_series[key as usize]
+    }
+
+    /// The help text id of key id `key` ([`Keys::help`]).
+    pub(super) fn help_id(&self, key: u32) -> u32 {
+        self.key_help[key as usize]
+    }
+
+    /// Help text `id`.
+    pub(super) fn help(&self, id: u32) -> &str {
+        &self.helps[id as usize]
     }
 
     /// The series id of key id `key` without a `pid` label.
