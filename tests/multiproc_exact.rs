@@ -8,24 +8,26 @@ mod common;
 
 use common::{repo_root, sample, venv_python, Exporter};
 use serde_json::{json, Value};
+use std::io::Write;
 use std::path::Path;
-use std::process::Command;
+use std::process::{Command, Stdio};
 
 /// One real writer process with multiprocess identifier `pid`, writing `ops` in order.
 fn spec(dir: &Path, pid: u32, ops: Value) {
     common::require_test_deps();
-    let out = Command::new(venv_python())
+    let mut child = Command::new(venv_python())
         .arg(repo_root().join("tests/py/multiproc_exact.py"))
-        .args([
-            "spec",
-            "--dir",
-            dir.to_str().unwrap(),
-            "--pid",
-            &pid.to_string(),
-        ])
-        .args(["--ops", &ops.to_string()])
-        .output()
+        .args(["spec", "--dir", dir.to_str().unwrap()])
+        .args(["--pid", &pid.to_string()])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
         .unwrap();
+    let mut stdin = child.stdin.take().unwrap();
+    stdin.write_all(ops.to_string().as_bytes()).unwrap();
+    drop(stdin);
+    let out = child.wait_with_output().unwrap();
     assert!(
         out.status.success(),
         "{}",
@@ -228,5 +230,44 @@ async fn help_is_the_one_python_takes_from_the_files_read_now() {
     both_formats_equal_python(&exp, d).await;
     let body = exp.get("/engine_metrics").await.1;
     assert!(body.contains("# HELP c_total New help.\n"), "{body}");
+    exp.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_byte_limit_cut_never_makes_a_counter_go_down() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    spec(d, 500, json!([counter("c", json!({}), 5.0)]));
+    spec(d, 501, json!([counter("c", json!({}), 7.0)]));
+    // Both small files fit (each costs 4 KiB to open plus its `used` bytes).
+    let exp = exporter(d, &["--multiproc-max-bytes", "65536"]).await;
+    both_formats_equal_python(&exp, d).await;
+    let body = exp.get("/engine_metrics").await.1;
+    assert_eq!(sample(&body, "c_total", &[]), Some(12.0), "{body}");
+    // Process 501 writes many more series: its file alone is now over the budget.
+    let mut ops: Vec<Value> = (0..1000)
+        .map(|i| counter("wide", json!({"slot": i.to_string()}), 1.0))
+        .collect();
+    ops.push(counter("c", json!({}), 1.0));
+    spec(d, 501, Value::Array(ops));
+    for _ in 0..2 {
+        let body = exp.get("/engine_metrics").await.1;
+        // The last complete read (12), never process 500's 5 alone.
+        assert_eq!(sample(&body, "c_total", &[]), Some(12.0), "{body}");
+    }
+    let m = exp.metrics().await;
+    assert!(
+        sample(&m, "fpm_multiproc_cut_reads_total", &[]).unwrap() >= 2.0,
+        "{m}"
+    );
+    assert!(
+        sample(
+            &m,
+            "fpm_multiproc_errors_total",
+            &[("reason", "byte_limit")]
+        )
+        .unwrap()
+            >= 2.0
+    );
     exp.stop().await;
 }

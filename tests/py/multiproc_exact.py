@@ -1,7 +1,7 @@
 """Line-exact checks of /engine_metrics against the real prometheus_client (0.26.0),
 for tests/multiproc_exact.rs.
 
-  multiproc_exact.py spec --dir D --pid P --ops JSON
+  multiproc_exact.py spec --dir D --pid P < JSON
       one real process writing exactly the given samples, in the given order, with
       `P` as its multiprocess process identifier (so two runs can write the file of
       one pid, as a restarted container's process with a repeated pid does).
@@ -33,7 +33,7 @@ def cmd_spec(a):
     import prometheus_client as prom
     registry = prom.CollectorRegistry()
     made = {}
-    for op in json.loads(a.ops):
+    for op in json.load(sys.stdin):
         labels = op.get("labels", {})
         key = (op["kind"], op["name"])
         m = made.get(key)
@@ -122,7 +122,6 @@ def main():
     s = sub.add_parser("spec")
     s.add_argument("--dir", required=True)
     s.add_argument("--pid", required=True)
-    s.add_argument("--ops", required=True)
     e = sub.add_parser("exact")
     e.add_argument("--dir", required=True)
     e.add_argument("--url", required=True)

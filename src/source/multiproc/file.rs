@@ -133,7 +133,7 @@ pub fn parse_name(name: &str) -> Result<Option<FileName>, Reason> {
 /// Where each entry of a file sits, kept between scrapes: entries are only ever
 /// appended, so a file whose `used` grew is parsed from its old `used` on. It is
 /// used again only if its entries' key bytes are the ones it was parsed from
-/// ([`Layout::digest`]): a file deleted and written again under the same pid can get
+/// (its `digest`): a file deleted and written again under the same pid can get
 /// the same inode (ext4 reuses them), `used` and key lengths, with its keys in
 /// another order.
 #[derive(Debug, Default)]

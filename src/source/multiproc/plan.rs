@@ -234,6 +234,12 @@ impl Plan {
         (s.signature == signature).then(|| (s.generation, s.exposed.layout.clone()))
     }
 
+    /// The last merge's output and generation.
+    pub(super) fn last(&self) -> Option<(Arc<Exposed>, u64)> {
+        let s = self.shape.as_ref()?;
+        Some((s.exposed.clone(), s.generation))
+    }
+
     /// Runs the compiled program over this scrape's files: (merged, generation,
     /// dropped), or `None` when anything differs from the compiled merge (files,
     /// entries, which series have a value) and a full merge must run.
