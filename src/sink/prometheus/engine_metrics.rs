@@ -27,6 +27,12 @@ pub const FILES: Family = Family::gauge(
     "Files of the engine's multiprocess metrics directory merged by the latest read.",
 );
 
+/// Reads cut short by the byte budget.
+pub const CUT_READS: Family = Family::counter(
+    "fpm_multiproc_cut_reads_total",
+    "Reads of the engine's multiprocess metrics directory cut short by --multiproc-max-bytes (its files left out are counted as byte_limit); each serves the last complete read's samples again (none before the first), so no counter goes down.",
+);
+
 /// Whether the latest scrape of a remote worker succeeded.
 pub const SCRAPE_UP: Family = Family::gauge(
     "fpm_engine_scrape_up",
@@ -53,6 +59,7 @@ pub fn families() -> Vec<Family> {
     vec![
         ERRORS,
         FILES,
+        CUT_READS,
         SCRAPE_UP,
         SCRAPE_DURATION,
         SCRAPE_SAMPLES,
@@ -166,5 +173,9 @@ pub fn write_stats(w: &mut Writer, em: &EngineMetrics) {
     w.family(&FILES);
     for (d, l) in em.dirs.iter().zip(&labels) {
         w.sample(&FILES, l, &[], d.files() as f64);
+    }
+    w.family(&CUT_READS);
+    for (d, l) in em.dirs.iter().zip(&labels) {
+        w.sample(&CUT_READS, l, &[], d.cut_reads() as f64);
     }
 }

@@ -20,6 +20,10 @@ use std::sync::Arc;
 pub struct ExposedFamily {
     /// The family name.
     pub name: String,
+    /// Its name in OpenMetrics: prometheus_client 0.26 names OpenMetrics samples with
+    /// each `:` as `_` (`sglang_x_total`); the family header is named the same here
+    /// (Python keeps `sglang:x` there, so its own parser leaves those samples untyped).
+    pub om_name: String,
     /// Its type.
     pub kind: FamilyType,
     /// Its help text.
@@ -43,9 +47,6 @@ pub struct SampleRef {
     pub le: u32,
     /// Its name's suffix after the family name (`SUFFIXES`).
     pub suffix: u8,
-    /// The `le` goes last (a histogram bucket, as Python appends it) rather than in
-    /// its sorted place among the key's labels.
-    pub le_last: bool,
 }
 
 /// The part of a merge that only changes when the series set does.
@@ -97,11 +98,12 @@ impl Exposed {
 
 impl Layout {
     /// Appends sample `i` (family-relative) of family `f`'s `name{labels}`, with `head`
-    /// (the directory's labels rendered, `k="v",...`) first.
+    /// (the directory's labels rendered, `k="v",...`) first; `om`: its OpenMetrics name.
     #[inline]
-    pub fn write_prefix(&self, out: &mut String, head: &str, f: usize, i: usize) {
+    pub fn write_prefix(&self, out: &mut String, head: &str, f: usize, i: usize, om: bool) {
         let s = self.samples[self.starts[f] as usize + i];
-        out.push_str(&self.families[f].name);
+        let fam = &self.families[f];
+        out.push_str(if om { &fam.om_name } else { &fam.name });
         out.push_str(SUFFIXES[s.suffix as usize]);
         let (text, at) = &self.groups[s.group as usize];
         let at = *at as usize;
@@ -117,14 +119,10 @@ impl Layout {
                 out.push('"');
             }
         };
-        if s.le_last {
-            out.push_str(text);
-            le(out);
-        } else {
-            out.push_str(&text[..at]);
-            le(out);
-            out.push_str(&text[at..]);
-        }
+        // Python's writers sort every sample's labels, a bucket's `le` included.
+        out.push_str(&text[..at]);
+        le(out);
+        out.push_str(&text[at..]);
         if out.len() == open + 1 {
             out.pop(); // no labels at all: no braces
         } else {
@@ -138,7 +136,7 @@ impl Layout {
     /// Sample `i` of family `f`'s `name{labels}` as a string (tests, diagnostics).
     pub fn prefix(&self, head: &str, f: usize, i: usize) -> String {
         let mut s = String::new();
-        self.write_prefix(&mut s, head, f, i);
+        self.write_prefix(&mut s, head, f, i, false);
         s
     }
 
@@ -149,12 +147,13 @@ impl Layout {
 }
 
 impl Layout {
-    /// The layout of a full merge's sorted rows; `own` are the directory's labels (a
-    /// sample label of the same name is renamed `exported_<name>`).
-    pub(super) fn build(
-        keys: &Keys,
+    /// The layout of a full merge's sorted rows, with each family's type and help;
+    /// `own` are the directory's labels (a sample label of the same name is renamed
+    /// `exported_<name>`).
+    pub(super) fn build<'k>(
+        keys: &'k Keys,
         rows: &[Row],
-        kind: &dyn Fn(u32) -> FamilyType,
+        (kind, help): (&dyn Fn(u32) -> FamilyType, &dyn Fn(u32) -> &'k str),
         own: &[(&str, &str)],
     ) -> Layout {
         let clash = |k: &str| own.iter().any(|(o, _)| *o == k);
@@ -186,21 +185,25 @@ impl Layout {
                 l.starts.push(l.samples.len() as u32);
                 l.families.push(ExposedFamily {
                     name: info.name.clone(),
+                    om_name: info.name.replace(':', "_"),
                     kind: k,
-                    help: info.help.clone(),
+                    help: help(r.family).to_owned(),
                     bare: k == FamilyType::Counter && r.suffix == 0,
                     om_skip: Vec::new(),
                 });
             }
             let group = *group_ids.entry(r.group).or_insert_with(|| {
-                l.groups
-                    .push(group_text(&keys.group_labels(r.group), &clash));
+                l.groups.push(group_text(
+                    &keys.group_labels(r.group),
+                    keys.group_le_at(r.group),
+                    &clash,
+                ));
                 l.groups.len() as u32 - 1
             });
-            let (le, le_last) = match r.slot {
-                Slot::Acc(k) => (keys.series_le(k).map(str::to_owned), false),
-                Slot::Bucket(..) => (Some(go_float_string(r.le)), true),
-                Slot::Count(_) => (None, false),
+            let le = match r.slot {
+                Slot::Acc(k) => keys.series_le(k).map(str::to_owned),
+                Slot::Bucket(..) => Some(go_float_string(r.le)),
+                Slot::Count(_) => None,
             };
             negative |=
                 k == FamilyType::Histogram && le.as_ref().is_some_and(|v| v.starts_with('-'));
@@ -228,7 +231,6 @@ impl Layout {
                 group,
                 le,
                 suffix: r.suffix,
-                le_last,
             });
         }
         finish(&mut l, &mut sum_count, &mut negative);
@@ -237,9 +239,13 @@ impl Layout {
     }
 }
 
-/// A group's labels as `,name="value"...` and where a sorted `le` goes among them.
-fn group_text(labels: &[(String, String)], clash: &dyn Fn(&str) -> bool) -> (Box<str>, u32) {
-    let before_le = labels.partition_point(|(k, _)| k.as_str() < "le");
+/// A group's labels as `,name="value"...` and where a sorted `le` (label `before_le`
+/// in Python's order) goes among them.
+fn group_text(
+    labels: &[(String, String)],
+    before_le: usize,
+    clash: &dyn Fn(&str) -> bool,
+) -> (Box<str>, u32) {
     let mut text = String::new();
     let mut le_at = 0;
     for (i, (k, v)) in labels.iter().enumerate() {

@@ -131,12 +131,19 @@ pub fn parse_name(name: &str) -> Result<Option<FileName>, Reason> {
 }
 
 /// Where each entry of a file sits, kept between scrapes: entries are only ever
-/// appended, so a file whose `used` grew is parsed from its old `used` on.
+/// appended, so a file whose `used` grew is parsed from its old `used` on. It is
+/// used again only if its entries' key bytes are the ones it was parsed from
+/// (its `digest`): a file deleted and written again under the same pid can get
+/// the same inode (ext4 reuses them), `used` and key lengths, with its keys in
+/// another order.
 #[derive(Debug, Default)]
 pub struct Layout {
     dev: u64,
     ino: u64,
     used: usize,
+    /// A keyed hash of every entry's length field, key and padding, in file order
+    /// ([`digest_entries`]).
+    digest: u64,
     /// (offset of the entry's length field, key length, offset of its value, key id).
     entries: Vec<(u32, u32, u32, u32)>,
     /// Each entry's value and timestamp bytes as the last scrape settled them.
@@ -237,19 +244,20 @@ pub fn read(
     file.read_exact_at(a, 0).map_err(short)?;
     let a = &*a;
 
+    // The key bytes were read anyway: hashing them is a pass over memory still in
+    // cache, where keeping a copy to compare with would double the keys' memory.
     let reuse = cached.filter(|l| {
         l.dev == meta.dev()
             && l.ino == meta.ino()
             && l.used <= used
-            && l.entries
-                .iter()
-                .all(|&(at, len, _, _)| entry_len(a, at as usize) == Some(len as usize))
+            && digest_entries(0, a, &l.entries) == l.digest
     });
-    let (mut entries, mut slots, mut pos) = match reuse {
-        Some(l) => (l.entries, l.slots, l.used),
-        None => (Vec::new(), Vec::new(), 8),
+    let (mut entries, mut slots, mut pos, digest) = match reuse {
+        Some(l) => (l.entries, l.slots, l.used, l.digest),
+        None => (Vec::new(), Vec::new(), 8, 0),
     };
     let fresh = pos < used;
+    let parsed_from = entries.len();
     while pos < used {
         let len = entry_len(a, pos).ok_or(Reason::Corrupt)?;
         let padded = len + (8 - (len + 4) % 8);
@@ -261,6 +269,7 @@ pub fn read(
         entries.push((pos as u32, len as u32, value_at as u32, key));
         pos = value_at + 16;
     }
+    let digest = digest_entries(digest, a, &entries[parsed_from..]);
     // A slot a writer may have been writing during the read is one whose bytes differ
     // from the last scrape's (or that is new): only the span of those is read again.
     let slot = |buf: &[u8], at: u32| -> [u8; 16] {
@@ -307,11 +316,30 @@ pub fn read(
             dev: meta.dev(),
             ino: meta.ino(),
             used,
+            digest,
             entries,
             slots,
         },
         fresh,
     }))
+}
+
+/// `digest` (0 for none before) continued over `entries`' length fields, keys and
+/// padding in `buf`, in order: a hash per entry, folded. Seeded at random per
+/// process, so no writer can aim for a collision.
+fn digest_entries(mut digest: u64, buf: &[u8], entries: &[(u32, u32, u32, u32)]) -> u64 {
+    use rapidhash::v3::{rapidhash_v3_seeded, RapidSecrets};
+    static SECRETS: std::sync::OnceLock<RapidSecrets> = std::sync::OnceLock::new();
+    let secrets = SECRETS.get_or_init(|| {
+        use std::hash::BuildHasher;
+        RapidSecrets::seed(std::hash::RandomState::new().hash_one(0x6d70_u64))
+    });
+    for &(at, _, value_at, _) in entries {
+        let h = rapidhash_v3_seeded(&buf[at as usize..value_at as usize], secrets);
+        // Odd multiplier: each step is a bijection, and the order of entries counts.
+        digest = (digest ^ h).wrapping_mul(0x9E37_79B9_7F4A_7C15);
+    }
+    digest
 }
 
 /// The key length at `pos`, if the length field fits and is not negative.
@@ -347,6 +375,85 @@ fn short(e: std::io::Error) -> Reason {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A file as `mmap_dict.py` lays it out: `used`, padding, entries.
+    fn db(entries: &[(&str, f64)]) -> Vec<u8> {
+        let mut body = Vec::new();
+        for (key, v) in entries {
+            body.extend((key.len() as i32).to_ne_bytes());
+            body.extend(key.as_bytes());
+            body.extend(std::iter::repeat_n(b' ', 8 - (key.len() + 4) % 8));
+            body.extend(v.to_ne_bytes());
+            body.extend(0f64.to_ne_bytes());
+        }
+        let mut f = ((8 + body.len()) as i32).to_ne_bytes().to_vec();
+        f.extend([0; 4]);
+        f.extend(body);
+        f
+    }
+
+    /// Reads `path` with `cached`: (key, value) per entry, and the layout; `names`
+    /// interns the keys across reads.
+    fn read_keys(
+        path: &Path,
+        cached: Option<Layout>,
+        names: &mut Vec<String>,
+    ) -> (Vec<(String, f64)>, Layout) {
+        let mut intern = |raw: &[u8]| {
+            let k = String::from_utf8(raw.to_vec()).unwrap();
+            let id = names.iter().position(|n| *n == k).unwrap_or_else(|| {
+                names.push(k);
+                names.len() - 1
+            });
+            Some(id as u32)
+        };
+        let (mut budget, mut bufs, mut values) = (u64::MAX, Buffers::default(), Vec::new());
+        let r = read(
+            path,
+            cached,
+            &mut intern,
+            &mut budget,
+            &mut bufs,
+            &mut values,
+        )
+        .unwrap()
+        .unwrap();
+        let got = values
+            .iter()
+            .map(|&(k, v, _)| (names[k as usize].clone(), v))
+            .collect();
+        (got, r.layout)
+    }
+
+    #[test]
+    fn a_layout_is_reused_only_over_the_same_key_bytes() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("counter_1.db");
+        let mut names = Vec::new();
+        std::fs::write(&p, db(&[("aa", 1.0), ("bb", 2.0)])).unwrap();
+        let (got, layout) = read_keys(&p, None, &mut names);
+        assert_eq!(got, [("aa".into(), 1.0), ("bb".into(), 2.0)]);
+        // Rewritten in place (same inode), same lengths, keys swapped.
+        std::fs::write(&p, db(&[("bb", 20.0), ("aa", 10.0)])).unwrap();
+        let (got, layout) = read_keys(&p, Some(layout), &mut names);
+        assert_eq!(got, [("bb".into(), 20.0), ("aa".into(), 10.0)]);
+        // Rewritten and grown: the old prefix no longer matches, so all is parsed.
+        std::fs::write(&p, db(&[("aa", 3.0), ("bb", 4.0), ("cc", 5.0)])).unwrap();
+        let (got, layout) = read_keys(&p, Some(layout), &mut names);
+        assert_eq!(
+            got,
+            [("aa".into(), 3.0), ("bb".into(), 4.0), ("cc".into(), 5.0)]
+        );
+        // Appended to, as a writer does: the kept prefix is reused, the rest parsed.
+        std::fs::write(
+            &p,
+            db(&[("aa", 3.0), ("bb", 4.0), ("cc", 5.0), ("dd", 6.0)]),
+        )
+        .unwrap();
+        let (got, _) = read_keys(&p, Some(layout), &mut names);
+        assert_eq!(got.len(), 4);
+        assert_eq!(got[3], ("dd".into(), 6.0));
+    }
 
     #[test]
     fn names_are_read_as_python_splits_them() {

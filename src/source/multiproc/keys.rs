@@ -2,12 +2,17 @@
 //! help])`), parsed once and interned between scrapes: which family, series and
 //! label group each feeds, and the pids of gauge files.
 //!
+//! Names are escaped as prometheus_client 0.26 escapes them on output when no
+//! escaping is negotiated (`underscores`): it accepts any UTF-8 metric and label name
+//! (`http.server.requests`) and writes each character outside the legacy set as `_`.
+//! Labels keep Python's order, sorted by their name as written (before escaping).
+//!
 //! Kept compact, since a 64-process SGLang directory has 52,032 distinct keys: a key
 //! is a series id, a series four numbers, a label group a list of interned
 //! `(name, value)` pair ids (the pairs repeat across groups and processes), and the
 //! raw keys are held as 128-bit keyed hashes, not as bytes.
 
-use crate::wire::exposition::{valid_label_name, valid_metric_name};
+use crate::wire::exposition::valid_metric_name;
 use std::collections::{BTreeMap, HashMap};
 use std::hash::{BuildHasher, RandomState};
 
@@ -19,6 +24,9 @@ pub(super) struct Series {
     le: u32,
     /// Index of the sample name's suffix in [`SUFFIXES`].
     suffix: u8,
+    /// The same series without a `pid` label (itself when it has none): gauges of
+    /// every mode but `all`/`liveall` drop it, as Python does.
+    nopid: u32,
 }
 
 /// No `le` label.
@@ -29,13 +37,16 @@ pub(super) const SUFFIXES: [&str; 5] = ["", "_total", "_bucket", "_count", "_sum
 
 pub(super) struct FamilyInfo {
     pub(super) name: String,
-    pub(super) help: String,
 }
 
-/// A label set without `le`: its family and its sorted `(name, value)` pair ids.
+/// A label set without `le`: its family and its `(name, value)` pair ids in Python's
+/// order (sorted by name as written).
 struct Group {
     family: u32,
     pairs: Box<[u32]>,
+    /// Where `le`, and where a gauge file's `pid`, go among the pairs in that order.
+    le_at: u32,
+    pid_at: u32,
 }
 
 /// Keys parsed so far (raw JSON bytes -> series), families, label groups and pids.
@@ -49,6 +60,11 @@ pub struct Keys {
     raw_hash: (RandomState, RandomState),
     /// Each key id's series.
     key_series: Vec<u32>,
+    /// Each key id's help text in [`Keys::helps`]: keys of one family may disagree
+    /// (a new engine version), and Python takes the first one each scrape reads.
+    key_help: Vec<u32>,
+    helps: Vec<Box<str>>,
+    help_ids: HashMap<Box<str>, u32>,
     pub(super) series: Vec<Series>,
     /// Series by (group, suffix, `le`): exactly the canonical spelling's parts.
     series_ids: HashMap<(u32, u8, u32), u32>,
@@ -123,32 +139,53 @@ impl Keys {
         type Key = (String, String, BTreeMap<String, String>, String);
         let (metric, sample, labels, help): Key = serde_json::from_slice(raw).ok()?;
         let suffix = sample.strip_prefix(metric.as_str())?;
-        let ok = valid_metric_name(&metric)
+        // What Python's writer refuses: empty names, `__` label names.
+        let ok = !metric.is_empty()
             && SUFFIXES.contains(&suffix)
-            && labels.keys().all(|k| valid_label_name(k));
+            && labels.keys().all(|k| !k.is_empty() && !k.starts_with("__"));
         if !ok {
             return None;
         }
+        let metric = escape_metric_name(metric);
+        debug_assert!(valid_metric_name(&metric));
         let suffix = SUFFIXES.iter().position(|s| *s == suffix).expect("checked") as u8;
         let family = match self.family_ids.get(&metric) {
             Some(&f) => f,
             None => {
                 let f = self.families.len() as u32;
                 self.family_ids.insert(metric.clone(), f);
-                self.families.push(FamilyInfo { name: metric, help });
+                self.families.push(FamilyInfo { name: metric });
                 f
             }
         };
         let mut le = NO_LE;
+        let (mut le_at, mut pid_at, mut pid) = (0, 0, None);
         let mut pairs = Vec::with_capacity(labels.len());
+        let mut names = std::collections::HashSet::with_capacity(labels.len());
         for (k, v) in labels {
+            // Raw names in sorted order: count those before `le` and `pid` as Python
+            // sorts them, before escaping.
             if k == "le" {
                 let value = parse_python_float(&v).unwrap_or(f64::NAN);
                 let v: Box<str> = v.into();
                 le = intern(&mut self.le_ids, &mut self.les, v.clone(), || (v, value));
                 continue;
             }
-            let pair: (Box<str>, Box<str>) = (k.into(), v.into());
+            if k.as_str() < "le" {
+                le_at += 1;
+            }
+            if k.as_str() < "pid" {
+                pid_at += 1;
+            }
+            let name = escape_label_name(k);
+            // Two names written differently that escape alike would be one label twice.
+            if !names.insert(name.clone()) {
+                return None;
+            }
+            if name == "pid" {
+                pid = Some(pairs.len());
+            }
+            let pair: (Box<str>, Box<str>) = (name.into(), v.into());
             pairs.push(intern(
                 &mut self.pair_ids,
                 &mut self.pairs,
@@ -156,6 +193,29 @@ impl Keys {
                 || pair,
             ));
         }
+        let series = self.series_for(family, pairs.clone(), suffix, le, (le_at, pid_at));
+        if let Some(i) = pid {
+            pairs.remove(i);
+            let le_at = if i < le_at as usize { le_at - 1 } else { le_at };
+            let nopid = self.series_for(family, pairs, suffix, le, (le_at, pid_at));
+            self.series[series as usize].nopid = nopid;
+        }
+        let help: Box<str> = help.into();
+        let help = intern(&mut self.help_ids, &mut self.helps, help.clone(), || help);
+        self.key_series.push(series);
+        self.key_help.push(help);
+        Some(self.key_series.len() as u32 - 1)
+    }
+
+    /// The series of these parts, interning its group.
+    fn series_for(
+        &mut self,
+        family: u32,
+        pairs: Vec<u32>,
+        suffix: u8,
+        le: u32,
+        (le_at, pid_at): (u32, u32),
+    ) -> u32 {
         let mut gkey = Vec::with_capacity(4 + 4 * pairs.len());
         gkey.extend(family.to_le_bytes());
         gkey.extend(pairs.iter().flat_map(|p| p.to_le_bytes()));
@@ -163,8 +223,11 @@ impl Keys {
         let group = intern(&mut self.group_ids, &mut self.groups, gkey, || Group {
             family,
             pairs: pairs.into(),
+            le_at,
+            pid_at,
         });
-        let series = intern(
+        let id = self.series.len() as u32;
+        intern(
             &mut self.series_ids,
             &mut self.series,
             (group, suffix, le),
@@ -173,10 +236,9 @@ impl Keys {
                 group,
                 le,
                 suffix,
+                nopid: id,
             },
-        );
-        self.key_series.push(series);
-        Some(self.key_series.len() as u32 - 1)
+        )
     }
 
     /// The series of key id `key`.
@@ -187,6 +249,21 @@ impl Keys {
     /// The series id of key id `key`.
     pub(super) fn series_id(&self, key: u32) -> u32 {
         self.key_series[key as usize]
+    }
+
+    /// The help text id of key id `key` ([`Keys::help`]).
+    pub(super) fn help_id(&self, key: u32) -> u32 {
+        self.key_help[key as usize]
+    }
+
+    /// Help text `id`.
+    pub(super) fn help(&self, id: u32) -> &str {
+        &self.helps[id as usize]
+    }
+
+    /// The series id of key id `key` without a `pid` label.
+    pub(super) fn series_id_nopid(&self, key: u32) -> u32 {
+        self.series_of(key).nopid
     }
 
     /// A series' `le` as a float (NaN when it does not parse), when it has one.
@@ -232,10 +309,15 @@ impl Keys {
     pub(super) fn labels(&self, s: &Series) -> Vec<(String, String)> {
         let mut l = self.pairs_of(s.group);
         if s.le != NO_LE {
-            let at = l.partition_point(|(k, _)| k.as_str() < "le");
+            let at = self.groups[s.group as usize].le_at as usize;
             l.insert(at, ("le".into(), self.les[s.le as usize].0.to_string()));
         }
         l
+    }
+
+    /// Where a sorted `le` goes among the labels of group key `k` ([`Keys::group_labels`]).
+    pub(super) fn group_le_at(&self, k: u64) -> usize {
+        self.groups[(k >> 32) as usize].le_at as usize
     }
 
     /// The `le` label as written of the series of accumulator key `k` (series << 32 | pid).
@@ -247,20 +329,32 @@ impl Keys {
     /// The labels of accumulator key `k` (series << 32 | pid), with its pid.
     pub(super) fn series_labels(&self, k: u64) -> Vec<(String, String)> {
         let s = &self.series[(k >> 32) as usize];
-        self.with_pid(self.labels(s), (k & 0xffff_ffff) as u32)
+        self.with_pid(self.labels(s), s.group, (k & 0xffff_ffff) as u32)
     }
 
     /// The labels of group key `k` (group << 32 | pid), with its pid.
     pub(super) fn group_labels(&self, k: u64) -> Vec<(String, String)> {
         let labels = self.pairs_of((k >> 32) as u32);
-        self.with_pid(labels, (k & 0xffff_ffff) as u32)
+        self.with_pid(labels, (k >> 32) as u32, (k & 0xffff_ffff) as u32)
     }
 
-    /// `labels` with a gauge file's `pid` (id, 0 for none) last, replacing any `pid` label.
-    fn with_pid(&self, mut labels: Vec<(String, String)>, pid: u32) -> Vec<(String, String)> {
+    /// `labels` of group `g` with a gauge file's `pid` (id, 0 for none) where Python
+    /// sorts it, replacing a `pid` label of the sample's own (as Python's `dict` does).
+    fn with_pid(
+        &self,
+        mut labels: Vec<(String, String)>,
+        g: u32,
+        pid: u32,
+    ) -> Vec<(String, String)> {
         if pid != 0 {
             labels.retain(|(k, _)| k != "pid");
-            labels.push(("pid".into(), self.pids[pid as usize].clone()));
+            let pid_at = self.groups[g as usize].pid_at as usize;
+            // `pid_at` counts no `le`, which sorts before `pid` when the series has one.
+            let at = pid_at + usize::from(labels.iter().any(|(k, _)| k == "le"));
+            labels.insert(
+                at.min(labels.len()),
+                ("pid".into(), self.pids[pid as usize].clone()),
+            );
         }
         labels
     }
@@ -283,6 +377,40 @@ impl Keys {
     pub fn family_of(&self, key: u32) -> u32 {
         self.series_of(key).family
     }
+}
+
+/// Python's `escape_metric_name(name, UNDERSCORES)`: a legacy name as it is, any
+/// other with every character outside `[a-zA-Z_:]` (and digits past the first) as `_`.
+fn escape_metric_name(name: String) -> String {
+    if valid_metric_name(&name) {
+        return name;
+    }
+    escape(&name, |c| c == ':')
+}
+
+/// Python's `escape_label_name(name, UNDERSCORES)`, the same without `:`.
+fn escape_label_name(name: String) -> String {
+    if crate::wire::exposition::valid_label_name(&name) {
+        return name;
+    }
+    escape(&name, |_| false)
+}
+
+/// Python's `_escape(s, UNDERSCORES, ...)`: one `_` per character (code point) that is
+/// no ASCII letter, `_`, digit past the first, or `extra`.
+fn escape(s: &str, extra: fn(char) -> bool) -> String {
+    s.chars()
+        .enumerate()
+        .map(|(i, c)| {
+            let ok =
+                c.is_ascii_alphabetic() || c == '_' || (c.is_ascii_digit() && i > 0) || extra(c);
+            if ok {
+                c
+            } else {
+                '_'
+            }
+        })
+        .collect()
 }
 
 /// Python's `float(s)` for the spellings `floatToGoString` writes (and Rust's own).

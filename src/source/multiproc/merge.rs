@@ -88,6 +88,8 @@ pub fn merge(
     let nf = keys.families.len();
     let mut ftype: Vec<Option<Kind>> = vec![None; nf];
     let mut fmode: Vec<Option<Mode>> = vec![None; nf];
+    // Python's `Metric(name, help_text, typ)` is made at a family's first entry read.
+    let mut fhelp: Vec<u32> = vec![u32::MAX; nf];
     for f in files {
         let mut last = u32::MAX;
         for &(key, _, _) in &values[f.range.clone()] {
@@ -97,7 +99,10 @@ pub fn merge(
             }
             last = fam;
             let i = fam as usize;
-            ftype[i].get_or_insert(f.kind);
+            if ftype[i].is_none() {
+                ftype[i] = Some(f.kind);
+                fhelp[i] = keys.help_id(key);
+            }
             if f.kind == Kind::Gauge {
                 fmode[i] = f.mode;
             }
@@ -228,6 +233,7 @@ pub fn merge(
         let row = (
             r.family,
             ftype[r.family as usize].map(|k| k as u8),
+            fhelp[r.family as usize],
             slot_key(r.slot),
             r.le.to_bits(),
         );
@@ -236,15 +242,19 @@ pub fn merge(
     }
     let signature = (sig.0.finish(), sig.1.finish());
     let kind = |f: u32| family_type(ftype[f as usize].unwrap_or(Kind::Gauge));
+    let help = |f: u32| keys.help(fhelp[f as usize]);
     let (generation, layout) = match plan.same_series(signature) {
         Some((g, layout)) => (Some(g), layout),
-        None => (None, Arc::new(Layout::build(keys, &rows, &kind, own))),
+        None => (
+            None,
+            Arc::new(Layout::build(keys, &rows, (&kind, &help), own)),
+        ),
     };
     let exposed = Arc::new(Exposed {
         layout,
         values: rows.iter().map(|r| r.value).collect(),
     });
-    let families = want_families.then(|| Arc::new(owned(keys, &rows, &kind)));
+    let families = want_families.then(|| Arc::new(owned(keys, &rows, &kind, &help)));
     let slots: Vec<Slot> = rows.iter().map(|r| r.slot).collect();
     drop(rows);
     let generation = plan.keep(
@@ -267,7 +277,12 @@ pub fn merge(
 }
 
 /// The sorted rows as owned families (for the `/v1/engines` view).
-fn owned(keys: &Keys, rows: &[Row], kind: &dyn Fn(u32) -> FamilyType) -> Vec<MetricFamily> {
+fn owned<'k>(
+    keys: &'k Keys,
+    rows: &[Row],
+    kind: &dyn Fn(u32) -> FamilyType,
+    help: &dyn Fn(u32) -> &'k str,
+) -> Vec<MetricFamily> {
     let mut out: Vec<MetricFamily> = Vec::new();
     for r in rows {
         let info = &keys.families[r.family as usize];
@@ -275,7 +290,7 @@ fn owned(keys: &Keys, rows: &[Row], kind: &dyn Fn(u32) -> FamilyType) -> Vec<Met
             out.push(MetricFamily {
                 name: info.name.clone(),
                 kind: kind(r.family),
-                help: info.help.clone(),
+                help: help(r.family).to_owned(),
                 samples: Vec::new(),
             });
         }

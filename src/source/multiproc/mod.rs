@@ -7,6 +7,11 @@
 //! costs its `used` bytes, [`file::OPEN_COST`] and the span of values it re-reads), at
 //! most [`MAX_FILES`] files listed, and keys are parsed once and cached, so a steady
 //! directory costs one `pread` per file and a pass over its values.
+//!
+//! A read cut short by that budget is not merged: leaving its files out would make
+//! the counters summed over them go down (and up again at the next full read, a
+//! counter reset to Prometheus). The last complete read is served again instead
+//! (nothing before the first one), and the cut is counted.
 
 pub mod exposed;
 pub mod file;
@@ -136,6 +141,7 @@ pub struct MultiprocDir {
     cache: Mutex<Cache>,
     errors: [AtomicU64; Reason::ALL.len()],
     files: AtomicU64,
+    cut_reads: AtomicU64,
     log: limit::LogLimit,
 }
 
@@ -165,6 +171,7 @@ impl MultiprocDir {
             cache: Mutex::new(Cache::default()),
             errors: Default::default(),
             files: AtomicU64::new(0),
+            cut_reads: AtomicU64::new(0),
             log: limit::LogLimit::default(),
         }
     }
@@ -183,6 +190,11 @@ impl MultiprocDir {
     /// Files merged by the latest scrape.
     pub fn files(&self) -> u64 {
         self.files.load(Relaxed)
+    }
+
+    /// Reads cut short by the byte budget, so far (each served the last complete one).
+    pub fn cut_reads(&self) -> u64 {
+        self.cut_reads.load(Relaxed)
     }
 
     /// Counts a skipped file (or sample) and warns, at most once per 10 s.
@@ -224,6 +236,8 @@ impl MultiprocDir {
             Ok(l) => l,
             Err(e) => {
                 cache.layouts.clear();
+                // Not served again by a cut read once the directory is back.
+                cache.plan = plan::Plan::default();
                 self.files.store(0, Relaxed);
                 self.count(Reason::NoDirectory, &e.to_string(), 1);
                 return None;
@@ -269,6 +283,7 @@ impl MultiprocDir {
             &mut values,
         );
         let mut data = Vec::with_capacity(outcomes.len());
+        let mut cut = false;
         for o in outcomes {
             match o.read {
                 Ok(Some(r)) => {
@@ -286,10 +301,25 @@ impl MultiprocDir {
                     cache.layouts.insert(o.name, r.layout);
                 }
                 Ok(None) => {}
-                Err(reason) => self.count(reason, &o.name.to_string_lossy(), 1),
+                Err(reason) => {
+                    cut |= reason == Reason::ByteLimit;
+                    self.count(reason, &o.name.to_string_lossy(), 1)
+                }
             }
         }
         self.files.store(data.len() as u64, Relaxed);
+        if cut {
+            self.cut_reads.fetch_add(1, Relaxed);
+            cache.values = values;
+            // Only complete reads are merged, so the kept merge is the last complete one.
+            let (exposed, generation) = cache.plan.last()?;
+            return Some(merge::Merged {
+                exposed,
+                families: None,
+                generation,
+                dropped: 0,
+            });
+        }
         let own = self.own_labels();
         let merged = merge::merge(
             &cache.keys,

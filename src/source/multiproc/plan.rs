@@ -151,7 +151,12 @@ pub(super) fn target(
         (Kind::Gauge, Mode::All | Mode::LiveAll) => Op::Last,
         _ => Op::Sum,
     };
-    Target::Acc((keys.series_id(key) as u64) << 32 | pid as u64, op)
+    let series = if drops_pid {
+        keys.series_id_nopid(key)
+    } else {
+        keys.series_id(key)
+    };
+    Target::Acc((series as u64) << 32 | pid as u64, op)
 }
 
 /// Where a sample of the merged output comes from.
@@ -227,6 +232,12 @@ impl Plan {
     ) -> Option<(u64, Arc<super::exposed::Layout>)> {
         let s = self.shape.as_ref()?;
         (s.signature == signature).then(|| (s.generation, s.exposed.layout.clone()))
+    }
+
+    /// The last merge's output and generation.
+    pub(super) fn last(&self) -> Option<(Arc<Exposed>, u64)> {
+        let s = self.shape.as_ref()?;
+        Some((s.exposed.clone(), s.generation))
     }
 
     /// Runs the compiled program over this scrape's files: (merged, generation,

@@ -182,7 +182,7 @@ fn compiled_scrapes_equal_full_merges_for_histograms_and_gauges() {
     // `le` is the directory's label here, so the samples' one is renamed.
     assert!(
         first.contains(
-            &r#"h_bucket{engine="e",le="cfg",worker_addr="DIR",m="x",exported_le="1.0"} 4"#
+            &r#"h_bucket{engine="e",le="cfg",worker_addr="DIR",exported_le="1.0",m="x"} 4"#
                 .replace("DIR", &dir.to_string_lossy())
         ),
         "{first:#?}"
@@ -212,7 +212,7 @@ fn compiled_scrapes_equal_full_merges_for_histograms_and_gauges() {
         assert!(
             lines
                 .iter()
-                .any(|l| l.ends_with(&format!("pid=\"7\"}} {k}"))),
+                .any(|l| l.ends_with(&format!("pid=\"7\",z=\"2\"}} {k}"))),
             "{lines:#?}"
         );
     }

@@ -49,6 +49,7 @@ pub fn write_families(
     skip: &dyn Fn(&str) -> bool,
     clash: &mut dyn FnMut(usize, &str),
 ) {
+    let om = w.format() == Format::OpenMetrics;
     let mut by_name: BTreeMap<&str, Vec<Fam>> = BTreeMap::new();
     for (i, s) in sources.iter().enumerate() {
         match &s.families {
@@ -67,7 +68,8 @@ pub fn write_families(
             Families::Merged(e) => {
                 let l = &e.layout;
                 for (j, f) in l.families.iter().enumerate() {
-                    by_name.entry(&f.name).or_default().push(Fam {
+                    let name = if om { &f.om_name } else { &f.name };
+                    by_name.entry(name).or_default().push(Fam {
                         source: i,
                         kind: f.kind,
                         help: &f.help,
@@ -79,7 +81,6 @@ pub fn write_families(
         }
     }
     let heads: Vec<String> = sources.iter().map(|s| label_head(&s.labels)).collect();
-    let om = w.format() == Format::OpenMetrics;
     let mut labels = String::new();
     let mut named: HashSet<String> = HashSet::new();
     // OpenMetrics has `X_created` inside family X; as a family of its own (how text
@@ -160,7 +161,7 @@ pub fn write_families(
                         if skip.next_if_eq(&(k as u32)).is_some() && om {
                             continue;
                         }
-                        w.sample_with(|out| layout.write_prefix(out, head, j, k), *v);
+                        w.sample_with(|out| layout.write_prefix(out, head, j, k, om), *v);
                     }
                 }
             }
