@@ -271,3 +271,32 @@ async fn a_byte_limit_cut_never_makes_a_counter_go_down() {
     );
     exp.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn labels_named_like_the_exporters_own_are_prefixed_until_free() {
+    // A process whose samples carry `engine` and `exported_engine` already: Prometheus
+    // would drop the target over one label name written twice.
+    let top = tempfile::tempdir().unwrap();
+    let d = top.path().join("mp");
+    std::fs::create_dir_all(&d).unwrap();
+    spec(
+        &d,
+        77,
+        json!([counter(
+            "relabelled",
+            json!({"engine": "inner", "exported_engine": "older"}),
+            3.0
+        )]),
+    );
+    let exp = exporter(&d, &[]).await;
+    let body = exp.get("/engine_metrics").await.1;
+    let l = [
+        ("engine", "e"),
+        ("exported_engine", "older"),
+        ("exported_exported_engine", "inner"),
+    ];
+    assert_eq!(sample(&body, "relabelled_total", &l), Some(3.0), "{body}");
+    let (ok, report) = common::promtool_check(&body);
+    assert!(ok, "promtool: {report}\n{body}");
+    exp.stop().await;
+}

@@ -11,6 +11,7 @@ use super::keys::{Keys, SUFFIXES};
 use super::merge::Row;
 use super::plan::{FastMap, Slot};
 use crate::wire::exposition::render::escape_label_value;
+use crate::wire::exposition::render::exported_names;
 use crate::wire::exposition::{go_float_string, FamilyType};
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -196,7 +197,7 @@ impl Layout {
                 l.groups.push(group_text(
                     &keys.group_labels(r.group),
                     keys.group_le_at(r.group),
-                    &clash,
+                    own,
                 ));
                 l.groups.len() as u32 - 1
             });
@@ -240,22 +241,22 @@ impl Layout {
 }
 
 /// A group's labels as `,name="value"...` and where a sorted `le` (label `before_le`
-/// in Python's order) goes among them.
+/// in Python's order) goes among them. A label named like one of the directory's own
+/// is prefixed with `exported_` until the name is free, as Prometheus renames them
+/// ([`exported_names`]): a sample carrying `engine` and `exported_engine` keeps both.
 fn group_text(
     labels: &[(String, String)],
     before_le: usize,
-    clash: &dyn Fn(&str) -> bool,
+    own: &[(&str, &str)],
 ) -> (Box<str>, u32) {
+    let names = exported_names(own, labels);
     let mut text = String::new();
     let mut le_at = 0;
-    for (i, (k, v)) in labels.iter().enumerate() {
+    for (i, ((_, v), k)) in labels.iter().zip(&names).enumerate() {
         if i == before_le {
             le_at = text.len();
         }
         text.push(',');
-        if clash(k) {
-            text.push_str("exported_");
-        }
         text.push_str(k);
         text.push_str("=\"");
         escape_label_value(&mut text, v);
