@@ -26,7 +26,7 @@
 //! frames wait in the kernel's socket buffer (about 169 FPM frames on ipc, 758 on
 //! loopback tcp) and then in its own queue (`SNDHWM`, 1,000 by default) before it
 //! drops any, so each round waits no longer than every connection allows
-//! ([`conn::Conn::max_wait`]): a socket is read before it could be half full at the
+//! (`Conn::max_wait`): a socket is read before it could be half full at the
 //! highest rate it has shown lately (or 600 frames/s before it has shown one), a
 //! read that came back nearly full brings the next round at once, and after a
 //! quiet spell the waits start at [`PROBE`] and at most double per round, so a
