@@ -11,7 +11,7 @@
 use crate::source::nats::config::NatsSettings;
 use crate::source::nats::envelope::{self, Envelope};
 use crate::source::nats::subject::FPM_TOPIC;
-use crate::source::nats::NatsStats;
+use crate::source::nats::{NatsStats, NODE_HEADER};
 use crate::state::rank::RankKey;
 use crate::state::{Event, EventKind, RankFilter, Registry};
 use bytes::Bytes;
@@ -29,9 +29,10 @@ pub fn new_publisher_id() -> u64 {
     rand::random::<u64>() & ((1 << 53) - 1)
 }
 
-/// The NATS KV key of a rank: `<engine>.<worker_id>.<dp_rank>`, each part keeping
-/// ASCII letters, digits, `-` and `_`, other bytes as `=XX` (KV keys allow no `%`).
-pub fn kv_key(engine: &str, worker_id: &str, dp_rank: u64) -> String {
+/// The NATS KV key of a rank: `<engine>.<node>.<worker_id>.<dp_rank>`, each part
+/// keeping ASCII letters, digits, `-` and `_`, other bytes as `=XX` (KV keys allow no
+/// `%`). The node keeps two edges with one configuration apart.
+pub fn kv_key(engine: &str, node: &str, worker_id: &str, dp_rank: u64) -> String {
     let enc = |s: &str| {
         let mut o = String::with_capacity(s.len() + 1);
         for b in s.bytes() {
@@ -46,7 +47,7 @@ pub fn kv_key(engine: &str, worker_id: &str, dp_rank: u64) -> String {
         }
         o
     };
-    format!("{}.{}.{dp_rank}", enc(engine), enc(worker_id))
+    format!("{}.{}.{}.{dp_rank}", enc(engine), enc(node), enc(worker_id))
 }
 
 /// What `--nats-publish` runs.
@@ -97,17 +98,28 @@ impl Publisher {
             .iter()
             .map(|s| s.subject().into())
             .collect();
+        let mut headers = async_nats::HeaderMap::new();
+        headers.insert(NODE_HEADER, settings.node.as_str());
         let mut tasks = vec![tokio::spawn(relay(
             client.clone(),
             stats.clone(),
             subjects,
+            headers,
             self.ids,
             self.relay_rx,
             shutdown.clone(),
         ))];
         if let (Some(bucket), Some(rx)) = (settings.kv_bucket.clone(), self.kv_rx) {
             tasks.push(tokio::spawn(kv_writer(
-                client, registry, stats, bucket, rx, shutdown,
+                client,
+                registry,
+                stats,
+                Target {
+                    bucket,
+                    node: settings.node.clone(),
+                },
+                rx,
+                shutdown,
             )));
         }
         Ok(tasks)
@@ -118,6 +130,7 @@ async fn relay(
     client: async_nats::Client,
     stats: Arc<NatsStats>,
     subjects: Vec<async_nats::Subject>,
+    headers: async_nats::HeaderMap,
     ids: Vec<u64>,
     mut rx: broadcast::Receiver<Arc<Event>>,
     mut shutdown: watch::Receiver<bool>,
@@ -165,7 +178,11 @@ async fn relay(
         );
         sequences[e] += 1;
         match client
-            .publish(subject.clone(), Bytes::copy_from_slice(&buf))
+            .publish_with_headers(
+                subject.clone(),
+                headers.clone(),
+                Bytes::copy_from_slice(&buf),
+            )
             .await
         {
             Ok(()) => {
@@ -211,11 +228,17 @@ async fn open_bucket(
     js.get_key_value(bucket).await.map_err(|e| e.to_string())
 }
 
+/// Where the KV writer writes: its bucket, and the node part of its keys.
+struct Target {
+    bucket: String,
+    node: String,
+}
+
 async fn kv_writer(
     client: async_nats::Client,
     registry: Arc<Registry>,
     stats: Arc<NatsStats>,
-    bucket: String,
+    Target { bucket, node }: Target,
     mut rx: broadcast::Receiver<Arc<Event>>,
     mut shutdown: watch::Receiver<bool>,
 ) {
@@ -273,7 +296,7 @@ async fn kv_writer(
                 for (r, entry) in loads.ranks.iter().zip(doc["ranks"].as_array().into_iter().flatten()) {
                     let due = last_put.get(&r.key).is_none_or(|t| now.duration_since(*t) >= KV_MIN_INTERVAL);
                     if (all_dirty || dirty.contains_key(&r.key)) && due {
-                        let key = kv_key(&registry.engines[r.key.engine].name, &r.key.worker_id, r.key.dp_rank);
+                        let key = kv_key(&registry.engines[r.key.engine].name, &node, &r.key.worker_id, r.key.dp_rank);
                         let value = Bytes::from(entry.to_string());
                         puts.push((r.key.clone(), kv.put(key, value)));
                     }
@@ -319,9 +342,10 @@ mod tests {
 
     #[test]
     fn kv_keys_are_valid_and_distinct() {
-        assert_eq!(kv_key("edge-1", "w_0", 3), "edge-1.w_0.3");
-        assert_eq!(kv_key("a.b", "", 0), "a=2Eb.=.0");
-        assert_ne!(kv_key("a.b", "c", 0), kv_key("a", "b.c", 0));
+        assert_eq!(kv_key("edge-1", "n1", "w_0", 3), "edge-1.n1.w_0.3");
+        assert_eq!(kv_key("a.b", "gpu-7.dc", "", 0), "a=2Eb.gpu-7=2Edc.=.0");
+        assert_ne!(kv_key("a.b", "n", "c", 0), kv_key("a", "n", "b.c", 0));
+        assert_ne!(kv_key("e", "n1", "", 0), kv_key("e", "n2", "", 0));
         assert!(new_publisher_id() < 1 << 53);
     }
 }

@@ -4,8 +4,9 @@
 
 use super::envelope::{self, EnvelopeError};
 use super::subject::{Scope, FPM_TOPIC};
-use super::{NatsStats, Reject};
+use super::{NatsStats, Reject, NODE_HEADER, NODE_LABEL};
 use crate::source::sequence::SequenceTracker;
+use crate::state::labels::DEFAULT_MAX_LABEL_BYTES;
 use crate::state::{EngineInfo, RankCache, Registry};
 use crate::wire::decode::decode_payload;
 use crate::wire::MAX_PAYLOAD_BYTES;
@@ -26,6 +27,21 @@ pub const MAX_PUBLISHERS: usize = 16_384;
 /// exporter uses that label for ZMQ endpoint series.
 pub const SCOPE_LABELS: [&str; 3] = ["dynamo_namespace", "dynamo_component", "dynamo_endpoint"];
 
+/// Most subject spellings remembered (each maps to an engine already in the table).
+pub const MAX_CACHED_SUBJECTS: usize = 4096;
+
+/// The engine name of a scope, `<ns>/<component>/<endpoint>`: `%` and `/` inside a
+/// segment are written `%25` and `%2F`, so two scopes never share a name.
+pub fn engine_name(scope: &Scope) -> String {
+    let esc = |s: &str| s.replace('%', "%25").replace('/', "%2F");
+    format!(
+        "{}/{}/{}",
+        esc(&scope.namespace),
+        esc(&scope.component),
+        esc(&scope.endpoint)
+    )
+}
+
 struct Publisher {
     tracker: SequenceTracker,
     cache: RankCache,
@@ -41,7 +57,7 @@ struct Scoped {
 pub struct Ingest {
     registry: Arc<Registry>,
     stats: Arc<NatsStats>,
-    scopes: HashMap<String, Scoped>,
+    scopes: HashMap<(String, Option<String>), Scoped>,
     publishers: HashMap<(usize, u64), Publisher>,
     own_ids: Arc<HashSet<u64>>,
     last_prune: Instant,
@@ -61,17 +77,25 @@ impl Ingest {
         }
     }
 
-    fn engine_of(&mut self, subject: &str) -> Result<(usize, Arc<str>), Reject> {
-        if let Some(s) = self.scopes.get(subject) {
+    fn engine_of(
+        &mut self,
+        subject: &str,
+        node: Option<&str>,
+    ) -> Result<(usize, Arc<str>), Reject> {
+        let cache_key = (subject.to_owned(), node.map(str::to_owned));
+        if let Some(s) = self.scopes.get(&cache_key) {
             return Ok((s.engine, s.subject.clone()));
         }
         let scope = Scope::parse(subject).ok_or(Reject::Subject)?;
-        let labels = SCOPE_LABELS
+        let mut labels: Vec<(String, String)> = SCOPE_LABELS
             .iter()
             .zip([&scope.namespace, &scope.component, &scope.endpoint])
             .map(|(k, v)| ((*k).to_owned(), v.clone()))
             .collect();
-        let name = format!("{}/{}/{}", scope.namespace, scope.component, scope.endpoint);
+        if let Some(node) = node {
+            labels.push((NODE_LABEL.to_owned(), node.to_owned()));
+        }
+        let name = engine_name(&scope);
         // The same scope may be reached by two spellings of a subject; one engine each
         // would split its ranks, so look the name up first.
         let existing = (0..self.registry.engines.len()).find(|&i| {
@@ -88,13 +112,18 @@ impl Ingest {
                         labels,
                     })
                     .ok_or(Reject::EngineLimit)?;
-                tracing::info!(engine = %name, subject, "new NATS scope");
+                tracing::info!(engine = %name, node, subject, "new NATS scope");
                 i
             }
         };
+        // Spellings of one scope are unbounded (any byte may be %-escaped): the cache is
+        // dropped when full rather than grown, and refilled from the engine table.
+        if self.scopes.len() >= MAX_CACHED_SUBJECTS {
+            self.scopes.clear();
+        }
         let subject_arc: Arc<str> = Arc::from(subject);
         self.scopes.insert(
-            subject.to_owned(),
+            cache_key,
             Scoped {
                 engine,
                 subject: subject_arc.clone(),
@@ -104,18 +133,30 @@ impl Ingest {
     }
 
     /// Handles one message: counts it, and ingests it or counts why not.
-    pub fn handle(&mut self, subject: &str, payload: &[u8]) {
+    /// `node` is the message's [`super::NODE_HEADER`], when an edge relayed it.
+    pub fn handle(&mut self, subject: &str, node: Option<&str>, payload: &[u8]) {
         self.stats.messages.fetch_add(1, Relaxed);
-        if let Err(r) = self.try_handle(subject, payload) {
+        if let Err(r) = self.try_handle(subject, node, payload) {
             self.stats.reject(r);
         }
     }
 
-    fn try_handle(&mut self, subject: &str, payload: &[u8]) -> Result<(), Reject> {
+    fn try_handle(
+        &mut self,
+        subject: &str,
+        node: Option<&str>,
+        payload: &[u8],
+    ) -> Result<(), Reject> {
         if payload.len() > MAX_MESSAGE_BYTES {
             return Err(Reject::Oversize);
         }
-        let (engine, subject) = self.engine_of(subject)?;
+        let node = match node {
+            Some(n) if n.is_empty() || n.len() > DEFAULT_MAX_LABEL_BYTES => {
+                return Err(Reject::Node)
+            }
+            n => n,
+        };
+        let (engine, subject) = self.engine_of(subject, node)?;
         let decoded = envelope::decode(payload).map_err(|e| match e {
             EnvelopeError::Malformed => Reject::EnvelopeMalformed,
             EnvelopeError::MissingField => Reject::EnvelopeMissingField,
@@ -248,7 +289,8 @@ pub async fn run(
             _ = shutdown.changed() => break,
             m = sub.next() => match m {
                 Some(msg) => {
-                    ingest.handle(msg.subject.as_str(), &msg.payload);
+                    let node = msg.headers.as_ref().and_then(|h| h.get(NODE_HEADER)).map(|v| v.as_str());
+                    ingest.handle(msg.subject.as_str(), node, &msg.payload);
                     ingest.prune(expire);
                 }
                 None => break,

@@ -10,6 +10,14 @@ pub mod ingest;
 pub mod subject;
 
 use crate::wire::DecodeError;
+
+/// The NATS header naming the node a relayed message comes from. Dynamo's subscribers
+/// read only the message body, so the envelope stays byte for byte Dynamo's.
+pub const NODE_HEADER: &str = "Fpm-Node";
+
+/// The label carrying a node's identity on the series of its ranks, at the edge and
+/// at the central exporter alike.
+pub const NODE_LABEL: &str = "node";
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
 
 /// Why a NATS message was not ingested (before or around the FPM decoder's reasons).
@@ -29,11 +37,13 @@ pub enum Reject {
     EngineLimit,
     /// A new publisher while [`ingest::MAX_PUBLISHERS`] are tracked.
     PublisherLimit,
+    /// A [`NODE_HEADER`] that is empty or longer than a label value may be.
+    Node,
 }
 
 impl Reject {
     /// Every reason, in label order.
-    pub const ALL: [Reject; 7] = [
+    pub const ALL: [Reject; 8] = [
         Reject::Oversize,
         Reject::Subject,
         Reject::EnvelopeMalformed,
@@ -41,6 +51,7 @@ impl Reject {
         Reject::WrongTopic,
         Reject::EngineLimit,
         Reject::PublisherLimit,
+        Reject::Node,
     ];
 
     /// The `reason` label value.
@@ -53,6 +64,7 @@ impl Reject {
             Reject::WrongTopic => "wrong_topic",
             Reject::EngineLimit => "engine_limit",
             Reject::PublisherLimit => "publisher_limit",
+            Reject::Node => "node",
         }
     }
 }
