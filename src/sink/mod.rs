@@ -5,6 +5,7 @@
 
 pub mod loads_model;
 pub mod nats;
+pub mod nats_kv;
 pub mod prometheus;
 pub mod ranks_document;
 pub mod serving;

@@ -12,17 +12,12 @@ use crate::source::nats::config::NatsSettings;
 use crate::source::nats::envelope::{self, Envelope};
 use crate::source::nats::subject::FPM_TOPIC;
 use crate::source::nats::{NatsStats, NODE_HEADER};
-use crate::state::rank::RankKey;
-use crate::state::{Event, EventKind, RankFilter, Registry};
+use crate::state::{Event, EventKind, Registry};
 use bytes::Bytes;
-use std::collections::HashMap;
 use std::sync::atomic::Ordering::Relaxed;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 use tokio::sync::{broadcast, watch};
-
-/// Shortest interval between two KV puts of one rank.
-pub const KV_MIN_INTERVAL: Duration = Duration::from_millis(100);
 
 /// A publisher id as Dynamo makes them: random, masked to 53 bits (exact in JSON).
 pub fn new_publisher_id() -> u64 {
@@ -110,11 +105,11 @@ impl Publisher {
             shutdown.clone(),
         ))];
         if let (Some(bucket), Some(rx)) = (settings.kv_bucket.clone(), self.kv_rx) {
-            tasks.push(tokio::spawn(kv_writer(
+            tasks.push(tokio::spawn(super::nats_kv::kv_writer(
                 client,
                 registry,
                 stats,
-                Target {
+                super::nats_kv::Target {
                     bucket,
                     node: settings.node.clone(),
                 },
@@ -195,145 +190,6 @@ async fn relay(
         }
     }
     let _ = tokio::time::timeout(Duration::from_secs(1), client.flush()).await;
-}
-
-async fn open_bucket(
-    js: &async_nats::jetstream::Context,
-    bucket: &str,
-    max_age: Duration,
-) -> Result<async_nats::jetstream::kv::Store, String> {
-    if let Ok(store) = js.get_key_value(bucket).await {
-        return Ok(store);
-    }
-    // The stream a KV bucket is, configured as async-nats's `create_key_value` does
-    // (jetstream/context.rs `kv_to_stream_config`), but created directly: that call
-    // first reads account info in a shape nats-server 2.9 (Debian's) does not send.
-    use async_nats::jetstream::stream;
-    js.create_stream(stream::Config {
-        name: format!("KV_{bucket}"),
-        description: Some("fpm-exporter: /v1/loads entry per rank".into()),
-        subjects: vec![format!("$KV.{bucket}.>")],
-        max_messages_per_subject: 1,
-        max_age,
-        storage: stream::StorageType::File,
-        allow_rollup: true,
-        deny_delete: true,
-        allow_direct: true,
-        num_replicas: 1,
-        discard: stream::DiscardPolicy::New,
-        ..Default::default()
-    })
-    .await
-    .map_err(|e| e.to_string())?;
-    js.get_key_value(bucket).await.map_err(|e| e.to_string())
-}
-
-/// Where the KV writer writes: its bucket, and the node part of its keys.
-struct Target {
-    bucket: String,
-    node: String,
-}
-
-async fn kv_writer(
-    client: async_nats::Client,
-    registry: Arc<Registry>,
-    stats: Arc<NatsStats>,
-    Target { bucket, node }: Target,
-    mut rx: broadcast::Receiver<Arc<Event>>,
-    mut shutdown: watch::Receiver<bool>,
-) {
-    let js = async_nats::jetstream::new(client);
-    let max_age = registry.config.expire_after;
-    let mut store = None;
-    let mut next_open = tokio::time::Instant::now();
-    // Ranks with a frame not yet written, and when each was last written.
-    let mut dirty: HashMap<RankKey, ()> = HashMap::new();
-    let mut last_put: HashMap<RankKey, Instant> = HashMap::new();
-    let mut tick = tokio::time::interval(KV_MIN_INTERVAL);
-    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    let mut all_dirty = false;
-    loop {
-        tokio::select! {
-            biased;
-            _ = shutdown.changed() => return,
-            r = rx.recv() => match r {
-                Ok(ev) => {
-                    if matches!(ev.kind, EventKind::Frame { .. }) {
-                        dirty.insert(ev.key.clone(), ());
-                    }
-                }
-                Err(broadcast::error::RecvError::Lagged(n)) => {
-                    stats.kv_dropped_lagged.fetch_add(n, Relaxed);
-                    all_dirty = true;
-                }
-                Err(broadcast::error::RecvError::Closed) => return,
-            },
-            _ = tick.tick() => {
-                if store.is_none() && tokio::time::Instant::now() >= next_open {
-                    match tokio::time::timeout(Duration::from_secs(2), open_bucket(&js, &bucket, max_age)).await {
-                        Ok(Ok(s)) => {
-                            tracing::info!(bucket, "nats kv bucket ready");
-                            store = Some(s);
-                        }
-                        Ok(Err(e)) => {
-                            stats.kv_errors.fetch_add(1, Relaxed);
-                            tracing::debug!(bucket, error = %e, "nats kv bucket not ready");
-                        }
-                        Err(_) => { stats.kv_errors.fetch_add(1, Relaxed); }
-                    }
-                    next_open = tokio::time::Instant::now() + Duration::from_secs(1);
-                }
-                let Some(kv) = &store else { continue };
-                let loads = registry.loads(&RankFilter::default());
-                let doc: serde_json::Value = match serde_json::from_slice(
-                    &crate::sink::shared_json::loads_document(&registry, &loads),
-                ) {
-                    Ok(v) => v,
-                    Err(_) => continue,
-                };
-                let now = Instant::now();
-                let mut puts = Vec::new();
-                for (r, entry) in loads.ranks.iter().zip(doc["ranks"].as_array().into_iter().flatten()) {
-                    let due = last_put.get(&r.key).is_none_or(|t| now.duration_since(*t) >= KV_MIN_INTERVAL);
-                    if (all_dirty || dirty.contains_key(&r.key)) && due {
-                        let key = kv_key(&registry.engines[r.key.engine].name, &node, &r.key.worker_id, r.key.dp_rank);
-                        let value = Bytes::from(entry.to_string());
-                        puts.push((r.key.clone(), kv.put(key, value)));
-                    }
-                }
-                all_dirty = false;
-                let keys: Vec<RankKey> = puts.iter().map(|(k, _)| k.clone()).collect();
-                let results = tokio::time::timeout(
-                    Duration::from_secs(2),
-                    futures::future::join_all(puts.into_iter().map(|(_, f)| f)),
-                ).await;
-                match results {
-                    Ok(results) => {
-                        for (k, r) in keys.into_iter().zip(results) {
-                            match r {
-                                Ok(_) => {
-                                    stats.kv_updates.fetch_add(1, Relaxed);
-                                    dirty.remove(&k);
-                                    last_put.insert(k, now);
-                                }
-                                Err(e) => {
-                                    stats.kv_errors.fetch_add(1, Relaxed);
-                                    tracing::debug!(error = %e, "nats kv put failed");
-                                }
-                            }
-                        }
-                    }
-                    Err(_) => { stats.kv_errors.fetch_add(1, Relaxed); }
-                }
-                if last_put.len() > loads.ranks.len() {
-                    let live: std::collections::HashSet<&RankKey> =
-                        loads.ranks.iter().map(|r| &r.key).collect();
-                    last_put.retain(|k, _| live.contains(k));
-                    dirty.retain(|k, _| live.contains(k));
-                }
-            }
-        }
-    }
 }
 
 #[cfg(test)]

@@ -73,12 +73,12 @@ pub const RELAY_DROPPED: Family = Family::counter(
 /// KV puts.
 pub const KV_UPDATES: Family = Family::counter(
     "fpm_nats_kv_updates_total",
-    "Per-rank load entries written to the JetStream KV bucket.",
+    "Per-rank load entries written to the JetStream KV bucket, or deleted for expired ranks.",
 );
 /// KV errors.
 pub const KV_ERRORS: Family = Family::counter(
     "fpm_nats_kv_errors_total",
-    "Failed KV puts, bucket creations or timeouts.",
+    "Failed KV puts or deletes, bucket creations, corrections or timeouts.",
 );
 /// KV lag.
 pub const KV_DROPPED: Family = Family::counter(

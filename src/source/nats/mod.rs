@@ -186,3 +186,39 @@ pub fn event_callback(
         Box::pin(async {})
     }
 }
+
+/// Lets a repeated log line through at most once per interval (a flood of NATS errors
+/// or slow-consumer events must not flood the log).
+#[derive(Debug)]
+pub struct LogEvery {
+    every: std::time::Duration,
+    last: Option<std::time::Instant>,
+    /// Lines held back since the last one let through.
+    pub suppressed: u64,
+}
+
+impl LogEvery {
+    /// A limiter letting one line through per `every`.
+    pub fn new(every: std::time::Duration) -> Self {
+        LogEvery {
+            every,
+            last: None,
+            suppressed: 0,
+        }
+    }
+
+    /// Whether to log now (starting a new quiet period); counts a held-back line otherwise.
+    pub fn due(&mut self) -> bool {
+        let now = std::time::Instant::now();
+        if self
+            .last
+            .is_some_and(|t| now.duration_since(t) < self.every)
+        {
+            self.suppressed += 1;
+            return false;
+        }
+        self.last = Some(now);
+        self.suppressed = 0;
+        true
+    }
+}
