@@ -14,6 +14,7 @@ use crate::source::nats::subject::FPM_TOPIC;
 use crate::source::nats::{NatsStats, NODE_HEADER};
 use crate::state::{Event, EventKind, Registry};
 use bytes::Bytes;
+use futures::FutureExt;
 use std::sync::atomic::Ordering::Relaxed;
 use std::sync::Arc;
 use std::time::Duration;
@@ -133,6 +134,7 @@ async fn relay(
     let mut sequences = vec![0u64; ids.len()];
     let mut fpm = Vec::with_capacity(512);
     let mut buf = Vec::with_capacity(640);
+    let mut drop_log = crate::source::nats::LogEvery::new(Duration::from_secs(10));
     loop {
         let ev = tokio::select! {
             biased;
@@ -143,6 +145,11 @@ async fn relay(
             Ok(ev) => ev,
             Err(broadcast::error::RecvError::Lagged(n)) => {
                 stats.relay_dropped_lagged.fetch_add(n, Relaxed);
+                // Which engines' frames were skipped is not known: each sequence skips
+                // one number, so every subscriber sees that loss happened.
+                for s in &mut sequences {
+                    *s += 1;
+                }
                 continue;
             }
             Err(broadcast::error::RecvError::Closed) => break,
@@ -160,6 +167,17 @@ async fn relay(
         let (Some(subject), Some(&publisher_id)) = (subjects.get(e), ids.get(e)) else {
             continue;
         };
+        // Never queue while disconnected: frames sent after a reconnect would arrive
+        // late in one burst. A dropped frame keeps its sequence number, so the loss is
+        // a gap downstream (Dynamo's subscribers and the central exporter see it).
+        if client.connection_state() != async_nats::connection::State::Connected {
+            stats.relay_dropped_disconnected.fetch_add(1, Relaxed);
+            sequences[e] += 1;
+            if drop_log.due() {
+                tracing::warn!("nats publish connection down; dropping relayed frames (counted, and a gap in the relayed sequence)");
+            }
+            continue;
+        }
         crate::wire::encode::encode_payload_into(metrics, &mut fpm);
         envelope::encode(
             &Envelope {
@@ -172,20 +190,23 @@ async fn relay(
             &mut buf,
         );
         sequences[e] += 1;
-        match client
-            .publish_with_headers(
-                subject.clone(),
-                headers.clone(),
-                Bytes::copy_from_slice(&buf),
-            )
-            .await
-        {
-            Ok(()) => {
+        // Handed over only if the client's queue has room now (the send is
+        // cancel-safe): the relay never waits on NATS, so it never falls behind.
+        let publish = client.publish_with_headers(
+            subject.clone(),
+            headers.clone(),
+            Bytes::copy_from_slice(&buf),
+        );
+        match publish.now_or_never() {
+            Some(Ok(())) => {
                 stats.relayed.fetch_add(1, Relaxed);
             }
-            Err(err) => {
+            Some(Err(err)) => {
                 stats.relay_dropped_error.fetch_add(1, Relaxed);
                 tracing::debug!(error = %err, "nats publish failed");
+            }
+            None => {
+                stats.relay_dropped_full.fetch_add(1, Relaxed);
             }
         }
     }

@@ -2,11 +2,13 @@
 //! is handled in microseconds and nothing here waits on a rank, so one noisy publisher
 //! cannot hold up another beyond its own messages.
 
+use super::counter::{self, RankCounter};
 use super::envelope::{self, EnvelopeError};
 use super::subject::{Scope, FPM_TOPIC};
 use super::{NatsStats, Reject, NODE_HEADER, NODE_LABEL};
 use crate::source::sequence::SequenceTracker;
 use crate::state::labels::DEFAULT_MAX_LABEL_BYTES;
+use crate::state::sequence::SeqEvent;
 use crate::state::{EngineInfo, RankCache, Registry};
 use crate::wire::decode::decode_payload;
 use crate::wire::MAX_PAYLOAD_BYTES;
@@ -27,6 +29,9 @@ pub const MAX_PUBLISHERS: usize = 16_384;
 /// exporter uses that label for ZMQ endpoint series.
 pub const SCOPE_LABELS: [&str; 3] = ["dynamo_namespace", "dynamo_component", "dynamo_endpoint"];
 
+/// Most ranks whose `counter_id` is followed (beyond, the envelope sequence alone).
+pub const MAX_COUNTED_RANKS: usize = 65_536;
+
 /// Most subject spellings remembered (each maps to an engine already in the table).
 pub const MAX_CACHED_SUBJECTS: usize = 4096;
 
@@ -46,6 +51,8 @@ struct Publisher {
     tracker: SequenceTracker,
     cache: RankCache,
     seen: Instant,
+    /// Ranks whose latest frame this publisher carried.
+    ranks: u32,
 }
 
 struct Scoped {
@@ -59,6 +66,7 @@ pub struct Ingest {
     stats: Arc<NatsStats>,
     scopes: HashMap<(String, Option<String>), Scoped>,
     publishers: HashMap<(usize, u64), Publisher>,
+    counters: HashMap<(usize, String, u64), RankCounter>,
     own_ids: Arc<HashSet<u64>>,
     last_prune: Instant,
 }
@@ -72,6 +80,7 @@ impl Ingest {
             stats,
             scopes: HashMap::new(),
             publishers: HashMap::new(),
+            counters: HashMap::new(),
             own_ids,
             last_prune: Instant::now(),
         }
@@ -186,37 +195,79 @@ impl Ingest {
                     tracker: SequenceTracker::keyed(),
                     cache: RankCache::default(),
                     seen: now.instant,
+                    ranks: 0,
                 },
             );
-            self.stats
-                .publishers
-                .store(self.publishers.len() as u64, Relaxed);
         }
         let publisher = self.publishers.get_mut(&key).expect("inserted above");
+        let silent = now.instant.saturating_duration_since(publisher.seen);
         publisher.seen = now.instant;
         // Sequence first, so a bad payload is not also counted as a lost message.
-        let seq = publisher.tracker.observe(env.sequence);
-        if let crate::state::sequence::SeqEvent::Gap { missed } = seq {
+        let seq = counter::bounded(publisher.tracker.observe(env.sequence), silent);
+        if let SeqEvent::Gap { missed } = seq {
             self.stats.missed_messages.fetch_add(missed, Relaxed);
         }
-        match decode_payload(env.payload) {
-            Ok(metrics) => {
-                if self.registry.ingest(
-                    &mut publisher.cache,
-                    engine,
-                    &subject,
-                    env.sequence,
-                    seq,
-                    metrics,
-                    &now,
-                ) {
-                    self.stats.ingested.fetch_add(1, Relaxed);
-                }
-            }
+        let metrics = match decode_payload(env.payload) {
+            Ok(m) => m,
             Err(e) => {
                 self.stats.payload_errors[e.index()].fetch_add(1, Relaxed);
+                return Ok(());
+            }
+        };
+        // The rank's own counter tells loss and restarts at every hop; a payload with
+        // no counter (always 0) leaves the envelope's word.
+        let rank_key = (engine, metrics.worker_id.clone(), metrics.dp_rank);
+        let mut moved_from = None;
+        let full = self.counters.len() >= MAX_COUNTED_RANKS;
+        let order = match self.counters.get_mut(&rank_key) {
+            None if full => seq,
+            None => {
+                publisher.ranks += 1;
+                self.counters.insert(
+                    rank_key,
+                    RankCounter::new(metrics.counter_id, env.publisher_id, now.instant),
+                );
+                seq
+            }
+            Some(c) => {
+                if c.publisher != env.publisher_id {
+                    publisher.ranks += 1;
+                    moved_from = Some(std::mem::replace(&mut c.publisher, env.publisher_id));
+                }
+                let by_counter = c.observe(metrics.counter_id, metrics.is_heartbeat(), now.instant);
+                if metrics.counter_id == 0 {
+                    seq
+                } else {
+                    by_counter
+                }
+            }
+        };
+        let sequence = env.sequence;
+        let ingested = self.registry.ingest(
+            &mut publisher.cache,
+            engine,
+            &subject,
+            sequence,
+            order,
+            metrics,
+            &now,
+        );
+        if ingested {
+            self.stats.ingested.fetch_add(1, Relaxed);
+        }
+        // A publisher none of whose ranks it carries any more (a restarted
+        // FpmDirectPublisher's old instance) is forgotten at once.
+        if let Some(old) = moved_from {
+            if let Some(p) = self.publishers.get_mut(&(engine, old)) {
+                p.ranks = p.ranks.saturating_sub(1);
+                if p.ranks == 0 {
+                    self.publishers.remove(&(engine, old));
+                }
             }
         }
+        self.stats
+            .publishers
+            .store(self.publishers.len() as u64, Relaxed);
         Ok(())
     }
 
@@ -229,6 +280,8 @@ impl Ingest {
         self.last_prune = now;
         self.publishers
             .retain(|_, p| now.duration_since(p.seen) < idle);
+        self.counters
+            .retain(|_, c| now.duration_since(c.seen) < idle);
         self.stats
             .publishers
             .store(self.publishers.len() as u64, Relaxed);

@@ -5,6 +5,7 @@
 //! accounting keys on the envelope's publisher, since many publishers share a subject.
 
 pub mod config;
+pub mod counter;
 pub mod envelope;
 pub mod ingest;
 pub mod subject;
@@ -124,12 +125,16 @@ pub struct NatsStats {
     pub publishers: AtomicU64,
     /// Our own relayed messages seen on the subscription and skipped.
     pub own_messages: AtomicU64,
-    /// Frames handed to the NATS client by the relay.
+    /// Frames handed to the connected NATS client by the relay.
     pub relayed: AtomicU64,
     /// Accepted frames the relay could not send: it fell behind ingestion.
     pub relay_dropped_lagged: AtomicU64,
     /// Accepted frames the relay could not send: the client refused them.
     pub relay_dropped_error: AtomicU64,
+    /// Accepted frames dropped because the publish connection was down.
+    pub relay_dropped_disconnected: AtomicU64,
+    /// Accepted frames dropped because the client's outgoing queue was full.
+    pub relay_dropped_full: AtomicU64,
     /// KV puts done.
     pub kv_updates: AtomicU64,
     /// KV puts or bucket creations that failed.
