@@ -335,3 +335,32 @@ impl NatsAuth {
             }))
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn empty_names_are_refused_at_start() {
+        let ingest = |ns: &str| NatsArgs {
+            nats: Some("nats://127.0.0.1:4222".into()),
+            nats_namespace: Some(ns.into()),
+            ..Default::default()
+        };
+        assert!(NatsSettings::resolve(&ingest(""), None, &[]).is_err());
+        assert!(NatsSettings::resolve(&ingest("prod"), None, &[]).is_ok());
+        let relay = NatsArgs {
+            nats_publish: Some("nats://127.0.0.1:4222".into()),
+            node: Some("n1".into()),
+            ..Default::default()
+        };
+        let scope: EngineScopeFile = toml::from_str("component = \"\"").unwrap();
+        let err = NatsSettings::resolve(&relay, None, &[Some(scope)]).unwrap_err();
+        assert!(err.contains("component"), "{err}");
+        let blank = NatsArgs {
+            node: Some(" ".into()),
+            ..relay.clone()
+        };
+        assert!(NatsSettings::resolve(&blank, None, &[None]).is_err());
+    }
+}

@@ -352,3 +352,29 @@ pub async fn run(
     }
     let _ = sub.unsubscribe().await;
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn engine_names_are_injective() {
+        let s = |n: &str, c: &str, e: &str| Scope {
+            namespace: n.into(),
+            component: c.into(),
+            endpoint: e.into(),
+        };
+        assert_ne!(
+            engine_name(&s("a/b", "c", "gen")),
+            engine_name(&s("a", "b/c", "gen"))
+        );
+        assert_ne!(
+            engine_name(&s("a%2Fb", "c", "g")),
+            engine_name(&s("a/b", "c", "g"))
+        );
+        assert_eq!(
+            engine_name(&s("dynamo", "backend", "generate")),
+            "dynamo/backend/generate"
+        );
+    }
+}
