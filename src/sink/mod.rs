@@ -5,7 +5,6 @@
 
 pub mod loads_model;
 pub mod nats;
-pub mod nats_kv;
 pub mod prometheus;
 pub mod ranks_document;
 pub mod serving;

@@ -6,7 +6,7 @@
 //! existing bucket whose settings would keep old revisions, never expire or refuse the
 //! entries is corrected at start, with a warning naming each setting.
 
-use super::nats::kv_key;
+use super::kv_key;
 use crate::source::nats::{LogEvery, NatsStats};
 use crate::state::rank::{Liveness, RankKey};
 use crate::state::{Event, EventKind, RankFilter, Registry};

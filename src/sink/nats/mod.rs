@@ -8,6 +8,8 @@
 //! What they skip is counted (`fpm_nats_relay_dropped_frames_total`,
 //! `fpm_nats_kv_dropped_updates_total`).
 
+pub mod kv;
+
 use crate::source::nats::config::NatsSettings;
 use crate::source::nats::envelope::{self, Envelope};
 use crate::source::nats::subject::FPM_TOPIC;
@@ -106,11 +108,11 @@ impl Publisher {
             shutdown.clone(),
         ))];
         if let (Some(bucket), Some(rx)) = (settings.kv_bucket.clone(), self.kv_rx) {
-            tasks.push(tokio::spawn(super::nats_kv::kv_writer(
+            tasks.push(tokio::spawn(kv::kv_writer(
                 client,
                 registry,
                 stats,
-                super::nats_kv::Target {
+                kv::Target {
                     bucket,
                     node: settings.node.clone(),
                 },
