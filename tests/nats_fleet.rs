@@ -105,6 +105,7 @@ async fn eight_edges_relay_256_ranks_through_a_restarting_nats_server() {
                 &format!("127.0.0.1:{port}"),
             ])
             .env("RUST_LOG", "warn")
+            .env("NODE_NAME", format!("node-{k}"))
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
@@ -310,6 +311,7 @@ async fn eight_edges_relay_256_ranks_through_a_restarting_nats_server() {
         for r in doc["ranks"].as_array().unwrap() {
             let key = fpm_exporter::sink::nats::kv_key(
                 r["engine"].as_str().unwrap(),
+                &r["engine"].as_str().unwrap().replace("edge-", "node-"),
                 r["worker_id"].as_str().unwrap(),
                 r["dp_rank"].as_u64().unwrap(),
             );

@@ -6,6 +6,7 @@ use super::file::{self, FileConfig, Source};
 use super::{ConfigError, HttpSettings, RecordSettings, RunArgs, DEFAULT_LISTEN};
 use crate::source::multiproc::{self, MultiprocSettings};
 use crate::source::nats::config::NatsSettings;
+use crate::source::nats::NODE_LABEL;
 use crate::source::scrape::{self, ScrapeSettings, ScrapeSpec};
 use crate::source::EndpointSpec;
 use crate::state::{EngineInfo, StateConfig};
@@ -76,6 +77,20 @@ impl Settings {
         scopes.resize(e.engines.len(), None);
         let nats =
             NatsSettings::resolve(&args.nats, file.nats.as_ref(), &scopes).map_err(ConfigError)?;
+        let mut engines = e.engines;
+        if let Some(node) = nats
+            .as_ref()
+            .filter(|n| n.publish_url.is_some())
+            .map(|n| &n.node)
+        {
+            // An edge's ranks are told apart from every other node's by this label (its
+            // relayed messages carry the same name in their `Fpm-Node` header).
+            for info in &mut engines {
+                if !info.labels.iter().any(|(k, _)| k == NODE_LABEL) {
+                    info.labels.push((NODE_LABEL.to_owned(), node.clone()));
+                }
+            }
+        }
         let multiproc = multiproc_settings(args, &file)?;
         let merge_engine_metrics =
             args.merge_engine_metrics || file.merge_engine_metrics.unwrap_or(false);
@@ -86,14 +101,14 @@ impl Settings {
         }
         let scrape = scrape_settings(args)?;
         // Addresses checked (and one URL under two engines refused) before starting.
-        scrape::Workers::new(&e.scrapes, &e.engines, scrape)
+        scrape::Workers::new(&e.scrapes, &engines, scrape)
             .map_err(|m| ConfigError(format!("scrape: {m}")))?;
         Ok(Settings {
             listen,
             metrics_listen: args.metrics_listen,
             http,
             state,
-            engines: e.engines,
+            engines,
             endpoints: e.endpoints,
             demo: e.demo,
             record,

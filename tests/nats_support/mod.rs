@@ -81,6 +81,17 @@ impl NatsServer {
         self.spawn();
     }
 
+    /// Starts it again on the same port with its JetStream state gone (a server whose
+    /// volume was lost, or an in-memory one).
+    pub fn restart_without_state(&mut self) {
+        self.kill();
+        for entry in std::fs::read_dir(self.dir.path()).unwrap() {
+            let p = entry.unwrap().path();
+            let _ = std::fs::remove_dir_all(&p).or_else(|_| std::fs::remove_file(&p));
+        }
+        self.spawn();
+    }
+
     /// A plain client of the server.
     pub async fn client(&self) -> async_nats::Client {
         async_nats::connect(self.url())

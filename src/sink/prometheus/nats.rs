@@ -63,22 +63,22 @@ pub const OWN: Family = Family::counter(
 /// Relayed frames.
 pub const RELAYED: Family = Family::counter(
     "fpm_nats_relayed_frames_total",
-    "Accepted ZMQ frames handed to the NATS client by --nats-publish.",
+    "Accepted ZMQ frames handed to the connected NATS client by --nats-publish.",
 );
 /// Relay drops.
 pub const RELAY_DROPPED: Family = Family::counter(
     "fpm_nats_relay_dropped_frames_total",
-    "Accepted ZMQ frames not relayed, by reason: lagged (the relay fell behind ingestion, e.g. NATS slow or away), error (the client refused the message).",
+    "Accepted ZMQ frames not relayed, by reason: disconnected (the publish connection was down), full (the client's queue was full), lagged (the relay fell behind ingestion), error (the client refused the message). Each leaves a gap in the relayed sequence.",
 );
 /// KV puts.
 pub const KV_UPDATES: Family = Family::counter(
     "fpm_nats_kv_updates_total",
-    "Per-rank load entries written to the JetStream KV bucket.",
+    "Per-rank load entries written to the JetStream KV bucket, or deleted for expired ranks.",
 );
 /// KV errors.
 pub const KV_ERRORS: Family = Family::counter(
     "fpm_nats_kv_errors_total",
-    "Failed KV puts, bucket creations or timeouts.",
+    "Failed KV puts or deletes, bucket creations, corrections or timeouts.",
 );
 /// KV lag.
 pub const KV_DROPPED: Family = Family::counter(
@@ -168,6 +168,8 @@ pub fn write(w: &mut Writer, s: &NatsStats) {
         for (reason, v) in [
             ("lagged", &s.relay_dropped_lagged),
             ("error", &s.relay_dropped_error),
+            ("disconnected", &s.relay_dropped_disconnected),
+            ("full", &s.relay_dropped_full),
         ] {
             w.sample(
                 &RELAY_DROPPED,

@@ -23,6 +23,9 @@ pub struct NatsArgs {
     /// Relay every frame accepted from ZMQ to this NATS server, in Dynamo's envelope, and keep the KV load table.
     #[arg(long, value_name = "URL")]
     pub nats_publish: Option<String>,
+    /// This node's name in relayed ranks (the `node` label, the `Fpm-Node` header, the KV key) [default: $NODE_NAME, else the hostname].
+    #[arg(long, value_name = "NAME", env = "NODE_NAME")]
+    pub node: Option<String>,
     /// JetStream key-value bucket of the per-rank loads ("" for none) [default: fpm-loads].
     #[arg(long, value_name = "NAME")]
     pub nats_kv_bucket: Option<String>,
@@ -111,6 +114,9 @@ pub struct NatsSettings {
     pub publish_scopes: Vec<Scope>,
     /// KV bucket of the loads (`None`: no KV).
     pub kv_bucket: Option<String>,
+    /// This node's identity, carried by everything it relays: two edges with one
+    /// configuration must never merge their ranks.
+    pub node: String,
     /// Auth and TLS, shared by both connections.
     pub auth: NatsAuth,
 }
@@ -154,6 +160,11 @@ impl NatsSettings {
             pick(&args.nats_component, f.component),
             pick(&args.nats_endpoint, f.endpoint),
         );
+        for (what, v) in [("namespace", &ns), ("component", &comp), ("endpoint", &ep)] {
+            if let Some(v) = v {
+                check_name(what, v)?;
+            }
+        }
         let ingest_subject =
             super::subject::filter_subject(ns.as_deref(), comp.as_deref(), ep.as_deref());
         let default_scope = Scope {
@@ -165,7 +176,7 @@ impl NatsSettings {
                 .unwrap_or_else(|| DEFAULT_SCOPE.1.into()),
             endpoint: f.publish_endpoint.unwrap_or_else(|| DEFAULT_SCOPE.2.into()),
         };
-        let publish_scopes = engine_scopes
+        let publish_scopes: Vec<Scope> = engine_scopes
             .iter()
             .map(|s| {
                 let s = s.clone().unwrap_or_default();
@@ -180,6 +191,17 @@ impl NatsSettings {
                 }
             })
             .collect();
+        if publish_url.is_some() {
+            for (i, s) in publish_scopes.iter().enumerate() {
+                for (what, v) in [
+                    ("namespace", &s.namespace),
+                    ("component", &s.component),
+                    ("endpoint", &s.endpoint),
+                ] {
+                    check_name(what, v).map_err(|e| format!("engine {}: {e}", i + 1))?;
+                }
+            }
+        }
         let kv_bucket = match args.nats_kv_bucket.clone().or(f.kv_bucket) {
             None => Some(DEFAULT_KV_BUCKET.to_owned()),
             Some(b) if b.is_empty() => None,
@@ -195,6 +217,11 @@ impl NatsSettings {
                 Some(b)
             }
         };
+        let node = match &args.node {
+            Some(n) => n.clone(),
+            None => hostname().ok_or("nats: no --node, no NODE_NAME and no hostname")?,
+        };
+        check_name("node", &node)?;
         let auth = NatsAuth {
             token_file: args.nats_token_file.clone().or(f.token_file),
             user: args.nats_user.clone().or(f.user),
@@ -226,9 +253,35 @@ impl NatsSettings {
             publish_url,
             publish_scopes,
             kv_bucket,
+            node,
             auth,
         }))
     }
+}
+
+/// The machine's hostname (what a pod without `NODE_NAME` knows of its node; with
+/// `hostNetwork`, the node's own). Linux keeps it in /proc; no unsafe libc call needed.
+fn hostname() -> Option<String> {
+    ["/proc/sys/kernel/hostname", "/etc/hostname"]
+        .iter()
+        .filter_map(|p| std::fs::read_to_string(p).ok())
+        .map(|s| s.trim().to_owned())
+        .find(|s| !s.is_empty())
+}
+
+/// Refuses an empty name (or one made only of blanks): it would relay into a subject
+/// nobody receives, or subscribe to nothing, silently.
+fn check_name(what: &str, value: &str) -> Result<(), String> {
+    if value.trim().is_empty() {
+        return Err(format!("nats {what}: must not be empty"));
+    }
+    if value.len() > crate::state::labels::DEFAULT_MAX_LABEL_BYTES {
+        return Err(format!(
+            "nats {what} {value:?}: longer than {} bytes",
+            crate::state::labels::DEFAULT_MAX_LABEL_BYTES
+        ));
+    }
+    Ok(())
 }
 
 fn check_url(u: &str) -> Result<(), String> {
@@ -280,5 +333,34 @@ impl NatsAuth {
             .reconnect_delay_callback(|attempts| {
                 (Duration::from_millis(50) * attempts.min(10) as u32).min(RECONNECT_MAX)
             }))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn empty_names_are_refused_at_start() {
+        let ingest = |ns: &str| NatsArgs {
+            nats: Some("nats://127.0.0.1:4222".into()),
+            nats_namespace: Some(ns.into()),
+            ..Default::default()
+        };
+        assert!(NatsSettings::resolve(&ingest(""), None, &[]).is_err());
+        assert!(NatsSettings::resolve(&ingest("prod"), None, &[]).is_ok());
+        let relay = NatsArgs {
+            nats_publish: Some("nats://127.0.0.1:4222".into()),
+            node: Some("n1".into()),
+            ..Default::default()
+        };
+        let scope: EngineScopeFile = toml::from_str("component = \"\"").unwrap();
+        let err = NatsSettings::resolve(&relay, None, &[Some(scope)]).unwrap_err();
+        assert!(err.contains("component"), "{err}");
+        let blank = NatsArgs {
+            node: Some(" ".into()),
+            ..relay.clone()
+        };
+        assert!(NatsSettings::resolve(&blank, None, &[None]).is_err());
     }
 }

@@ -2,10 +2,13 @@
 //! is handled in microseconds and nothing here waits on a rank, so one noisy publisher
 //! cannot hold up another beyond its own messages.
 
+use super::counter::{self, RankCounter};
 use super::envelope::{self, EnvelopeError};
 use super::subject::{Scope, FPM_TOPIC};
-use super::{NatsStats, Reject};
+use super::{NatsStats, Reject, NODE_HEADER, NODE_LABEL};
 use crate::source::sequence::SequenceTracker;
+use crate::state::labels::DEFAULT_MAX_LABEL_BYTES;
+use crate::state::sequence::SeqEvent;
 use crate::state::{EngineInfo, RankCache, Registry};
 use crate::wire::decode::decode_payload;
 use crate::wire::MAX_PAYLOAD_BYTES;
@@ -26,10 +29,30 @@ pub const MAX_PUBLISHERS: usize = 16_384;
 /// exporter uses that label for ZMQ endpoint series.
 pub const SCOPE_LABELS: [&str; 3] = ["dynamo_namespace", "dynamo_component", "dynamo_endpoint"];
 
+/// Most ranks whose `counter_id` is followed (beyond, the envelope sequence alone).
+pub const MAX_COUNTED_RANKS: usize = 65_536;
+
+/// Most subject spellings remembered (each maps to an engine already in the table).
+pub const MAX_CACHED_SUBJECTS: usize = 4096;
+
+/// The engine name of a scope, `<ns>/<component>/<endpoint>`: `%` and `/` inside a
+/// segment are written `%25` and `%2F`, so two scopes never share a name.
+pub fn engine_name(scope: &Scope) -> String {
+    let esc = |s: &str| s.replace('%', "%25").replace('/', "%2F");
+    format!(
+        "{}/{}/{}",
+        esc(&scope.namespace),
+        esc(&scope.component),
+        esc(&scope.endpoint)
+    )
+}
+
 struct Publisher {
     tracker: SequenceTracker,
     cache: RankCache,
     seen: Instant,
+    /// Ranks whose latest frame this publisher carried.
+    ranks: u32,
 }
 
 struct Scoped {
@@ -41,8 +64,9 @@ struct Scoped {
 pub struct Ingest {
     registry: Arc<Registry>,
     stats: Arc<NatsStats>,
-    scopes: HashMap<String, Scoped>,
+    scopes: HashMap<(String, Option<String>), Scoped>,
     publishers: HashMap<(usize, u64), Publisher>,
+    counters: HashMap<(usize, String, u64), RankCounter>,
     own_ids: Arc<HashSet<u64>>,
     last_prune: Instant,
 }
@@ -56,22 +80,31 @@ impl Ingest {
             stats,
             scopes: HashMap::new(),
             publishers: HashMap::new(),
+            counters: HashMap::new(),
             own_ids,
             last_prune: Instant::now(),
         }
     }
 
-    fn engine_of(&mut self, subject: &str) -> Result<(usize, Arc<str>), Reject> {
-        if let Some(s) = self.scopes.get(subject) {
+    fn engine_of(
+        &mut self,
+        subject: &str,
+        node: Option<&str>,
+    ) -> Result<(usize, Arc<str>), Reject> {
+        let cache_key = (subject.to_owned(), node.map(str::to_owned));
+        if let Some(s) = self.scopes.get(&cache_key) {
             return Ok((s.engine, s.subject.clone()));
         }
         let scope = Scope::parse(subject).ok_or(Reject::Subject)?;
-        let labels = SCOPE_LABELS
+        let mut labels: Vec<(String, String)> = SCOPE_LABELS
             .iter()
             .zip([&scope.namespace, &scope.component, &scope.endpoint])
             .map(|(k, v)| ((*k).to_owned(), v.clone()))
             .collect();
-        let name = format!("{}/{}/{}", scope.namespace, scope.component, scope.endpoint);
+        if let Some(node) = node {
+            labels.push((NODE_LABEL.to_owned(), node.to_owned()));
+        }
+        let name = engine_name(&scope);
         // The same scope may be reached by two spellings of a subject; one engine each
         // would split its ranks, so look the name up first.
         let existing = (0..self.registry.engines.len()).find(|&i| {
@@ -88,13 +121,18 @@ impl Ingest {
                         labels,
                     })
                     .ok_or(Reject::EngineLimit)?;
-                tracing::info!(engine = %name, subject, "new NATS scope");
+                tracing::info!(engine = %name, node, subject, "new NATS scope");
                 i
             }
         };
+        // Spellings of one scope are unbounded (any byte may be %-escaped): the cache is
+        // dropped when full rather than grown, and refilled from the engine table.
+        if self.scopes.len() >= MAX_CACHED_SUBJECTS {
+            self.scopes.clear();
+        }
         let subject_arc: Arc<str> = Arc::from(subject);
         self.scopes.insert(
-            subject.to_owned(),
+            cache_key,
             Scoped {
                 engine,
                 subject: subject_arc.clone(),
@@ -104,18 +142,30 @@ impl Ingest {
     }
 
     /// Handles one message: counts it, and ingests it or counts why not.
-    pub fn handle(&mut self, subject: &str, payload: &[u8]) {
+    /// `node` is the message's [`super::NODE_HEADER`], when an edge relayed it.
+    pub fn handle(&mut self, subject: &str, node: Option<&str>, payload: &[u8]) {
         self.stats.messages.fetch_add(1, Relaxed);
-        if let Err(r) = self.try_handle(subject, payload) {
+        if let Err(r) = self.try_handle(subject, node, payload) {
             self.stats.reject(r);
         }
     }
 
-    fn try_handle(&mut self, subject: &str, payload: &[u8]) -> Result<(), Reject> {
+    fn try_handle(
+        &mut self,
+        subject: &str,
+        node: Option<&str>,
+        payload: &[u8],
+    ) -> Result<(), Reject> {
         if payload.len() > MAX_MESSAGE_BYTES {
             return Err(Reject::Oversize);
         }
-        let (engine, subject) = self.engine_of(subject)?;
+        let node = match node {
+            Some(n) if n.is_empty() || n.len() > DEFAULT_MAX_LABEL_BYTES => {
+                return Err(Reject::Node)
+            }
+            n => n,
+        };
+        let (engine, subject) = self.engine_of(subject, node)?;
         let decoded = envelope::decode(payload).map_err(|e| match e {
             EnvelopeError::Malformed => Reject::EnvelopeMalformed,
             EnvelopeError::MissingField => Reject::EnvelopeMissingField,
@@ -145,37 +195,79 @@ impl Ingest {
                     tracker: SequenceTracker::keyed(),
                     cache: RankCache::default(),
                     seen: now.instant,
+                    ranks: 0,
                 },
             );
-            self.stats
-                .publishers
-                .store(self.publishers.len() as u64, Relaxed);
         }
         let publisher = self.publishers.get_mut(&key).expect("inserted above");
+        let silent = now.instant.saturating_duration_since(publisher.seen);
         publisher.seen = now.instant;
         // Sequence first, so a bad payload is not also counted as a lost message.
-        let seq = publisher.tracker.observe(env.sequence);
-        if let crate::state::sequence::SeqEvent::Gap { missed } = seq {
+        let seq = counter::bounded(publisher.tracker.observe(env.sequence), silent);
+        if let SeqEvent::Gap { missed } = seq {
             self.stats.missed_messages.fetch_add(missed, Relaxed);
         }
-        match decode_payload(env.payload) {
-            Ok(metrics) => {
-                if self.registry.ingest(
-                    &mut publisher.cache,
-                    engine,
-                    &subject,
-                    env.sequence,
-                    seq,
-                    metrics,
-                    &now,
-                ) {
-                    self.stats.ingested.fetch_add(1, Relaxed);
-                }
-            }
+        let metrics = match decode_payload(env.payload) {
+            Ok(m) => m,
             Err(e) => {
                 self.stats.payload_errors[e.index()].fetch_add(1, Relaxed);
+                return Ok(());
+            }
+        };
+        // The rank's own counter tells loss and restarts at every hop; a payload with
+        // no counter (always 0) leaves the envelope's word.
+        let rank_key = (engine, metrics.worker_id.clone(), metrics.dp_rank);
+        let mut moved_from = None;
+        let full = self.counters.len() >= MAX_COUNTED_RANKS;
+        let order = match self.counters.get_mut(&rank_key) {
+            None if full => seq,
+            None => {
+                publisher.ranks += 1;
+                self.counters.insert(
+                    rank_key,
+                    RankCounter::new(metrics.counter_id, env.publisher_id, now.instant),
+                );
+                seq
+            }
+            Some(c) => {
+                if c.publisher != env.publisher_id {
+                    publisher.ranks += 1;
+                    moved_from = Some(std::mem::replace(&mut c.publisher, env.publisher_id));
+                }
+                let by_counter = c.observe(metrics.counter_id, metrics.is_heartbeat(), now.instant);
+                if metrics.counter_id == 0 {
+                    seq
+                } else {
+                    by_counter
+                }
+            }
+        };
+        let sequence = env.sequence;
+        let ingested = self.registry.ingest(
+            &mut publisher.cache,
+            engine,
+            &subject,
+            sequence,
+            order,
+            metrics,
+            &now,
+        );
+        if ingested {
+            self.stats.ingested.fetch_add(1, Relaxed);
+        }
+        // A publisher none of whose ranks it carries any more (a restarted
+        // FpmDirectPublisher's old instance) is forgotten at once.
+        if let Some(old) = moved_from {
+            if let Some(p) = self.publishers.get_mut(&(engine, old)) {
+                p.ranks = p.ranks.saturating_sub(1);
+                if p.ranks == 0 {
+                    self.publishers.remove(&(engine, old));
+                }
             }
         }
+        self.stats
+            .publishers
+            .store(self.publishers.len() as u64, Relaxed);
         Ok(())
     }
 
@@ -188,6 +280,8 @@ impl Ingest {
         self.last_prune = now;
         self.publishers
             .retain(|_, p| now.duration_since(p.seen) < idle);
+        self.counters
+            .retain(|_, c| now.duration_since(c.seen) < idle);
         self.stats
             .publishers
             .store(self.publishers.len() as u64, Relaxed);
@@ -248,7 +342,8 @@ pub async fn run(
             _ = shutdown.changed() => break,
             m = sub.next() => match m {
                 Some(msg) => {
-                    ingest.handle(msg.subject.as_str(), &msg.payload);
+                    let node = msg.headers.as_ref().and_then(|h| h.get(NODE_HEADER)).map(|v| v.as_str());
+                    ingest.handle(msg.subject.as_str(), node, &msg.payload);
                     ingest.prune(expire);
                 }
                 None => break,
@@ -256,4 +351,30 @@ pub async fn run(
         }
     }
     let _ = sub.unsubscribe().await;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn engine_names_are_injective() {
+        let s = |n: &str, c: &str, e: &str| Scope {
+            namespace: n.into(),
+            component: c.into(),
+            endpoint: e.into(),
+        };
+        assert_ne!(
+            engine_name(&s("a/b", "c", "gen")),
+            engine_name(&s("a", "b/c", "gen"))
+        );
+        assert_ne!(
+            engine_name(&s("a%2Fb", "c", "g")),
+            engine_name(&s("a/b", "c", "g"))
+        );
+        assert_eq!(
+            engine_name(&s("dynamo", "backend", "generate")),
+            "dynamo/backend/generate"
+        );
+    }
 }

@@ -5,11 +5,20 @@
 //! accounting keys on the envelope's publisher, since many publishers share a subject.
 
 pub mod config;
+pub mod counter;
 pub mod envelope;
 pub mod ingest;
 pub mod subject;
 
 use crate::wire::DecodeError;
+
+/// The NATS header naming the node a relayed message comes from. Dynamo's subscribers
+/// read only the message body, so the envelope stays byte for byte Dynamo's.
+pub const NODE_HEADER: &str = "Fpm-Node";
+
+/// The label carrying a node's identity on the series of its ranks, at the edge and
+/// at the central exporter alike.
+pub const NODE_LABEL: &str = "node";
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
 
 /// Why a NATS message was not ingested (before or around the FPM decoder's reasons).
@@ -29,11 +38,13 @@ pub enum Reject {
     EngineLimit,
     /// A new publisher while [`ingest::MAX_PUBLISHERS`] are tracked.
     PublisherLimit,
+    /// A [`NODE_HEADER`] that is empty or longer than a label value may be.
+    Node,
 }
 
 impl Reject {
     /// Every reason, in label order.
-    pub const ALL: [Reject; 7] = [
+    pub const ALL: [Reject; 8] = [
         Reject::Oversize,
         Reject::Subject,
         Reject::EnvelopeMalformed,
@@ -41,6 +52,7 @@ impl Reject {
         Reject::WrongTopic,
         Reject::EngineLimit,
         Reject::PublisherLimit,
+        Reject::Node,
     ];
 
     /// The `reason` label value.
@@ -53,6 +65,7 @@ impl Reject {
             Reject::WrongTopic => "wrong_topic",
             Reject::EngineLimit => "engine_limit",
             Reject::PublisherLimit => "publisher_limit",
+            Reject::Node => "node",
         }
     }
 }
@@ -112,12 +125,16 @@ pub struct NatsStats {
     pub publishers: AtomicU64,
     /// Our own relayed messages seen on the subscription and skipped.
     pub own_messages: AtomicU64,
-    /// Frames handed to the NATS client by the relay.
+    /// Frames handed to the connected NATS client by the relay.
     pub relayed: AtomicU64,
     /// Accepted frames the relay could not send: it fell behind ingestion.
     pub relay_dropped_lagged: AtomicU64,
     /// Accepted frames the relay could not send: the client refused them.
     pub relay_dropped_error: AtomicU64,
+    /// Accepted frames dropped because the publish connection was down.
+    pub relay_dropped_disconnected: AtomicU64,
+    /// Accepted frames dropped because the client's outgoing queue was full.
+    pub relay_dropped_full: AtomicU64,
     /// KV puts done.
     pub kv_updates: AtomicU64,
     /// KV puts or bucket creations that failed.
@@ -172,5 +189,41 @@ pub fn event_callback(
             other => tracing::debug!(event = %other, "nats event"),
         }
         Box::pin(async {})
+    }
+}
+
+/// Lets a repeated log line through at most once per interval (a flood of NATS errors
+/// or slow-consumer events must not flood the log).
+#[derive(Debug)]
+pub struct LogEvery {
+    every: std::time::Duration,
+    last: Option<std::time::Instant>,
+    /// Lines held back since the last one let through.
+    pub suppressed: u64,
+}
+
+impl LogEvery {
+    /// A limiter letting one line through per `every`.
+    pub fn new(every: std::time::Duration) -> Self {
+        LogEvery {
+            every,
+            last: None,
+            suppressed: 0,
+        }
+    }
+
+    /// Whether to log now (starting a new quiet period); counts a held-back line otherwise.
+    pub fn due(&mut self) -> bool {
+        let now = std::time::Instant::now();
+        if self
+            .last
+            .is_some_and(|t| now.duration_since(t) < self.every)
+        {
+            self.suppressed += 1;
+            return false;
+        }
+        self.last = Some(now);
+        self.suppressed = 0;
+        true
     }
 }
