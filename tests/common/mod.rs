@@ -268,6 +268,25 @@ pub fn sample(exposition: &str, name: &str, labels: &[(&str, &str)]) -> Option<f
     })
 }
 
+/// The sum of every sample `name{labels...}` matching the given pairs (every reason of
+/// a counter, say); 0 when there is none.
+pub fn sample_sum(exposition: &str, name: &str, labels: &[(&str, &str)]) -> f64 {
+    exposition
+        .lines()
+        .filter_map(|line| {
+            let rest = line.strip_prefix(name)?;
+            if !(rest.starts_with('{') || rest.starts_with(' ')) {
+                return None;
+            }
+            let (lbl, value) = rest.rsplit_once(' ')?;
+            labels
+                .iter()
+                .all(|(k, v)| lbl.contains(&format!("{k}=\"{v}\"")))
+                .then(|| value.parse::<f64>().ok())?
+        })
+        .sum()
+}
+
 /// Runs `promtool check metrics` on an exposition: (clean, promtool's report).
 pub fn promtool_check(body: &str) -> (bool, String) {
     let mut child = Command::new("promtool")
