@@ -59,6 +59,7 @@ async fn driving(mut d: Driver, f: impl FnOnce(&mut Driver) + Send + 'static) ->
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_heartbeating_publisher_keeps_its_one_connection_and_loses_nothing() {
+    let _alone = ONE_AT_A_TIME.lock().await;
     // libzmq drops a peer that sends nothing back within HEARTBEAT_TIMEOUT of a PING;
     // the SUB must answer with PONG, at the default 500 ms receive delay too.
     let port = common::free_port();
@@ -88,6 +89,7 @@ async fn a_heartbeating_publisher_keeps_its_one_connection_and_loses_nothing() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_ping_ttl_ends_a_connection_whose_publisher_froze() {
+    let _alone = ONE_AT_A_TIME.lock().await;
     // A frozen publisher (SIGSTOP) keeps its TCP connection open; its last PING asked
     // to be dropped after 1 s of silence, not the 30 s of --reconnect-after.
     let port = common::free_port();
@@ -132,6 +134,11 @@ async fn a_ping_ttl_ends_a_connection_whose_publisher_froze() {
     exp.stop().await;
 }
 
+/// One test of this file at a time: two publishers at thousands of frames/s and two
+/// debug exporters at once would share the 2 cores of a CI machine, measuring the
+/// machine rather than the receiver.
+static ONE_AT_A_TIME: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
 /// Publishes `bursts` bursts of `per_burst` frames at `rate`/s, `idle` apart, with
 /// the given socket options, and checks every frame was seen.
 async fn every_frame_of(
@@ -142,6 +149,7 @@ async fn every_frame_of(
     rate: f64,
     idle: Duration,
 ) {
+    let _alone = ONE_AT_A_TIME.lock().await;
     let dir = common::ipc_dir();
     // The exporter's base address; rank 0 is at `<base>.0` on ipc, port + 0 on tcp.
     let (base, endpoint) = match transport {
@@ -258,6 +266,7 @@ impl Drop for Relay {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn frames_sent_while_a_connection_was_cut_are_counted_unseen_not_as_a_restart() {
+    let _alone = ONE_AT_A_TIME.lock().await;
     let target = common::free_port();
     let relay = Relay::start(target).await;
     let endpoint = format!("tcp://127.0.0.1:{}", relay.port);
