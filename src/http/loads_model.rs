@@ -1,4 +1,4 @@
-//! Handlers of the router and planner feeds: `/v1/loads`, `/get_load` and `/v1/model`.
+//! Handlers of the router and planner feeds: `/v1/rank_loads`, `/get_load` and `/v1/model`.
 //! Queries are strict like the other JSON endpoints: an unknown key is a 400.
 
 use super::query::{self, bad_request, error, json};
@@ -10,7 +10,7 @@ use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use serde::Deserialize;
 
-/// Query of `/v1/loads` and `/get_load`.
+/// Query of `/v1/rank_loads` and `/get_load`.
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct LoadParams {
@@ -21,7 +21,7 @@ pub struct LoadParams {
     format: Option<String>,
 }
 
-/// `GET /v1/loads`: the load of every matching rank, read at request time.
+/// `GET /v1/rank_loads`: the load of every matching rank, read at request time.
 pub async fn loads(
     State(app): State<AppState>,
     params: Result<Query<LoadParams>, QueryRejection>,
@@ -65,7 +65,7 @@ pub struct GetLoadParams {
 }
 
 /// `GET /get_load`: SGLang's endpoint of that name, for routers that call it on the
-/// worker's URL; the same as `/v1/loads?format=sglang`.
+/// worker's URL; the same as `/v1/rank_loads?format=sglang`.
 pub async fn get_load(
     State(app): State<AppState>,
     params: Result<Query<GetLoadParams>, QueryRejection>,

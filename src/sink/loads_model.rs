@@ -1,4 +1,4 @@
-//! JSON feeds for routers and planners: `/v1/loads` (and its SGLang `/get_load`
+//! JSON feeds for routers and planners: `/v1/rank_loads` (and its SGLang `/get_load`
 //! shape) and `/v1/model`; their shared JSON pieces are in [`super::shared_json`].
 //! Schemas: `proto/schema/loads.schema.json`, `get_load.schema.json`, `model.schema.json`.
 

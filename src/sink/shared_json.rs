@@ -1,6 +1,6 @@
 //! JSON pieces that more than one resource renders, kept in one place so that no sink
 //! imports another: the rank (in `/v1/ranks` and the stream's snapshot events), the
-//! model fits (in `/v1/ranks` and `/v1/model`) and the loads document (`/v1/loads` and
+//! model fits (in `/v1/ranks` and `/v1/model`) and the loads document (`/v1/rank_loads` and
 //! the NATS KV bucket). Field names and nesting follow the wire
 //! (`scheduled_requests.sum_prefill_tokens`), so a consumer that knows the FPM schema
 //! knows this output. Schemas: `proto/schema/`.
@@ -229,7 +229,7 @@ fn fresh(r: &RankLoad) -> bool {
     r.liveness != Liveness::Stale
 }
 
-/// The `/v1/loads` document.
+/// The `/v1/rank_loads` document.
 pub fn loads_document(registry: &Registry, snap: &LoadsSnapshot) -> Vec<u8> {
     #[derive(Serialize)]
     struct Rank<'a> {

@@ -14,6 +14,7 @@ pub mod fields;
 pub mod intake;
 pub mod labels;
 pub mod load;
+pub mod load_snapshots;
 pub mod model;
 pub mod nnls;
 pub mod quantiles;
