@@ -3,6 +3,7 @@
 #![allow(dead_code)]
 
 pub mod prometheus;
+pub mod snapshots;
 
 use clap::Parser;
 use fpm_exporter::app::Running;
