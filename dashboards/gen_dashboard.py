@@ -208,8 +208,10 @@ def panels():
     p.append(row("Health", y))
     y += 1
     p += [
-        ts("Missed frames/s per rank", targets((f"rate(fpm_missed_frames_total{{{R}}}[$__rate_interval])", RANK)),
-           0, y, w=8, desc="Sequence gaps: frames the publisher numbered but the exporter never got."),
+        ts("Missed frames/s per rank", targets(
+            (f"rate(fpm_missed_frames_total{{{R}}}[$__rate_interval])", "live " + RANK),
+            (f"rate(fpm_reconnect_missed_frames_total{{{R}}}[$__rate_interval])", "reconnect " + RANK)),
+           0, y, w=8, desc="Frames the publisher numbered but the exporter never got: dropped on a live connection (live), or sent while no connection carried them (reconnect: jumps across a reconnect, a lower bound)."),
         ts("Frame loss ratio (5m)", targets((f"fpm:frame_loss_ratio:rate5m{{{R}}}", RANK)),
            8, y, w=8, unit="percentunit", desc="From the recording rule; FpmFrameLoss fires above 1%."),
         ts("Publisher restarts (per 5m)", targets((f"increase(fpm_publisher_restarts_total{{{R}}}[5m])", RANK)),

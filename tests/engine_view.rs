@@ -290,7 +290,7 @@ fn the_schema_rejects_what_it_must() {
 fn the_real_smg_sample_gives_its_gauges_and_nulls_elsewhere() {
     let path = concat!(
         env!("CARGO_MANIFEST_DIR"),
-        "/../shared/fixtures/smg-engine-metrics-sample.prom"
+        "/tests/fixtures/smg-engine-metrics-sample.prom"
     );
     let body = std::fs::read_to_string(path).unwrap();
     let scrape = Scrape {

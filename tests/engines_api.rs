@@ -32,8 +32,11 @@ async fn engines_document_follows_the_workers_rates_and_joins_fpm() {
     let mut worker = Worker::spawn();
     let dir = common::ipc_dir();
     let base = format!("ipc://{}/e", dir.path().display());
+    // Given as written and as a dp-aware gateway lists a worker's second rank: each
+    // is an entry of its own under the address as configured, one scrape behind both.
     let scrape = format!("127.0.0.1:{}", worker.port);
-    let addr = format!("http://127.0.0.1:{}/metrics", worker.port);
+    let rank1 = format!("grpc://127.0.0.1:{}@1", worker.port);
+    let addr = scrape.clone();
     let exp = Exporter::start(&[
         "--endpoint",
         &base,
@@ -45,6 +48,8 @@ async fn engines_document_follows_the_workers_rates_and_joins_fpm() {
         "model=m",
         "--scrape",
         &scrape,
+        "--scrape",
+        &rank1,
         "--scrape-interval",
         "300ms",
     ])
@@ -65,9 +70,11 @@ async fn engines_document_follows_the_workers_rates_and_joins_fpm() {
         },
     )
     .await;
-    assert_eq!(doc["workers"].as_array().unwrap().len(), 1);
+    assert_eq!(doc["workers"].as_array().unwrap().len(), 2);
     assert_eq!(doc["workers"][0]["engine"], "sg");
     assert_eq!(doc["workers"][0]["worker_addr"], addr.as_str());
+    assert_eq!(doc["workers"][1]["worker_addr"], rank1.as_str());
+    assert_eq!(doc["workers"][0]["view"], doc["workers"][1]["view"]);
     assert_eq!(doc["workers"][0]["view"]["kind"], "sglang");
     validate_json("engines", &[doc.to_string()]);
 
@@ -134,7 +141,11 @@ async fn engines_document_follows_the_workers_rates_and_joins_fpm() {
                     .lines()
                     .find_map(|l| l.strip_prefix("data: "))
                     .unwrap();
-                events.push(data.to_string());
+                // Each address of the worker has its event; follow one.
+                let v: Value = serde_json::from_str(data).unwrap();
+                if v["worker_addr"] == addr.as_str() {
+                    events.push(data.to_string());
+                }
             }
         }
     }

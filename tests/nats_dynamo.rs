@@ -15,12 +15,15 @@ use std::io::{BufRead, BufReader};
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
-fn dynamo(args: &[&str]) -> Command {
+/// Dynamo's runtime in `tests/py/dynamo_nats.py`, with file discovery in `kv` (its
+/// `DYN_FILE_KV`), so no two test processes share Dynamo's default directory.
+fn dynamo(args: &[&str], kv: &std::path::Path) -> Command {
     require_test_deps();
     let mut c = Command::new(venv_python());
     c.arg(repo_root().join("tests/py/dynamo_nats.py"))
         .args(args)
         .env("DYN_LOG", "error")
+        .env("DYN_FILE_KV", kv)
         .stderr(Stdio::null());
     c
 }
@@ -31,14 +34,23 @@ async fn dynamo_fpm_direct_publisher_is_ingested_exactly() {
     let ex = Exporter::start(&["--nats", &nats.url()]).await;
     wait_connected(&ex, "ingest").await;
     let url = nats.url();
+    let kv = tempfile::tempdir().unwrap();
+    let kv_path = kv.path().to_owned();
     let out = tokio::task::spawn_blocking(move || {
-        dynamo(&["publish", "--url", &url, "--count", "20", "--dp-size", "2"])
-            .output()
-            .unwrap()
+        dynamo(
+            &["publish", "--url", &url, "--count", "20", "--dp-size", "2"],
+            &kv_path,
+        )
+        .output()
+        .unwrap()
     })
     .await
     .unwrap();
     assert!(out.status.success(), "dynamo publisher failed");
+    assert!(
+        kv.path().join("v1").is_dir(),
+        "Dynamo kept its discovery state in this test's own DYN_FILE_KV"
+    );
     let line = String::from_utf8(out.stdout).unwrap();
     let sent: Value = serde_json::from_str(line.lines().last().unwrap()).unwrap();
     let sent = sent["published"].as_array().unwrap().clone();
@@ -167,15 +179,19 @@ async fn relayed_frames_decode_in_dynamos_subscriber_field_for_field() {
     })
     .await;
     let url = nats.url();
-    let mut sub = dynamo(&[
-        "subscribe",
-        "--url",
-        &url,
-        "--count",
-        "30",
-        "--max-seconds",
-        "40",
-    ])
+    let kv = tempfile::tempdir().unwrap();
+    let mut sub = dynamo(
+        &[
+            "subscribe",
+            "--url",
+            &url,
+            "--count",
+            "30",
+            "--max-seconds",
+            "40",
+        ],
+        kv.path(),
+    )
     .stdout(Stdio::piped())
     .spawn()
     .unwrap();

@@ -305,3 +305,74 @@ async fn api_token_from_the_environment_guards_the_json_api_only() {
     // The token never shows up in the logs.
     assert!(!p.stderr().contains("env-token-123"));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn curve_and_plain_publishers_are_counted_failed_handshakes_with_one_warning_each() {
+    // libzmq never names its mechanism to a NULL peer: a CURVE PUB sends its 10-byte
+    // signature and closes, a PLAIN one closes without a byte.
+    let base = common::free_port_range(2);
+    let mut d = common::Driver::spawn();
+    let curve = serde_json::json!({"CURVE_SERVER": 1,
+        "CURVE_SECRETKEY": "}=9:hC?V)]ub7TG>J%lRrvFsW<R-s6nz^$.<pm9}"});
+    d.start_with(0, &format!("tcp://127.0.0.1:{base}"), "w-curve", curve);
+    let plain = serde_json::json!({"PLAIN_SERVER": 1});
+    d.start_with(
+        1,
+        &format!("tcp://127.0.0.1:{}", base + 1),
+        "w-plain",
+        plain,
+    );
+    let p = Proc::spawn(&[
+        "--endpoint",
+        &format!("tcp://127.0.0.1:{base}"),
+        "--ranks",
+        "2",
+        "--engine",
+        "secured",
+    ])
+    .await;
+    let failures = |m: &str, rank: &str| {
+        sample(
+            m,
+            "fpm_endpoint_handshake_failures_total",
+            &[("dp_rank", rank), ("reason", "security")],
+        )
+        .unwrap_or(0.0)
+    };
+    let m = wait_for(
+        "failed handshakes counted",
+        Duration::from_secs(10),
+        || async {
+            let m = p.get("/metrics").await.1;
+            (failures(&m, "0") >= 3.0 && failures(&m, "1") >= 3.0).then_some(m)
+        },
+    )
+    .await;
+    for rank in ["0", "1"] {
+        let l = [("dp_rank", rank)];
+        assert_eq!(sample(&m, "fpm_endpoint_connected", &l), Some(0.0));
+        assert_eq!(sample(&m, "fpm_endpoint_connects_total", &l), Some(0.0));
+        assert!(sample(&m, "fpm_endpoint_receive_errors_total", &l) >= Some(3.0));
+        for other in ["denied", "protocol"] {
+            let l = [("dp_rank", rank), ("reason", other)];
+            assert_eq!(
+                sample(&m, "fpm_endpoint_handshake_failures_total", &l),
+                Some(0.0)
+            );
+        }
+    }
+    // Told once per endpoint (then at most once per 10 s), at WARN, with what to do.
+    let log = std::fs::read_to_string(&p.stderr).unwrap();
+    let warnings: Vec<&str> = log
+        .lines()
+        .filter(|l| l.contains("WARN") && l.contains("CURVE or PLAIN"))
+        .collect();
+    assert_eq!(warnings.len(), 2, "{log}");
+    for port in [base, base + 1] {
+        assert!(
+            warnings.iter().any(|w| w.contains(&format!(":{port}"))),
+            "{warnings:?}"
+        );
+    }
+    drop(d);
+}

@@ -6,10 +6,9 @@
 
 mod common;
 
-use common::{repo_root, sample, venv_python, wait_for, Exporter};
+use common::scrape_worker::Worker;
+use common::{sample, wait_for, Exporter};
 use std::collections::HashSet;
-use std::io::{BufRead, BufReader};
-use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 /// What scrape_worker.py records (its PATHS, OBSERVATIONS, BUCKETS).
@@ -22,48 +21,9 @@ const BUCKETS: [(&str, f64); 4] = [
     ("+Inf", f64::INFINITY),
 ];
 
-/// A worker process; dropping it closes its stdin, which ends it.
-struct Worker {
-    child: Child,
-    port: u16,
-}
-
-impl Worker {
-    fn spawn(mode: &str, extra: &[&str]) -> Worker {
-        common::require_test_deps();
-        let mut child = Command::new(venv_python())
-            .arg(repo_root().join("tests/py/scrape_worker.py"))
-            .arg(mode)
-            .args(extra)
-            .args(["--max-seconds", "90"])
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .spawn()
-            .expect("spawn worker");
-        let mut line = String::new();
-        BufReader::new(child.stdout.take().unwrap())
-            .read_line(&mut line)
-            .unwrap();
-        let port = line
-            .strip_prefix("ready ")
-            .unwrap_or_else(|| panic!("worker said {line:?}"))
-            .trim()
-            .parse()
-            .unwrap();
-        Worker { child, port }
-    }
-}
-
-impl Drop for Worker {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
 fn fixture() -> String {
     format!(
-        "{}/../shared/fixtures/smg-engine-metrics-sample.prom",
+        "{}/tests/fixtures/smg-engine-metrics-sample.prom",
         env!("CARGO_MANIFEST_DIR")
     )
 }
@@ -328,5 +288,79 @@ async fn faulty_workers_are_bounded_counted_and_never_stall_the_others() {
     let body = e.get("/engine_metrics").await.1;
     assert!(!body.contains(&gone), "series of the stopped worker remain");
     assert_known_values(&body, &[("engine", "w"), ("worker_addr", &addr(good.port))]);
+    e.stop().await;
+}
+
+/// `Accept-Encoding: gzip` is sent and a gzip answer decoded: prometheus_client's own
+/// server compresses when asked (its `scrape_worker_gzip_requests_total` counts the
+/// requests that asked). A gzip bomb is cut at the byte limit counted after
+/// decompression, and counted `body_limit`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn gzip_answers_are_decoded_and_a_bomb_is_cut_at_the_limit() {
+    let http = Worker::spawn("sglang-http", &[]);
+    let bomb = Worker::spawn("gzip-bomb", &["--mib", "256"]);
+    let a_http = format!("http://127.0.0.1:{}/metrics", http.port);
+    let a_bomb = format!("http://127.0.0.1:{}/metrics", bomb.port);
+    let e = Exporter::start(&[
+        "--engine",
+        "z",
+        "--scrape",
+        &a_http,
+        "--scrape",
+        &a_bomb,
+        "--scrape-interval",
+        "300ms",
+        "--scrape-timeout",
+        "250ms",
+        "--scrape-max-body-bytes",
+        "4194304",
+    ])
+    .await;
+    let body = wait_for(
+        "the gzip worker scraped",
+        Duration::from_secs(20),
+        || async {
+            let (_, body) = e.get("/engine_metrics").await;
+            let asked = sample(
+                &body,
+                "scrape_worker_gzip_requests_total",
+                &[("worker_addr", &a_http)],
+            )?;
+            (asked >= 1.0).then_some(body)
+        },
+    )
+    .await;
+    assert_eq!(
+        sample(
+            &body,
+            "sglang:num_running_reqs",
+            &[("worker_addr", &a_http), ("model_name", "bench-model")]
+        ),
+        Some(5.5),
+        "the decoded body's values"
+    );
+    let m = wait_for("the bomb counted", Duration::from_secs(20), || async {
+        let m = e.metrics().await;
+        let n = sample(
+            &m,
+            "fpm_engine_scrape_errors_total",
+            &[("worker_addr", &a_bomb), ("reason", "body_limit")],
+        )?;
+        (n >= 1.0).then_some(m)
+    })
+    .await;
+    assert_eq!(
+        sample(&m, "fpm_engine_scrape_up", &[("worker_addr", &a_bomb)]),
+        Some(0.0)
+    );
+    assert_eq!(
+        sample(
+            &m,
+            "fpm_engine_scrape_errors_total",
+            &[("worker_addr", &a_bomb), ("reason", "parse")]
+        ),
+        Some(0.0),
+        "the bomb is inflated and cut, never parsed as compressed bytes"
+    );
     e.stop().await;
 }

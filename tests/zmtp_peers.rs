@@ -91,7 +91,8 @@ async fn play(listener: tokio::net::TcpListener) {
     drop(s);
     // Silent after accepting: the handshake times out.
     let (silent, _) = listener.accept().await.unwrap();
-    // A good publisher, which sends a PING command first (ignored).
+    // A good publisher, which sends a PING command first (TTL 0, context "hb"): the
+    // SUB owes it a PONG with the same context.
     let (mut s, _) = listener.accept().await.unwrap();
     drop(silent);
     handshake(&mut s, b"PUB").await.unwrap();
@@ -102,8 +103,8 @@ async fn play(listener: tokio::net::TcpListener) {
         [0x00, 0x01, 0x01],
         "subscription to everything, ZMTP 3.0 form"
     );
-    let mut wire = vec![0x04, 5];
-    wire.extend(b"\x04PING");
+    let mut wire = vec![0x04, 9];
+    wire.extend(b"\x04PING\x00\x00hb");
     let payload = common::golden_payload("v1_decode");
     for seq in 1..=3u64 {
         wire.extend(frame(true, b""));
@@ -111,6 +112,9 @@ async fn play(listener: tokio::net::TcpListener) {
         wire.extend(frame(false, &payload));
     }
     s.write_all(&wire).await.unwrap();
+    let mut pong = [0u8; 9];
+    s.read_exact(&mut pong).await.unwrap();
+    assert_eq!(&pong, b"\x04\x07\x04PONGhb", "PONG echoes the context");
     // Held open until the test ends.
     tokio::time::sleep(Duration::from_secs(30)).await;
 }
@@ -140,6 +144,12 @@ async fn hostile_peers_are_counted_and_retried_and_a_good_one_is_read_after() {
         .sum();
     // Garbage greeting, CURVE, REP, the oversized frame, the close mid-frame.
     assert_eq!(errors, 5.0, "{m}");
+    // Of those, the handshake's: CURVE (security); the garbage greeting and REP.
+    for (reason, n) in [("security", 1.0), ("protocol", 2.0), ("denied", 0.0)] {
+        let l = [("engine", "zmtp"), ("reason", reason)];
+        let got = sample(&m, "fpm_endpoint_handshake_failures_total", &l);
+        assert_eq!(got, Some(n), "{reason}");
+    }
     let (status, _) = exp.get("/readyz").await;
     assert_eq!(status, 200);
     peer.abort();

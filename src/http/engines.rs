@@ -34,7 +34,7 @@ pub struct LocalReads {
 /// A directory's previous and latest read.
 type ReadPair = (Option<Arc<Scrape>>, Option<Arc<Scrape>>);
 
-/// One worker's reads: engine, `worker_addr`, previous and latest.
+/// One worker's reads: engine, its address as configured, previous and latest.
 type WorkerReads = (String, String, Option<Arc<Scrape>>, Option<Arc<Scrape>>);
 
 /// Every worker's two latest reads, local directories first (refreshed when older than
@@ -65,9 +65,18 @@ fn worker_reads(app: &AppState, interval: Duration) -> Vec<WorkerReads> {
             ));
         }
     }
+    // One entry per address as configured, so a router joins it with the address its
+    // gateway lists: the dp ranks of one worker share one scrape and one view.
     if let Some(w) = &app.workers {
         for v in w.snapshot() {
-            out.push((v.engine, v.worker_addr, v.previous, v.latest));
+            for a in &v.addresses {
+                out.push((
+                    v.engine.clone(),
+                    a.trim().to_owned(),
+                    v.previous.clone(),
+                    v.latest.clone(),
+                ));
+            }
         }
     }
     out

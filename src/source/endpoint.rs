@@ -1,6 +1,7 @@
 //! Per-endpoint connection state and counters, shared between a subscriber task
 //! (which writes) and the sinks (which read) without locks.
 
+use super::zmtp::HandshakeFailure;
 use crate::wire::DecodeError;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
 use std::sync::Arc;
@@ -26,6 +27,8 @@ pub struct EndpointStats {
     pub decode_errors: [AtomicU64; DecodeError::ALL.len()],
     /// Socket receive errors (disconnects noticed while receiving).
     pub receive_errors: AtomicU64,
+    /// Failed handshakes, by [`HandshakeFailure`] reason.
+    pub handshake_failures: [AtomicU64; HandshakeFailure::ALL.len()],
 }
 
 impl EndpointStats {
@@ -41,6 +44,7 @@ impl EndpointStats {
             messages: AtomicU64::new(0),
             decode_errors: Default::default(),
             receive_errors: AtomicU64::new(0),
+            handshake_failures: Default::default(),
         }
     }
 

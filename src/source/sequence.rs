@@ -2,31 +2,38 @@
 //!
 //! Publishers number their messages 0, 1, 2, ... per process. Over one PUB->SUB
 //! connection (a TCP or IPC stream) frames can be dropped by the publisher's high-water
-//! mark but never repeated or reordered, so the rule (documented in
-//! `proto/sequence.md`) follows from the transport, not from how far a number moved:
+//! mark but never repeated or reordered, and a publisher cannot restart without its
+//! connections ending. So the rule (documented in `proto/sequence.md`) follows from
+//! the transport, not from how far a number moved:
 //!
 //! - a step back, or a repeat, is always a new publisher instance: a restart;
-//! - a forward jump on a connection that stayed up is loss;
-//! - a forward jump on a new connection (socket re-created, peer reconnected) or after
-//!   a silence no live publisher keeps ([`RESYNC_SILENCE`]) cannot be loss we observed:
-//!   the frames sent meanwhile went nowhere, or belong to a restarted publisher. It is
-//!   counted as a restart, never as missed frames.
+//! - a forward jump on a connection that stayed up is loss on that connection;
+//! - a forward jump on a new connection is frames sent while no connection carried
+//!   them: at least that many were never seen, whether the publisher ran on or
+//!   restarted and counted past the last number; it is counted as such, never as a
+//!   restart, unless the source saw the publisher go away in between (its socket
+//!   refused connections, or an ipc socket file was re-created), which makes any
+//!   first number a restart.
 
 use crate::state::sequence::SeqEvent;
-use std::time::{Duration, Instant};
 
-/// Silence after which a forward jump is read as a restart rather than loss: a live
-/// publisher heartbeats every second even when idle, and loss comes in bursts while
-/// frames flow, so a jump first seen after two missing heartbeats is not a drop the
-/// exporter saw happen.
-pub const RESYNC_SILENCE: Duration = Duration::from_secs(2);
+/// What the source knows of the connection a frame came on, since the last frame.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+enum Since {
+    /// The same connection as the last frame.
+    #[default]
+    Same,
+    /// A new connection to what may be the same publisher.
+    Reconnected,
+    /// A new connection after the publisher was seen gone: a new instance.
+    NewInstance,
+}
 
 /// Tracks the last sequence number seen on one endpoint.
 #[derive(Debug, Clone, Default)]
 pub struct SequenceTracker {
-    last: Option<(u64, Instant)>,
-    /// Set when the connection changed since the last frame.
-    reconnected: bool,
+    last: Option<u64>,
+    since: Since,
     /// The source names the publisher instance (NATS envelope `publisher_id`), so a
     /// forward jump is always loss: a restarted publisher arrives under a new key.
     keyed: bool,
@@ -42,31 +49,46 @@ impl SequenceTracker {
         }
     }
 
-    /// Classifies `seq`, received at `now`, and remembers it.
-    pub fn observe(&mut self, seq: u64, now: Instant) -> SeqEvent {
-        let reconnected = std::mem::take(&mut self.reconnected);
-        let Some((last, at)) = self.last.replace((seq, now)) else {
+    /// Classifies `seq` and remembers it.
+    pub fn observe(&mut self, seq: u64) -> SeqEvent {
+        let since = std::mem::take(&mut self.since);
+        let Some(last) = self.last.replace(seq) else {
             return SeqEvent::First;
         };
-        if seq <= last {
-            SeqEvent::Restart
-        } else if seq == last + 1 {
-            SeqEvent::InOrder
-        } else if !self.keyed
-            && (reconnected || now.saturating_duration_since(at) >= RESYNC_SILENCE)
-        {
-            SeqEvent::Restart
-        } else {
-            SeqEvent::Gap {
+        if self.keyed {
+            return if seq <= last {
+                SeqEvent::Restart
+            } else if seq == last + 1 {
+                SeqEvent::InOrder
+            } else {
+                SeqEvent::Gap {
+                    missed: seq - last - 1,
+                }
+            };
+        }
+        match since {
+            Since::NewInstance => SeqEvent::Restart,
+            _ if seq <= last => SeqEvent::Restart,
+            _ if seq == last + 1 => SeqEvent::InOrder,
+            Since::Same => SeqEvent::Gap {
                 missed: seq - last - 1,
-            }
+            },
+            Since::Reconnected => SeqEvent::Unseen {
+                frames: seq - last - 1,
+            },
         }
     }
 
-    /// Notes that the socket was re-created or its peer connection changed: the next
-    /// frame may come from another publisher instance.
-    pub fn on_reconnect(&mut self) {
-        self.reconnected = true;
+    /// Notes a new connection: the next frame may come after frames sent into no
+    /// connection, or from another publisher instance. `new_instance` says the
+    /// source saw the publisher go away in between (connections refused, a
+    /// re-created ipc socket file): the next frame is a restart, whatever its number.
+    pub fn on_reconnect(&mut self, new_instance: bool) {
+        if new_instance {
+            self.since = Since::NewInstance;
+        } else if self.since == Since::Same {
+            self.since = Since::Reconnected;
+        }
     }
 }
 
@@ -74,27 +96,19 @@ impl SequenceTracker {
 mod tests {
     use super::*;
 
-    /// Feeds `seqs` 10 ms apart starting at `t`; returns the events and the next time.
-    fn feed(
-        t: &mut SequenceTracker,
-        at: &mut Instant,
-        seqs: impl IntoIterator<Item = u64>,
-    ) -> Vec<SeqEvent> {
-        seqs.into_iter()
-            .map(|s| {
-                *at += Duration::from_millis(10);
-                t.observe(s, *at)
-            })
-            .collect()
+    fn feed(t: &mut SequenceTracker, seqs: impl IntoIterator<Item = u64>) -> Vec<SeqEvent> {
+        seqs.into_iter().map(|s| t.observe(s)).collect()
     }
 
-    fn counts(events: &[SeqEvent]) -> (u64, u64, u64) {
-        let mut c = (0, 0, 0);
+    /// (missed on a live connection, unseen across reconnects, restarts, duplicates).
+    fn counts(events: &[SeqEvent]) -> (u64, u64, u64, u64) {
+        let mut c = (0, 0, 0, 0);
         for e in events {
             match e {
                 SeqEvent::Gap { missed } => c.0 += missed,
-                SeqEvent::Restart => c.1 += 1,
-                SeqEvent::Duplicate => c.2 += 1,
+                SeqEvent::Unseen { frames } => c.1 += frames,
+                SeqEvent::Restart => c.2 += 1,
+                SeqEvent::Duplicate => c.3 += 1,
                 _ => {}
             }
         }
@@ -103,20 +117,19 @@ mod tests {
 
     #[test]
     fn keyed_publisher_counts_a_jump_across_an_outage_as_loss() {
-        let (mut t, mut at) = (SequenceTracker::keyed(), Instant::now());
-        feed(&mut t, &mut at, 0..=10);
-        t.on_reconnect();
-        at += Duration::from_secs(5);
-        assert_eq!(feed(&mut t, &mut at, [20]), [SeqEvent::Gap { missed: 9 }]);
-        assert_eq!(feed(&mut t, &mut at, [3]), [SeqEvent::Restart]);
+        let mut t = SequenceTracker::keyed();
+        feed(&mut t, 0..=10);
+        t.on_reconnect(false);
+        assert_eq!(feed(&mut t, [20]), [SeqEvent::Gap { missed: 9 }]);
+        assert_eq!(feed(&mut t, [3]), [SeqEvent::Restart]);
     }
 
     #[test]
     fn live_connection_gaps_and_late_join() {
-        let (mut t, mut at) = (SequenceTracker::default(), Instant::now());
-        assert_eq!(feed(&mut t, &mut at, [500]), [SeqEvent::First], "late join");
+        let mut t = SequenceTracker::default();
+        assert_eq!(feed(&mut t, [500]), [SeqEvent::First], "late join");
         assert_eq!(
-            feed(&mut t, &mut at, [501, 505, 506]),
+            feed(&mut t, [501, 505, 506]),
             [
                 SeqEvent::InOrder,
                 SeqEvent::Gap { missed: 3 },
@@ -126,74 +139,69 @@ mod tests {
     }
 
     #[test]
-    fn restart_first_seen_above_64_is_one_restart_not_duplicates() {
-        let (mut t, mut at) = (SequenceTracker::default(), Instant::now());
-        feed(&mut t, &mut at, 0..=1000);
+    fn a_step_back_of_any_size_is_one_restart_not_duplicates() {
+        let mut t = SequenceTracker::default();
+        feed(&mut t, 0..=1000);
         // The publisher restarted; the exporter first sees its frame 600, then onwards.
-        t.on_reconnect();
-        let events = feed(&mut t, &mut at, 600..=900);
-        assert_eq!(counts(&events), (0, 1, 0));
-        // Even without a connection event (zeromq reconnected on its own), a step back
-        // on the same socket is a restart, whatever its size.
-        let events = feed(&mut t, &mut at, 450..=500);
-        assert_eq!(counts(&events), (0, 1, 0));
+        t.on_reconnect(false);
+        assert_eq!(counts(&feed(&mut t, 600..=900)), (0, 0, 1, 0));
+        // A step back on the same connection is a restart too, whatever its size.
+        assert_eq!(counts(&feed(&mut t, 450..=500)), (0, 0, 1, 0));
+        assert_eq!(feed(&mut t, [500]), [SeqEvent::Restart], "a repeat");
+    }
+
+    #[test]
+    fn a_forward_jump_across_a_reconnect_is_frames_unseen_not_a_restart() {
+        let mut t = SequenceTracker::default();
+        feed(&mut t, 0..=30);
+        // The connection dropped (a heartbeat timeout, a network blip) while the
+        // publisher ran on: 31..=339 went into no connection.
+        t.on_reconnect(false);
+        let events = feed(&mut t, 340..=360);
+        assert_eq!(events[0], SeqEvent::Unseen { frames: 309 });
+        assert_eq!(counts(&events), (0, 309, 0, 0));
+        // Two reconnects before the next frame are still one jump.
+        t.on_reconnect(false);
+        t.on_reconnect(false);
+        assert_eq!(feed(&mut t, [365]), [SeqEvent::Unseen { frames: 4 }]);
+        // The next number after a reconnect loses nothing.
+        t.on_reconnect(false);
         assert_eq!(
-            feed(&mut t, &mut at, [500]),
-            [SeqEvent::Restart],
-            "a repeat"
-        );
-    }
-
-    #[test]
-    fn short_lived_publisher_jump_after_reconnect_is_a_restart_not_a_gap() {
-        let (mut t, mut at) = (SequenceTracker::default(), Instant::now());
-        feed(&mut t, &mut at, 0..=30);
-        t.on_reconnect();
-        let events = feed(&mut t, &mut at, 40..=60);
-        assert_eq!(events[0], SeqEvent::Restart);
-        assert_eq!(counts(&events), (0, 1, 0), "no gap of 9");
-    }
-
-    #[test]
-    fn jump_after_a_silence_is_a_restart_even_on_the_same_socket() {
-        let (mut t, mut at) = (SequenceTracker::default(), Instant::now());
-        feed(&mut t, &mut at, 0..=30);
-        at += RESYNC_SILENCE;
-        assert_eq!(t.observe(40, at), SeqEvent::Restart);
-        // A long silence followed by the next number is a long forward pass, not a restart.
-        at += Duration::from_secs(30);
-        assert_eq!(t.observe(41, at), SeqEvent::InOrder);
-    }
-
-    #[test]
-    fn reconnect_without_loss_stays_in_order() {
-        let (mut t, mut at) = (SequenceTracker::default(), Instant::now());
-        feed(&mut t, &mut at, 0..=10);
-        t.on_reconnect();
-        assert_eq!(
-            feed(&mut t, &mut at, [11, 13]),
+            feed(&mut t, [366, 368]),
             [SeqEvent::InOrder, SeqEvent::Gap { missed: 1 }]
         );
     }
 
     #[test]
+    fn a_publisher_seen_gone_makes_any_first_number_a_restart() {
+        let mut t = SequenceTracker::default();
+        feed(&mut t, 0..=30);
+        // Connections were refused in between, then a busy new instance is first
+        // seen above where the old one stopped, or exactly at the next number.
+        for first in [40, 41, 5] {
+            t.on_reconnect(true);
+            assert_eq!(
+                feed(&mut t, [first, first + 1]),
+                [SeqEvent::Restart, SeqEvent::InOrder]
+            );
+        }
+        // A plain reconnect after the evidence does not weaken it.
+        t.on_reconnect(true);
+        t.on_reconnect(false);
+        assert_eq!(feed(&mut t, [100]), [SeqEvent::Restart]);
+    }
+
+    #[test]
     fn many_short_lived_publishers_count_one_restart_each() {
-        let (mut t, mut at) = (SequenceTracker::default(), Instant::now());
+        let mut t = SequenceTracker::default();
         let mut events = Vec::new();
-        // Each instance lives for 3 to 120 frames; the exporter catches it from a
-        // varying first frame, sometimes above where the last one stopped.
-        for (i, (first, len)) in [(0, 3), (2, 120), (70, 80), (5, 4), (100, 30), (0, 65)]
-            .into_iter()
-            .enumerate()
-        {
-            if i % 2 == 0 {
-                t.on_reconnect();
-            } else {
-                at += RESYNC_SILENCE;
-            }
-            events.extend(feed(&mut t, &mut at, first..first + len));
+        // Each instance lives for 3 to 120 frames; the exporter sees every one go
+        // (refused connects) and catches it from a varying first frame.
+        for (first, len) in [(0, 3), (2, 120), (70, 80), (5, 4), (100, 30), (0, 65)] {
+            t.on_reconnect(true);
+            events.extend(feed(&mut t, first..first + len));
         }
         assert_eq!(events[0], SeqEvent::First);
-        assert_eq!(counts(&events), (0, 5, 0));
+        assert_eq!(counts(&events), (0, 0, 5, 0));
     }
 }

@@ -18,7 +18,7 @@
 use super::endpoint::EndpointStats;
 use super::receiver::{End, Handler, Receiver};
 use super::sequence::SequenceTracker;
-use super::zmtp::{Subscription, ZmtpError};
+use super::zmtp::{HandshakeFailure, Subscription, ZmtpError};
 use crate::state::{RankCache, Registry};
 use crate::wire::decode::{decode_payload, split_message};
 use crate::wire::DecodeError;
@@ -109,12 +109,26 @@ impl RateLimited {
         if !self.due() {
             return;
         }
-        tracing::warn!(
-            endpoint = address,
-            %error,
-            suppressed = self.suppressed,
-            "peer broke the ZMTP protocol; reconnecting"
-        );
+        match error.handshake_reason() {
+            Some(HandshakeFailure::Security) => tracing::warn!(
+                endpoint = address,
+                %error,
+                suppressed = self.suppressed,
+                "publisher refused the NULL mechanism: it is configured with ZMQ security (CURVE or PLAIN), which fpm-exporter does not speak; publish FPM without it, on ipc or loopback (docs/operations.md); retrying"
+            ),
+            Some(HandshakeFailure::Denied) => tracing::warn!(
+                endpoint = address,
+                %error,
+                suppressed = self.suppressed,
+                "publisher refused the connection (ZMTP ERROR, e.g. its ZAP handler); retrying"
+            ),
+            _ => tracing::warn!(
+                endpoint = address,
+                %error,
+                suppressed = self.suppressed,
+                "peer broke the ZMTP protocol; reconnecting"
+            ),
+        }
         self.logged();
     }
 }
@@ -132,10 +146,11 @@ pub struct Ingest {
 }
 
 impl Ingest {
-    /// Notes a new socket or a peer that connected or left: the next frame may come
-    /// from another publisher instance (see `proto/sequence.md`).
-    fn new_connection(&mut self) {
-        self.tracker.on_reconnect();
+    /// Notes a new connection: the next frame may follow frames sent into no
+    /// connection, or (`new_instance`, the publisher was seen gone) come from another
+    /// publisher instance (see `proto/sequence.md`).
+    fn new_connection(&mut self, new_instance: bool) {
+        self.tracker.on_reconnect(new_instance);
     }
 
     fn handle(&mut self, frames: &[&[u8]]) {
@@ -144,7 +159,7 @@ impl Ingest {
         let result = split_message(frames).and_then(|(sequence, payload)| {
             // Account for the sequence even when the payload is bad, so a skipped
             // frame is not also reported as a lost one.
-            let event = self.tracker.observe(sequence, now.instant);
+            let event = self.tracker.observe(sequence);
             decode_payload(payload).map(|m| (sequence, event, m))
         });
         match result {
@@ -197,6 +212,10 @@ pub async fn run(
     };
     stats.started.store(true, Relaxed);
     let mut retry = config.retry_min;
+    // Evidence that the publisher went away since the last session: its address
+    // refused a connection, or its ipc socket file is another one.
+    let mut seen_gone = false;
+    let mut ipc_file = None;
     while !*shutdown.borrow() {
         // A peer can complete the handshake and drop before the subscription goes
         // out; that is a failed attempt like any other, so it backs off too.
@@ -206,6 +225,15 @@ pub async fn run(
         };
         match connected {
             Err(e) => {
+                seen_gone |= matches!(
+                    e,
+                    ZmtpError::Io(
+                        std::io::ErrorKind::ConnectionRefused | std::io::ErrorKind::NotFound
+                    )
+                );
+                if let Some(reason) = e.handshake_reason() {
+                    stats.handshake_failures[reason.index()].fetch_add(1, Relaxed);
+                }
                 if e.is_protocol() {
                     stats.receive_errors.fetch_add(1, Relaxed);
                     ingest.protocol_log.protocol(&address, &e);
@@ -213,8 +241,10 @@ pub async fn run(
                 tracing::debug!(endpoint = %address, error = %e, "connect or handshake failed; will retry");
             }
             Ok(sub) => {
-                // Every connection may reach another publisher instance.
-                ingest.new_connection();
+                let file = ipc_socket_file(&address);
+                seen_gone |= ipc_file.is_some() && file.is_some() && file != ipc_file;
+                ipc_file = file.or(ipc_file);
+                ingest.new_connection(std::mem::take(&mut seen_gone));
                 stats.connects.fetch_add(1, Relaxed);
                 stats.connected.store(true, Relaxed);
                 tracing::debug!(endpoint = %address, "connected");
@@ -261,4 +291,14 @@ pub async fn run(
         }
         retry = (retry * 2).min(config.retry_max);
     }
+}
+
+/// Which ipc socket file an endpoint's address names: a publisher that binds again
+/// (a restart) makes a new one. Its change time goes with the inode, which a file
+/// system may give again to the next file.
+fn ipc_socket_file(address: &str) -> Option<(u64, i64, i64)> {
+    use std::os::unix::fs::MetadataExt;
+    let path = address.strip_prefix("ipc://")?;
+    let meta = std::fs::metadata(path).ok()?;
+    Some((meta.ino(), meta.ctime(), meta.ctime_nsec()))
 }

@@ -61,6 +61,9 @@ pub struct Counters {
     pub iterations: u64,
     /// Frames lost, from gaps in the sequence.
     pub missed_frames: u64,
+    /// Frames sent while no connection carried them, from forward jumps across a
+    /// reconnect (a lower bound: see `proto/sequence.md`).
+    pub reconnect_missed_frames: u64,
     /// Publisher restarts (the sequence fell back).
     pub publisher_restarts: u64,
     /// Repeated or out-of-order sequence numbers.
@@ -182,6 +185,9 @@ impl RankState {
         c.frames += 1;
         match seq {
             SeqEvent::Gap { missed } => c.missed_frames = c.missed_frames.saturating_add(missed),
+            SeqEvent::Unseen { frames } => {
+                c.reconnect_missed_frames = c.reconnect_missed_frames.saturating_add(frames)
+            }
             SeqEvent::Restart => c.publisher_restarts += 1,
             SeqEvent::Duplicate => c.duplicate_frames += 1,
             SeqEvent::First | SeqEvent::InOrder => {}

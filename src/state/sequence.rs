@@ -14,8 +14,15 @@ pub enum SeqEvent {
         /// How many sequence numbers were skipped.
         missed: u64,
     },
-    /// A new publisher instance: the counter stepped back, or continuity was lost
-    /// across a new connection or a silence.
+    /// At least `frames` frames were sent and never seen: the number jumped forward
+    /// across a new connection. Whether the publisher ran on while no connection
+    /// existed or restarted and counted past the last number, that many were sent
+    /// into no connection.
+    Unseen {
+        /// How many sequence numbers were skipped.
+        frames: u64,
+    },
+    /// A new publisher instance: the counter stepped back (or repeated).
     Restart,
     /// A repeated or out-of-order number. ZMQ cannot produce one (see the module doc);
     /// kept for sources whose transport can redeliver.

@@ -4,6 +4,7 @@
 
 pub mod prometheus;
 pub mod snapshots;
+pub mod scrape_worker;
 
 use clap::Parser;
 use fpm_exporter::app::Running;
@@ -102,6 +103,33 @@ impl Driver {
     /// Restarts one publisher: its sequence starts again at 0.
     pub fn restart(&mut self, rank: u64) {
         self.cmd(json!({"cmd": "restart", "rank": rank}));
+    }
+
+    /// Starts a real publisher whose PUB socket gets libzmq options first, as a
+    /// deployment sets them (`{"HEARTBEAT_IVL": 100, "SNDHWM": 100}`).
+    pub fn start_with(&mut self, rank: u64, endpoint: &str, worker_id: &str, sockopts: Value) {
+        self.cmd(json!({"cmd": "start", "rank": rank, "endpoint": endpoint,
+                        "worker_id": worker_id, "idle": true, "sockopts": sockopts}));
+    }
+
+    /// Publishes `count` copies of `metrics` paced at `rate` frames/s (the reply
+    /// comes when the last was handed to the publisher).
+    pub fn publish_at(&mut self, rank: u64, metrics: Value, count: u64, rate: f64) {
+        self.cmd(json!({"cmd": "publish", "rank": rank, "metrics": metrics,
+                        "count": count, "rate": rate, "drain": true}));
+    }
+
+    /// The next sequence number publisher `rank` will stamp.
+    pub fn next_seq(&mut self, rank: u64) -> u64 {
+        let v = self.cmd(json!({"cmd": "status", "rank": rank}));
+        v["publishers"][rank.to_string()]["next_seq"]
+            .as_u64()
+            .expect("next_seq")
+    }
+
+    /// The driver's process id (to freeze its publishers with SIGSTOP).
+    pub fn pid(&self) -> u32 {
+        self.child.id()
     }
 }
 
@@ -263,6 +291,31 @@ pub fn promtool_check(body: &str) -> (bool, String) {
         String::from_utf8_lossy(&out.stderr)
     );
     (out.status.success() && text.trim().is_empty(), text)
+}
+
+/// Runs `promtool check metrics` on an exposition: (its exit code, its report). 1 is
+/// a parse error; 3 only lint problems.
+pub fn promtool_status(body: &str) -> (i32, String) {
+    let mut child = Command::new("promtool")
+        .args(["check", "metrics"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("promtool on PATH (scripts/test-deps.sh installs Debian's prometheus)");
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(body.as_bytes())
+        .unwrap();
+    let out = child.wait_with_output().unwrap();
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    (out.status.code().unwrap_or(-1), text)
 }
 
 /// Runs prometheus_client's strict OpenMetrics parser (`tests/py/check_openmetrics.py`)

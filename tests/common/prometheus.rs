@@ -4,6 +4,16 @@
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 
+/// One scrape job: its name, metrics path and targets (host:port).
+pub struct Job<'a> {
+    /// `job_name`.
+    pub name: &'a str,
+    /// `metrics_path`.
+    pub path: &'a str,
+    /// The targets.
+    pub targets: &'a [String],
+}
+
 /// A Prometheus server on loopback, killed on drop.
 pub struct Prometheus {
     child: Child,
@@ -17,23 +27,42 @@ impl Prometheus {
     /// Starts Prometheus scraping `targets` (host:port) every second as job `job`,
     /// evaluating `rules` (a rule file) every second when given.
     pub fn start(job: &str, targets: &[String], rules: Option<&Path>) -> Prometheus {
+        Prometheus::start_jobs(
+            &[Job {
+                name: job,
+                path: "/metrics",
+                targets,
+            }],
+            rules,
+        )
+    }
+
+    /// Starts Prometheus scraping every job every second.
+    pub fn start_jobs(jobs: &[Job], rules: Option<&Path>) -> Prometheus {
         let dir = tempfile::Builder::new()
             .prefix("fpm-prom")
             .tempdir()
             .unwrap();
         let port = super::free_port();
         let config = dir.path().join("prometheus.yml");
-        let targets: Vec<String> = targets.iter().map(|t| format!("\"{t}\"")).collect();
         let rule_files = rules
             .map(|r| format!("rule_files:\n  - \"{}\"\n", r.display()))
             .unwrap_or_default();
+        let mut scrape = String::new();
+        for j in jobs {
+            let targets: Vec<String> = j.targets.iter().map(|t| format!("\"{t}\"")).collect();
+            scrape.push_str(&format!(
+                "  - job_name: {}\n    metrics_path: {}\n    static_configs:\n      - targets: [{}]\n",
+                j.name,
+                j.path,
+                targets.join(", ")
+            ));
+        }
         std::fs::write(
             &config,
             format!(
                 "global:\n  scrape_interval: 1s\n  scrape_timeout: 900ms\n  evaluation_interval: 1s\n\
-                 {rule_files}\
-                 scrape_configs:\n  - job_name: {job}\n    static_configs:\n      - targets: [{}]\n",
-                targets.join(", ")
+                 {rule_files}scrape_configs:\n{scrape}"
             ),
         )
         .unwrap();

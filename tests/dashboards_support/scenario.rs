@@ -141,7 +141,8 @@ impl Scenario {
     }
 
     /// sglang rank 3 stops (stale after 2 s, expired after 10 s), then 12 s of traffic
-    /// with restarts, gaps and garbage; returns when the faulty rank falls silent.
+    /// with restarts, gaps, garbage and a reconnect; returns when the faulty rank falls
+    /// silent.
     pub async fn run_traffic(&mut self) -> Instant {
         // sglang rank 3 goes away now: stale after 2 s, expired after 10 s.
         self.d.stop(3);
@@ -177,6 +178,14 @@ impl Scenario {
             }
             if tick == 12 || tick == 24 || tick == 36 {
                 self.d.restart(1);
+            }
+            if tick == 20 {
+                // A message over the 4 MiB limit ends the connection; what the faulty
+                // rank sends until the exporter is back is lost across the reconnect.
+                self.faulty
+                    .send_frames(vec![bytes::Bytes::from(vec![0u8; 5 << 20])])
+                    .await
+                    .unwrap();
             }
             tokio::time::sleep_until(tick_end).await;
         }

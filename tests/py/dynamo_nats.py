@@ -8,7 +8,9 @@ subscribe: FpmEventSubscriber (what Dynamo's planner uses) receives messages unt
            msgspec and prints {"frame": ..., "hex": <the payload bytes>} per line, after a
            {"ready": true} line.
 
-Runs with no etcd and no GPU: file discovery in a temp dir, NATS event plane.
+Runs with no etcd and no GPU: file discovery, NATS event plane. The caller sets
+DYN_FILE_KV to a directory of its own (the variable Dynamo 1.6.1 reads for file
+discovery; without it every process shares /tmp/dynamo_store_kv).
 Bounded: exits after --max-seconds whatever happens.
 """
 import argparse
@@ -16,7 +18,6 @@ import asyncio
 import json
 import os
 import sys
-import tempfile
 import threading
 
 
@@ -48,7 +49,8 @@ async def main():
     args = ap.parse_args()
     threading.Timer(args.max_seconds, lambda: os._exit(3)).start()
     os.environ["NATS_SERVER"] = args.url
-    os.environ.setdefault("DYN_FILE_DISCOVERY_DIR", tempfile.mkdtemp(prefix="dyn-disc"))
+    if not os.environ.get("DYN_FILE_KV"):
+        sys.exit("dynamo_nats.py: set DYN_FILE_KV to a directory of this test's own")
     from dynamo._core import DistributedRuntime, FpmDirectPublisher, FpmEventSubscriber
 
     rt = DistributedRuntime(asyncio.get_running_loop(), "file", "tcp", event_plane="nats")

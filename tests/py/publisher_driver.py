@@ -13,9 +13,13 @@ compared as strings (so 0 and "0" are the same publisher).
 
 Commands (fields in [] are optional):
 
-  {"cmd":"start","rank":R,"endpoint":E,["worker_id":"w"],["idle":true],["key":K],["dp_rank":D]}
+  {"cmd":"start","rank":R,"endpoint":E,["worker_id":"w"],["idle":true],["key":K],["dp_rank":D],
+   ["sockopts":{"HEARTBEAT_IVL":100,"SNDHWM":100,"CURVE_SERVER":1,...}]}
       _FpmPublisherThread(E, worker_id, dp_rank) then set_idle(idle).
-      dp_rank defaults to int(rank); worker_id to ""; idle to true.
+      dp_rank defaults to int(rank); worker_id to ""; idle to true. "sockopts" are
+      libzmq socket options (names of pyzmq's zmq constants; ints, or strings for
+      byte options such as CURVE_SECRETKEY) set on the publisher's PUB socket
+      before it binds, as a deployment (or a ZMQ proxy) would set them.
       For ipc:// endpoints a stale socket file is removed and the bind retried;
       a tcp bind that fails with "address in use" is retried for up to 2 s.
       -> {"ok":true}
@@ -29,7 +33,9 @@ Commands (fields in [] are optional):
       no sequence gap). With "backpressure", the driver waits while the queue is
       full instead, so nothing is dropped before a sequence number is given. With
       "drain", the reply waits until the publisher's queue is empty. Both waits
-      together are bounded by "drain_timeout" s (default 10, at most 120).
+      together are bounded by "drain_timeout" s (default 10, at most 120). With
+      "rate" (frames/s), the copies are paced at that rate instead of queued at
+      once (bounded: count / rate at most 120 s).
       -> {"ok":true,"published":N[,"timed_out":bool][,"drained":bool]}
   {"cmd":"set_idle","rank":R,"idle":bool}            -> {"ok":true}
   {"cmd":"stop","rank":R}          shutdown(); the key is forgotten -> {"ok":true}
@@ -130,15 +136,16 @@ def next_seq(pub) -> int | None:
 
 
 class Entry:
-    def __init__(self, endpoint: str, worker_id: str, dp_rank: int, idle: bool):
+    def __init__(self, endpoint: str, worker_id: str, dp_rank: int, idle: bool, sockopts=None):
         self.endpoint = endpoint
         self.worker_id = worker_id
         self.dp_rank = dp_rank
         self.idle = idle
+        self.sockopts = sockopts or {}
         self.pub = None
 
     def open(self) -> None:
-        self.pub = make_publisher(self.endpoint, self.worker_id, self.dp_rank)
+        self.pub = make_publisher(self.endpoint, self.worker_id, self.dp_rank, self.sockopts)
         self.pub.set_idle(self.idle)
 
     def close(self) -> None:
@@ -147,12 +154,53 @@ class Entry:
             pub.shutdown()
 
 
-def make_publisher(endpoint: str, worker_id: str, dp_rank: int):
+def sockopt_pairs(sockopts: dict):
+    pairs = []
+    for name, value in sockopts.items():
+        opt = getattr(zmq, str(name), None)
+        if not isinstance(opt, int):
+            raise CmdError(f"unknown socket option {name!r}")
+        if isinstance(value, str):
+            value = value.encode()
+        elif not isinstance(value, int) or isinstance(value, bool):
+            raise CmdError(f"socket option {name} needs an int or a string")
+        pairs.append((opt, value))
+    return pairs
+
+
+class _OptionsContext(zmq.Context):
+    """A zmq.Context whose sockets get the given options at creation, before the
+    real publisher binds (options set after bind do not reach its connections)."""
+
+    pending: list = []
+
+    def socket(self, socket_type, **kwargs):
+        s = super().socket(socket_type, **kwargs)
+        for opt, value in _OptionsContext.pending:
+            s.setsockopt(opt, value)
+        return s
+
+
+def new_publisher(endpoint: str, worker_id: str, dp_rank: int, sockopts: dict):
+    if not sockopts:
+        return FPM._FpmPublisherThread(endpoint, worker_id, dp_rank)
+    # The real module calls zmq.Context() in its constructor: hand it ours for that call.
+    _OptionsContext.pending = sockopt_pairs(sockopts)
+    plain = zmq.Context
+    zmq.Context = _OptionsContext
+    try:
+        return FPM._FpmPublisherThread(endpoint, worker_id, dp_rank)
+    finally:
+        zmq.Context = plain
+        _OptionsContext.pending = []
+
+
+def make_publisher(endpoint: str, worker_id: str, dp_rank: int, sockopts=None):
     deadline = time.monotonic() + 2.0
     removed_stale = False
     while True:
         try:
-            return FPM._FpmPublisherThread(endpoint, worker_id, dp_rank)
+            return new_publisher(endpoint, worker_id, dp_rank, sockopts or {})
         except zmq.ZMQError as e:
             if endpoint.startswith("ipc://") and not removed_stale:
                 path = endpoint[len("ipc://"):]
@@ -214,7 +262,11 @@ class Driver:
         idle = cmd.get("idle", True)
         if not isinstance(idle, bool):
             raise CmdError("idle must be a boolean")
-        e = Entry(endpoint, worker_id, dp_rank, idle)
+        sockopts = cmd.get("sockopts", {})
+        if not isinstance(sockopts, dict):
+            raise CmdError("sockopts must be an object")
+        sockopt_pairs(sockopts)
+        e = Entry(endpoint, worker_id, dp_rank, idle, sockopts)
         e.open()
         self.entries[key] = e
         return {"ok": True}
@@ -235,7 +287,18 @@ class Driver:
         base = sched.sum_prefill_tokens
         replace = msgspec.structs.replace
         timed_out = False
+        rate = cmd.get("rate")
+        if rate is not None:
+            if not isinstance(rate, (int, float)) or isinstance(rate, bool) or rate <= 0:
+                raise CmdError("rate must be a positive number of frames/s")
+            if count / rate > 120:
+                raise CmdError("a paced publish may last 120 s at most")
+        start = time.monotonic()
         for i in range(count):
+            if rate is not None:
+                wait = start + i / rate - time.monotonic()
+                if wait > 0:
+                    time.sleep(wait)
             m = replace(metrics, scheduled_requests=replace(sched, sum_prefill_tokens=base + i)) if vary else metrics
             if backpressure and q.full():
                 # Wait for room instead of letting the real publisher drop.

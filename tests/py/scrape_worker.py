@@ -4,7 +4,14 @@ Modes:
   single     prometheus_client's own HTTP server over a CollectorRegistry with known values
   multiproc  prometheus_client's HTTP server over MultiProcessCollector of a directory
              this process writes (PROMETHEUS_MULTIPROC_DIR)
-  file       serves a file as text 0.0.4 (the SMG fixture, or a bench exposition)
+  file       serves a file as text 0.0.4 (the SMG fixture, or a bench exposition), or
+             as OpenMetrics with --openmetrics, whatever the request asks for
+  sglang-http  prometheus_client's own WSGI app (it negotiates the format by Accept and
+             compresses when asked) over SGLang 0.5.23's family set; it also counts the
+             requests that asked for gzip in scrape_worker_gzip_requests_total
+  sglang-om  the OpenMetrics body prometheus_client 0.26 writes for SGLang's family set,
+             whatever the request asks for (a server that only answers OpenMetrics)
+  gzip-bomb  answers gzip (Content-Encoding) that inflates to --mib MiB of samples
   slow       accepts, then answers only after --delay seconds
   huge       answers with --mib MiB of valid-looking samples, chunked, no Content-Length
   garbage    answers 200 text/plain with bytes that are no exposition
@@ -52,6 +59,7 @@ class Raw(http.server.BaseHTTPRequestHandler):
     payload = b""
     delay = 30.0
     mib = 50
+    content_type = "text/plain; version=0.0.4; charset=utf-8"
 
     def log_message(self, *a):
         pass
@@ -60,7 +68,16 @@ class Raw(http.server.BaseHTTPRequestHandler):
         if self.mode == "slow":
             time.sleep(self.delay)
         self.send_response(200)
-        self.send_header("Content-Type", "text/plain; version=0.0.4; charset=utf-8")
+        self.send_header("Content-Type", self.content_type)
+        if self.mode == "gzip-bomb":
+            self.send_header("Content-Encoding", "gzip")
+            self.send_header("Content-Length", str(len(self.payload)))
+            self.end_headers()
+            try:
+                self.wfile.write(self.payload)
+            except (BrokenPipeError, ConnectionResetError):
+                pass
+            return
         if self.mode == "huge":
             self.send_header("Transfer-Encoding", "chunked")
             self.end_headers()
@@ -88,7 +105,8 @@ class V6Server(http.server.ThreadingHTTPServer):
     daemon_threads = True
 
 
-def sglang_exposition(path):
+def sglang_registry():
+    """A registry with SGLang 0.5.23's family set, every family given values."""
     sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
     import multiproc as mp
     import prometheus_client as prom
@@ -96,7 +114,34 @@ def sglang_exposition(path):
     registry = prom.CollectorRegistry()
     metrics = mp.make_sglang(prom, registry)
     mp.write_sglang(metrics, 3, {"tp_rank": "0", "model_name": "bench-model"})
-    body = prom.generate_latest(registry)
+    return registry
+
+
+def sglang_http(host):
+    """prometheus_client's WSGI app over SGLang's families, on its own threaded server."""
+    import prometheus_client as prom
+    from prometheus_client.exposition import ThreadingWSGIServer, _SilentHandler
+    from wsgiref.simple_server import make_server
+
+    registry = sglang_registry()
+    gzip_asked = prom.Counter("scrape_worker_gzip_requests", "Requests that asked for gzip.",
+                              registry=registry)
+    app = prom.make_wsgi_app(registry)
+
+    def counting(environ, start_response):
+        if "gzip" in environ.get("HTTP_ACCEPT_ENCODING", ""):
+            gzip_asked.inc()
+        return app(environ, start_response)
+
+    server = make_server(host, 0, counting, ThreadingWSGIServer, handler_class=_SilentHandler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    return server.server_port
+
+
+def sglang_exposition(path):
+    import prometheus_client as prom
+
+    body = prom.generate_latest(sglang_registry())
     with open(path, "wb") as f:
         f.write(body)
     n = sum(1 for l in body.decode().splitlines() if l and not l.startswith("#"))
@@ -119,7 +164,9 @@ def parse_python(path, runs):
 def main():
     p = argparse.ArgumentParser()
     p.add_argument("mode", choices=["single", "multiproc", "file", "slow", "huge", "garbage",
-                                    "files", "sglang-exposition", "parse-python"])
+                                    "files", "sglang-exposition", "parse-python",
+                                    "sglang-http", "sglang-om", "gzip-bomb"])
+    p.add_argument("--openmetrics", action="store_true")
     p.add_argument("--count", type=int, default=64)
     p.add_argument("--runs", type=int, default=20)
     p.add_argument("--host", default="127.0.0.1")
@@ -138,7 +185,9 @@ def main():
     import prometheus_client as prom
     from prometheus_client import multiprocess
 
-    if a.mode in ("single", "multiproc"):
+    if a.mode == "sglang-http":
+        port = sglang_http(a.host)
+    elif a.mode in ("single", "multiproc"):
         registry = prom.CollectorRegistry()
         if a.mode == "multiproc":
             fill(prom, None, multiprocess_mode="mostrecent")
@@ -161,9 +210,23 @@ def main():
         Raw.mode = a.mode
         Raw.delay = a.delay
         Raw.mib = a.mib
+        if a.openmetrics or a.mode == "sglang-om":
+            Raw.content_type = "application/openmetrics-text; version=1.0.0; charset=utf-8"
         if a.file:
             with open(a.file, "rb") as f:
                 Raw.payload = f.read()
+        if a.mode == "gzip-bomb":
+            import zlib
+
+            # Compressed once: every answer is the same few hundred KiB.
+            z = zlib.compressobj(9, zlib.DEFLATED, 31)
+            block = b"bomb_metric 1\n" * 65536
+            parts = [z.compress(block) for _ in range((a.mib << 20) // len(block) + 1)]
+            Raw.payload = b"".join(parts) + z.flush()
+        if a.mode == "sglang-om":
+            from prometheus_client.openmetrics.exposition import generate_latest as om_latest
+
+            Raw.payload = om_latest(sglang_registry())
         import socket
 
         V6Server.address_family = socket.AF_INET6 if ":" in a.host else socket.AF_INET

@@ -4,6 +4,7 @@
 
 use super::text::{push_label, Family, Writer};
 use crate::source::endpoint::EndpointStats;
+use crate::source::zmtp::HandshakeFailure;
 use crate::wire::DecodeError;
 use std::sync::atomic::Ordering::Relaxed;
 use std::sync::Arc;
@@ -28,6 +29,11 @@ pub const RECEIVE_ERRORS: Family = Family::counter(
     "fpm_endpoint_receive_errors_total",
     "Socket receive errors on the endpoint (disconnects noticed while receiving).",
 );
+/// Failed handshakes by reason.
+pub const HANDSHAKE_FAILURES: Family = Family::counter(
+    "fpm_endpoint_handshake_failures_total",
+    "Connection attempts the publisher refused during the ZMTP handshake, by reason: security (it requires CURVE or PLAIN), denied (it sent ERROR), protocol (not a ZMTP 3 PUB).",
+);
 /// Skipped messages by reason.
 pub const DECODE_ERRORS: Family = Family::counter(
     "fpm_decode_errors_total",
@@ -36,7 +42,14 @@ pub const DECODE_ERRORS: Family = Family::counter(
 
 /// Every family this collector writes.
 pub fn families() -> Vec<Family> {
-    vec![CONNECTED, CONNECTS, MESSAGES, RECEIVE_ERRORS, DECODE_ERRORS]
+    vec![
+        CONNECTED,
+        CONNECTS,
+        MESSAGES,
+        RECEIVE_ERRORS,
+        HANDSHAKE_FAILURES,
+        DECODE_ERRORS,
+    ]
 }
 
 /// Writes the endpoint families.
@@ -72,6 +85,18 @@ pub fn write(w: &mut Writer, endpoints: &[Arc<EndpointStats>], engine_labels: &[
         w.family(fam);
         for (e, l) in both() {
             w.sample(fam, l, &[], get(e) as f64);
+        }
+    }
+    w.family(&HANDSHAKE_FAILURES);
+    for (e, l) in both() {
+        for reason in HandshakeFailure::ALL {
+            let n = e.handshake_failures[reason.index()].load(Relaxed);
+            w.sample(
+                &HANDSHAKE_FAILURES,
+                l,
+                &[("reason", reason.as_str())],
+                n as f64,
+            );
         }
     }
     w.family(&DECODE_ERRORS);

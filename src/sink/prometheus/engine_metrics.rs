@@ -4,8 +4,9 @@
 //! Every sample gets the source's labels (`engine` and the engine's configured
 //! labels) first; a sample label of the same name is kept as `exported_<name>`, as
 //! Prometheus itself renames clashing target labels. A family name seen in several
-//! sources is written once; a later source whose family of that name has another
-//! type is left out of that family and counted as `family_clash`.
+//! sources is written once, under the first source's type; a later source whose
+//! family of that name has another type keeps its samples in it and is counted as
+//! `family_clash`.
 
 use super::text::{push_label, Family, Writer};
 use crate::alloc;
@@ -18,7 +19,7 @@ pub use families::{write_families, Families, Source};
 /// Files or samples skipped.
 pub const ERRORS: Family = Family::counter(
     "fpm_multiproc_errors_total",
-    "Parts of an engine's multiprocess metrics directory skipped, by reason (the file, or for bad_sample and family_clash the samples or family, is left out).",
+    "Parts of an engine's multiprocess metrics directory skipped, by reason (the file, or for bad_sample the samples, is left out; family_clash: a family written under another engine's type, or left out of /metrics where the exporter has its name).",
 );
 /// Files merged.
 pub const FILES: Family = Family::gauge(
@@ -44,7 +45,7 @@ pub const SCRAPE_SAMPLES: Family = Family::gauge(
 /// Failed scrapes and dropped samples.
 pub const SCRAPE_ERRORS: Family = Family::counter(
     "fpm_engine_scrape_errors_total",
-    "Failed scrapes of an engine worker's metrics by reason (connect, timeout, http_status, body_limit, parse), and samples (duplicate_sample) or families (family_clash) left out.",
+    "Failed scrapes of an engine worker's metrics by reason (connect, timeout, http_status, body_limit, parse), samples left out (duplicate_sample), and families written under another source's type (family_clash, samples kept).",
 );
 
 /// Every family this collector writes.

@@ -77,7 +77,7 @@ pub const WINDOW_MAX: Family = Family::gauge(
 pub const WALL_TIME_QUANTILE: Family = Family::summary("fpm_wall_time_window_seconds", "Iteration wall_time: quantiles over the sliding window (hdrhistogram buckets, 1% precision; quantile 1 is the max); _sum and _count are cumulative since the rank was first seen, as in client libraries' summaries.");
 
 /// Cumulative counters, each with how to read it from [`crate::state::rank::Counters`].
-pub const COUNTERS: [Family; 12] = [
+pub const COUNTERS: [Family; 13] = [
     Family::counter(
         "fpm_frames_total",
         "Frames accepted from the rank, heartbeats included.",
@@ -93,6 +93,10 @@ pub const COUNTERS: [Family; 12] = [
     Family::counter(
         "fpm_missed_frames_total",
         "Frames lost in transit or by the publisher, from gaps in the sequence numbers.",
+    ),
+    Family::counter(
+        "fpm_reconnect_missed_frames_total",
+        "Frames the publisher sent while no connection carried them: forward jumps of the sequence across a reconnect (at least this many).",
     ),
     Family::counter(
         "fpm_publisher_restarts_total",
@@ -128,13 +132,14 @@ pub const COUNTERS: [Family; 12] = [
     ),
 ];
 
-fn counter_values(r: &RankSnapshot) -> [f64; 12] {
+fn counter_values(r: &RankSnapshot) -> [f64; 13] {
     let c = &r.counters;
     [
         c.frames as f64,
         c.heartbeats as f64,
         c.iterations as f64,
         c.missed_frames as f64,
+        c.reconnect_missed_frames as f64,
         c.publisher_restarts as f64,
         c.duplicate_frames as f64,
         c.wall_time_seconds,

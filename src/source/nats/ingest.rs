@@ -154,7 +154,7 @@ impl Ingest {
         let publisher = self.publishers.get_mut(&key).expect("inserted above");
         publisher.seen = now.instant;
         // Sequence first, so a bad payload is not also counted as a lost message.
-        let seq = publisher.tracker.observe(env.sequence, now.instant);
+        let seq = publisher.tracker.observe(env.sequence);
         if let crate::state::sequence::SeqEvent::Gap { missed } = seq {
             self.stats.missed_messages.fetch_add(missed, Relaxed);
         }

@@ -4,8 +4,8 @@
 use super::{End, Ended, Handler};
 use crate::source::zmtp::frames::Reader;
 use crate::source::zmtp::{StdStream, ZmtpError};
-use std::io::{self, Read};
-use std::time::Instant;
+use std::io::{self, Read, Write};
+use std::time::{Duration, Instant};
 use tokio::sync::oneshot;
 
 /// A connected socket registered with the receiver's poll.
@@ -44,7 +44,50 @@ impl Socket {
             }
         }
     }
+
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        loop {
+            let r = match self {
+                Socket::Tcp(s) => s.write(buf),
+                Socket::Unix(s) => s.write(buf),
+            };
+            match r {
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                r => return r,
+            }
+        }
+    }
+
+    /// Bytes of kernel buffer that hold what a publisher sent before the publisher's
+    /// own queue (`SNDHWM`) starts to drop: measured with ~420-byte FPM frames,
+    /// about 72 KB on ipc (a Unix stream socket) and 321 KB on loopback tcp
+    /// (docs/performance-real-rates.md); a little below both, so the rule that
+    /// reads a socket before it is half full errs early.
+    fn capacity(&self) -> usize {
+        match self {
+            Socket::Tcp(_) => 256 * 1024,
+            Socket::Unix(_) => 64 * 1024,
+        }
+    }
 }
+
+/// The rate a connection is assumed able to reach before it has shown one: 600 FPM
+/// frames/s of ~420 bytes, so an idle loopback tcp socket is read at least every
+/// half second and an idle ipc one every 125 ms while frames flow (why: the
+/// receiver's module doc).
+const PRIOR_RATE: f64 = 256.0 * 1024.0;
+
+/// How fast a connection's peak rate is forgotten: it halves every this long, so a
+/// rank that bursts every few seconds keeps being read at its burst's pace, and one
+/// that went quiet for a minute is back to the prior.
+const PEAK_HALF_LIFE: Duration = Duration::from_secs(10);
+
+/// Shortest wait any rule asks for (a heartbeat of a few milliseconds, a socket
+/// filling at line rate): below it a round would spin.
+pub(super) const MIN_WAIT: Duration = Duration::from_millis(1);
+
+/// Most bytes of PONG kept unsent for a peer that does not read them.
+const MAX_OUTBOX: usize = 1024;
 
 /// What one read of a connection did.
 #[derive(Debug, Clone, Copy, Default)]
@@ -69,6 +112,19 @@ pub(super) struct Conn<H> {
     /// Whether the poll said the peer closed (or the socket failed): read until the
     /// end, since no further readiness will be reported.
     pub(super) peer_closed: bool,
+    /// When the session started (a heartbeating peer's first PING comes one
+    /// interval after it).
+    connected_at: Instant,
+    /// The peer's heartbeat interval as seen from here, once it has sent a PING.
+    heartbeat: Option<Duration>,
+    /// When the last PING was read.
+    last_ping: Option<Instant>,
+    /// The silence after which the peer asked (PING TTL) to be dropped.
+    pub(super) ttl: Option<Duration>,
+    /// PONG bytes the socket did not take yet.
+    outbox: Vec<u8>,
+    /// The highest rate this connection has shown (bytes/s) and when.
+    peak: (f64, Instant),
 }
 
 impl<H: Handler> Conn<H> {
@@ -87,7 +143,74 @@ impl<H: Handler> Conn<H> {
             received: 0,
             ready: false,
             peer_closed: false,
+            connected_at: Instant::now(),
+            heartbeat: None,
+            last_ping: None,
+            ttl: None,
+            outbox: Vec::new(),
+            peak: (0.0, Instant::now()),
         }
+    }
+
+    /// Longest the next round may wait for this connection's sake: before a PING
+    /// could go unanswered past the peer's heartbeat timeout, and before the socket
+    /// could be half full at the highest rate it is assumed to reach.
+    ///
+    /// A PING is answered within a third of the interval seen between PINGs (libzmq's
+    /// timeout defaults to the interval). Before the first PING the interval is at
+    /// least the session's age, so waiting at most half the age answers the first
+    /// one in time too; it costs only the first rounds of a new connection.
+    pub(super) fn max_wait(&self, now: Instant) -> Duration {
+        let heartbeat = match self.heartbeat {
+            Some(interval) => interval / 3,
+            None => now.duration_since(self.connected_at) / 2,
+        };
+        let half_life = PEAK_HALF_LIFE.as_secs_f64();
+        let faded = now.duration_since(self.peak.1).as_secs_f64() / half_life;
+        let rate = (self.peak.0 * (-faded).exp2()).max(PRIOR_RATE);
+        let fill = Duration::from_secs_f64(self.socket.capacity() as f64 / 2.0 / rate);
+        heartbeat.min(fill).max(MIN_WAIT)
+    }
+
+    /// Notes that `bytes` arrived over `elapsed` (since the previous round); true
+    /// when the read was nearly full: the socket may already be dropping, so the
+    /// next round must come at once.
+    pub(super) fn note_rate(&mut self, bytes: usize, elapsed: Duration, now: Instant) -> bool {
+        let rate = bytes as f64 / elapsed.as_secs_f64().max(1e-4);
+        let half_life = PEAK_HALF_LIFE.as_secs_f64();
+        let faded = now.duration_since(self.peak.1).as_secs_f64() / half_life;
+        if rate >= self.peak.0 * (-faded).exp2() {
+            self.peak = (rate, now);
+        }
+        bytes >= self.socket.capacity() / 2
+    }
+
+    /// Answers the latest PING read, if any, and learns the peer's heartbeat.
+    fn answer_ping(&mut self, now: Instant) -> Result<(), ZmtpError> {
+        if let Some(ping) = self.reader.take_ping() {
+            let since = self.last_ping.unwrap_or(self.connected_at);
+            let interval = now.duration_since(since).max(MIN_WAIT);
+            self.heartbeat = Some(self.heartbeat.map_or(interval, |h| h.min(interval)));
+            self.last_ping = Some(now);
+            self.ttl = (ping.ttl_deciseconds > 0)
+                .then(|| Duration::from_millis(u64::from(ping.ttl_deciseconds) * 100));
+            let (pong, len) = ping.pong();
+            if self.outbox.len() + len > MAX_OUTBOX {
+                return Err(ZmtpError::Protocol("peer does not read our PONGs"));
+            }
+            self.outbox.extend_from_slice(&pong[..len]);
+        }
+        while !self.outbox.is_empty() {
+            match self.socket.write(&self.outbox) {
+                Ok(0) => return Err(ZmtpError::Closed),
+                Ok(n) => drop(self.outbox.drain(..n)),
+                // Sent with the next read: a PONG is a few bytes into an idle send
+                // buffer, so this is all but impossible.
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+                Err(e) => return Err(e.into()),
+            }
+        }
+        Ok(())
     }
 
     /// Hands over the messages the handshake's reads already carried.
@@ -97,7 +220,7 @@ impl<H: Handler> Conn<H> {
         } = self;
         self.received += reader.drain(|parts| handler.message(parts))?;
         reader.release();
-        Ok(())
+        self.answer_ping(Instant::now())
     }
 
     /// One read() of what has arrived, every complete message to the handler. With
@@ -144,6 +267,7 @@ impl<H: Handler> Conn<H> {
         };
         self.received += messages;
         self.last_rx = now;
+        self.answer_ping(now)?;
         Ok(Read1 {
             bytes: n,
             more: n == room,

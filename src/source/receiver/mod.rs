@@ -17,14 +17,25 @@
 //! so the default is 500 ms (docs/performance-real-rates.md has the figures).
 //!
 //! Nobody reads numbers that old: every reader of the state first asks for a round
-//! ([`Receiver::catch_up`], through [`crate::state::intake`]): HTTP reads, and the
-//! sweeper before it would age a rank. While something consumes the event stream
-//! (`/v1/stream` clients, the NATS relay, the recorder) the delay is at most
-//! [`PUSH_DELAY`]. When a round reads much, the next comes sooner ([`next_delay`]),
-//! so a burst never waits long in the socket.
+//! ([`Receiver::catch_up`], through [`crate::state::intake`]) that reads every socket
+//! until it is empty: HTTP reads, and the sweeper before it would age a rank. While
+//! something consumes the event stream (`/v1/stream` clients, the NATS relay, the
+//! recorder) the delay is at most [`PUSH_DELAY`].
+//!
+//! Nothing a prompt reader would get is lost to the delay either. A publisher's
+//! frames wait in the kernel's socket buffer (about 169 FPM frames on ipc, 758 on
+//! loopback tcp) and then in its own queue (`SNDHWM`, 1,000 by default) before it
+//! drops any, so each round waits no longer than every connection allows
+//! ([`conn::Conn::max_wait`]): a socket is read before it could be half full at the
+//! highest rate it has shown lately (or 600 frames/s before it has shown one), a
+//! read that came back nearly full brings the next round at once, and after a
+//! quiet spell the waits start at [`PROBE`] and at most double per round, so a
+//! burst out of idle is measured before the waits grow. A publisher with ZMTP
+//! heartbeats (`ZMQ_HEARTBEAT_IVL`) gets its PONG within a third of its interval,
+//! and one whose PING carries a TTL is dropped after that long a silence.
 //!
 //! Idle costs nothing: with no socket ready the thread blocks in its poll, waking once
-//! a second to end connections silent for longer than the re-create timeout.
+//! a second (or sooner for a peer's TTL) to end connections silent for too long.
 
 mod conn;
 
@@ -44,15 +55,20 @@ pub const DEFAULT_RECEIVE_DELAY: Duration = Duration::from_millis(500);
 /// reach a stream client within a couple of milliseconds (docs/performance.md).
 pub const PUSH_DELAY: Duration = Duration::from_millis(1);
 
-/// Bytes one round should read from one socket at most: far below a socket's
-/// receive buffer, so a burst is read before the kernel makes the publisher wait.
-const ROUND_BYTES: usize = 64 * 1024;
+/// First wait after a quiet spell (no socket had bytes): the waits then at most
+/// double per round, up to the delay and what every connection allows.
+pub const PROBE: Duration = Duration::from_millis(2);
+
+/// Most reads of one socket in a catch-up round: 16 MiB, far more than any socket
+/// holds, so the bound only stops a peer that sends faster than we read.
+const CATCH_UP_READS: usize = 64;
 
 /// The buffer every connection reads into: room for several rounds' worth of one
 /// socket, so a read rarely fills it.
 const SHARED_BUFFER: usize = 256 * 1024;
 
-/// How often connections are checked for a silence beyond the timeout.
+/// How often connections are checked for a silence beyond the timeout (sooner for
+/// a peer whose PING asked for a shorter one).
 const HOUSEKEEPING: Duration = Duration::from_secs(1);
 
 const WAKER: Token = Token(usize::MAX);
@@ -125,6 +141,8 @@ impl<H: Handler> Receiver<H> {
             settings,
             pushing: Box::new(pushing),
             last_round: Instant::now(),
+            last_delay: Duration::ZERO,
+            housekeeping: HOUSEKEEPING,
             early: None,
             waiting: Vec::new(),
         };
@@ -175,17 +193,14 @@ impl<H> Drop for Receiver<H> {
     }
 }
 
-/// The delay before the next round, after one whose busiest socket gave `max_bytes`
-/// over `elapsed` (since the round before) and where some socket may hold more
-/// (`more`): the configured delay, or less if at that socket's rate it would gather
-/// more than `ROUND_BYTES` (64 KiB) by then, or none when a socket has more.
-pub fn next_delay(base: Duration, max_bytes: usize, elapsed: Duration, more: bool) -> Duration {
+/// The delay before the next round: the configured `base`, no more than twice the
+/// previous wait (from [`PROBE`] after a quiet spell), no more than the tightest
+/// connection allows (`allowed`), and none when a socket may hold more (`more`).
+pub fn next_delay(base: Duration, previous: Duration, allowed: Duration, more: bool) -> Duration {
     if more {
         Duration::ZERO
-    } else if max_bytes > 0 {
-        base.min(elapsed.mul_f64(ROUND_BYTES as f64 / max_bytes as f64))
     } else {
-        base
+        base.min(previous.saturating_mul(2).max(PROBE)).min(allowed)
     }
 }
 
@@ -202,6 +217,10 @@ struct Worker<H> {
     pushing: Box<dyn Fn() -> bool + Send>,
     /// When the last round started (the rate of the next round's bytes is over this).
     last_round: Instant,
+    /// The wait before this round (zero after a quiet spell): the next at most doubles it.
+    last_delay: Duration,
+    /// How often housekeeping runs (shorter while a peer asked for a short TTL).
+    housekeeping: Duration,
     /// A command that cut the delay short, handled with the next ones.
     early: Option<Command<H>>,
     /// Readers waiting for the next round.
@@ -229,7 +248,7 @@ impl<H: Handler> Worker<H> {
                     }
                     Duration::ZERO
                 }
-                None => HOUSEKEEPING,
+                None => self.housekeeping,
             };
             if let Err(e) = self.poll.poll(&mut events, Some(timeout)) {
                 if e.kind() != io::ErrorKind::Interrupted {
@@ -251,16 +270,27 @@ impl<H: Handler> Worker<H> {
             if !self.take_commands() {
                 return;
             }
-            next = if self.ready.is_empty() {
-                None
-            } else {
+            next = if !self.ready.is_empty() {
                 Some(self.round())
+            } else if next.is_some() && self.last_delay > Duration::ZERO {
+                // Nothing this round. While the waits are still growing, keep to
+                // rounds (a steady trickle must not wake the thread per frame);
+                // once a round at the longest wait found nothing, block until bytes
+                // come, and the next burst starts the waits from PROBE again.
+                let previous = self.last_delay;
+                let delay = self.schedule(false, Instant::now());
+                (delay > previous).then_some(delay)
+            } else {
+                None
             };
+            if next.is_none() {
+                self.last_delay = Duration::ZERO;
+            }
             // Every socket with bytes when they asked has been read once.
             for w in self.waiting.drain(..) {
                 let _ = w.send(());
             }
-            if housekept.elapsed() >= HOUSEKEEPING {
+            if housekept.elapsed() >= self.housekeeping {
                 housekept = Instant::now();
                 self.housekeeping(housekept);
             }
@@ -326,23 +356,28 @@ impl<H: Handler> Worker<H> {
         self.mark_ready(token, false);
     }
 
-    /// Reads every ready socket once; returns the delay before the next round.
+    /// Reads every ready socket once (until it is empty when a reader is waiting for
+    /// fresh state); returns the delay before the next round.
     fn round(&mut self) -> Duration {
         let now = Instant::now();
         let elapsed = now.duration_since(self.last_round);
         self.last_round = now;
-        let mut max_bytes = 0;
+        let reads = if self.waiting.is_empty() {
+            1
+        } else {
+            CATCH_UP_READS
+        };
         let mut more = false;
         let ready = std::mem::take(&mut self.ready);
         for &token in &ready {
             let Some(conn) = self.conns[token].as_mut() else {
                 continue;
             };
-            match conn.read_once(&mut self.shared, now) {
+            match read_socket(conn, &mut self.shared, now, reads) {
                 Ok(r) => {
-                    max_bytes = max_bytes.max(r.bytes);
+                    let full = conn.note_rate(r.bytes, elapsed, now);
                     // A closed peer is read on until its end shows.
-                    if r.more || conn.peer_closed {
+                    if r.more || full || conn.peer_closed {
                         more = true;
                         self.ready.push(token);
                     } else {
@@ -356,20 +391,43 @@ impl<H: Handler> Worker<H> {
                 }
             }
         }
+        self.schedule(more, now)
+    }
+
+    /// The wait before the next round (see [`next_delay`]), remembered for the next.
+    fn schedule(&mut self, more: bool, now: Instant) -> Duration {
         let base = if (self.pushing)() {
             self.settings.delay.min(PUSH_DELAY)
         } else {
             self.settings.delay
         };
-        next_delay(base, max_bytes, elapsed, more)
+        let allowed = self
+            .conns
+            .iter()
+            .flatten()
+            .map(|c| c.max_wait(now))
+            .min()
+            .unwrap_or(base);
+        let delay = next_delay(base, self.last_delay, allowed, more);
+        self.last_delay = delay;
+        delay
     }
 
     fn housekeeping(&mut self, now: Instant) {
+        self.housekeeping = HOUSEKEEPING;
         for token in 0..self.conns.len() {
             let Some(conn) = self.conns[token].as_ref() else {
                 continue;
             };
-            let silent = now.duration_since(conn.last_rx) >= self.settings.silence_timeout;
+            let timeout = match conn.ttl {
+                Some(ttl) => {
+                    // Checked four times per TTL, so a drop comes within 1.25 TTL.
+                    self.housekeeping = self.housekeeping.min((ttl / 4).max(conn::MIN_WAIT));
+                    ttl.min(self.settings.silence_timeout)
+                }
+                None => self.settings.silence_timeout,
+            };
+            let silent = now.duration_since(conn.last_rx) >= timeout;
             if silent || conn.abandoned() {
                 let mut conn = self.conns[token].take().expect("present");
                 conn.ready = false;
@@ -386,21 +444,83 @@ impl<H: Handler> Worker<H> {
     }
 }
 
+/// Reads a socket up to `reads` times, stopping once a read leaves it empty.
+fn read_socket<H: Handler>(
+    conn: &mut Conn<H>,
+    shared: &mut [u8],
+    now: Instant,
+    reads: usize,
+) -> Result<conn::Read1, ZmtpError> {
+    let mut total = conn::Read1::default();
+    for _ in 0..reads {
+        let r = conn.read_once(shared, now)?;
+        total.bytes += r.bytes;
+        total.more = r.more;
+        if !r.more {
+            break;
+        }
+    }
+    Ok(total)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
 
     #[test]
-    fn a_socket_filling_fast_shortens_the_next_delay_and_a_full_read_cancels_it() {
-        let base = Duration::from_millis(50);
+    fn waits_double_from_the_probe_up_to_what_every_connection_allows() {
+        let base = Duration::from_millis(500);
         let ms = Duration::from_millis;
-        assert_eq!(next_delay(base, 0, ms(50), false), base);
-        // At 64 KiB per 50 ms the next round may wait the whole delay.
-        assert_eq!(next_delay(base, ROUND_BYTES, ms(50), false), base);
-        // Four times that rate: a quarter of the delay.
-        assert_eq!(next_delay(base, 4 * ROUND_BYTES, ms(50), false), ms(50) / 4);
-        // A burst that began just before a short round: judged by its rate.
-        assert_eq!(next_delay(base, ROUND_BYTES, ms(1), false), ms(1));
-        assert_eq!(next_delay(base, 100, ms(50), true), Duration::ZERO);
+        let any = Duration::MAX;
+        // Out of a quiet spell: 2, 4, 8 ... ms, never past the delay.
+        let mut d = Duration::ZERO;
+        let mut seen = Vec::new();
+        for _ in 0..10 {
+            d = next_delay(base, d, any, false);
+            seen.push(d.as_millis());
+        }
+        assert_eq!(seen, [2, 4, 8, 16, 32, 64, 128, 256, 500, 500]);
+        // A connection that must be read within 40 ms caps it at once, not by a
+        // fraction per round.
+        assert_eq!(next_delay(base, ms(500), ms(40), false), ms(40));
+        // A nearly full read: the next round comes at once.
+        assert_eq!(next_delay(base, ms(500), any, true), Duration::ZERO);
+        // The stream's push delay is the base then.
+        assert_eq!(next_delay(PUSH_DELAY, ms(500), any, false), PUSH_DELAY);
+    }
+
+    struct Count(u64);
+
+    impl Handler for Count {
+        fn message(&mut self, _parts: &[&[u8]]) {
+            self.0 += 1;
+        }
+    }
+
+    #[test]
+    fn a_catch_up_reads_a_socket_until_it_is_empty_not_once() {
+        // 1,000 one-part messages of 100 bytes (102 KB) waiting in a socket, read
+        // through a 4 KiB buffer: one read takes ~40 of them, a catch-up takes all.
+        let (ours, mut theirs) = std::os::unix::net::UnixStream::pair().unwrap();
+        ours.set_nonblocking(true).unwrap();
+        let mut wire = Vec::new();
+        for _ in 0..1000 {
+            wire.extend([0x00, 100]);
+            wire.extend([7u8; 100]);
+        }
+        // A Unix socket pair holds about 200 KB: the whole write waits in it.
+        use std::io::Write;
+        theirs.write_all(&wire).unwrap();
+        let (done, _ended) = oneshot::channel();
+        let socket = Socket::from_std(crate::source::zmtp::StdStream::Unix(ours));
+        let mut conn = Conn::new(socket, Default::default(), Count(0), done);
+        let mut shared = vec![0u8; 4096];
+        let now = Instant::now();
+        let once = read_socket(&mut conn, &mut shared, now, 1).unwrap();
+        assert_eq!(once.bytes, 4096, "one read is one buffer");
+        let rest = read_socket(&mut conn, &mut shared, now, CATCH_UP_READS).unwrap();
+        assert_eq!(once.bytes + rest.bytes, 102_000);
+        assert!(!rest.more, "the socket is empty");
+        assert_eq!(conn.into_handler().0, 1000, "every message handed over");
     }
 }

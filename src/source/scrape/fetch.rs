@@ -1,17 +1,23 @@
-//! One scrape of one target: a GET with Prometheus' `Accept`, a body read in chunks
-//! up to the byte limit (a longer body is cut off, never buffered whole), parsed by
-//! its `Content-Type` on the blocking pool.
+//! One scrape of one target: a GET asking for text 0.0.4 (gzip welcome), a body read
+//! in chunks up to the byte limit (a longer body is cut off, never buffered whole),
+//! parsed by its `Content-Type` on the blocking pool.
 
 use super::{parse, Kept, ScrapeError, ScrapeSettings, Target};
 use crate::wire::exposition::Scrape;
 use std::sync::Arc;
 use std::time::{Instant, SystemTime};
 
-/// What Prometheus 2.x sends: OpenMetrics preferred, text 0.0.4 accepted.
-pub const ACCEPT: &str = "application/openmetrics-text;version=1.0.0,application/openmetrics-text;version=0.0.1;q=0.75,text/plain;version=0.0.4;q=0.5,*/*;q=0.1";
+/// Text 0.0.4, and nothing else by name: asked for OpenMetrics, prometheus_client 0.26
+/// (SGLang's and vLLM's library) writes `sglang:x` samples as `sglang_x` under
+/// `# TYPE sglang:x`, while in text 0.0.4 it keeps the names the engines define and
+/// their own dashboards query. prometheus_client answers OpenMetrics whenever the
+/// header names it, whatever its `q`, so it is not named. A server that answers
+/// OpenMetrics anyway is parsed as such (docs/engine-fan-in.md, "Format").
+pub const ACCEPT: &str = "text/plain;version=0.0.4;q=1.0,*/*;q=0.1";
 
 /// The scrape client: no redirects to other hosts' metrics, no proxy from the
-/// environment (workers are local or on the cluster network), OS root certificates.
+/// environment (workers are local or on the cluster network), OS root certificates,
+/// gzip asked for and decoded (prometheus_client compresses when asked).
 pub fn client(settings: &ScrapeSettings) -> reqwest::Result<reqwest::Client> {
     reqwest::Client::builder()
         .user_agent(concat!("fpm-exporter/", env!("CARGO_PKG_VERSION")))
@@ -105,6 +111,9 @@ async fn fetch(client: &reqwest::Client, t: &Target, max: u64) -> Fetched {
     if resp.content_length().is_some_and(|n| n > max) {
         return Err(too_big());
     }
+    // reqwest's `gzip` feature asks for gzip and inflates as the body is read: the
+    // chunks are decoded bytes, so the limit bounds the inflated size (a gzip bomb
+    // stops at it) and a gzip answer has no Content-Length here.
     let mut body = Vec::with_capacity(resp.content_length().unwrap_or(0).min(max) as usize);
     while let Some(chunk) = resp.chunk().await.map_err(classify)? {
         if body.len() as u64 + chunk.len() as u64 > max {

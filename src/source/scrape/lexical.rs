@@ -51,13 +51,20 @@ pub(super) fn parse_labels(
                 None => return Err("unterminated label value"),
                 Some(b'"') => break,
                 Some(b'\\') => {
+                    let unescaped = match b.get(i + 1) {
+                        Some(b'\\') => '\\',
+                        Some(b'"') => '"',
+                        Some(b'n') => '\n',
+                        None => return Err("unterminated label value"),
+                        // Prometheus' lexer takes a backslash before any other
+                        // character and keeps both (`C:\temp` is `C:\temp`).
+                        Some(_) => {
+                            i += 1;
+                            continue;
+                        }
+                    };
                     value.push_str(&line[run..i]);
-                    match b.get(i + 1) {
-                        Some(b'\\') => value.push('\\'),
-                        Some(b'"') => value.push('"'),
-                        Some(b'n') => value.push('\n'),
-                        _ => return Err("invalid escape in a label value"),
-                    }
+                    value.push(unescaped);
                     i += 2;
                     run = i;
                 }
@@ -97,29 +104,29 @@ pub(super) fn parse_value(s: &str) -> Option<f64> {
     s.parse().ok()
 }
 
-/// HELP text unescaped: `\\` and `\n` (OpenMetrics also `\"`); other escapes stay.
-pub(super) fn unescape(s: &str, om: bool) -> Option<String> {
+/// HELP text unescaped: `\\` and `\n` (OpenMetrics also `\"`); any other backslash
+/// stays as written, as Prometheus keeps it in either format.
+pub(super) fn unescape(s: &str, om: bool) -> String {
     if !s.contains('\\') {
-        return Some(s.to_owned());
+        return s.to_owned();
     }
     let mut out = String::with_capacity(s.len());
-    let mut chars = s.chars();
+    let mut chars = s.chars().peekable();
     while let Some(c) = chars.next() {
         if c != '\\' {
             out.push(c);
             continue;
         }
-        match chars.next() {
+        match chars.peek() {
             Some('\\') => out.push('\\'),
             Some('n') => out.push('\n'),
             Some('"') if om => out.push('"'),
-            Some(o) if !om => {
+            _ => {
                 out.push('\\');
-                out.push(o);
+                continue;
             }
-            None if !om => out.push('\\'),
-            _ => return None,
         }
+        chars.next();
     }
-    Some(out)
+    out
 }

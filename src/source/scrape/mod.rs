@@ -231,6 +231,9 @@ pub struct WorkerView {
     pub engine_index: usize,
     /// The `worker_addr` label (normalized metrics URL).
     pub worker_addr: String,
+    /// Every configured address that led to this URL, as written, in configuration
+    /// order (the dp ranks `grpc://h:p@0`, `@1`, ... of one worker, as a gateway lists them).
+    pub addresses: Vec<String>,
     /// The latest scrape, None when it failed or none has completed.
     pub latest: Option<Arc<Scrape>>,
     /// The scrape before it, None unless the two latest scrapes both succeeded.
@@ -310,6 +313,7 @@ impl Workers {
                     engine: t.engine.clone(),
                     engine_index: t.engine_index,
                     worker_addr: t.worker_addr.clone(),
+                    addresses: t.addresses.clone(),
                     latest: s.latest.as_ref().map(|k| k.scrape.clone()),
                     previous: s.previous.clone(),
                     health: s.health.clone(),

@@ -54,6 +54,7 @@ pub fn parse(text: &str, openmetrics: bool) -> Result<Parsed, ParseError> {
         by_name: HashMap::new(),
         seen: HashSet::new(),
         key: String::new(),
+        last_decl: None,
     };
     let mut eof = false;
     let lines = text.split('\n').count();
@@ -104,6 +105,8 @@ struct Parser {
     /// `name{labels}` of every kept sample, to drop duplicates.
     seen: HashSet<String>,
     key: String,
+    /// The family of the latest `# TYPE` line.
+    last_decl: Option<usize>,
 }
 
 impl Parser {
@@ -125,7 +128,7 @@ impl Parser {
         }
         match kw {
             "HELP" => {
-                let help = unescape(tail, self.om).ok_or("invalid escape in HELP")?;
+                let help = unescape(tail, self.om);
                 let i = self.family_for_decl(name, None);
                 self.out.families[i].help = help;
             }
@@ -142,7 +145,7 @@ impl Parser {
                     ("stateset", true) => Decl::Plain(FamilyType::Gauge),
                     _ => return Err("invalid metric type"),
                 };
-                self.family_for_decl(name, Some(kind));
+                self.last_decl = Some(self.family_for_decl(name, Some(kind)));
             }
             _ => {}
         }
@@ -230,9 +233,16 @@ impl Parser {
             }
         }
         let fi = self.family_of(name);
+        // One series whatever the order of its labels, and an empty label is no
+        // label: Prometheus' identity of a series.
         self.key.clear();
         self.key.push_str(name);
-        for (k, v) in &labels {
+        let mut order: Vec<&(String, String)> =
+            labels.iter().filter(|(_, v)| !v.is_empty()).collect();
+        if !order.windows(2).all(|w| w[0].0 <= w[1].0) {
+            order.sort_unstable_by(|a, b| a.0.cmp(&b.0));
+        }
+        for (k, v) in order {
             self.key.push('\u{0}');
             self.key.push_str(k);
             self.key.push('\u{1}');
@@ -273,6 +283,9 @@ impl Parser {
                 }
             }
         }
+        if let Some(i) = self.escaped_family(name) {
+            return i;
+        }
         // OpenMetrics `X_created`: a gauge with X's help, as prometheus_client's text has it.
         let parent = name
             .strip_suffix("_created")
@@ -292,6 +305,33 @@ impl Parser {
         });
         self.by_name.insert(name.to_owned(), i);
         i
+    }
+}
+
+impl Parser {
+    /// The family just declared when `name` is one of its samples with the name
+    /// escaped: prometheus_client 0.26 writes OpenMetrics with `# TYPE sglang:x` over
+    /// samples `sglang_x` (it escapes sample names with the label-name alphabet). The
+    /// family takes the samples' spelling, which is what Prometheus stores.
+    fn escaped_family(&mut self, name: &str) -> Option<usize> {
+        let d = self.last_decl.filter(|_| self.om)?;
+        let f = &self.out.families[d];
+        let legal = |c: char| c.is_ascii_alphanumeric() || c == '_';
+        if !f.samples.is_empty() || f.name.chars().all(legal) {
+            return None;
+        }
+        let escaped: String = f
+            .name
+            .chars()
+            .map(|c| if legal(c) { c } else { '_' })
+            .collect();
+        if !f.kind.allows_sample(&escaped, name) || self.by_name.contains_key(&escaped) {
+            return None;
+        }
+        self.out.families[d].name = escaped.clone();
+        self.by_name.insert(escaped, d);
+        self.by_name.insert(name.to_owned(), d);
+        Some(d)
     }
 }
 

@@ -30,7 +30,7 @@ fn prometheus_rejections_fail_the_document() {
         "a{x=1} 1\n",
         "a{x=\"1\" 1\n",
         "a{x=\"1\",x=\"2\"} 1\n",
-        "a{x=\"\\q\"} 1\n",
+        "a{x=\"\\\"} 1\n",
         "a 1 1.5\n",
         "1a 1\n",
         "a{1x=\"\"} 1\n",
@@ -39,6 +39,56 @@ fn prometheus_rejections_fail_the_document() {
     ] {
         assert!(parse(bad, false).is_err(), "{bad:?} accepted");
     }
+}
+
+#[test]
+fn stray_escapes_are_kept_as_prometheus_keeps_them() {
+    // Prometheus 2.42 ingests each of these (tests/fan_in_prometheus.rs shows it).
+    let t = "# HELP a stray \\t escape\na{path=\"C:\\temp\",q=\"\\q\",e=\"x\\\\\"} 1\n";
+    let f = fams(t, false);
+    assert_eq!(f[0].help, "stray \\t escape");
+    let l = &f[0].samples[0].labels;
+    assert_eq!(l[0].1, "C:\\temp");
+    assert_eq!(l[1].1, "\\q");
+    assert_eq!(l[2].1, "x\\");
+    let om = "# TYPE a gauge\n# HELP a say\\thi \\\"q\\\"\na{p=\"C:\\temp\"} 1\n# EOF\n";
+    let f = fams(om, true);
+    assert_eq!(f[0].help, "say\\thi \"q\"");
+    assert_eq!(f[0].samples[0].labels[0].1, "C:\\temp");
+}
+
+#[test]
+fn openmetrics_samples_spelled_escaped_join_their_declared_family() {
+    // prometheus_client 0.26's OpenMetrics for a metric named `sglang:x`.
+    let t = "# HELP sglang:t Tokens.\n# TYPE sglang:t counter\nsglang_t_total{m=\"a\"} 3.0\n\
+             sglang_t_created{m=\"a\"} 1.7e9\n# TYPE sglang:h histogram\n\
+             sglang_h_bucket{le=\"+Inf\"} 1.0\nsglang_h_count 1.0\nsglang_h_sum 0.5\n\
+             # TYPE sglang:g gauge\nsglang_g 2.0\n# EOF\n";
+    let f = fams(t, true);
+    let kinds: Vec<_> = f
+        .iter()
+        .map(|f| (f.name.as_str(), f.kind, f.samples.len()))
+        .collect();
+    assert_eq!(
+        kinds,
+        [
+            ("sglang_t", FamilyType::Counter, 1),
+            ("sglang_t_created", FamilyType::Gauge, 1),
+            ("sglang_h", FamilyType::Histogram, 3),
+            ("sglang_g", FamilyType::Gauge, 1)
+        ]
+    );
+    assert_eq!(f[0].help, "Tokens.");
+}
+
+#[test]
+fn a_series_repeated_with_its_labels_reordered_is_a_duplicate() {
+    let p = parse(
+        "a{x=\"1\",y=\"2\"} 1\na{y=\"2\",x=\"1\"} 2\nb{x=\"\"} 1\nb 2\n",
+        false,
+    )
+    .unwrap();
+    assert_eq!((p.samples, p.duplicates), (2, 2));
 }
 
 #[test]
@@ -74,7 +124,7 @@ fn openmetrics_needs_eof_and_maps_its_types() {
 fn the_smg_fixture_passes_whole() {
     let text = std::fs::read_to_string(concat!(
         env!("CARGO_MANIFEST_DIR"),
-        "/../shared/fixtures/smg-engine-metrics-sample.prom"
+        "/tests/fixtures/smg-engine-metrics-sample.prom"
     ))
     .unwrap();
     let p = parse(&text, false).unwrap();

@@ -106,6 +106,54 @@ pub struct Reader {
     /// End of the bytes read so far.
     end: usize,
     partial: Partial,
+    /// The latest PING not yet answered.
+    ping: Option<Ping>,
+}
+
+/// A ZMTP 3.1 PING command: the peer's heartbeat, which it expects an answer to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Ping {
+    /// How long the peer asks us to keep the connection without hearing from it
+    /// (0: no limit), in the wire's tenths of a second.
+    pub ttl_deciseconds: u16,
+    context: [u8; MAX_PING_CONTEXT],
+    context_len: u8,
+}
+
+/// Longest PING context a peer may send (RFC 37: up to 16 octets).
+pub const MAX_PING_CONTEXT: usize = 16;
+
+impl Ping {
+    /// Parses a command body that is a PING; None for any other command.
+    fn parse(body: &[u8]) -> Result<Option<Ping>, ZmtpError> {
+        let Some(rest) = body.strip_prefix(b"\x04PING") else {
+            return Ok(None);
+        };
+        let (ttl, context) = rest
+            .split_first_chunk::<2>()
+            .ok_or(ZmtpError::Protocol("PING without a TTL"))?;
+        if context.len() > MAX_PING_CONTEXT {
+            return Err(ZmtpError::Protocol("PING context over 16 bytes"));
+        }
+        let mut ping = Ping {
+            ttl_deciseconds: u16::from_be_bytes(*ttl),
+            context: [0; MAX_PING_CONTEXT],
+            context_len: context.len() as u8,
+        };
+        ping.context[..context.len()].copy_from_slice(context);
+        Ok(Some(ping))
+    }
+
+    /// The PONG command frame that answers this PING: the same context echoed.
+    pub fn pong(&self) -> ([u8; 7 + MAX_PING_CONTEXT], usize) {
+        let ctx = &self.context[..usize::from(self.context_len)];
+        let mut frame = [0u8; 7 + MAX_PING_CONTEXT];
+        frame[0] = COMMAND;
+        frame[1] = (5 + ctx.len()) as u8;
+        frame[2..7].copy_from_slice(b"\x04PONG");
+        frame[7..7 + ctx.len()].copy_from_slice(ctx);
+        (frame, 7 + ctx.len())
+    }
 }
 
 impl Reader {
@@ -156,14 +204,27 @@ impl Reader {
         self.end = (self.end + n).min(self.buf.len());
     }
 
+    /// Takes the latest PING read and not yet answered: the caller owes the peer a
+    /// PONG ([`Ping::pong`]) before the peer's heartbeat timeout.
+    pub fn take_ping(&mut self) -> Option<Ping> {
+        self.ping.take()
+    }
+
     /// Hands every complete message in the buffer to `f` as its parts (at most
-    /// [`MAX_PARTS`]); commands between messages are skipped (a ZMTP 3.0 peer sends
-    /// none after READY; PING/PONG of 3.1 need no answer from a SUB that never asked).
-    /// Returns how many messages were handed over; an incomplete one stays buffered,
+    /// [`MAX_PARTS`]). Commands between messages are not messages: a PING is kept
+    /// for [`Reader::take_ping`] (a libzmq PUB with `ZMQ_HEARTBEAT_IVL` sends one
+    /// every interval, whatever version we announced, and drops a peer that sends
+    /// nothing back within its timeout), an ERROR ends the connection, and any other
+    /// command (a PONG, a 3.1 SUBSCRIBE) is skipped. Returns how many messages were handed over; an incomplete one stays buffered,
     /// with the frames parsed so far remembered, so a message trickling in is parsed
     /// once, not once per read.
     pub fn drain(&mut self, mut f: impl FnMut(&[&[u8]])) -> Result<u64, ZmtpError> {
-        let (messages, used) = parse(&self.buf[self.start..self.end], &mut self.partial, &mut f)?;
+        let (messages, used) = parse(
+            &self.buf[self.start..self.end],
+            &mut self.partial,
+            &mut self.ping,
+            &mut f,
+        )?;
         self.consume(used);
         Ok(messages)
     }
@@ -180,7 +241,7 @@ impl Reader {
             self.pending().is_empty(),
             "bytes would overtake pending ones"
         );
-        let (messages, used) = parse(bytes, &mut self.partial, &mut f)?;
+        let (messages, used) = parse(bytes, &mut self.partial, &mut self.ping, &mut f)?;
         let tail = &bytes[used..];
         if !tail.is_empty() {
             // The partial parse's offsets are relative to the tail's start, which
@@ -212,11 +273,13 @@ impl Reader {
 }
 
 /// Parses the complete messages at the start of `bytes` into `f`, resuming the
-/// message `p` describes; returns how many and the bytes they (and skipped commands)
-/// took. What follows is an incomplete message, with `p` remembering its frames.
+/// message `p` describes; returns how many and the bytes they (and commands) took.
+/// What follows is an incomplete message, with `p` remembering its frames. The
+/// latest PING goes to `ping`; an ERROR command is the peer's end of the connection.
 fn parse(
     bytes: &[u8],
     p: &mut Partial,
+    ping: &mut Option<Ping>,
     f: &mut impl FnMut(&[&[u8]]),
 ) -> Result<(u64, usize), ZmtpError> {
     let mut messages = 0;
@@ -234,6 +297,7 @@ fn parse(
                 if msg.len() - p.pos < h.total() {
                     break false;
                 }
+                command(&msg[p.pos + h.header_len..p.pos + h.total()], ping)?;
                 p.pos += h.total();
                 break true;
             }
@@ -268,6 +332,19 @@ fn parse(
         base += p.pos;
         *p = Partial::default();
     }
+}
+
+/// Acts on a command frame's body read between messages.
+fn command(body: &[u8], ping: &mut Option<Ping>) -> Result<(), ZmtpError> {
+    if let Some(p) = Ping::parse(body)? {
+        *ping = Some(p);
+    } else if let Some(reason) = body.strip_prefix(b"\x05ERROR") {
+        let reason = reason.get(1..).unwrap_or_default();
+        return Err(ZmtpError::PeerError(
+            String::from_utf8_lossy(reason).into_owned(),
+        ));
+    }
+    Ok(())
 }
 
 /// How far the message at the start of the buffer has been parsed (offsets from the
@@ -335,13 +412,56 @@ mod tests {
         assert_eq!(feed(&mut Reader::default(), &wire).unwrap(), got);
     }
 
+    fn command_frame(body: &[u8]) -> Vec<u8> {
+        let mut f = vec![COMMAND, body.len() as u8];
+        f.extend(body);
+        f
+    }
+
     #[test]
-    fn commands_between_messages_are_skipped() {
-        let mut wire = vec![COMMAND, 5];
-        wire.extend(b"\x04PING");
+    fn a_ping_between_messages_is_kept_for_its_pong_and_other_commands_are_skipped() {
+        // libzmq's PING: TTL 0x0102 (25.8 s) and a context, then a PONG and a message.
+        let mut wire = command_frame(b"\x04PING\x01\x02ctx");
+        wire.extend(command_frame(b"\x04PONG"));
         wire.extend(frame(false, b"x"));
-        let got = feed(&mut Reader::default(), &wire).unwrap();
+        let mut r = Reader::default();
+        let got = feed(&mut r, &wire).unwrap();
         assert_eq!(got, vec![vec![b"x".to_vec()]]);
+        let ping = r.take_ping().expect("the PING is owed an answer");
+        assert_eq!(ping.ttl_deciseconds, 0x0102);
+        let (pong, len) = ping.pong();
+        assert_eq!(
+            &pong[..len],
+            b"\x04\x08\x04PONGctx",
+            "PONG echoes the context"
+        );
+        assert_eq!(r.take_ping(), None, "answered once");
+        // Of two PINGs read together, the latest is answered (any byte resets the
+        // peer's timer, and its context is the one a strict peer checks).
+        let mut wire = command_frame(b"\x04PING\x00\x00a");
+        wire.extend(command_frame(b"\x04PING\x00\x00bb"));
+        feed(&mut r, &wire).unwrap();
+        let (pong, len) = r.take_ping().unwrap().pong();
+        assert_eq!(&pong[..len], b"\x04\x07\x04PONGbb");
+        // An empty context, the most a PING may carry, and what breaks the rules.
+        let (pong, len) = Ping::parse(b"\x04PING\x00\x00").unwrap().unwrap().pong();
+        assert_eq!(&pong[..len], b"\x04\x05\x04PONG");
+        let long = [&b"\x04PING\x00\x00"[..], &[7u8; 16]].concat();
+        assert_eq!(Ping::parse(&long).unwrap().unwrap().pong().1, 7 + 16);
+        for bad in [
+            &b"\x04PING"[..],
+            &b"\x04PING\x00"[..],
+            &[&long[..], b"!"].concat(),
+        ] {
+            let got = feed(&mut Reader::default(), &command_frame(bad));
+            assert!(matches!(got, Err(ZmtpError::Protocol(_))), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn an_error_command_after_the_handshake_ends_the_connection_with_its_reason() {
+        let got = feed(&mut Reader::default(), &command_frame(b"\x05ERROR\x03bye"));
+        assert!(matches!(got, Err(ZmtpError::PeerError(r)) if r == "bye"));
     }
 
     #[test]

@@ -8,8 +8,9 @@ use super::{Stream, ZmtpError};
 pub const GREETING_LEN: usize = 64;
 
 /// Our greeting: signature, version 3.0, mechanism NULL, as-server 0. Announcing 3.0
-/// (not 3.1) makes every publisher take the subscription as a message (below) and
-/// never send PING.
+/// (not 3.1) makes every publisher take the subscription as a message (below). It
+/// does not stop a libzmq PUB with `ZMQ_HEARTBEAT_IVL` from sending PINGs, which the
+/// receiver answers (`frames::Ping`).
 pub fn greeting() -> [u8; GREETING_LEN] {
     let mut g = [0u8; GREETING_LEN];
     g[0] = 0xFF;
@@ -100,7 +101,7 @@ pub fn check_ready(body: &[u8]) -> Result<(), ZmtpError> {
 pub async fn run(stream: &mut Stream) -> Result<(), ZmtpError> {
     stream.write_all(&greeting()).await?;
     let mut buf = [0u8; GREETING_LEN];
-    stream.read_exact(&mut buf).await?;
+    read_greeting(stream, &mut buf).await?;
     check_greeting(&buf)?;
     stream.write_all(&ready_sub()).await?;
     stream.read_exact(&mut buf[..2]).await?;
@@ -126,6 +127,30 @@ pub async fn run(stream: &mut Stream) -> Result<(), ZmtpError> {
     stream.read_exact(body).await?;
     check_ready(body)?;
     stream.write_all(&SUBSCRIBE_ALL).await?;
+    Ok(())
+}
+
+/// Reads the peer's greeting. A publisher that closes (or resets) before its
+/// greeting is whole refused ours: a libzmq PUB with CURVE sends its 10-byte
+/// signature and closes on seeing NULL, one with PLAIN closes without a byte, so
+/// the mechanism name never arrives to be checked ([`ZmtpError::GreetingCut`]).
+async fn read_greeting(stream: &mut Stream, buf: &mut [u8; GREETING_LEN]) -> Result<(), ZmtpError> {
+    let mut got = 0;
+    while got < GREETING_LEN {
+        match stream.read(&mut buf[got..]).await {
+            Ok(0) => return Err(ZmtpError::GreetingCut(got)),
+            Ok(n) => got += n,
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    std::io::ErrorKind::ConnectionReset | std::io::ErrorKind::BrokenPipe
+                ) =>
+            {
+                return Err(ZmtpError::GreetingCut(got))
+            }
+            Err(e) => return Err(e.into()),
+        }
+    }
     Ok(())
 }
 

@@ -52,6 +52,10 @@ pub enum ZmtpError {
     /// A security mechanism other than NULL.
     #[error("unsupported mechanism {0:?}")]
     Mechanism(String),
+    /// The peer closed after this many bytes of its greeting, having seen ours: how
+    /// a libzmq publisher with CURVE (10 bytes) or PLAIN (none) refuses NULL.
+    #[error("publisher closed during the greeting after {0} bytes: it requires a security mechanism (CURVE or PLAIN) and refuses NULL")]
+    GreetingCut(usize),
     /// A peer that is not a publisher.
     #[error("peer socket type {0:?} is not PUB or XPUB")]
     SocketType(String),
@@ -83,6 +87,61 @@ impl ZmtpError {
             self,
             ZmtpError::Io(_) | ZmtpError::Timeout | ZmtpError::Closed | ZmtpError::ClosedMidMessage
         )
+    }
+
+    /// Why a handshake failed, as the `reason` of `fpm_endpoint_handshake_failures_total`:
+    /// `security` (the publisher requires CURVE or PLAIN), `denied` (it sent ERROR,
+    /// e.g. its ZAP handler refused us) or `protocol` (not a ZMTP 3 PUB); None for
+    /// an absent or slow peer, which is no failure of the handshake itself.
+    pub fn handshake_reason(&self) -> Option<HandshakeFailure> {
+        match self {
+            ZmtpError::GreetingCut(_) | ZmtpError::Mechanism(_) => Some(HandshakeFailure::Security),
+            ZmtpError::PeerError(_) => Some(HandshakeFailure::Denied),
+            ZmtpError::Greeting
+            | ZmtpError::Version(..)
+            | ZmtpError::SocketType(_)
+            | ZmtpError::TooLarge(_)
+            | ZmtpError::Protocol(_) => Some(HandshakeFailure::Protocol),
+            ZmtpError::Io(_)
+            | ZmtpError::Timeout
+            | ZmtpError::Closed
+            | ZmtpError::ClosedMidMessage => None,
+        }
+    }
+}
+
+/// Why a handshake with a publisher failed (a label value).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum HandshakeFailure {
+    /// The publisher requires a security mechanism (CURVE, PLAIN) the exporter does
+    /// not speak.
+    Security,
+    /// The publisher sent ERROR (its ZAP handler refused us).
+    Denied,
+    /// Not a ZMTP 3 publisher (garbage greeting, old version, not PUB/XPUB).
+    Protocol,
+}
+
+impl HandshakeFailure {
+    /// Every reason, in label order.
+    pub const ALL: [HandshakeFailure; 3] = [
+        HandshakeFailure::Security,
+        HandshakeFailure::Denied,
+        HandshakeFailure::Protocol,
+    ];
+
+    /// The label value.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            HandshakeFailure::Security => "security",
+            HandshakeFailure::Denied => "denied",
+            HandshakeFailure::Protocol => "protocol",
+        }
+    }
+
+    /// Index into per-reason counters.
+    pub fn index(self) -> usize {
+        self as usize
     }
 }
 

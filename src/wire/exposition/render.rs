@@ -1,8 +1,8 @@
 //! Rendering of samples' `name{labels}` in the text exposition format: label escaping,
 //! and a source's own labels put in front of a sample's (clashing ones renamed
-//! `exported_<name>`, as Prometheus renames clashing target labels). Shared by the
-//! sources that cache rendered lines (multiproc directories, remote scrapes) and the
-//! `/metrics` writer.
+//! `exported_<name>`, prefixed until free, as Prometheus renames clashing target
+//! labels). Shared by the sources that cache rendered lines (multiproc directories,
+//! remote scrapes) and the `/metrics` writer.
 
 use super::{MetricFamily, Rendered, Sample};
 
@@ -70,21 +70,119 @@ pub fn label_head(own: &[(&str, &str)]) -> String {
     l
 }
 
-/// A sample's labels: `head` (the source's), then its own, renamed `exported_<name>`
-/// where they clash with the source's.
+/// A sample's labels: `head` (the source's), then its own; one that clashes with a
+/// source label is renamed as Prometheus renames it ([`exported_names`]).
 pub fn sample_labels(out: &mut String, head: &str, own: &[(&str, &str)], s: &Sample) {
     out.clear();
     out.push_str(head);
-    for (k, v) in &s.labels {
+    let clash = s
+        .labels
+        .iter()
+        .any(|(k, _)| own.iter().any(|(o, _)| o == k));
+    let renamed = if clash {
+        exported_names(own, &s.labels)
+    } else {
+        Vec::new()
+    };
+    for (i, (k, v)) in s.labels.iter().enumerate() {
         if !out.is_empty() {
             out.push(',');
         }
-        if own.iter().any(|(o, _)| o == k) {
-            out.push_str("exported_");
-        }
-        out.push_str(k);
+        out.push_str(renamed.get(i).map_or(k.as_str(), String::as_str));
         out.push_str("=\"");
         escape_label_value(out, v);
         out.push('"');
+    }
+}
+
+/// The name each of `labels` takes beside the source's labels `own`, as Prometheus
+/// resolves clashing target labels (`honor_labels: false`): a label named like a
+/// source label gets `exported_` in front, again and again until the name is neither
+/// a sample label, nor a source label, nor taken by an earlier renamed one; shorter
+/// names are renamed first. So a sample carrying `worker_addr` and
+/// `exported_worker_addr` keeps both, as `exported_exported_worker_addr` and
+/// `exported_worker_addr`, instead of writing one label name twice (which makes
+/// Prometheus fail the whole scrape: "label name is not unique").
+pub fn exported_names(own: &[(&str, &str)], labels: &[(String, String)]) -> Vec<String> {
+    let mut names: Vec<String> = labels.iter().map(|(k, _)| k.clone()).collect();
+    let mut clashing: Vec<usize> = (0..labels.len())
+        .filter(|&i| own.iter().any(|(o, _)| *o == labels[i].0))
+        .collect();
+    clashing.sort_by_key(|&i| labels[i].0.len());
+    let mut taken: Vec<usize> = Vec::with_capacity(clashing.len());
+    for i in clashing {
+        let mut name = labels[i].0.clone();
+        loop {
+            name.insert_str(0, "exported_");
+            let used = labels.iter().any(|(k, _)| *k == name)
+                || own.iter().any(|(o, _)| *o == name)
+                || taken.iter().any(|&t| names[t] == name);
+            if !used {
+                break;
+            }
+        }
+        names[i] = name;
+        taken.push(i);
+    }
+    names
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn labels_of(own: &[(&str, &str)], sample: &[(&str, &str)]) -> String {
+        let s = Sample {
+            name: "m".into(),
+            labels: sample
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
+            value: 1.0,
+        };
+        let mut out = String::new();
+        sample_labels(&mut out, &label_head(own), own, &s);
+        out
+    }
+
+    #[test]
+    fn clashing_labels_are_prefixed_until_the_name_is_free_as_prometheus_does() {
+        let own = [("engine", "e"), ("worker_addr", "w")];
+        // A worker that is itself a fan-in: its samples carry both names already.
+        assert_eq!(
+            labels_of(
+                &own,
+                &[
+                    ("worker_addr", "a"),
+                    ("exported_worker_addr", "b"),
+                    ("x", "1")
+                ]
+            ),
+            r#"engine="e",worker_addr="w",exported_exported_worker_addr="a",exported_worker_addr="b",x="1""#
+        );
+        // Another exporter's /engine_metrics scraped: every added label clashes.
+        assert_eq!(
+            labels_of(
+                &own,
+                &[
+                    ("engine", "e0"),
+                    ("worker_addr", "w0"),
+                    ("exported_engine", "e1"),
+                    ("exported_worker_addr", "w1"),
+                ]
+            ),
+            r#"engine="e",worker_addr="w",exported_exported_engine="e0",exported_exported_worker_addr="w0",exported_engine="e1",exported_worker_addr="w1""#
+        );
+        // Prometheus resolves shorter names first: `engine` takes `exported_engine`
+        // before `exported_engine` (also a source label here) is considered.
+        let own = [("engine", "e"), ("exported_engine", "x")];
+        assert_eq!(
+            labels_of(&own, &[("exported_engine", "b"), ("engine", "a")]),
+            r#"engine="e",exported_engine="x",exported_exported_exported_engine="b",exported_exported_engine="a""#
+        );
+        assert_eq!(
+            labels_of(&own, &[("y", "1")]),
+            r#"engine="e",exported_engine="x",y="1""#
+        );
     }
 }

@@ -3,8 +3,8 @@
 use crate::sink::prometheus::text::{Format, Writer};
 use crate::source::multiproc::exposed::{Exposed, Layout};
 use crate::wire::exposition::render::{label_head, sample_labels};
-use crate::wire::exposition::{FamilyType, MetricFamily, Rendered};
-use std::collections::BTreeMap;
+use crate::wire::exposition::{FamilyType, MetricFamily, Rendered, Sample};
+use std::collections::{BTreeMap, HashMap, HashSet};
 
 /// One source of families and the labels its samples get.
 pub struct Source<'a> {
@@ -41,7 +41,8 @@ enum Body<'a> {
 
 /// Writes the families of `sources`, merged by name. `skip(name)` leaves a family
 /// out (a name the exposition already has); `clash(i, name)` is told of every family
-/// of source `i` left out.
+/// of source `i` left out, and of every family of source `i` written under another
+/// source's type (its samples kept).
 pub fn write_families(
     w: &mut Writer,
     sources: &[Source],
@@ -80,8 +81,10 @@ pub fn write_families(
     let heads: Vec<String> = sources.iter().map(|s| label_head(&s.labels)).collect();
     let om = w.format() == Format::OpenMetrics;
     let mut labels = String::new();
+    let mut named: HashSet<String> = HashSet::new();
     // OpenMetrics has `X_created` inside family X; as a family of its own (how text
-    // 0.0.4 carries it) it would clash with X, so OpenMetrics output leaves it out.
+    // 0.0.4 carries it) it would clash with X, so OpenMetrics output writes each
+    // `X_created` sample inside X, after the samples of its label set.
     let created_of_family = |name: &str| {
         name.strip_suffix("_created").is_some_and(|base| {
             by_name.get(base).is_some_and(|f| {
@@ -101,6 +104,14 @@ pub fn write_families(
     } else {
         Vec::new()
     };
+    let mut created_of: HashMap<(usize, &str), Created> = HashMap::new();
+    for n in &created {
+        for f in &by_name[n] {
+            if let Body::Parsed(mf, r) = f.body {
+                created_of.insert((f.source, &n[..n.len() - "_created".len()]), (mf, r));
+            }
+        }
+    }
     for (name, fams) in by_name {
         if created.contains(&name) {
             continue;
@@ -119,24 +130,28 @@ pub fn write_families(
             (FamilyType::Counter, true) if first.bare => (name.to_owned(), "unknown"),
             (k, om) => (name.to_owned(), k.word(om)),
         };
-        w.family_dynamic(&header, kind, first.help);
+        // A text parser (promtool's) fails on a second TYPE line of a name, or one
+        // after samples of that name: such a header is left out, its samples stay.
+        if named.insert(header.clone()) {
+            w.family_dynamic(&header, kind, first.help);
+        }
         for f in &fams {
             if f.kind != first.kind {
+                // Typed otherwise by another source: its samples go under this
+                // header all the same (Prometheus stores a sample whatever the TYPE
+                // line says); counted, as the family's type is the first source's.
                 clash(f.source, name);
-                continue;
+                loose_names(f, &header, &mut named);
             }
             match f.body {
                 Body::Parsed(f_, rendered) => {
                     let i = f.source;
-                    write_parsed(
-                        w,
-                        f_,
-                        rendered,
-                        &heads[i],
-                        &sources[i].labels,
-                        om,
-                        &mut labels,
-                    )
+                    let own = Own {
+                        head: &heads[i],
+                        labels: &sources[i].labels,
+                    };
+                    let created = created_of.remove(&(i, name));
+                    write_parsed(w, f_, rendered, &own, om, &mut labels, created);
                 }
                 Body::Merged(layout, j, values, om_skip) => {
                     let head = &heads[f.source];
@@ -150,18 +165,95 @@ pub fn write_families(
                 }
             }
         }
+        // `X_created` of a source whose X is not here (or not parsed): kept all the same.
+        let rest: Vec<usize> = created_of
+            .keys()
+            .filter(|(_, base)| *base == name)
+            .map(|(i, _)| *i)
+            .collect();
+        for i in rest {
+            let (mf, r) = created_of.remove(&(i, name)).expect("listed");
+            let own = Own {
+                head: &heads[i],
+                labels: &sources[i].labels,
+            };
+            for k in 0..mf.samples.len() {
+                put(w, mf, r, k, &own, &mut labels);
+            }
+        }
     }
 }
 
-/// Writes one parsed family's samples.
+/// A source's `X_created` family and its rendered samples.
+type Created<'a> = (&'a MetricFamily, Option<&'a Rendered>);
+
+/// The labels a source puts in front: rendered once, and as pairs.
+struct Own<'a> {
+    head: &'a str,
+    labels: &'a [(&'a str, &'a str)],
+}
+
+/// Writes sample `k` of `f`.
+fn put(
+    w: &mut Writer,
+    f: &MetricFamily,
+    rendered: Option<&Rendered>,
+    k: usize,
+    own: &Own,
+    labels: &mut String,
+) {
+    let s = &f.samples[k];
+    match rendered {
+        Some(r) => w.sample_prerendered(r.get(k), s.value),
+        None => {
+            sample_labels(labels, own.head, own.labels, s);
+            w.sample_dynamic(&s.name, labels, s.value);
+        }
+    }
+}
+
+/// A sample's label set without `le` and `quantile`: what its `_created` carries.
+fn label_set(s: &Sample) -> Vec<(&str, &str)> {
+    s.labels
+        .iter()
+        .filter(|(k, _)| k != "le" && k != "quantile")
+        .map(|(k, v)| (k.as_str(), v.as_str()))
+        .collect()
+}
+
+/// Records the names of `f`'s samples written under another family's `header`: a
+/// text parser makes each a family of its own.
+fn loose_names(f: &Fam, header: &str, named: &mut HashSet<String>) {
+    match f.body {
+        Body::Parsed(mf, _) => {
+            for s in &mf.samples {
+                if s.name != header && !named.contains(&s.name) {
+                    named.insert(s.name.clone());
+                }
+            }
+        }
+        Body::Merged(layout, j, ..) => {
+            let name = &layout.families[j].name;
+            for suffix in ["", "_total", "_bucket", "_count", "_sum"] {
+                let n = format!("{name}{suffix}");
+                if n != header {
+                    named.insert(n);
+                }
+            }
+        }
+    }
+}
+
+/// Writes one parsed family's samples, each `X_created` sample of `created` after the
+/// samples of its label set (OpenMetrics groups a metric's samples).
 fn write_parsed(
     w: &mut Writer,
     f: &MetricFamily,
     rendered: Option<&Rendered>,
-    head: &str,
-    own: &[(&str, &str)],
+    own: &Own,
     om: bool,
     labels: &mut String,
+    created: Option<Created>,
 ) {
     // OpenMetrics forbids _sum on a histogram with negative buckets, and _count
     // without _sum (its parsers reject the family); the text format allows both.
@@ -172,16 +264,32 @@ fn write_parsed(
                 .iter()
                 .any(|(k, v)| k == "le" && v.starts_with('-'))
         });
+    let mut pending: HashMap<Vec<(&str, &str)>, usize> = created
+        .map(|(c, _)| {
+            c.samples
+                .iter()
+                .enumerate()
+                .map(|(k, s)| (label_set(s), k))
+                .collect()
+        })
+        .unwrap_or_default();
     for (k, s) in f.samples.iter().enumerate() {
-        if drop_sum && (s.name.ends_with("_sum") || s.name.ends_with("_count")) {
-            continue;
+        if !(drop_sum && (s.name.ends_with("_sum") || s.name.ends_with("_count"))) {
+            put(w, f, rendered, k, own, labels);
         }
-        match rendered {
-            Some(r) => w.sample_prerendered(r.get(k), s.value),
-            None => {
-                sample_labels(labels, head, own, s);
-                w.sample_dynamic(&s.name, labels, s.value);
+        if let Some((c, r)) = created.filter(|_| !pending.is_empty()) {
+            let set = label_set(s);
+            let last = f.samples.get(k + 1).is_none_or(|n| label_set(n) != set);
+            if let Some(ci) = last.then(|| pending.remove(&set)).flatten() {
+                put(w, c, r, ci, own, labels);
             }
+        }
+    }
+    if let Some((c, r)) = created {
+        let mut rest: Vec<usize> = pending.into_values().collect();
+        rest.sort_unstable();
+        for ci in rest {
+            put(w, c, r, ci, own, labels);
         }
     }
 }
