@@ -7,7 +7,7 @@
 mod common;
 
 use common::snapshots::Writers;
-use common::{promtool_check, sample, Exporter};
+use common::{promtool_check, sample, validate_json, Exporter};
 use serde_json::Value;
 
 fn config(dir: &std::path::Path, files: &Value, stale_after: &str) -> std::path::PathBuf {
@@ -85,7 +85,7 @@ async fn real_writer_snapshots_come_out_as_sglangs_own_v1_loads() {
     assert!(expected["snapshots_per_rank"].as_u64().unwrap() >= 100);
 
     // After the last write: SGLang's handler and the exporter, case by case.
-    let mut compared = 0;
+    let (mut compared, mut bodies) = (0, Vec::new());
     for (i, (id, cases)) in expected["expected"].as_object().unwrap().iter().enumerate() {
         assert!(files[id].is_string());
         for case in cases.as_array().unwrap() {
@@ -126,11 +126,14 @@ async fn real_writer_snapshots_come_out_as_sglangs_own_v1_loads() {
                     // same numbers of the same kinds.
                     assert_eq!(ours[k], theirs[k], "{what}: {k}");
                 }
+                bodies.push(body);
             }
             compared += 1;
         }
     }
     assert!(compared > 1900, "{compared}");
+    // Every JSON answer, each include and dp_rank, against proto/schema/.
+    validate_json("sglang_loads", &bodies);
 
     // Two engines: a bare /v1/loads must be told which.
     assert_eq!(exp.get("/v1/loads").await.0, 400);

@@ -40,13 +40,27 @@ pub async fn loads(
         Err(e) => return e.into_response(),
     };
     let snap = app.registry.loads(&filter);
+    // The snapshot files are read on the blocking pool (under their shared locks).
+    let join = match app.load_snapshots.clone() {
+        Some(s) => match tokio::task::spawn_blocking(move || s.join_now()).await {
+            Ok(j) => Some(j),
+            Err(_) => {
+                return error(
+                    StatusCode::INTERNAL_SERVER_ERROR,
+                    "reading load snapshots failed",
+                )
+            }
+        },
+        None => None,
+    };
     if !sglang {
         return json(crate::sink::shared_json::loads_document(
             &app.registry,
             &snap,
+            join.as_ref(),
         ));
     }
-    match loads_model::get_load_document(&app.registry, &snap) {
+    match loads_model::get_load_document(&app.registry, &snap, join.as_ref()) {
         Ok(body) => json(body),
         Err(GetLoadError::NoRank) => error(StatusCode::NOT_FOUND, "no rank matches the query"),
         Err(GetLoadError::SeveralWorkers(w)) => bad_request(format!(

@@ -263,7 +263,7 @@ async fn kv_writer(
                 let Some(kv) = &store else { continue };
                 let loads = registry.loads(&RankFilter::default());
                 let doc: serde_json::Value = match serde_json::from_slice(
-                    &crate::sink::shared_json::loads_document(&registry, &loads),
+                    &crate::sink::shared_json::loads_document(&registry, &loads, None),
                 ) {
                     Ok(v) => v,
                     Err(_) => continue,

@@ -2,6 +2,7 @@
 //! The rank itself is [`RankJson`], shared with the stream's snapshot events.
 
 use super::shared_json::{window_names, Labels, ModelJson, RankJson, WindowsJson};
+use crate::state::load_snapshots::SnapshotJoin;
 use crate::state::{EngineSnapshot, Registry, Snapshot};
 use serde::Serialize;
 
@@ -49,7 +50,15 @@ pub fn ranks_document(registry: &Registry, snap: &Snapshot) -> Vec<u8> {
     let names = window_names(registry);
     let mut stage = Stage::Head;
     let mut out = Vec::new();
-    write_piece(registry, snap, &names, &mut stage, usize::MAX, &mut out);
+    write_piece(
+        registry,
+        snap,
+        &names,
+        None,
+        &mut stage,
+        usize::MAX,
+        &mut out,
+    );
     out
 }
 
@@ -70,6 +79,7 @@ pub struct RanksDocument {
     registry: std::sync::Arc<Registry>,
     snap: Snapshot,
     names: Vec<String>,
+    join: Option<SnapshotJoin>,
     stage: Stage,
 }
 
@@ -81,8 +91,16 @@ impl RanksDocument {
             registry,
             snap,
             names,
+            join: None,
             stage: Stage::Head,
         }
+    }
+
+    /// Each rank with its engine's load snapshot of the same dp rank
+    /// (`load_snapshot`), for engines that read them.
+    pub fn with_join(mut self, join: SnapshotJoin) -> Self {
+        self.join = Some(join);
+        self
     }
 
     /// The next piece (at least `chunk` bytes unless it is the last), `None` once the
@@ -96,6 +114,7 @@ impl RanksDocument {
             &self.registry,
             &self.snap,
             &self.names,
+            self.join.as_ref(),
             &mut self.stage,
             chunk,
             &mut out,
@@ -111,6 +130,7 @@ fn write_piece(
     registry: &Registry,
     snap: &Snapshot,
     names: &[String],
+    join: Option<&SnapshotJoin>,
     stage: &mut Stage,
     chunk: usize,
     out: &mut Vec<u8>,
@@ -130,7 +150,8 @@ fn write_piece(
                 if i > 0 {
                     out.push(b',');
                 }
-                json(out, &RankJson::new(registry, &snap.ranks[i], names));
+                let r = &snap.ranks[i];
+                json(out, &RankJson::new(registry, r, names).joined(join, r));
                 *stage = Stage::Rank(i + 1);
             }
             Stage::Rank(_) => {

@@ -52,7 +52,7 @@ pub struct FileSnapshots {
 }
 
 /// One rank's snapshot in a view.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct RankSnapshot {
     /// The slot index (SGLang's `dp_rank`).
     pub dp_rank: u64,
@@ -200,4 +200,93 @@ pub fn unix_now() -> f64 {
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| d.as_secs_f64())
         .unwrap_or(0.0)
+}
+
+/// KV occupancy as the engine sees it, from one snapshot: what FPM cannot give a router.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize)]
+pub struct KvCapacity {
+    /// `token_usage`: the share of the KV pool in use, as the scheduler computes it.
+    pub token_usage: f64,
+    /// `num_used_tokens`: KV tokens in use.
+    pub num_used_tokens: u64,
+    /// `max_total_num_tokens`: the KV pool's size in tokens.
+    pub max_total_num_tokens: u64,
+}
+
+impl RankSnapshot {
+    /// The snapshot's KV occupancy.
+    pub fn kv(&self) -> KvCapacity {
+        use crate::wire::load_snapshot::{core, Scalar};
+        let int = |i: usize| match &self.snapshot.core[i] {
+            Scalar::Int(v) => u64::try_from(*v).unwrap_or(0),
+            _ => 0,
+        };
+        KvCapacity {
+            token_usage: self.snapshot.number(core::TOKEN_USAGE),
+            num_used_tokens: int(core::NUM_USED_TOKENS),
+            max_total_num_tokens: int(core::MAX_TOTAL_NUM_TOKENS),
+        }
+    }
+}
+
+/// `{state, age_ms, path, load}`: the rank's state, its age, its file and the
+/// snapshot as SGLang's `LoadSnapshot.to_dict()` (every present section).
+impl Serialize for RankSnapshot {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        use crate::wire::load_snapshot::{Entry, Include};
+        use serde::ser::SerializeMap;
+        let mut m = s.serialize_map(Some(4))?;
+        m.serialize_entry("state", &self.state)?;
+        m.serialize_entry("age_ms", &((self.age_secs * 1e3) as u64))?;
+        m.serialize_entry("path", &*self.path)?;
+        let entry = Entry {
+            snapshot: &self.snapshot,
+            include: Include::ALL,
+        };
+        m.serialize_entry("load", &entry)?;
+        m.end()
+    }
+}
+
+/// Every engine's snapshot per dp rank at one moment, for the FPM views to join on
+/// (engine, dp_rank). An engine's `load_snapshot` is one SGLang instance: its dp ranks
+/// are the FPM ranks of that engine with the same `dp_rank`.
+#[derive(Debug, Clone, Default)]
+pub struct SnapshotJoin {
+    with_source: Vec<bool>,
+    ranks: std::collections::HashMap<(usize, u64), RankSnapshot>,
+}
+
+impl SnapshotJoin {
+    /// Whether the engine reads snapshots (its ranks carry a `load_snapshot` entry).
+    pub fn has_source(&self, engine: usize) -> bool {
+        self.with_source.get(engine).copied().unwrap_or(false)
+    }
+
+    /// The rank's snapshot, whatever its state.
+    pub fn get(&self, engine: usize, dp_rank: u64) -> Option<&RankSnapshot> {
+        self.ranks.get(&(engine, dp_rank))
+    }
+
+    /// The rank's snapshot while it is live: what a router may act on.
+    pub fn live(&self, engine: usize, dp_rank: u64) -> Option<&RankSnapshot> {
+        self.get(engine, dp_rank)
+            .filter(|r| r.state == SnapshotState::Live)
+    }
+}
+
+impl SnapshotStore {
+    /// Every engine's ranks now, keyed for the join.
+    pub fn join(&self, now_unix: f64) -> SnapshotJoin {
+        let mut out = SnapshotJoin {
+            with_source: self.engines.iter().map(Option::is_some).collect(),
+            ranks: Default::default(),
+        };
+        for e in self.engines_with_source() {
+            for r in self.ranks(e, now_unix) {
+                out.ranks.insert((e, r.dp_rank), r);
+            }
+        }
+        out
+    }
 }

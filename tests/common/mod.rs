@@ -3,8 +3,8 @@
 #![allow(dead_code)]
 
 pub mod prometheus;
-pub mod snapshots;
 pub mod scrape_worker;
+pub mod snapshots;
 
 use clap::Parser;
 use fpm_exporter::app::Running;

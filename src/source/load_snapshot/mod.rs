@@ -147,6 +147,12 @@ impl LoadSnapshots {
         }
     }
 
+    /// Reads every engine's files now and returns their ranks keyed for the FPM joins.
+    pub fn join_now(&self) -> crate::state::load_snapshots::SnapshotJoin {
+        self.refresh();
+        self.store.join(crate::state::load_snapshots::unix_now())
+    }
+
     /// Reads one engine's files now (nothing if it has no source).
     pub fn refresh_engine(&self, engine: usize) {
         for e in self.engines.iter().filter(|e| e.engine == engine) {
