@@ -176,4 +176,15 @@ else
     command -v nats-server >/dev/null 2>&1 || { log "nats-server still not on PATH after install"; exit 1; }
 fi
 
+# --- setpriv (util-linux, essential on Debian): runs the exporter as another uid --------
+if ! command -v setpriv >/dev/null 2>&1; then
+    SUDO=()
+    if [ "$(id -u)" -ne 0 ]; then
+        SUDO=(sudo)
+    fi
+    log "installing Debian package util-linux (setpriv)"
+    "${SUDO[@]}" apt-get update -qq >&2
+    "${SUDO[@]}" env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq util-linux >&2
+fi
+
 echo "test-deps: ok ($("$VPY" -c 'import sys; print("python %d.%d" % sys.version_info[:2])'), $(promtool --version 2>&1 | head -n1 | awk '{print "promtool", $3}'))"

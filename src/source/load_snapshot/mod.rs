@@ -230,11 +230,18 @@ impl EngineSource {
         let mut found: Vec<PathBuf> = Vec::new();
         if self.literal {
             let p = PathBuf::from(&self.pattern);
-            if p.exists() {
-                found.push(p);
-            } else {
-                self.counters
-                    .count(Reason::Missing, &self.pattern, "no such file");
+            // Not `exists()`: a directory the exporter may not search is EACCES, not
+            // a missing file.
+            match std::fs::metadata(&p) {
+                Ok(_) => found.push(p),
+                Err(e) => {
+                    let reason = match e.kind() {
+                        std::io::ErrorKind::NotFound => Reason::Missing,
+                        std::io::ErrorKind::PermissionDenied => Reason::Permission,
+                        _ => Reason::Io,
+                    };
+                    self.counters.count(reason, &self.pattern, &e.to_string());
+                }
             }
         } else {
             match glob::glob(&self.pattern) {

@@ -104,7 +104,13 @@ impl Counters {
     /// Counts `reason` for `path` and warns, at most once per 10 s.
     pub fn count(&self, reason: Reason, path: &str, what: &str) {
         self.errors[reason as usize].fetch_add(1, Relaxed);
-        if self.log.allow() {
+        if !self.log.allow() {
+            return;
+        }
+        if matches!(reason, Reason::Permission | Reason::Directory) {
+            tracing::warn!(engine = %self.engine, file = %path, reason = reason.as_str(), %what,
+                "cannot read an engine's load snapshot: run the exporter as the engine's uid (SGLang creates the file 0600; further warnings for this engine are held back for 10 s)");
+        } else {
             tracing::warn!(engine = %self.engine, file = %path, reason = reason.as_str(), %what,
                 "skipped an engine's load snapshot (further warnings for this engine are held back for 10 s)");
         }
