@@ -1,6 +1,6 @@
 //! Costs of the feeds: the per-frame model update on the ingest path (against the
 //! whole per-frame state update it is part of), the lazy fit at read time, a
-//! `/v1/loads` read, and one capture line.
+//! `/v1/rank_loads` read, and one capture line.
 //! Run: `cargo bench --bench feeds` (prints time per operation).
 
 use criterion::{black_box, Criterion};
@@ -89,7 +89,7 @@ fn bench(c: &mut Criterion) {
         f.dp_rank = r;
         registry.ingest(&mut cache, 0, &ep, 0, SeqEvent::First, f, &now);
     }
-    c.bench_function("/v1/loads read of 64 ranks (Registry::loads)", |b| {
+    c.bench_function("/v1/rank_loads read of 64 ranks (Registry::loads)", |b| {
         b.iter(|| registry.loads(&RankFilter::default()))
     });
 

@@ -5,6 +5,8 @@
 #   - the real SGLang FPM publisher module (sglang==0.5.23 wheel, one file) at
 #     target/fpm-publisher/forward_pass_metrics.py, and SGLang's metric definitions
 #     (metrics_collector.py, parsed by tests/py/multiproc.py, never imported)
+#   - SGLang's load-snapshot writer and reader (load_snapshot.py) and its /v1/loads
+#     endpoint (v1_loads.py), from the same wheel, at target/load-snapshot/
 #   - Debian's prometheus package (promtool, and the server tests/dashboards.rs runs),
 #     only if either binary is missing
 #   - Dynamo's own runtime (ai-dynamo-runtime==1.6.1 wheel, deps pydantic and uvloop)
@@ -30,6 +32,11 @@ FPM_DIR="$ROOT/target/fpm-publisher"
 FPM_FILE="$FPM_DIR/forward_pass_metrics.py"
 COLLECTOR_FILE="$FPM_DIR/metrics_collector.py"
 WHEEL_DIR="$ROOT/target/sglang-wheel"
+LOADS_DIR="$ROOT/target/load-snapshot"
+SNAPSHOT_IN_WHEEL="sglang/srt/managers/load_snapshot.py"
+SNAPSHOT_FILE="$LOADS_DIR/load_snapshot.py"
+V1_LOADS_IN_WHEEL="sglang/srt/entrypoints/v1_loads.py"
+V1_LOADS_FILE="$LOADS_DIR/v1_loads.py"
 
 log() { echo "test-deps: $*" >&2; }
 
@@ -98,15 +105,16 @@ else
 fi
 
 # --- real SGLang publisher module ----------------------------------------
-if [ -s "$FPM_FILE" ] && [ -s "$COLLECTOR_FILE" ]; then
-    log "publisher module and metric definitions present"
+if [ -s "$FPM_FILE" ] && [ -s "$COLLECTOR_FILE" ] && [ -s "$SNAPSHOT_FILE" ] && [ -s "$V1_LOADS_FILE" ]; then
+    log "publisher module, metric definitions and load-snapshot modules present"
 else
-    log "downloading sglang==$SGLANG_VERSION wheel (no deps) to take $MODULE_IN_WHEEL and $COLLECTOR_IN_WHEEL"
+    log "downloading sglang==$SGLANG_VERSION wheel (no deps) to take $MODULE_IN_WHEEL, $COLLECTOR_IN_WHEEL, $SNAPSHOT_IN_WHEEL and $V1_LOADS_IN_WHEEL"
     rm -rf "$WHEEL_DIR"
-    mkdir -p "$WHEEL_DIR" "$FPM_DIR"
+    mkdir -p "$WHEEL_DIR" "$FPM_DIR" "$LOADS_DIR"
     "$VPY" -m pip download --quiet --disable-pip-version-check --no-deps \
         "sglang==$SGLANG_VERSION" -d "$WHEEL_DIR" >&2
-    "$VPY" - "$WHEEL_DIR" "$MODULE_IN_WHEEL" "$FPM_FILE" "$COLLECTOR_IN_WHEEL" "$COLLECTOR_FILE" <<'PYEOF'
+    "$VPY" - "$WHEEL_DIR" "$MODULE_IN_WHEEL" "$FPM_FILE" "$COLLECTOR_IN_WHEEL" "$COLLECTOR_FILE" \
+        "$SNAPSHOT_IN_WHEEL" "$SNAPSHOT_FILE" "$V1_LOADS_IN_WHEEL" "$V1_LOADS_FILE" <<'PYEOF'
 import glob, os, sys, zipfile
 wheel_dir, pairs = sys.argv[1], sys.argv[2:]
 wheels = sorted(glob.glob(os.path.join(wheel_dir, "sglang-*.whl")))
@@ -166,6 +174,17 @@ else
         "${SUDO[@]}" systemctl disable nats-server >/dev/null 2>&1 || true
     fi
     command -v nats-server >/dev/null 2>&1 || { log "nats-server still not on PATH after install"; exit 1; }
+fi
+
+# --- setpriv (util-linux, essential on Debian): runs the exporter as another uid --------
+if ! command -v setpriv >/dev/null 2>&1; then
+    SUDO=()
+    if [ "$(id -u)" -ne 0 ]; then
+        SUDO=(sudo)
+    fi
+    log "installing Debian package util-linux (setpriv)"
+    "${SUDO[@]}" apt-get update -qq >&2
+    "${SUDO[@]}" env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq util-linux >&2
 fi
 
 echo "test-deps: ok ($("$VPY" -c 'import sys; print("python %d.%d" % sys.version_info[:2])'), $(promtool --version 2>&1 | head -n1 | awk '{print "promtool", $3}'))"

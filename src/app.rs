@@ -121,6 +121,19 @@ pub async fn start(settings: Settings) -> std::io::Result<Running> {
     state.endpoints = subscribers.endpoints;
     state.engine_metrics = engine_metrics(&settings);
     state.recorder = record_stats;
+    if !settings.load_snapshots.is_empty() {
+        let names: Vec<String> = settings.engines.iter().map(|e| e.name.clone()).collect();
+        for s in &settings.load_snapshots {
+            tracing::info!(engine = %names[s.engine], pattern = %s.pattern, "serving the engine's load snapshots on /v1/loads");
+        }
+        state.load_snapshots = Some(Arc::new(crate::source::load_snapshot::LoadSnapshots::new(
+            &settings.load_snapshots,
+            &names,
+            settings.state.stale_after,
+            settings.state.expire_after,
+        )));
+        state.load_meta = Arc::new(settings.load_meta.clone());
+    }
     state.nats = nats_stats;
     if !settings.scrapes.is_empty() {
         let mut w = crate::source::scrape::Workers::new(

@@ -69,4 +69,11 @@ fn manifests_validate_and_agree_with_the_exporter() {
         "namespace.*.component.*.endpoint.*.forward-pass-metrics"
     );
     assert!(central.demo.is_none() && central.endpoints.is_empty());
+    let sidecar = Cli::try_parse_from(args("sidecar_args", None)).unwrap();
+    let sidecar = Settings::from_cli(&sidecar.run).expect("the sidecar's flags");
+    assert_eq!(sidecar.load_snapshots.len(), 1);
+    assert_eq!(
+        sidecar.load_snapshots[0].pattern,
+        "/dev/shm/sglang_loads_*.shm"
+    );
 }

@@ -227,7 +227,7 @@ fn registry_with_ranks() -> std::sync::Arc<Registry> {
 /// view (nulls) and a worker never scraped.
 fn validate_against_schema(full: EngineView, first: EngineView) {
     let reg = registry_with_ranks();
-    let fpm = fpm_summary(&reg, "sglang").unwrap();
+    let fpm = fpm_summary(&reg, "sglang", None).unwrap();
     assert_eq!(fpm.ranks.len(), 1);
     let worker = |addr: &str, view, fpm| WorkerEntry {
         engine: "sglang".into(),

@@ -59,10 +59,10 @@ async fn loads_follow_the_latest_frame_and_flag_stale_ranks() {
     d.start(0, &format!("{base}.0"), "w");
     d.start(1, &format!("{base}.1"), "w");
     wait_for(
-        "both ranks idle in /v1/loads",
+        "both ranks idle in /v1/rank_loads",
         Duration::from_secs(15),
         || async {
-            let (_, v, _) = get_json(&exp, "/v1/loads").await;
+            let (_, v, _) = get_json(&exp, "/v1/rank_loads").await;
             let ranks = v["ranks"].as_array()?;
             (ranks.len() == 2
                 && ranks
@@ -79,10 +79,10 @@ async fn loads_follow_the_latest_frame_and_flag_stale_ranks() {
         d.publish(r, loaded_frame(r + 1), 1);
     }
     let (status, v, full) = wait_for(
-        "both frames in /v1/loads",
+        "both frames in /v1/rank_loads",
         Duration::from_secs(10),
         || async {
-            let (s, v, body) = get_json(&exp, "/v1/loads").await;
+            let (s, v, body) = get_json(&exp, "/v1/rank_loads").await;
             let ranks = v["ranks"].as_array()?;
             ranks
                 .iter()
@@ -114,7 +114,8 @@ async fn loads_follow_the_latest_frame_and_flag_stale_ranks() {
     // The SGLang shape, at both addresses.
     let (status, gl, gl_body) = get_json(&exp, "/get_load").await;
     assert_eq!(status, 200, "{gl_body}");
-    let (_, gl2, gl2_body) = get_json(&exp, "/v1/loads?format=sglang&worker_id=w&engine=e").await;
+    let (_, gl2, gl2_body) =
+        get_json(&exp, "/v1/rank_loads?format=sglang&worker_id=w&engine=e").await;
     for doc in [&gl, &gl2] {
         let entries = doc.as_array().unwrap();
         assert_eq!(entries.len(), 2);
@@ -131,14 +132,14 @@ async fn loads_follow_the_latest_frame_and_flag_stale_ranks() {
             assert_eq!(e["state"], "busy");
         }
     }
-    let (_, one, one_body) = get_json(&exp, "/v1/loads?dp_rank=1").await;
+    let (_, one, one_body) = get_json(&exp, "/v1/rank_loads?dp_rank=1").await;
     assert_eq!(one["ranks"].as_array().unwrap().len(), 1);
 
     // A heartbeat means idle with nothing running: the load drops to zero, while the
     // latest iteration's wall_time is still reported as such.
     d.set_idle(0, true);
     let (_, v, idle_body) = wait_for("rank 0 heartbeat", Duration::from_secs(5), || async {
-        let (s, v, body) = get_json(&exp, "/v1/loads").await;
+        let (s, v, body) = get_json(&exp, "/v1/rank_loads").await;
         (rank(&v, 0)["heartbeat"] == true).then_some((s, v, body))
     })
     .await;
@@ -158,7 +159,7 @@ async fn loads_follow_the_latest_frame_and_flag_stale_ranks() {
     // A silent rank is flagged stale, with its last known load, never shown as empty.
     d.stop(1);
     let (_, v, stale_body) = wait_for("rank 1 stale", Duration::from_secs(12), || async {
-        let (s, v, body) = get_json(&exp, "/v1/loads").await;
+        let (s, v, body) = get_json(&exp, "/v1/rank_loads").await;
         (rank(&v, 1)["state"] == "stale").then_some((s, v, body))
     })
     .await;
@@ -173,7 +174,7 @@ async fn loads_follow_the_latest_frame_and_flag_stale_ranks() {
     // A second worker on the same rank: /get_load must be told which worker.
     d.cmd(json!({"cmd": "start", "key": "w2", "rank": 1, "endpoint": format!("{base}.1"), "worker_id": "w2"}));
     wait_for("worker w2", Duration::from_secs(10), || async {
-        let (_, v, _) = get_json(&exp, "/v1/loads?worker_id=w2").await;
+        let (_, v, _) = get_json(&exp, "/v1/rank_loads?worker_id=w2").await;
         (v["ranks"].as_array()?.len() == 1).then_some(())
     })
     .await;
@@ -187,9 +188,9 @@ async fn loads_follow_the_latest_frame_and_flag_stale_ranks() {
 
     // Bad queries fail loudly; an unknown worker is not an empty success.
     assert_eq!(exp.get("/get_load?worker_id=nobody").await.0, 404);
-    assert_eq!(exp.get("/v1/loads?format=xml").await.0, 400);
-    assert_eq!(exp.get("/v1/loads?dp_rnk=1").await.0, 400);
-    let (_, none, none_body) = get_json(&exp, "/v1/loads?engine=nope").await;
+    assert_eq!(exp.get("/v1/rank_loads?format=xml").await.0, 400);
+    assert_eq!(exp.get("/v1/rank_loads?dp_rnk=1").await.0, 400);
+    let (_, none, none_body) = get_json(&exp, "/v1/rank_loads?engine=nope").await;
     assert_eq!(none["ranks"].as_array().unwrap().len(), 0);
 
     common::validate_json(
@@ -223,7 +224,7 @@ async fn online_model_matches_numpy_least_squares_on_real_frames() {
     let mut d = Driver::spawn();
     d.start(0, &endpoint, "fit");
     wait_for("rank up", Duration::from_secs(15), || async {
-        let (_, v, _) = get_json(&exp, "/v1/loads").await;
+        let (_, v, _) = get_json(&exp, "/v1/rank_loads").await;
         (v["ranks"].as_array()?.len() == 1).then_some(())
     })
     .await;

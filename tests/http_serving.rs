@@ -202,7 +202,7 @@ async fn stalled_scrapers_are_bounded_and_cut_off_while_json_stays_fast() {
     .await;
     let slowest = json_slowest(&client, &exp.url).await;
     eprintln!(
-        "slowest /v1/ranks or /v1/loads: {before:?} before, {slowest:?} with stalled scrapers"
+        "slowest /v1/ranks or /v1/rank_loads: {before:?} before, {slowest:?} with stalled scrapers"
     );
     let bound = (before * 3).max(Duration::from_secs(2));
     assert!(
@@ -234,11 +234,14 @@ async fn stalled_scrapers_are_bounded_and_cut_off_while_json_stays_fast() {
     exp.stop().await;
 }
 
-/// The slowest of ten `/v1/ranks?worker_id=` and ten `/v1/loads` requests.
+/// The slowest of ten `/v1/ranks?worker_id=` and ten `/v1/rank_loads` requests.
 async fn json_slowest(client: &reqwest::Client, url: &str) -> Duration {
     let mut slowest = Duration::ZERO;
     for i in 0..10 {
-        for path in [format!("/v1/ranks?worker_id=w-{i}"), "/v1/loads".to_owned()] {
+        for path in [
+            format!("/v1/ranks?worker_id=w-{i}"),
+            "/v1/rank_loads".to_owned(),
+        ] {
             let t = Instant::now();
             let r = client.get(format!("{url}{path}")).send().await.unwrap();
             assert_eq!(r.status(), 200, "{path}");

@@ -1,7 +1,7 @@
 //! A fleet through a real nats-server: 8 edge exporter processes, each fed by a load
 //! generator with 32 ranks, relay to NATS (`--nats-publish`); one central exporter
 //! ingests all 256 ranks (`--nats`). Checks: per-rank counts at the centre equal the
-//! generators' own; the KV bucket holds 256 keys matching the edges' /v1/loads; a
+//! generators' own; the KV bucket holds 256 keys matching the edges' /v1/rank_loads; a
 //! kill and restart of nats-server mid-load never disturbs ZMQ ingest, every relayed
 //! frame is either delivered or counted, nothing is lost after reconnection, and
 //! everyone reconnects.
@@ -292,7 +292,7 @@ async fn eight_edges_relay_256_ranks_through_a_restarting_nats_server() {
         "reconnected {reconnect:?} after nats-server came back"
     );
 
-    // The KV bucket: one key per rank, holding the edge's /v1/loads entry.
+    // The KV bucket: one key per rank, holding the edge's /v1/rank_loads entry.
     let client = nats.client().await;
     let js = async_nats::jetstream::new(client);
     let kv = js
@@ -309,7 +309,7 @@ async fn eight_edges_relay_256_ranks_through_a_restarting_nats_server() {
     let mut edge_loads = HashMap::new();
     for e in &edges {
         let doc: Value =
-            serde_json::from_str(&get(&format!("{}/v1/loads", e.url)).await.unwrap()).unwrap();
+            serde_json::from_str(&get(&format!("{}/v1/rank_loads", e.url)).await.unwrap()).unwrap();
         for r in doc["ranks"].as_array().unwrap() {
             let key = fpm_exporter::sink::nats::kv_key(
                 r["engine"].as_str().unwrap(),
@@ -334,7 +334,7 @@ async fn eight_edges_relay_256_ranks_through_a_restarting_nats_server() {
         "last_wall_time_s",
     ];
     wait_for(
-        "KV matches the edges' /v1/loads",
+        "KV matches the edges' /v1/rank_loads",
         Duration::from_secs(10),
         || async {
             let keys: Vec<String> = kv

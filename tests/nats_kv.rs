@@ -1,5 +1,5 @@
 //! The JetStream KV load table against a real nats-server and the real SGLang
-//! publisher: a dead rank reads stale as promptly as `/v1/loads` says so and leaves the
+//! publisher: a dead rank reads stale as promptly as `/v1/rank_loads` says so and leaves the
 //! table when it expires, whatever the bucket's TTL; a bucket lost with the server's
 //! JetStream state is recreated within seconds; an existing bucket with settings that
 //! would mislead a router is corrected at start.
@@ -80,8 +80,8 @@ async fn a_dead_rank_reads_stale_promptly_and_leaves_the_table_when_it_expires()
     let took = died.elapsed();
     assert_eq!(v["fresh"], false);
     assert!(took < Duration::from_millis(2500), "stale after {took:?}");
-    let loads: Value = serde_json::from_str(&ex.get("/v1/loads").await.1).unwrap();
-    assert_eq!(loads["ranks"][0]["state"], "stale", "as /v1/loads says");
+    let loads: Value = serde_json::from_str(&ex.get("/v1/rank_loads").await.1).unwrap();
+    assert_eq!(loads["ranks"][0]["state"], "stale", "as /v1/rank_loads says");
     // Expired: the key is deleted, although the bucket's TTL (= expire-after) has not
     // run out for the last put.
     wait_for("the entry is gone", Duration::from_secs(8), || async {

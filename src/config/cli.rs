@@ -142,6 +142,9 @@ pub struct RunArgs {
     /// Most /metrics renders at once; more scrapes get 503 [default: 8].
     #[arg(long, value_name = "N")]
     pub max_scrapes: Option<usize>,
+    /// The engine's load-snapshot file, or a glob of them (e.g. "/dev/shm/sglang_loads_*.shm"): serve SGLang's /v1/loads for it (the engine of --endpoint, or one of its own).
+    #[arg(long, value_name = "PATH|GLOB")]
+    pub load_snapshot: Option<String>,
     /// The engine's PROMETHEUS_MULTIPROC_DIR: serve its own metrics on /engine_metrics (the engine of --endpoint, or one of its own).
     #[arg(long, value_name = "DIR")]
     pub multiproc_dir: Option<PathBuf>,

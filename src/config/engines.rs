@@ -5,10 +5,13 @@
 use super::file::{FileConfig, FileEngine, RanksValue, Source};
 use super::{ConfigError, RunArgs};
 use crate::address::{rank_address, RankRange};
+use crate::sink::load_snapshot::DocumentMeta;
+use crate::source::load_snapshot::SnapshotSpec;
 use crate::source::scrape::ScrapeSpec;
 use crate::source::EndpointSpec;
 use crate::state::detail::RankDetail;
 use crate::state::EngineInfo;
+use std::collections::BTreeMap;
 use std::path::PathBuf;
 
 /// Label names the exporter itself uses; engine labels may not reuse them.
@@ -48,6 +51,8 @@ pub(super) struct Engines {
     pub(super) endpoints: Vec<EndpointSpec>,
     pub(super) multiproc_dirs: Vec<(usize, PathBuf)>,
     pub(super) scrapes: Vec<ScrapeSpec>,
+    pub(super) load_snapshots: Vec<SnapshotSpec>,
+    pub(super) load_meta: BTreeMap<usize, DocumentMeta>,
     /// `rank_detail` of each file engine (the others take the default).
     pub(super) details: Vec<RankDetail>,
     pub(super) demo: Option<DemoSettings>,
@@ -64,13 +69,15 @@ pub(super) fn resolve(
     for e in &file.engine {
         out.add_file_engine(e, src, default_detail)?;
     }
-    let engine_from_flags =
-        args.endpoint.is_some() || args.multiproc_dir.is_some() || !args.scrape.is_empty();
+    let engine_from_flags = args.endpoint.is_some()
+        || args.multiproc_dir.is_some()
+        || !args.scrape.is_empty()
+        || args.load_snapshot.is_some();
     if engine_from_flags {
         out.add_flag_engine(args)?;
     } else if !args.labels.is_empty() {
         return Err(ConfigError(
-            "--label applies to the engine given with --endpoint, --multiproc-dir or --scrape"
+            "--label applies to the engine given with --endpoint, --multiproc-dir, --scrape or --load-snapshot"
                 .into(),
         ));
     }
@@ -127,18 +134,47 @@ impl Engines {
                 expand(idx, ep.get_ref(), ranks)
                     .map_err(|m| src.at(ep.span(), "engine.endpoint", m))?,
             ),
-            None if e.multiproc_dir.is_some() || !e.scrape.is_empty() => {}
+            None if e.multiproc_dir.is_some()
+                || !e.scrape.is_empty()
+                || e.load_snapshot.is_some() => {}
             None => {
                 return Err(src.at(
                     e.name.span(),
                     "engine",
-                    format!("{name:?} needs an endpoint, a multiproc_dir or a scrape"),
+                    format!(
+                        "{name:?} needs an endpoint, a multiproc_dir, a scrape or a load_snapshot"
+                    ),
                 ))
             }
         }
         self.add_scrapes(idx, &e.scrape);
         if let Some(d) = &e.multiproc_dir {
             self.multiproc_dirs.push((idx, d.clone()));
+        }
+        if let Some(p) = &e.load_snapshot {
+            check_pattern(p.get_ref()).map_err(|m| src.at(p.span(), "engine.load_snapshot", m))?;
+            self.load_snapshots.push(SnapshotSpec {
+                engine: idx,
+                pattern: p.get_ref().clone(),
+            });
+            let mut meta = DocumentMeta::default();
+            if let Some(v) = &e.sglang_version {
+                meta.version = v.clone();
+            }
+            meta.accelerator = e.accelerator.clone();
+            if let Some(n) = e.num_accelerators {
+                meta.num_accelerators = n;
+            }
+            self.load_meta.insert(idx, meta);
+        } else if e.sglang_version.is_some()
+            || e.accelerator.is_some()
+            || e.num_accelerators.is_some()
+        {
+            return Err(src.at(
+                e.name.span(),
+                "engine",
+                format!("{name:?}: sglang_version, accelerator and num_accelerators describe a load_snapshot engine; give load_snapshot too"),
+            ));
         }
         self.details.push(e.rank_detail.unwrap_or(default_detail));
         self.engines.push(EngineInfo {
@@ -165,6 +201,14 @@ impl Engines {
         }
         if let Some(d) = &args.multiproc_dir {
             self.multiproc_dirs.push((idx, d.clone()));
+        }
+        if let Some(p) = &args.load_snapshot {
+            check_pattern(p).map_err(|m| ConfigError(format!("--load-snapshot: {m}")))?;
+            self.load_snapshots.push(SnapshotSpec {
+                engine: idx,
+                pattern: p.clone(),
+            });
+            self.load_meta.insert(idx, DocumentMeta::default());
         }
         self.add_scrapes(idx, &args.scrape);
         self.engines.push(EngineInfo {
@@ -233,6 +277,16 @@ impl Engines {
         });
         Ok(())
     }
+}
+
+/// A path or a glob the `glob` crate accepts.
+fn check_pattern(p: &str) -> Result<(), String> {
+    if p.is_empty() {
+        return Err("must not be empty".into());
+    }
+    glob::Pattern::new(p)
+        .map(|_| ())
+        .map_err(|e| format!("{p:?} is not a valid glob: {e}"))
 }
 
 fn check_label(name: &str) -> Result<(), String> {

@@ -36,6 +36,10 @@ pub(super) struct FileEngine {
     pub(super) name: Spanned<String>,
     pub(super) endpoint: Option<Spanned<String>>,
     pub(super) multiproc_dir: Option<PathBuf>,
+    pub(super) load_snapshot: Option<Spanned<String>>,
+    pub(super) sglang_version: Option<String>,
+    pub(super) accelerator: Option<String>,
+    pub(super) num_accelerators: Option<u64>,
     #[serde(default)]
     pub(super) scrape: Vec<String>,
     #[serde(default)]

@@ -49,6 +49,10 @@ pub struct Settings {
     pub scrapes: Vec<ScrapeSpec>,
     /// Limits of the remote scrapes.
     pub scrape: ScrapeSettings,
+    /// Engines whose load snapshots are read (`load_snapshot`, `--load-snapshot`).
+    pub load_snapshots: Vec<crate::source::load_snapshot::SnapshotSpec>,
+    /// What `/v1/loads` says of each such engine's SGLang.
+    pub load_meta: std::collections::BTreeMap<usize, crate::sink::load_snapshot::DocumentMeta>,
 }
 
 impl Settings {
@@ -120,6 +124,8 @@ impl Settings {
             merge_engine_metrics,
             scrapes: e.scrapes,
             scrape,
+            load_snapshots: e.load_snapshots,
+            load_meta: e.load_meta,
         })
     }
 }

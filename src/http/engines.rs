@@ -12,6 +12,7 @@ use super::AppState;
 use crate::state::engine_view::document::{EnginesDocument, WorkerEntry};
 use crate::state::engine_view::engine_view;
 use crate::state::engine_view::fpm::{fpm_summary, FpmSummary};
+use crate::state::load_snapshots::SnapshotJoin;
 use crate::wire::exposition::Scrape;
 use axum::extract::rejection::QueryRejection;
 use axum::extract::{Query, State};
@@ -82,9 +83,15 @@ fn worker_reads(app: &AppState, interval: Duration) -> Vec<WorkerReads> {
     out
 }
 
-/// The FPM summary of `engine`, `None` while it has no FPM rank.
-fn fpm_of(app: &AppState, engine: &str) -> Option<FpmSummary> {
-    fpm_summary(&app.registry, engine).filter(|f| !f.ranks.is_empty())
+/// The FPM summary of `engine` joined with its load snapshots, `None` while it has no
+/// FPM rank.
+fn fpm_of(app: &AppState, engine: &str, join: Option<&SnapshotJoin>) -> Option<FpmSummary> {
+    fpm_summary(&app.registry, engine, join).filter(|f| !f.ranks.is_empty())
+}
+
+/// The engines' load snapshots now, read for the join (none without a source).
+fn join_now(app: &AppState) -> Option<SnapshotJoin> {
+    app.load_snapshots.as_ref().map(|s| s.join_now())
 }
 
 /// The entry of one worker: its view (none before a successful read) and `fpm`.
@@ -113,13 +120,14 @@ fn interval(app: &AppState) -> Duration {
 pub fn document(app: &AppState, engine: Option<&str>) -> EnginesDocument {
     // Workers of one engine share its FPM summary: one registry snapshot per engine.
     let mut fpm = std::collections::HashMap::new();
+    let join = join_now(app);
     let workers = worker_reads(app, interval(app))
         .into_iter()
         .filter(|w| engine.is_none_or(|e| e == w.0))
         .map(|w| {
             let f = fpm
                 .entry(w.0.clone())
-                .or_insert_with(|| fpm_of(app, &w.0))
+                .or_insert_with(|| fpm_of(app, &w.0, join.as_ref()))
                 .clone();
             entry(w, f)
         })
@@ -225,6 +233,7 @@ fn fresh_entries(
 ) -> (Vec<Option<SystemTime>>, Vec<Vec<u8>>) {
     let reads = worker_reads(app, interval(app));
     seen.resize(reads.len(), None);
+    let mut join = None;
     let mut out = Vec::new();
     for (i, w) in reads.into_iter().enumerate() {
         let at = w.3.as_ref().map(|l| l.at);
@@ -235,7 +244,8 @@ fn fresh_entries(
         if engine.as_deref().is_some_and(|e| e != w.0) {
             continue;
         }
-        let fpm = fpm_of(app, &w.0);
+        let join = join.get_or_insert_with(|| join_now(app));
+        let fpm = fpm_of(app, &w.0, join.as_ref());
         out.push(serde_json::to_vec(&entry(w, fpm)).expect("serializable"));
     }
     (seen, out)

@@ -15,11 +15,14 @@ pub async fn index() -> &'static str {
         "GET /engine_metrics  the engines' own metrics: multiprocess directories and scraped workers\n",
         "GET /v1/ranks     JSON snapshot of every rank (?engine=&worker_id=&dp_rank=)\n",
         "GET /v1/stream    server-sent events: frames and state changes (?interval=1s for snapshots)\n",
-        "GET /v1/loads     router load view per rank (?engine=&worker_id=&dp_rank=&format=sglang)\n",
+        "GET /v1/rank_loads  router load view per rank from FPM (?engine=&worker_id=&dp_rank=&format=sglang)\n",
+        "GET /v1/loads     SGLang's /v1/loads from the engine's load snapshots (?engine=&dp_rank=&include=&format=prometheus)\n",
+        "GET /engines/NAME/v1/loads, /engines/NAME/health  one engine's, as a gateway's worker URL\n",
         "GET /get_load     SGLang /get_load entries of one worker (?worker_id=&engine=)\n",
         "GET /v1/model     fitted wall_time models and a prediction (?prefill_tokens=&decode_requests=&decode_kv_tokens=)\n",
         "GET /healthz      liveness of the exporter\n",
         "GET /readyz       readiness: HTTP up and every endpoint started\n",
+        "GET /health       SGLang's /health: 200 while the engine's load snapshots are live\n",
     )
 }
 

@@ -1,4 +1,4 @@
-//! Handlers of the router and planner feeds: `/v1/loads`, `/get_load` and `/v1/model`.
+//! Handlers of the router and planner feeds: `/v1/rank_loads`, `/get_load` and `/v1/model`.
 //! Queries are strict like the other JSON endpoints: an unknown key is a 400.
 
 use super::query::{self, bad_request, error, json};
@@ -10,7 +10,7 @@ use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use serde::Deserialize;
 
-/// Query of `/v1/loads` and `/get_load`.
+/// Query of `/v1/rank_loads` and `/get_load`.
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct LoadParams {
@@ -21,7 +21,7 @@ pub struct LoadParams {
     format: Option<String>,
 }
 
-/// `GET /v1/loads`: the load of every matching rank, read at request time.
+/// `GET /v1/rank_loads`: the load of every matching rank, read at request time.
 pub async fn loads(
     State(app): State<AppState>,
     params: Result<Query<LoadParams>, QueryRejection>,
@@ -40,13 +40,27 @@ pub async fn loads(
         Err(e) => return e.into_response(),
     };
     let snap = app.registry.loads(&filter);
+    // The snapshot files are read on the blocking pool (under their shared locks).
+    let join = match app.load_snapshots.clone() {
+        Some(s) => match tokio::task::spawn_blocking(move || s.join_now()).await {
+            Ok(j) => Some(j),
+            Err(_) => {
+                return error(
+                    StatusCode::INTERNAL_SERVER_ERROR,
+                    "reading load snapshots failed",
+                )
+            }
+        },
+        None => None,
+    };
     if !sglang {
         return json(crate::sink::shared_json::loads_document(
             &app.registry,
             &snap,
+            join.as_ref(),
         ));
     }
-    match loads_model::get_load_document(&app.registry, &snap) {
+    match loads_model::get_load_document(&app.registry, &snap, join.as_ref()) {
         Ok(body) => json(body),
         Err(GetLoadError::NoRank) => error(StatusCode::NOT_FOUND, "no rank matches the query"),
         Err(GetLoadError::SeveralWorkers(w)) => bad_request(format!(
@@ -65,7 +79,7 @@ pub struct GetLoadParams {
 }
 
 /// `GET /get_load`: SGLang's endpoint of that name, for routers that call it on the
-/// worker's URL; the same as `/v1/loads?format=sglang`.
+/// worker's URL; the same as `/v1/rank_loads?format=sglang`.
 pub async fn get_load(
     State(app): State<AppState>,
     params: Result<Query<GetLoadParams>, QueryRejection>,

@@ -31,6 +31,7 @@ pub async fn metrics(State(app): State<AppState>, headers: HeaderMap) -> Respons
     let endpoints = app.endpoints.clone();
     let stream_clients = app.stream.clients();
     let (http, nats) = (app.http.clone(), app.nats.clone());
+    let snapshots = app.load_snapshots.clone();
     // Streamed in ~1 MiB pieces: with 1,024 ranks the exposition is ~23 MB, which built
     // whole would stay resident (the allocator keeps such buffers) after every scrape.
     let (tx, rx) = tokio::sync::mpsc::channel::<std::io::Result<String>>(2);
@@ -41,6 +42,9 @@ pub async fn metrics(State(app): State<AppState>, headers: HeaderMap) -> Respons
             let _ = pieces.blocking_send(Ok(piece));
         });
         let rendered = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            if let Some(s) = &snapshots {
+                s.refresh();
+            }
             prometheus::render_streaming_with(
                 &registry,
                 format,
@@ -55,6 +59,7 @@ pub async fn metrics(State(app): State<AppState>, headers: HeaderMap) -> Respons
                     http: Some(&http),
                     nats: nats.as_deref(),
                     stream_clients,
+                    load_snapshots: snapshots.as_deref(),
                 },
             )
         }));

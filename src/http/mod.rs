@@ -4,6 +4,7 @@
 
 pub mod auth;
 mod engine;
+mod engine_load;
 pub mod engines;
 mod health;
 mod loads_model;
@@ -59,6 +60,10 @@ pub struct AppState {
     pub workers: Option<Arc<crate::source::scrape::Workers>>,
     /// The two latest reads of each local multiprocess directory, for `/v1/engines`.
     pub local_reads: Arc<engines::LocalReads>,
+    /// The engines' load snapshots (`load_snapshot`), if any engine has a source.
+    pub load_snapshots: Option<Arc<crate::source::load_snapshot::LoadSnapshots>>,
+    /// What `/v1/loads` says of each such engine's SGLang (`version`, accelerators).
+    pub load_meta: Arc<std::collections::BTreeMap<usize, crate::sink::load_snapshot::DocumentMeta>>,
 }
 
 impl AppState {
@@ -95,6 +100,8 @@ impl AppState {
             recorder: None,
             workers: None,
             local_reads: Default::default(),
+            load_snapshots: None,
+            load_meta: Default::default(),
         }
     }
 }
@@ -126,16 +133,21 @@ pub fn router_for(state: AppState, routes: Routes) -> Router {
     let open = Router::new()
         .route("/", get(health::index))
         .route("/healthz", get(health::healthz))
-        .route("/readyz", get(health::readyz));
+        .route("/readyz", get(health::readyz))
+        .route("/health", get(engine_load::health))
+        .route("/engines/{engine}/health", get(engine_load::engine_health));
     // Reads of the FPM state first take in what the sources hold (state::intake).
     let fresh = || axum::middleware::from_fn_with_state(state.registry.clone(), caught_up);
     let mut metrics = Router::new()
         .route("/metrics", get(metrics::metrics).route_layer(fresh()))
         .route("/engine_metrics", get(engine::engine_metrics));
+    let rank_loads = get(loads_model::loads).route_layer(fresh());
     let mut api = Router::new()
         .route("/v1/ranks", get(ranks::ranks).route_layer(fresh()))
         .route("/v1/stream", get(ranks::stream))
-        .route("/v1/loads", get(loads_model::loads).route_layer(fresh()))
+        .route("/v1/rank_loads", rank_loads)
+        .route("/v1/loads", get(engine_load::loads))
+        .route("/engines/{engine}/v1/loads", get(engine_load::engine_loads))
         .route("/get_load", get(loads_model::get_load).route_layer(fresh()))
         .route("/v1/model", get(loads_model::model).route_layer(fresh()))
         .route("/v1/engines", get(engines::engines).route_layer(fresh()));

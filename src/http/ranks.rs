@@ -35,9 +35,14 @@ pub async fn ranks(
         Err(e) => return e.into_response(),
     };
     let registry = app.registry.clone();
+    let snaps = app.load_snapshots.clone();
     let doc = tokio::task::spawn_blocking(move || {
         let snap = registry.snapshot(&filter);
-        json::RanksDocument::new(registry, snap)
+        let doc = json::RanksDocument::new(registry, snap);
+        match snaps {
+            Some(s) => doc.with_join(s.join_now()),
+            None => doc,
+        }
     })
     .await;
     let doc = match doc {

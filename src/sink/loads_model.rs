@@ -1,8 +1,9 @@
-//! JSON feeds for routers and planners: `/v1/loads` (and its SGLang `/get_load`
+//! JSON feeds for routers and planners: `/v1/rank_loads` (and its SGLang `/get_load`
 //! shape) and `/v1/model`; their shared JSON pieces are in [`super::shared_json`].
 //! Schemas: `proto/schema/loads.schema.json`, `get_load.schema.json`, `model.schema.json`.
 
-use super::shared_json::ModelJson;
+use super::shared_json::{live_kv, ModelJson};
+use crate::state::load_snapshots::SnapshotJoin;
 use crate::state::rank::Liveness;
 use crate::state::views::{LoadsSnapshot, ModelsSnapshot, RankLoad};
 use crate::state::Registry;
@@ -83,10 +84,13 @@ pub enum GetLoadError {
 /// SGLang's `/get_load` answer for one worker: one entry per dp rank,
 /// `{dp_rank, num_reqs, num_waiting_reqs, num_tokens}` as SGLang's scheduler computes
 /// them (requests running plus waiting; waiting; KV tokens in use plus queued prompt
-/// tokens), plus `state` and `age_ms` so a stale rank is never mistaken for an idle one.
+/// tokens), plus `state` and `age_ms` so a stale rank is never mistaken for an idle one,
+/// and the KV occupancy of the rank's live load snapshot (`token_usage`,
+/// `num_used_tokens`, `max_total_num_tokens`; null without one).
 pub fn get_load_document(
     registry: &Registry,
     snap: &LoadsSnapshot,
+    join: Option<&SnapshotJoin>,
 ) -> Result<Vec<u8>, GetLoadError> {
     #[derive(Serialize)]
     struct Entry {
@@ -96,6 +100,9 @@ pub fn get_load_document(
         num_tokens: u64,
         state: Liveness,
         age_ms: u64,
+        token_usage: Option<f64>,
+        num_used_tokens: Option<u64>,
+        max_total_num_tokens: Option<u64>,
     }
     let Some(first) = snap.ranks.first() else {
         return Err(GetLoadError::NoRank);
@@ -121,6 +128,7 @@ pub fn get_load_document(
         .iter()
         .map(|r| {
             let s = &r.sample;
+            let kv = live_kv(join, r.key.engine, r.key.dp_rank);
             Entry {
                 dp_rank: r.key.dp_rank,
                 num_reqs: s.running_requests.saturating_add(s.waiting_requests),
@@ -128,6 +136,9 @@ pub fn get_load_document(
                 num_tokens: s.kv_tokens.saturating_add(s.queued_prefill_tokens),
                 state: r.liveness,
                 age_ms: r.age_ms,
+                token_usage: kv.map(|k| k.token_usage),
+                num_used_tokens: kv.map(|k| k.num_used_tokens),
+                max_total_num_tokens: kv.map(|k| k.max_total_num_tokens),
             }
         })
         .collect();

@@ -3,6 +3,7 @@
 //! sink imports another: [`shared_json`] (the rank, model and loads JSON) and
 //! [`serving`] (the serving side's limit counters).
 
+pub mod load_snapshot;
 pub mod loads_model;
 pub mod nats;
 pub mod prometheus;

@@ -3,6 +3,7 @@
 
 use super::shared_json::{window_names, EngineJson, RankJson};
 use crate::state::{Registry, Snapshot};
+use crate::state::load_snapshots::SnapshotJoin;
 
 /// Renders the whole `/v1/ranks` document at once (benchmarks and tests; the
 /// endpoint streams it with [`RanksDocument`]).
@@ -10,7 +11,15 @@ pub fn ranks_document(registry: &Registry, snap: &Snapshot) -> Vec<u8> {
     let names = window_names(registry);
     let mut stage = Stage::Head;
     let mut out = Vec::new();
-    write_piece(registry, snap, &names, &mut stage, usize::MAX, &mut out);
+    write_piece(
+        registry,
+        snap,
+        &names,
+        None,
+        &mut stage,
+        usize::MAX,
+        &mut out,
+    );
     out
 }
 
@@ -31,6 +40,7 @@ pub struct RanksDocument {
     registry: std::sync::Arc<Registry>,
     snap: Snapshot,
     names: Vec<String>,
+    join: Option<SnapshotJoin>,
     stage: Stage,
 }
 
@@ -42,8 +52,16 @@ impl RanksDocument {
             registry,
             snap,
             names,
+            join: None,
             stage: Stage::Head,
         }
+    }
+
+    /// Each rank with its engine's load snapshot of the same dp rank
+    /// (`load_snapshot`), for engines that read them.
+    pub fn with_join(mut self, join: SnapshotJoin) -> Self {
+        self.join = Some(join);
+        self
     }
 
     /// The next piece (at least `chunk` bytes unless it is the last), `None` once the
@@ -57,6 +75,7 @@ impl RanksDocument {
             &self.registry,
             &self.snap,
             &self.names,
+            self.join.as_ref(),
             &mut self.stage,
             chunk,
             &mut out,
@@ -72,6 +91,7 @@ fn write_piece(
     registry: &Registry,
     snap: &Snapshot,
     names: &[String],
+    join: Option<&SnapshotJoin>,
     stage: &mut Stage,
     chunk: usize,
     out: &mut Vec<u8>,
@@ -91,7 +111,8 @@ fn write_piece(
                 if i > 0 {
                     out.push(b',');
                 }
-                json(out, &RankJson::new(registry, &snap.ranks[i], names));
+                let r = &snap.ranks[i];
+                json(out, &RankJson::new(registry, r, names).joined(join, r));
                 *stage = Stage::Rank(i + 1);
             }
             Stage::Rank(_) => {

@@ -1,12 +1,13 @@
 //! JSON pieces that more than one resource renders, kept in one place so that no sink
 //! imports another: the rank (in `/v1/ranks` and the stream's snapshot events), the
-//! model fits (in `/v1/ranks` and `/v1/model`) and the loads document (`/v1/loads` and
+//! model fits (in `/v1/ranks` and `/v1/model`) and the loads document (`/v1/rank_loads` and
 //! the NATS KV bucket). Field names and nesting follow the wire
 //! (`scheduled_requests.sum_prefill_tokens`), so a consumer that knows the FPM schema
 //! knows this output. Schemas: `proto/schema/`.
 
 use crate::state::fields::{FIELDS, FIELD_COUNT};
 use crate::state::imbalance::{Balance, Straggler, MEASURES};
+use crate::state::load_snapshots::{KvCapacity, RankSnapshot as JoinedSnapshot, SnapshotJoin};
 use crate::state::model::{Fit, ModelKind, ModelSums, TERMS};
 use crate::state::rank::{Counters, Liveness};
 use crate::state::views::{LoadsSnapshot, RankLoad};
@@ -231,9 +232,20 @@ pub struct RankJson<'a> {
     windows: WindowsJson<'a>,
     straggler: StragglerJson<'a>,
     model: ModelJson,
+    /// Absent for an engine without a `load_snapshot`; null for a rank without one.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    load_snapshot: Option<Option<&'a JoinedSnapshot>>,
 }
 
 impl<'a> RankJson<'a> {
+    /// With the engine's load snapshot of the same dp rank, where the engine reads them.
+    pub fn joined(mut self, join: Option<&'a SnapshotJoin>, r: &RankSnapshot) -> Self {
+        if let Some(j) = join.filter(|j| j.has_source(r.key.engine)) {
+            self.load_snapshot = Some(j.get(r.key.engine, r.key.dp_rank));
+        }
+        self
+    }
+
     /// The JSON view of one rank.
     pub fn new(registry: &'a Registry, r: &'a RankSnapshot, window_names: &'a [String]) -> Self {
         let engine: &EngineInfo = &registry.engines[r.key.engine];
@@ -260,6 +272,7 @@ impl<'a> RankJson<'a> {
                 straggler: &r.straggler,
             },
             model: ModelJson::new(&r.model, registry.model_window_secs(), None),
+            load_snapshot: None,
         }
     }
 }
@@ -357,8 +370,13 @@ fn fresh(r: &RankLoad) -> bool {
     r.liveness != Liveness::Stale
 }
 
-/// The `/v1/loads` document.
-pub fn loads_document(registry: &Registry, snap: &LoadsSnapshot) -> Vec<u8> {
+/// The `/v1/rank_loads` document; `join` gives each rank the KV occupancy of its
+/// engine's live load snapshot of the same dp rank (null without one).
+pub fn loads_document(
+    registry: &Registry,
+    snap: &LoadsSnapshot,
+    join: Option<&SnapshotJoin>,
+) -> Vec<u8> {
     #[derive(Serialize)]
     struct Rank<'a> {
         engine: &'a str,
@@ -375,6 +393,9 @@ pub fn loads_document(registry: &Registry, snap: &LoadsSnapshot) -> Vec<u8> {
         queued_prefill_tokens: u64,
         last_wall_time_s: Option<f64>,
         smoothed_wall_time_s: Option<f64>,
+        token_usage: Option<f64>,
+        num_used_tokens: Option<u64>,
+        max_total_num_tokens: Option<u64>,
     }
     #[derive(Serialize)]
     struct Doc<'a> {
@@ -388,23 +409,34 @@ pub fn loads_document(registry: &Registry, snap: &LoadsSnapshot) -> Vec<u8> {
         ranks: snap
             .ranks
             .iter()
-            .map(|r| Rank {
-                engine: &registry.engines[r.key.engine].name,
-                worker_id: &r.key.worker_id,
-                dp_rank: r.key.dp_rank,
-                state: r.liveness,
-                fresh: fresh(r),
-                age_ms: r.age_ms,
-                last_frame_at_ns: r.last_frame_unix_ns,
-                heartbeat: r.sample.heartbeat,
-                running_requests: r.sample.running_requests,
-                waiting_requests: r.sample.waiting_requests,
-                kv_tokens: r.sample.kv_tokens,
-                queued_prefill_tokens: r.sample.queued_prefill_tokens,
-                last_wall_time_s: r.last_wall_time,
-                smoothed_wall_time_s: r.smoothed_wall_time,
+            .map(|r| {
+                let kv = live_kv(join, r.key.engine, r.key.dp_rank);
+                Rank {
+                    engine: &registry.engines[r.key.engine].name,
+                    worker_id: &r.key.worker_id,
+                    dp_rank: r.key.dp_rank,
+                    state: r.liveness,
+                    fresh: fresh(r),
+                    age_ms: r.age_ms,
+                    last_frame_at_ns: r.last_frame_unix_ns,
+                    heartbeat: r.sample.heartbeat,
+                    running_requests: r.sample.running_requests,
+                    waiting_requests: r.sample.waiting_requests,
+                    kv_tokens: r.sample.kv_tokens,
+                    queued_prefill_tokens: r.sample.queued_prefill_tokens,
+                    last_wall_time_s: r.last_wall_time,
+                    smoothed_wall_time_s: r.smoothed_wall_time,
+                    token_usage: kv.map(|k| k.token_usage),
+                    num_used_tokens: kv.map(|k| k.num_used_tokens),
+                    max_total_num_tokens: kv.map(|k| k.max_total_num_tokens),
+                }
             })
             .collect(),
     };
     serde_json::to_vec(&doc).expect("JSON of plain data cannot fail")
+}
+
+/// The KV occupancy of (engine, dp_rank)'s live load snapshot, if it has one.
+pub fn live_kv(join: Option<&SnapshotJoin>, engine: usize, dp_rank: u64) -> Option<KvCapacity> {
+    join.and_then(|j| j.live(engine, dp_rank)).map(|r| r.kv())
 }

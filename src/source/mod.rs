@@ -1,6 +1,7 @@
 //! Sources: ZMQ subscribers, one task per rank endpoint of every configured engine.
 
 pub mod endpoint;
+pub mod load_snapshot;
 pub mod multiproc;
 pub mod nats;
 pub mod receiver;

@@ -15,6 +15,7 @@ pub mod imbalance;
 pub mod intake;
 pub mod labels;
 pub mod load;
+pub mod load_snapshots;
 pub mod model;
 pub mod nnls;
 pub mod quantiles;

@@ -11,6 +11,7 @@ pub mod encode;
 mod error;
 pub mod exposition;
 mod fast;
+pub mod load_snapshot;
 mod number;
 
 use serde::{Deserialize, Serialize};

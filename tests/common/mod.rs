@@ -4,6 +4,7 @@
 
 pub mod prometheus;
 pub mod scrape_worker;
+pub mod snapshots;
 
 use clap::Parser;
 use fpm_exporter::app::Running;

@@ -92,7 +92,7 @@ async fn capture_replay_capture_round_trip() {
         "heartbeats after the iterations",
         Duration::from_secs(10),
         || async {
-            let (_, v, _) = get_json(&exp, "/v1/loads").await;
+            let (_, v, _) = get_json(&exp, "/v1/rank_loads").await;
             let ranks = v["ranks"].as_array()?;
             (ranks.len() == 2 && ranks.iter().all(|r| r["heartbeat"] == true)).then_some(())
         },

@@ -127,6 +127,23 @@ if not pod.get("hostNetwork"):
 paths = {v["hostPath"]["path"] for v in pod["volumes"] if "hostPath" in v}
 if "/run/sglang" not in paths:
     fail("edge DaemonSet must mount the SGLang ipc directory")
+# The engine's own load: a sidecar sharing the pod's memory-backed /dev/shm, as the
+# engine's uid, never hostIPC (docs/engine-load.md).
+sidecars = [d for d in kinds["Deployment"]
+            if any(c["name"] == "fpm-exporter" and any("--load-snapshot" in a for a in c.get("args", []))
+                   for c in d["spec"]["template"]["spec"]["containers"])]
+if len(sidecars) != 1:
+    fail("one Deployment with the exporter as a load-snapshot sidecar expected")
+spod = sidecars[0]["spec"]["template"]["spec"]
+if spod.get("hostIPC"):
+    fail("the load-snapshot sidecar must not use hostIPC")
+shm = [v["name"] for v in spod["volumes"] if v.get("emptyDir", {}).get("medium") == "Memory"]
+for c in spod["containers"]:
+    if not any(m["name"] in shm and m["mountPath"] == "/dev/shm" for m in c.get("volumeMounts", [])):
+        fail("container %s does not mount the pod's memory emptyDir at /dev/shm" % c["name"])
+    if c.get("securityContext", {}).get("runAsUser") not in (None, spod.get("securityContext", {}).get("runAsUser")):
+        fail("container %s runs as another uid than the pod (the snapshot file is 0600)" % c["name"])
+sidecar = next(c for c in spod["containers"] if c["name"] == "fpm-exporter")
 config = [c for c in kinds["ConfigMap"] if "engines.toml" in c.get("data", {})]
 (out / "rules.yml").write_text(yaml.safe_dump({"groups": rule["spec"]["groups"]}, sort_keys=False))
 (out / "engines.toml").write_text(config[0]["data"]["engines.toml"])
@@ -135,5 +152,6 @@ print(json.dumps({
     "edge_config": str(out / "engines.toml"),
     "edge_args": pod["containers"][0]["args"],
     "central_args": kinds["Deployment"][0]["spec"]["template"]["spec"]["containers"][0]["args"],
+    "sidecar_args": sidecar["args"],
     "checked": len(docs),
 }))

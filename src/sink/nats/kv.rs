@@ -1,7 +1,7 @@
 //! The JetStream KV load table (`--nats-kv-bucket`): one key per rank holding its
-//! `/v1/loads` entry, for routers on any node. The table must never show a dead rank as
+//! `/v1/rank_loads` entry, for routers on any node. The table must never show a dead rank as
 //! busy: a rank's entry is rewritten when its state changes (stale the moment
-//! `/v1/loads` says so) and deleted when it expires, whatever the bucket's TTL. A
+//! `/v1/rank_loads` says so) and deleted when it expires, whatever the bucket's TTL. A
 //! bucket lost with the server's JetStream state is recreated within a second, and an
 //! existing bucket whose settings would keep old revisions, never expire or refuse the
 //! entries is corrected at start, with a warning naming each setting.
@@ -38,7 +38,7 @@ pub struct Target {
 fn bucket_config(bucket: &str, max_age: Duration) -> stream::Config {
     stream::Config {
         name: format!("KV_{bucket}"),
-        description: Some("fpm-exporter: /v1/loads entry per rank".into()),
+        description: Some("fpm-exporter: /v1/rank_loads entry per rank".into()),
         subjects: vec![format!("$KV.{bucket}.>")],
         max_messages_per_subject: 1,
         max_age,
@@ -220,7 +220,7 @@ pub async fn kv_writer(
                 let Some(kv) = &store else { continue };
                 let loads = registry.loads(&RankFilter::default());
                 let doc: serde_json::Value = match serde_json::from_slice(
-                    &crate::sink::shared_json::loads_document(&registry, &loads),
+                    &crate::sink::shared_json::loads_document(&registry, &loads, None),
                 ) {
                     Ok(v) => v,
                     Err(_) => continue,

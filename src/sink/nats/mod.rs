@@ -1,7 +1,7 @@
 //! Publishing to NATS (`--nats-publish`): every frame accepted from ZMQ goes out on
 //! Dynamo's FPM subject of its engine, in Dynamo's envelope, so Dynamo's planner
 //! (`FpmEventSubscriber`) sees engines Dynamo did not launch; and a JetStream KV
-//! bucket holds each rank's `/v1/loads` entry, for routers on any node.
+//! bucket holds each rank's `/v1/rank_loads` entry, for routers on any node.
 //!
 //! Both read the registry's event ring, which ingestion writes without ever waiting:
 //! a slow, full or absent NATS server makes these tasks fall behind, never ingestion.

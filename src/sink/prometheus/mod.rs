@@ -9,6 +9,7 @@ pub mod endpoints;
 pub mod engine_metrics;
 pub mod engines;
 pub mod exporter;
+pub mod load_snapshot;
 pub mod model;
 pub mod nats;
 pub mod ranks;
@@ -64,6 +65,8 @@ pub struct Extras<'a> {
     pub nats: Option<&'a crate::source::nats::NatsStats>,
     /// Connected `/v1/stream` clients.
     pub stream_clients: usize,
+    /// The engines' load snapshots (`load_snapshot`), read just before the render.
+    pub load_snapshots: Option<&'a crate::source::load_snapshot::LoadSnapshots>,
 }
 
 /// [`render_streaming`] plus, when engines have multiprocess directories, the
@@ -111,6 +114,7 @@ fn render_into(registry: &Registry, w: &mut Writer, start_unix_secs: f64, extras
         http,
         nats,
         stream_clients,
+        load_snapshots,
         ..
     } = extras;
     let snap = registry.snapshot(&RankFilter::default());
@@ -162,6 +166,9 @@ fn render_into(registry: &Registry, w: &mut Writer, start_unix_secs: f64, extras
         &engine_labels,
     );
     endpoints::write(w, endpoints, &engine_labels);
+    if let Some(snaps) = load_snapshots {
+        load_snapshot::write(w, snaps, &engine_labels, |e| levels.of(e));
+    }
     exporter::write(w, registry, start_unix_secs, http, stream_clients);
     if let Some(stats) = recorder {
         record::write(w, stats);
@@ -190,5 +197,6 @@ pub fn all_families() -> Vec<Family> {
     v.extend(record::families());
     v.extend(nats::families());
     v.extend(engine_metrics::families());
+    v.extend(load_snapshot::families());
     v
 }

@@ -2,6 +2,7 @@
 //! quantiles and queue a planner reads next to the engine's own metrics, from the
 //! same registry snapshot `/v1/ranks` serves.
 
+use crate::state::load_snapshots::{RankSnapshot, SnapshotJoin};
 use crate::state::rank::Liveness;
 use crate::state::{RankFilter, Registry};
 use serde::Serialize;
@@ -40,6 +41,10 @@ pub struct FpmRank {
     pub queued_requests: u64,
     /// Prompt tokens of the queued prefill requests in its latest frame.
     pub queued_prefill_tokens: u64,
+    /// Its engine's load snapshot of the same dp rank: absent for an engine without a
+    /// `load_snapshot`, null for a rank without a snapshot.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub load_snapshot: Option<Option<RankSnapshot>>,
 }
 
 /// An engine's FPM ranks, summarized over the shortest configured window.
@@ -59,9 +64,15 @@ pub struct FpmSummary {
     pub ranks: Vec<FpmRank>,
 }
 
-/// The FPM summary of engine `engine`; `None` when no such engine is configured.
-pub fn fpm_summary(registry: &Registry, engine: &str) -> Option<FpmSummary> {
-    registry.engines.iter().find(|e| e.name == engine)?;
+/// The FPM summary of engine `engine`, each rank joined with `join` (the engines' load
+/// snapshots); `None` when no such engine is configured.
+pub fn fpm_summary(
+    registry: &Registry,
+    engine: &str,
+    join: Option<&SnapshotJoin>,
+) -> Option<FpmSummary> {
+    let index = registry.engines.iter().position(|e| e.name == engine)?;
+    let join = join.filter(|j| j.has_source(index));
     let filter = RankFilter {
         engine: Some(engine.to_string()),
         ..RankFilter::default()
@@ -117,6 +128,7 @@ pub fn fpm_summary(registry: &Registry, engine: &str) -> Option<FpmSummary> {
             running_requests: load.running_requests,
             queued_requests: load.waiting_requests,
             queued_prefill_tokens: load.queued_prefill_tokens,
+            load_snapshot: join.map(|j| j.get(index, r.key.dp_rank).cloned()),
         });
     }
     Some(out)

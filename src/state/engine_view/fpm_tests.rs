@@ -65,7 +65,7 @@ fn summarizes_each_rank_of_the_engine_only() {
         &now,
     );
 
-    let s = fpm_summary(&reg, "sglang").expect("configured engine");
+    let s = fpm_summary(&reg, "sglang", None).expect("configured engine");
     assert_eq!(s.window_seconds, 10);
     assert_eq!((s.busy, s.idle, s.stale), (1, 0, 0));
     assert_eq!(s.ranks.len(), 1, "the other engine's rank is not listed");
@@ -83,8 +83,13 @@ fn summarizes_each_rank_of_the_engine_only() {
     assert!((w.p99.unwrap() - 0.02).abs() < 1e-4, "{w:?}");
     assert!((w.max.unwrap() - 0.02).abs() < 1e-4, "{w:?}");
 
-    assert_eq!(fpm_summary(&reg, "nope"), None);
-    let empty = fpm_summary(&Registry::new(StateConfig::default(), engines()), "other").unwrap();
+    assert_eq!(fpm_summary(&reg, "nope", None), None);
+    let empty = fpm_summary(
+        &Registry::new(StateConfig::default(), engines()),
+        "other",
+        None,
+    )
+    .unwrap();
     assert!(empty.ranks.is_empty());
     assert_eq!(empty.iterations_per_second, 0.0);
 }

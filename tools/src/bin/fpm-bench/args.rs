@@ -11,7 +11,7 @@ use std::path::PathBuf;
     about = "Benchmark fpm-exporter against its targets (see docs/performance.md)."
 )]
 pub(crate) struct Args {
-    /// Sections to run, comma-separated (idle,rates,transport,ingest,python,latency,scrape,heap,flood,zero-loss,soak,multiproc,fanin) or "all".
+    /// Sections to run, comma-separated (idle,rates,transport,ingest,python,latency,scrape,heap,flood,zero-loss,soak,multiproc,fanin,loads) or "all".
     #[arg(long, default_value = "all")]
     pub(crate) only: String,
     /// Rank counts of the ingest runs.

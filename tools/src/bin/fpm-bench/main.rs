@@ -16,6 +16,7 @@ mod heap;
 mod http;
 mod latency;
 mod load;
+mod loads;
 mod multiproc;
 mod procfs;
 mod python;
@@ -43,7 +44,7 @@ use std::time::{Duration, Instant};
 pub(crate) const REPO_ROOT: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/..");
 
 /// Every section, in run order.
-const SECTIONS: [&str; 13] = [
+const SECTIONS: [&str; 14] = [
     "idle",
     "rates",
     "transport",
@@ -57,6 +58,7 @@ const SECTIONS: [&str; 13] = [
     "soak",
     "multiproc",
     "fanin",
+    "loads",
 ];
 
 fn main() -> ExitCode {
@@ -137,6 +139,7 @@ impl Bench<'_> {
                 "soak" => self.soak().await,
                 "multiproc" => self.multiproc().await,
                 "fanin" => self.fanin().await,
+                "loads" => self.loads().await,
                 _ => unreachable!("validated"),
             }
         }
