@@ -81,7 +81,10 @@ async fn a_dead_rank_reads_stale_promptly_and_leaves_the_table_when_it_expires()
     assert_eq!(v["fresh"], false);
     assert!(took < Duration::from_millis(2500), "stale after {took:?}");
     let loads: Value = serde_json::from_str(&ex.get("/v1/rank_loads").await.1).unwrap();
-    assert_eq!(loads["ranks"][0]["state"], "stale", "as /v1/rank_loads says");
+    assert_eq!(
+        loads["ranks"][0]["state"], "stale",
+        "as /v1/rank_loads says"
+    );
     // Expired: the key is deleted, although the bucket's TTL (= expire-after) has not
     // run out for the last put.
     wait_for("the entry is gone", Duration::from_secs(8), || async {

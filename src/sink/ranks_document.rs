@@ -2,8 +2,8 @@
 //! The rank itself is [`RankJson`], shared with the stream's snapshot events.
 
 use super::shared_json::{window_names, EngineJson, RankJson};
-use crate::state::{Registry, Snapshot};
 use crate::state::load_snapshots::SnapshotJoin;
+use crate::state::{Registry, Snapshot};
 
 /// Renders the whole `/v1/ranks` document at once (benchmarks and tests; the
 /// endpoint streams it with [`RanksDocument`]).
