@@ -256,7 +256,22 @@ where
 /// The value of the sample `name{labels...}` in a text exposition, matching every
 /// given `label="value"` pair.
 pub fn sample(exposition: &str, name: &str, labels: &[(&str, &str)]) -> Option<f64> {
-    exposition.lines().find_map(|line| {
+    samples(exposition, name, labels).next()
+}
+
+/// The sum of every sample `name{labels...}` matching the given pairs (every reason of
+/// a counter, say); 0 when there is none.
+pub fn sample_sum(exposition: &str, name: &str, labels: &[(&str, &str)]) -> f64 {
+    samples(exposition, name, labels).sum()
+}
+
+/// The values of every sample `name{labels...}` matching the given pairs.
+fn samples<'a>(
+    exposition: &'a str,
+    name: &'a str,
+    labels: &'a [(&str, &str)],
+) -> impl Iterator<Item = f64> + 'a {
+    exposition.lines().filter_map(move |line| {
         let rest = line.strip_prefix(name)?;
         if !(rest.starts_with('{') || rest.starts_with(' ')) {
             return None;
@@ -267,25 +282,6 @@ pub fn sample(exposition: &str, name: &str, labels: &[(&str, &str)]) -> Option<f
             .all(|(k, v)| lbl.contains(&format!("{k}=\"{v}\"")))
             .then(|| value.parse().ok())?
     })
-}
-
-/// The sum of every sample `name{labels...}` matching the given pairs (every reason of
-/// a counter, say); 0 when there is none.
-pub fn sample_sum(exposition: &str, name: &str, labels: &[(&str, &str)]) -> f64 {
-    exposition
-        .lines()
-        .filter_map(|line| {
-            let rest = line.strip_prefix(name)?;
-            if !(rest.starts_with('{') || rest.starts_with(' ')) {
-                return None;
-            }
-            let (lbl, value) = rest.rsplit_once(' ')?;
-            labels
-                .iter()
-                .all(|(k, v)| lbl.contains(&format!("{k}=\"{v}\"")))
-                .then(|| value.parse::<f64>().ok())?
-        })
-        .sum()
 }
 
 /// Runs `promtool check metrics` on an exposition: (clean, promtool's report).
