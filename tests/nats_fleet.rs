@@ -12,26 +12,14 @@ mod nats_support;
 use common::{ipc_dir, sample, wait_for, Exporter};
 use fpm_exporter::publisher::loadgen::{self, LoadConfig, Phase};
 use futures::StreamExt;
-use nats_support::NatsServer;
+use nats_support::{Edge, NatsServer};
 use serde_json::Value;
 use std::collections::HashMap;
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 const EDGES: usize = 8;
 const RANKS: u64 = 32;
-
-struct Edge {
-    child: Child,
-    url: String,
-}
-
-impl Drop for Edge {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
 
 async fn get(url: &str) -> Option<String> {
     reqwest::get(url).await.ok()?.text().await.ok()

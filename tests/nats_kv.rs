@@ -9,22 +9,9 @@ mod nats_support;
 
 use async_nats::jetstream::{self, kv::Store, stream};
 use common::{sample, wait_for, Driver, Exporter};
-use nats_support::{wait_connected, NatsServer};
-use serde_json::{json, Value};
+use nats_support::{busy, wait_connected, NatsServer};
+use serde_json::Value;
 use std::time::{Duration, Instant};
-
-fn busy(running: u64) -> Value {
-    json!({
-        "scheduled_requests": {"num_prefill_requests": 0, "sum_prefill_tokens": 0,
-            "var_prefill_length": 0.0, "sum_prefill_kv_tokens": 0,
-            "num_decode_requests": running, "sum_decode_kv_tokens": 100 * running,
-            "var_decode_kv_tokens": 0.0},
-        "queued_requests": {"num_prefill_requests": 0, "sum_prefill_tokens": 0,
-            "var_prefill_length": 0.0, "num_decode_requests": 0,
-            "sum_decode_kv_tokens": 0, "var_decode_kv_tokens": 0.0},
-        "wall_time": 0.01
-    })
-}
 
 /// An edge relaying one real SGLang rank (`worker_id` "w") as node `n1`, with the
 /// given state timings, and the driver behind it.

@@ -10,23 +10,10 @@ mod nats_support;
 
 use common::{sample, wait_for, Driver, Exporter};
 use futures::StreamExt;
-use nats_support::NatsServer;
-use serde_json::{json, Value};
-use std::process::{Child, Command, Stdio};
+use nats_support::{busy, Edge, NatsServer};
+use serde_json::Value;
+use std::process::{Command, Stdio};
 use std::time::Duration;
-
-/// An edge exporter process, killed on drop.
-struct Edge {
-    child: Child,
-    url: String,
-}
-
-impl Drop for Edge {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
 
 /// Starts an edge with `config`, in `cwd` (the config's relative ipc path is then this
 /// node's own socket directory), as node `node` when given.
@@ -48,19 +35,6 @@ fn edge(config: &std::path::Path, cwd: &std::path::Path, node: Option<&str>) -> 
         child: c.spawn().expect("spawn edge exporter"),
         url: format!("http://127.0.0.1:{port}"),
     }
-}
-
-fn busy(running: u64) -> Value {
-    json!({
-        "scheduled_requests": {"num_prefill_requests": 0, "sum_prefill_tokens": 0,
-            "var_prefill_length": 0.0, "sum_prefill_kv_tokens": 0,
-            "num_decode_requests": running, "sum_decode_kv_tokens": 100 * running,
-            "var_decode_kv_tokens": 0.0},
-        "queued_requests": {"num_prefill_requests": 0, "sum_prefill_tokens": 0,
-            "var_prefill_length": 0.0, "num_decode_requests": 0,
-            "sum_decode_kv_tokens": 0, "var_decode_kv_tokens": 0.0},
-        "wall_time": 0.01
-    })
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -4,6 +4,7 @@
 #![allow(dead_code)]
 
 use crate::common::{free_port, sample, wait_for, Exporter};
+use serde_json::{json, Value};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -117,4 +118,33 @@ pub async fn wait_connected(ex: &Exporter, role: &str) {
         },
     )
     .await;
+}
+
+/// An edge exporter process, killed on drop.
+pub struct Edge {
+    /// The process.
+    pub child: Child,
+    /// Its base URL.
+    pub url: String,
+}
+
+impl Drop for Edge {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// A busy frame (wire field names) with `running` decode requests.
+pub fn busy(running: u64) -> Value {
+    json!({
+        "scheduled_requests": {"num_prefill_requests": 0, "sum_prefill_tokens": 0,
+            "var_prefill_length": 0.0, "sum_prefill_kv_tokens": 0,
+            "num_decode_requests": running, "sum_decode_kv_tokens": 100 * running,
+            "var_decode_kv_tokens": 0.0},
+        "queued_requests": {"num_prefill_requests": 0, "sum_prefill_tokens": 0,
+            "var_prefill_length": 0.0, "num_decode_requests": 0,
+            "sum_decode_kv_tokens": 0, "var_decode_kv_tokens": 0.0},
+        "wall_time": 0.01
+    })
 }
