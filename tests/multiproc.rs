@@ -78,16 +78,7 @@ async fn compare(dir: &Path, url: &str, dead: &str, openmetrics: bool) -> serde_
     if openmetrics {
         cmd.arg("--openmetrics");
     }
-    let out = tokio::task::spawn_blocking(move || cmd.output().unwrap())
-        .await
-        .unwrap();
-    let text = String::from_utf8_lossy(&out.stdout);
-    assert!(
-        out.status.success(),
-        "exporter differs from prometheus_client:\n{text}\n{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    serde_json::from_str(text.trim()).unwrap()
+    common::json_report(cmd, "exporter differs from prometheus_client").await
 }
 
 async fn equivalence(families: &str) {

@@ -49,16 +49,11 @@ async fn exact(exp: &Exporter, dir: &Path, openmetrics: bool) -> Value {
     if openmetrics {
         cmd.arg("--openmetrics");
     }
-    let out = tokio::task::spawn_blocking(move || cmd.output().unwrap())
-        .await
-        .unwrap();
-    let text = String::from_utf8_lossy(&out.stdout);
-    assert!(
-        out.status.success(),
-        "exporter differs from prometheus_client (openmetrics: {openmetrics}):\n{text}\n{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    serde_json::from_str(text.trim()).unwrap()
+    common::json_report(
+        cmd,
+        &format!("exporter differs from prometheus_client (openmetrics: {openmetrics})"),
+    )
+    .await
 }
 
 async fn both_formats_equal_python(exp: &Exporter, dir: &Path) {

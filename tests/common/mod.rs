@@ -284,6 +284,21 @@ fn samples<'a>(
     })
 }
 
+/// Runs a checking script off the runtime's workers and returns the JSON report it
+/// prints; fails the test with `what`, its report and its stderr when it exits non-zero.
+pub async fn json_report(mut cmd: Command, what: &str) -> Value {
+    let out = tokio::task::spawn_blocking(move || cmd.output().unwrap())
+        .await
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{what}:\n{text}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_str(text.trim()).unwrap()
+}
+
 /// Runs `promtool check metrics` on an exposition: (clean, promtool's report).
 pub fn promtool_check(body: &str) -> (bool, String) {
     let (status, text) = promtool_status(body);
