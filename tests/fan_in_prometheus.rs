@@ -169,15 +169,7 @@ async fn prometheus_keeps_every_workers_series_through_the_fan_in() {
     eprintln!("series per worker (worker, direct, through the fan-in): {counts:?}");
 
     // The target stays up, scrape after scrape, with no error.
-    let targets: Value = client
-        .get(format!("{}/api/v1/targets", prom.url))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
-    for t in targets["data"]["activeTargets"].as_array().unwrap() {
+    for t in &prom.active_targets().await {
         assert_eq!(t["health"], "up", "{t}\n{}", prom.log_tail());
         assert_eq!(t["lastError"], "", "{t}");
     }

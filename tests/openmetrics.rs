@@ -335,15 +335,7 @@ async fn real_prometheus_negotiates_openmetrics_and_ingests_the_samples() {
     assert_eq!(ingested[0]["value"][1], "5");
     assert_eq!(ingested[0]["metric"]["worker_id"], "w \"q\" \\ \n é");
     // The target is up and every sample of the exposition was taken in.
-    let targets: Value = client
-        .get(format!("{}/api/v1/targets", prom.url))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
-    let active = targets["data"]["activeTargets"].as_array().unwrap();
+    let active = prom.active_targets().await;
     assert_eq!(active.len(), 1);
     assert_eq!(active[0]["health"], "up", "{active:?}\n{}", prom.log_tail());
     let scraped = query("scrape_samples_scraped").await.unwrap();

@@ -88,6 +88,17 @@ impl Prometheus {
         }
     }
 
+    /// Its active targets, as `/api/v1/targets` lists them (health, lastError...).
+    pub async fn active_targets(&self) -> Vec<serde_json::Value> {
+        let targets: serde_json::Value = reqwest::get(format!("{}/api/v1/targets", self.url))
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        targets["data"]["activeTargets"].as_array().unwrap().clone()
+    }
+
     /// The last 30 lines of its log, for failure messages.
     pub fn log_tail(&self) -> String {
         let text = std::fs::read_to_string(&self.log).unwrap_or_default();
