@@ -165,9 +165,7 @@ impl<H: Handler> Conn<H> {
             Some(interval) => interval / 3,
             None => now.duration_since(self.connected_at) / 2,
         };
-        let half_life = PEAK_HALF_LIFE.as_secs_f64();
-        let faded = now.duration_since(self.peak.1).as_secs_f64() / half_life;
-        let rate = (self.peak.0 * (-faded).exp2()).max(PRIOR_RATE);
+        let rate = self.peak_rate(now).max(PRIOR_RATE);
         let fill = Duration::from_secs_f64(self.socket.capacity() as f64 / 2.0 / rate);
         heartbeat.min(fill).max(MIN_WAIT)
     }
@@ -177,12 +175,16 @@ impl<H: Handler> Conn<H> {
     /// next round must come at once.
     pub(super) fn note_rate(&mut self, bytes: usize, elapsed: Duration, now: Instant) -> bool {
         let rate = bytes as f64 / elapsed.as_secs_f64().max(1e-4);
-        let half_life = PEAK_HALF_LIFE.as_secs_f64();
-        let faded = now.duration_since(self.peak.1).as_secs_f64() / half_life;
-        if rate >= self.peak.0 * (-faded).exp2() {
+        if rate >= self.peak_rate(now) {
             self.peak = (rate, now);
         }
         bytes >= self.socket.capacity() / 2
+    }
+
+    /// The highest rate this connection has shown, faded by its age (bytes/s).
+    fn peak_rate(&self, now: Instant) -> f64 {
+        let faded = now.duration_since(self.peak.1).as_secs_f64() / PEAK_HALF_LIFE.as_secs_f64();
+        self.peak.0 * (-faded).exp2()
     }
 
     /// Answers the latest PING read, if any, and learns the peer's heartbeat.
