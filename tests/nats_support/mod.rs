@@ -20,11 +20,16 @@ pub struct NatsServer {
 impl NatsServer {
     /// Starts a server and waits until it accepts connections.
     pub fn start() -> NatsServer {
+        NatsServer::start_with(&[])
+    }
+
+    /// Starts a server with extra command-line arguments (`--auth TOKEN`, ...).
+    pub fn start_with(extra: &[&str]) -> NatsServer {
         let mut s = NatsServer {
             port: free_port(),
             child: None,
             dir: tempfile::tempdir().unwrap(),
-            extra: Vec::new(),
+            extra: extra.iter().map(|a| (*a).to_owned()).collect(),
         };
         s.spawn();
         s
@@ -150,21 +155,6 @@ pub fn busy(running: u64) -> Value {
             "sum_decode_kv_tokens": 0, "var_decode_kv_tokens": 0.0},
         "wall_time": 0.01
     })
-}
-
-impl NatsServer {
-    /// Starts a server with extra command-line arguments (`--auth TOKEN`, ...).
-    pub fn start_with(extra: &[&str]) -> NatsServer {
-        let mut s = NatsServer {
-            port: free_port(),
-            child: None,
-            dir: tempfile::tempdir().unwrap(),
-            extra: Vec::new(),
-        };
-        s.extra = extra.iter().map(|a| (*a).to_owned()).collect();
-        s.spawn();
-        s
-    }
 }
 
 /// An exporter process whose log (stderr, at the default log level) goes to a file.

@@ -199,8 +199,12 @@ async fn relay(
         if client.connection_state() != async_nats::connection::State::Connected {
             stats.relay_dropped_disconnected.fetch_add(1, Relaxed);
             sequences[e] += 1;
+            let held = drop_log.suppressed;
             if drop_log.due() {
-                tracing::warn!("nats publish connection down; dropping relayed frames (counted, and a gap in the relayed sequence)");
+                tracing::warn!(
+                    dropped = held + 1,
+                    "nats publish connection not up; dropping relayed frames (counted, and a gap in the relayed sequence)"
+                );
             }
             continue;
         }

@@ -242,8 +242,8 @@ impl Ingest {
         };
         // A frame delivered late (a stalled server or path releasing a backlog) must
         // not pass for the rank's current state: its sequence and counter are taken
-        // (it was not lost), its values are not.
-        // An envelope without a time (0) is not aged.
+        // (it was not lost), its values are not. An envelope without a time (0) is
+        // not aged.
         let age_ms = (now.unix_ns / 1_000_000).saturating_sub(env.published_at);
         if env.published_at > 0 && self.max_age_ms.is_some_and(|max| age_ms > max) {
             if self.stale_log.due() {

@@ -128,7 +128,8 @@ pub struct NatsStats {
     /// Messages lost upstream: gaps in a publisher's envelope sequence.
     pub missed_messages: AtomicU64,
     /// Messages dropped because ingest fell behind (slow consumer): the overflow of
-    /// ingest's queue, counted one by one, plus the client's own overflow events.
+    /// ingest's queue, counted one by one, plus the client's own, read from its
+    /// connection statistics (see [`queue`]).
     pub slow_consumer: AtomicU64,
     /// Publishers tracked now.
     pub publishers: AtomicU64,
