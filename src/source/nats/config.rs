@@ -386,4 +386,34 @@ mod tests {
         };
         assert!(NatsSettings::resolve(&blank, None, &[None]).is_err());
     }
+
+    #[test]
+    fn the_frame_age_bound_defaults_to_stale_after_and_zero_lifts_it() {
+        let args = NatsArgs {
+            nats: Some("nats://127.0.0.1:4222".into()),
+            ..Default::default()
+        };
+        let file = |age: &str| -> NatsFile {
+            toml::from_str(&format!("max_frame_age = {age:?}")).unwrap()
+        };
+        let stale = Duration::from_secs(3);
+        let bound = |f: Option<&NatsFile>, a: &NatsArgs| {
+            NatsSettings::resolve(a, f, &[]).map(|s| s.unwrap().frame_age_bound(stale))
+        };
+        assert_eq!(bound(None, &args), Ok(Some(stale)));
+        assert_eq!(
+            bound(Some(&file("10s")), &args),
+            Ok(Some(Duration::from_secs(10)))
+        );
+        assert_eq!(bound(Some(&file("0s")), &args), Ok(None));
+        let flag = NatsArgs {
+            nats_max_frame_age: Some(Duration::from_millis(500)),
+            ..args.clone()
+        };
+        assert_eq!(
+            bound(Some(&file("10s")), &flag),
+            Ok(Some(Duration::from_millis(500)))
+        );
+        assert!(bound(Some(&file("soon")), &args).is_err());
+    }
 }
