@@ -93,6 +93,7 @@ async fn a_flood_is_counted_exactly_and_logged_once() {
         },
     )
     .await;
+    eprintln!("flood of {sent}: {received} received, {dropped} counted as dropped");
     assert!(
         dropped > 0.0,
         "the flood overran ingest ({received} received)"
