@@ -8,8 +8,10 @@ use tracing_subscriber::EnvFilter;
 
 fn init_logs(format: LogFormat) {
     // Quiet by default: startup, rank arrivals, stale/expired; RUST_LOG=debug for more.
-    let filter =
-        EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info,zeromq=warn"));
+    // async-nats logs every event and every failed connection attempt (several a second,
+    // for ever, under a wrong token); the exporter logs those itself, rate-limited.
+    let filter = EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| EnvFilter::new("info,zeromq=warn,async_nats=off"));
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr);

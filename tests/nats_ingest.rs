@@ -6,7 +6,7 @@ mod common;
 mod nats_support;
 
 use bytes::Bytes;
-use common::{promtool_check, sample, wait_for, Exporter};
+use common::{now_ms, promtool_check, sample, wait_for, Exporter};
 use fpm_exporter::source::nats::envelope::{self, Envelope};
 use fpm_exporter::source::nats::subject::Scope;
 use nats_support::{wait_connected, NatsServer};
@@ -27,7 +27,7 @@ fn enveloped(publisher_id: u64, sequence: u64, payload: &[u8]) -> Bytes {
         &Envelope {
             publisher_id,
             sequence,
-            published_at: 1_700_000_000_000,
+            published_at: now_ms(),
             topic: "forward-pass-metrics",
             payload,
         },
@@ -151,7 +151,7 @@ async fn hostile_messages_are_counted_by_reason_and_spare_other_publishers() {
         let map = V::Map(vec![
             (V::from("publisher_id"), V::from(9u64)),
             (V::from("sequence"), V::from(0u64)),
-            (V::from("published_at"), V::from(1u64)),
+            (V::from("published_at"), V::from(now_ms())),
             (V::from("topic"), V::from("forward-pass-metrics")),
             (V::from("payload"), V::Binary(payload)),
             (V::from("trace_id"), V::from("abc")),

@@ -151,7 +151,7 @@ fn enveloped(publisher_id: u64, sequence: u64, counter: u64) -> Bytes {
         &Envelope {
             publisher_id,
             sequence,
-            published_at: 1,
+            published_at: common::now_ms(),
             topic: "forward-pass-metrics",
             payload: &payload,
         },

@@ -234,6 +234,14 @@ impl Exporter {
     }
 }
 
+/// The wall clock in Unix milliseconds (an envelope's `published_at`).
+pub fn now_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as u64
+}
+
 /// Polls `check` every 50 ms until it returns Some, or panics after `timeout`.
 pub async fn wait_for<T, F, Fut>(what: &str, timeout: Duration, mut check: F) -> T
 where

@@ -14,15 +14,22 @@ pub struct NatsServer {
     pub port: u16,
     child: Option<Child>,
     dir: tempfile::TempDir,
+    extra: Vec<String>,
 }
 
 impl NatsServer {
     /// Starts a server and waits until it accepts connections.
     pub fn start() -> NatsServer {
+        NatsServer::start_with(&[])
+    }
+
+    /// Starts a server with extra command-line arguments (`--auth TOKEN`, ...).
+    pub fn start_with(extra: &[&str]) -> NatsServer {
         let mut s = NatsServer {
             port: free_port(),
             child: None,
             dir: tempfile::tempdir().unwrap(),
+            extra: extra.iter().map(|a| (*a).to_owned()).collect(),
         };
         s.spawn();
         s
@@ -44,6 +51,7 @@ impl NatsServer {
                 "-sd",
             ])
             .arg(self.dir.path())
+            .args(&self.extra)
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
@@ -147,4 +155,65 @@ pub fn busy(running: u64) -> Value {
             "sum_decode_kv_tokens": 0, "var_decode_kv_tokens": 0.0},
         "wall_time": 0.01
     })
+}
+
+/// An exporter process whose log (stderr, at the default log level) goes to a file.
+pub struct Logged {
+    /// The process and its URL.
+    pub edge: Edge,
+    /// Its stderr.
+    pub log: std::path::PathBuf,
+    _dir: tempfile::TempDir,
+}
+
+impl Logged {
+    /// Starts `fpm-exporter ARGS` on a free port, `RUST_LOG` unset.
+    pub fn spawn(args: &[&str]) -> Logged {
+        let dir = tempfile::tempdir().unwrap();
+        let log = dir.path().join("stderr.log");
+        let port = crate::common::free_port_range(1);
+        let child = Command::new(env!("CARGO_BIN_EXE_fpm-exporter"))
+            .args(["--listen", &format!("127.0.0.1:{port}")])
+            .args(args)
+            .env_remove("RUST_LOG")
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(&log).unwrap())
+            .spawn()
+            .expect("spawn fpm-exporter");
+        Logged {
+            edge: Edge {
+                child,
+                url: format!("http://127.0.0.1:{port}"),
+            },
+            log,
+            _dir: dir,
+        }
+    }
+
+    /// Its /metrics body (empty while it is not up).
+    pub async fn metrics(&self) -> String {
+        match reqwest::get(format!("{}/metrics", self.edge.url)).await {
+            Ok(r) => r.text().await.unwrap_or_default(),
+            Err(_) => String::new(),
+        }
+    }
+
+    /// Waits until `name{labels}` is at least `min`; returns it.
+    pub async fn wait_sample(&self, name: &str, labels: &[(&str, &str)], min: f64) -> f64 {
+        wait_for(
+            &format!("{name}{labels:?} >= {min}"),
+            Duration::from_secs(15),
+            || async { sample(&self.metrics().await, name, labels).filter(|v| *v >= min) },
+        )
+        .await
+    }
+
+    /// The lines logged so far.
+    pub fn lines(&self) -> Vec<String> {
+        std::fs::read_to_string(&self.log)
+            .unwrap_or_default()
+            .lines()
+            .map(str::to_owned)
+            .collect()
+    }
 }

@@ -98,12 +98,17 @@ impl Publisher {
             .collect();
         let mut headers = async_nats::HeaderMap::new();
         headers.insert(NODE_HEADER, settings.node.as_str());
+        let max_age = settings.frame_age_bound(registry.config.stale_after);
         let mut tasks = vec![tokio::spawn(relay(
             client.clone(),
             stats.clone(),
-            subjects,
-            headers,
-            self.ids,
+            Outbound {
+                subjects,
+                headers,
+                ids: self.ids,
+                max_age_ns: max_age.map(|d| d.as_nanos() as u64),
+                registry: registry.clone(),
+            },
             self.relay_rx,
             shutdown.clone(),
         ))];
@@ -124,15 +129,34 @@ impl Publisher {
     }
 }
 
+/// Where and how the relay publishes.
+struct Outbound {
+    /// Subject of each relayed engine, by engine index.
+    subjects: Vec<async_nats::Subject>,
+    /// Headers of every message (the node).
+    headers: async_nats::HeaderMap,
+    /// Publisher id of each relayed engine.
+    ids: Vec<u64>,
+    /// Oldest frame sent, in ns since it was received (`None`: no bound).
+    max_age_ns: Option<u64>,
+    /// Its wall clock ages frames, as it stamped them.
+    registry: Arc<Registry>,
+}
+
 async fn relay(
     client: async_nats::Client,
     stats: Arc<NatsStats>,
-    subjects: Vec<async_nats::Subject>,
-    headers: async_nats::HeaderMap,
-    ids: Vec<u64>,
+    out: Outbound,
     mut rx: broadcast::Receiver<Arc<Event>>,
     mut shutdown: watch::Receiver<bool>,
 ) {
+    let Outbound {
+        subjects,
+        headers,
+        ids,
+        max_age_ns,
+        registry,
+    } = out;
     let mut sequences = vec![0u64; ids.len()];
     let mut fpm = Vec::with_capacity(512);
     let mut buf = Vec::with_capacity(640);
@@ -175,9 +199,21 @@ async fn relay(
         if client.connection_state() != async_nats::connection::State::Connected {
             stats.relay_dropped_disconnected.fetch_add(1, Relaxed);
             sequences[e] += 1;
+            let held = drop_log.suppressed;
             if drop_log.due() {
-                tracing::warn!("nats publish connection down; dropping relayed frames (counted, and a gap in the relayed sequence)");
+                tracing::warn!(
+                    dropped = held + 1,
+                    "nats publish connection not up; dropping relayed frames (counted, and a gap in the relayed sequence)"
+                );
             }
+            continue;
+        }
+        // A frame the relay reaches too late (it fell behind) would arrive downstream
+        // describing a rank as it was; dropped and left as a gap like any other loss.
+        let age_ns = registry.now().unix_ns.saturating_sub(*received_at_ns);
+        if max_age_ns.is_some_and(|max| age_ns > max) {
+            stats.relay_dropped_stale.fetch_add(1, Relaxed);
+            sequences[e] += 1;
             continue;
         }
         crate::wire::encode::encode_payload_into(metrics, &mut fpm);

@@ -20,6 +20,11 @@ pub const DISCONNECTS: Family = Family::counter(
     "fpm_nats_disconnects_total",
     "NATS disconnections noticed, by role.",
 );
+/// Client errors.
+pub const ERRORS: Family = Family::counter(
+    "fpm_nats_errors_total",
+    "Errors the NATS client reported, by role: failed connection attempts (refused credentials, unreachable server, TLS) and server errors.",
+);
 /// Messages received.
 pub const MESSAGES: Family = Family::counter(
     "fpm_nats_messages_total",
@@ -33,7 +38,7 @@ pub const INGESTED: Family = Family::counter(
 /// Messages refused.
 pub const REJECTED: Family = Family::counter(
     "fpm_nats_rejected_messages_total",
-    "NATS messages skipped, by reason: the envelope's (oversize, subject, envelope_*, wrong_topic, engine_limit, publisher_limit) or the FPM decoder's inside a valid envelope (payload_*).",
+    "NATS messages skipped, by reason: the envelope's (oversize, subject, envelope_*, wrong_topic, engine_limit, publisher_limit, node), a frame published longer than --nats-max-frame-age ago (stale), or the FPM decoder's inside a valid envelope (payload_*).",
 );
 /// Unknown envelope fields.
 pub const UNKNOWN_FIELDS: Family = Family::counter(
@@ -48,7 +53,7 @@ pub const MISSED: Family = Family::counter(
 /// Slow-consumer events.
 pub const SLOW: Family = Family::counter(
     "fpm_nats_slow_consumer_events_total",
-    "Times the NATS client dropped messages because ingestion fell behind.",
+    "NATS messages dropped because ingestion fell behind the messages sent to it (slow consumer), counted one by one.",
 );
 /// Publishers tracked.
 pub const PUBLISHERS: Family = Family::gauge(
@@ -68,7 +73,7 @@ pub const RELAYED: Family = Family::counter(
 /// Relay drops.
 pub const RELAY_DROPPED: Family = Family::counter(
     "fpm_nats_relay_dropped_frames_total",
-    "Accepted ZMQ frames not relayed, by reason: disconnected (the publish connection was down), full (the client's queue was full), lagged (the relay fell behind ingestion), error (the client refused the message). Each leaves a gap in the relayed sequence.",
+    "Accepted ZMQ frames not relayed, by reason: disconnected (the publish connection was down or never came up), full (the client's queue was full), lagged (the relay fell behind ingestion), stale (older than --nats-max-frame-age when the relay reached it), error (the client refused the message). Each leaves a gap in the relayed sequence.",
 );
 /// KV puts.
 pub const KV_UPDATES: Family = Family::counter(
@@ -92,6 +97,7 @@ pub fn families() -> Vec<Family> {
         CONNECTED,
         CONNECTS,
         DISCONNECTS,
+        ERRORS,
         MESSAGES,
         INGESTED,
         REJECTED,
@@ -138,6 +144,7 @@ pub fn write(w: &mut Writer, s: &NatsStats) {
             (|c: &ConnStats| &c.connects) as fn(&ConnStats) -> &AtomicU64,
         ),
         (&DISCONNECTS, |c: &ConnStats| &c.disconnects),
+        (&ERRORS, |c: &ConnStats| &c.errors),
     ] {
         w.family(fam);
         for (r, c) in &roles {
@@ -170,6 +177,7 @@ pub fn write(w: &mut Writer, s: &NatsStats) {
             ("error", &s.relay_dropped_error),
             ("disconnected", &s.relay_dropped_disconnected),
             ("full", &s.relay_dropped_full),
+            ("stale", &s.relay_dropped_stale),
         ] {
             w.sample(
                 &RELAY_DROPPED,

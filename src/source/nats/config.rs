@@ -53,6 +53,9 @@ pub struct NatsArgs {
     /// Client key PEM for mutual TLS.
     #[arg(long, value_name = "FILE", requires = "nats_tls_cert")]
     pub nats_tls_key: Option<PathBuf>,
+    /// Oldest frame taken or relayed (by its envelope's published_at); older ones are counted as `stale` and skipped ("0s": no bound) [default: --stale-after].
+    #[arg(long, value_name = "DURATION", value_parser = humantime::parse_duration)]
+    pub nats_max_frame_age: Option<Duration>,
 }
 
 /// The TOML `[nats]` section; flags override it.
@@ -77,6 +80,7 @@ pub struct NatsFile {
     tls_ca: Option<PathBuf>,
     tls_cert: Option<PathBuf>,
     tls_key: Option<PathBuf>,
+    max_frame_age: Option<String>,
 }
 
 /// An engine's own relay scope in the TOML file (`[[engine]] nats = {...}`).
@@ -119,6 +123,9 @@ pub struct NatsSettings {
     pub node: String,
     /// Auth and TLS, shared by both connections.
     pub auth: NatsAuth,
+    /// Oldest frame the ingest takes and the relay sends (`None`: the rank staleness
+    /// threshold, `--stale-after`; zero: no bound).
+    pub max_frame_age: Option<Duration>,
 }
 
 /// Dynamo's own defaults for an endpoint's scope.
@@ -135,6 +142,13 @@ impl NatsFile {
 }
 
 impl NatsSettings {
+    /// The frame-age bound in force: `--nats-max-frame-age`, else the rank staleness
+    /// threshold (a frame older than that describes a rank already shown stale);
+    /// `None` when set to zero.
+    pub fn frame_age_bound(&self, stale_after: Duration) -> Option<Duration> {
+        Some(self.max_frame_age.unwrap_or(stale_after)).filter(|d| !d.is_zero())
+    }
+
     /// Merges flags over the file; `engine_scopes` are the per-engine overrides, by
     /// engine index. `None` when NATS is not used at all.
     pub fn resolve(
@@ -247,6 +261,14 @@ impl NatsSettings {
         if auth.tls_cert.is_some() != auth.tls_key.is_some() {
             return Err("nats: tls cert and key go together".into());
         }
+        let max_frame_age = match (args.nats_max_frame_age, &f.max_frame_age) {
+            (Some(d), _) => Some(d),
+            (None, Some(s)) => Some(
+                humantime::parse_duration(s)
+                    .map_err(|e| format!("nats max_frame_age {s:?}: {e}"))?,
+            ),
+            (None, None) => None,
+        };
         Ok(Some(NatsSettings {
             ingest_url,
             ingest_subject,
@@ -255,6 +277,7 @@ impl NatsSettings {
             kv_bucket,
             node,
             auth,
+            max_frame_age,
         }))
     }
 }
@@ -362,5 +385,35 @@ mod tests {
             ..relay.clone()
         };
         assert!(NatsSettings::resolve(&blank, None, &[None]).is_err());
+    }
+
+    #[test]
+    fn the_frame_age_bound_defaults_to_stale_after_and_zero_lifts_it() {
+        let args = NatsArgs {
+            nats: Some("nats://127.0.0.1:4222".into()),
+            ..Default::default()
+        };
+        let file = |age: &str| -> NatsFile {
+            toml::from_str(&format!("max_frame_age = {age:?}")).unwrap()
+        };
+        let stale = Duration::from_secs(3);
+        let bound = |f: Option<&NatsFile>, a: &NatsArgs| {
+            NatsSettings::resolve(a, f, &[]).map(|s| s.unwrap().frame_age_bound(stale))
+        };
+        assert_eq!(bound(None, &args), Ok(Some(stale)));
+        assert_eq!(
+            bound(Some(&file("10s")), &args),
+            Ok(Some(Duration::from_secs(10)))
+        );
+        assert_eq!(bound(Some(&file("0s")), &args), Ok(None));
+        let flag = NatsArgs {
+            nats_max_frame_age: Some(Duration::from_millis(500)),
+            ..args.clone()
+        };
+        assert_eq!(
+            bound(Some(&file("10s")), &flag),
+            Ok(Some(Duration::from_millis(500)))
+        );
+        assert!(bound(Some(&file("soon")), &args).is_err());
     }
 }

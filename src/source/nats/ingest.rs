@@ -4,7 +4,7 @@
 
 use super::counter::{self, RankCounter};
 use super::envelope::{self, EnvelopeError};
-use super::subject::{Scope, FPM_TOPIC};
+use super::subject::{engine_name, Scope, FPM_TOPIC};
 use super::{NatsStats, Reject, NODE_HEADER, NODE_LABEL};
 use crate::source::sequence::SequenceTracker;
 use crate::state::labels::DEFAULT_MAX_LABEL_BYTES;
@@ -12,7 +12,6 @@ use crate::state::sequence::SeqEvent;
 use crate::state::{EngineInfo, RankCache, Registry};
 use crate::wire::decode::decode_payload;
 use crate::wire::MAX_PAYLOAD_BYTES;
-use futures::StreamExt;
 use std::collections::{HashMap, HashSet};
 use std::sync::atomic::Ordering::Relaxed;
 use std::sync::Arc;
@@ -34,18 +33,6 @@ pub const MAX_COUNTED_RANKS: usize = 65_536;
 
 /// Most subject spellings remembered (each maps to an engine already in the table).
 pub const MAX_CACHED_SUBJECTS: usize = 4096;
-
-/// The engine name of a scope, `<ns>/<component>/<endpoint>`: `%` and `/` inside a
-/// segment are written `%25` and `%2F`, so two scopes never share a name.
-pub fn engine_name(scope: &Scope) -> String {
-    let esc = |s: &str| s.replace('%', "%25").replace('/', "%2F");
-    format!(
-        "{}/{}/{}",
-        esc(&scope.namespace),
-        esc(&scope.component),
-        esc(&scope.endpoint)
-    )
-}
 
 struct Publisher {
     tracker: SequenceTracker,
@@ -69,13 +56,24 @@ pub struct Ingest {
     counters: HashMap<(usize, String, u64), RankCounter>,
     own_ids: Arc<HashSet<u64>>,
     last_prune: Instant,
+    /// Oldest `published_at` age taken, in ms (`None`: no bound).
+    max_age_ms: Option<u64>,
+    stale_log: super::LogEvery,
 }
 
 impl Ingest {
     /// Ingest into `registry`, skipping envelopes of the publishers in `own_ids` (our
-    /// own relay, when it publishes to the same server).
-    pub fn new(registry: Arc<Registry>, stats: Arc<NatsStats>, own_ids: Arc<HashSet<u64>>) -> Self {
+    /// own relay, when it publishes to the same server) and frames published longer
+    /// than `max_age` ago.
+    pub fn new(
+        registry: Arc<Registry>,
+        stats: Arc<NatsStats>,
+        own_ids: Arc<HashSet<u64>>,
+        max_age: Option<Duration>,
+    ) -> Self {
         Ingest {
+            max_age_ms: max_age.map(|d| d.as_millis() as u64),
+            stale_log: super::LogEvery::new(Duration::from_secs(10)),
             registry,
             stats,
             scopes: HashMap::new(),
@@ -242,6 +240,22 @@ impl Ingest {
                 }
             }
         };
+        // A frame delivered late (a stalled server or path releasing a backlog) must
+        // not pass for the rank's current state: its sequence and counter are taken
+        // (it was not lost), its values are not. An envelope without a time (0) is
+        // not aged.
+        let age_ms = (now.unix_ns / 1_000_000).saturating_sub(env.published_at);
+        if env.published_at > 0 && self.max_age_ms.is_some_and(|max| age_ms > max) {
+            if self.stale_log.due() {
+                tracing::warn!(
+                    age_ms,
+                    publisher_id = env.publisher_id,
+                    "nats frames arrive later than --nats-max-frame-age (a stalled server, or the publisher's clock is off); skipped and counted as stale"
+                );
+            }
+            self.forget_moved(engine, moved_from);
+            return Err(Reject::Stale);
+        }
         let sequence = env.sequence;
         let ingested = self.registry.ingest(
             &mut publisher.cache,
@@ -255,8 +269,13 @@ impl Ingest {
         if ingested {
             self.stats.ingested.fetch_add(1, Relaxed);
         }
-        // A publisher none of whose ranks it carries any more (a restarted
-        // FpmDirectPublisher's old instance) is forgotten at once.
+        self.forget_moved(engine, moved_from);
+        Ok(())
+    }
+
+    /// A publisher none of whose ranks it carries any more (a restarted
+    /// FpmDirectPublisher's old instance) is forgotten at once.
+    fn forget_moved(&mut self, engine: usize, moved_from: Option<u64>) {
         if let Some(old) = moved_from {
             if let Some(p) = self.publishers.get_mut(&(engine, old)) {
                 p.ranks = p.ranks.saturating_sub(1);
@@ -268,7 +287,6 @@ impl Ingest {
         self.stats
             .publishers
             .store(self.publishers.len() as u64, Relaxed);
-        Ok(())
     }
 
     /// Forgets publishers silent for `idle` (checked at most once a second).
@@ -304,7 +322,7 @@ pub async fn run(
     let options = match settings.auth.options("fpm-exporter-ingest").await {
         Ok(o) => o
             .event_callback(super::event_callback(stats.clone(), false))
-            .subscription_capacity(65_536),
+            .subscription_capacity(super::queue::CLIENT_QUEUE),
         Err(e) => {
             tracing::error!(error = %e, "nats: cannot read auth files; NATS ingest is off");
             return;
@@ -322,8 +340,9 @@ pub async fn run(
         }
     };
     let expire = registry.config.expire_after;
-    let mut ingest = Ingest::new(registry, stats, own_ids);
-    let mut sub = loop {
+    let max_age = settings.frame_age_bound(registry.config.stale_after);
+    let mut ingest = Ingest::new(registry, stats.clone(), own_ids, max_age);
+    let sub = loop {
         match client.subscribe(settings.ingest_subject.clone()).await {
             Ok(s) => break s,
             Err(e) => {
@@ -336,11 +355,17 @@ pub async fn run(
         }
     };
     tracing::info!(subject = %settings.ingest_subject, "subscribed to NATS FPM subjects");
+    let source = super::queue::Source {
+        sub,
+        client: client.statistics(),
+    };
+    let mut queue =
+        super::queue::forward(source, stats, super::queue::INGEST_QUEUE, shutdown.clone());
     loop {
         tokio::select! {
             biased;
             _ = shutdown.changed() => break,
-            m = sub.next() => match m {
+            m = queue.recv() => match m {
                 Some(msg) => {
                     let node = msg.headers.as_ref().and_then(|h| h.get(NODE_HEADER)).map(|v| v.as_str());
                     ingest.handle(msg.subject.as_str(), node, &msg.payload);
@@ -349,32 +374,5 @@ pub async fn run(
                 None => break,
             }
         }
-    }
-    let _ = sub.unsubscribe().await;
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn engine_names_are_injective() {
-        let s = |n: &str, c: &str, e: &str| Scope {
-            namespace: n.into(),
-            component: c.into(),
-            endpoint: e.into(),
-        };
-        assert_ne!(
-            engine_name(&s("a/b", "c", "gen")),
-            engine_name(&s("a", "b/c", "gen"))
-        );
-        assert_ne!(
-            engine_name(&s("a%2Fb", "c", "g")),
-            engine_name(&s("a/b", "c", "g"))
-        );
-        assert_eq!(
-            engine_name(&s("dynamo", "backend", "generate")),
-            "dynamo/backend/generate"
-        );
     }
 }

@@ -8,6 +8,7 @@ pub mod config;
 pub mod counter;
 pub mod envelope;
 pub mod ingest;
+pub mod queue;
 pub mod subject;
 
 use crate::wire::DecodeError;
@@ -40,11 +41,14 @@ pub enum Reject {
     PublisherLimit,
     /// A [`NODE_HEADER`] that is empty or longer than a label value may be.
     Node,
+    /// Published longer ago than the frame-age bound (`--nats-max-frame-age`): a
+    /// stalled path delivered it late, or the publisher's clock is wrong.
+    Stale,
 }
 
 impl Reject {
     /// Every reason, in label order.
-    pub const ALL: [Reject; 8] = [
+    pub const ALL: [Reject; 9] = [
         Reject::Oversize,
         Reject::Subject,
         Reject::EnvelopeMalformed,
@@ -53,6 +57,7 @@ impl Reject {
         Reject::EngineLimit,
         Reject::PublisherLimit,
         Reject::Node,
+        Reject::Stale,
     ];
 
     /// The `reason` label value.
@@ -66,6 +71,7 @@ impl Reject {
             Reject::EngineLimit => "engine_limit",
             Reject::PublisherLimit => "publisher_limit",
             Reject::Node => "node",
+            Reject::Stale => "stale",
         }
     }
 }
@@ -98,6 +104,8 @@ pub struct ConnStats {
     pub connects: AtomicU64,
     /// Disconnections noticed.
     pub disconnects: AtomicU64,
+    /// Errors the client reported: failed connection attempts, server errors.
+    pub errors: AtomicU64,
 }
 
 /// Everything the NATS side counts; read by the Prometheus sink.
@@ -119,7 +127,9 @@ pub struct NatsStats {
     pub unknown_envelope_fields: AtomicU64,
     /// Messages lost upstream: gaps in a publisher's envelope sequence.
     pub missed_messages: AtomicU64,
-    /// Messages the client dropped because ingest fell behind (slow consumer).
+    /// Messages dropped because ingest fell behind (slow consumer): the overflow of
+    /// ingest's queue, counted one by one, plus the client's own, read from its
+    /// connection statistics (see [`queue`]).
     pub slow_consumer: AtomicU64,
     /// Publishers tracked now.
     pub publishers: AtomicU64,
@@ -135,6 +145,9 @@ pub struct NatsStats {
     pub relay_dropped_disconnected: AtomicU64,
     /// Accepted frames dropped because the client's outgoing queue was full.
     pub relay_dropped_full: AtomicU64,
+    /// Accepted frames dropped because they were older than the frame-age bound when
+    /// the relay reached them.
+    pub relay_dropped_stale: AtomicU64,
     /// KV puts done.
     pub kv_updates: AtomicU64,
     /// KV puts or bucket creations that failed.
@@ -150,7 +163,10 @@ impl NatsStats {
     }
 }
 
-/// Keeps a connection's gauges in step with async-nats's events.
+/// Keeps a connection's gauges in step with async-nats's events, and logs them. The
+/// client retries a refused connection for ever, several times a second: the first
+/// failure is logged with what to check, then one summary a minute at most (async-nats's
+/// own per-attempt lines are off by default, see `main.rs`).
 pub fn event_callback(
     stats: std::sync::Arc<NatsStats>,
     publish: bool,
@@ -160,6 +176,8 @@ pub fn event_callback(
        + Send
        + Sync
        + 'static {
+    let role = if publish { "publish" } else { "ingest" };
+    let errors = std::sync::Mutex::new(LogEvery::new(ERROR_LOG_EVERY));
     move |event| {
         let conn = if publish {
             &stats.publish
@@ -170,25 +188,62 @@ pub fn event_callback(
             async_nats::Event::Connected => {
                 conn.connected.store(true, Relaxed);
                 conn.connects.fetch_add(1, Relaxed);
-                tracing::info!(
-                    role = if publish { "publish" } else { "ingest" },
-                    "nats connected"
-                );
+                let mut log = errors.lock().expect("log limiter");
+                let failed = log.take();
+                tracing::info!(role, failed_attempts = failed, "nats connected");
             }
             async_nats::Event::Disconnected => {
                 conn.connected.store(false, Relaxed);
                 conn.disconnects.fetch_add(1, Relaxed);
-                tracing::warn!(
-                    role = if publish { "publish" } else { "ingest" },
-                    "nats disconnected"
-                );
+                tracing::warn!(role, "nats disconnected; reconnecting");
             }
-            async_nats::Event::SlowConsumer(_) => {
-                stats.slow_consumer.fetch_add(1, Relaxed);
+            // The client's own overflow: counted exactly from its statistics by
+            // `queue::forward` (these events are themselves dropped under a flood).
+            async_nats::Event::SlowConsumer(_) => {}
+            async_nats::Event::ClientError(e) => {
+                conn.errors.fetch_add(1, Relaxed);
+                log_error(&errors, role, &e.to_string());
             }
-            other => tracing::debug!(event = %other, "nats event"),
+            async_nats::Event::ServerError(e) => {
+                conn.errors.fetch_add(1, Relaxed);
+                log_error(&errors, role, &e.to_string());
+            }
+            other => tracing::debug!(role, event = %other, "nats event"),
         }
         Box::pin(async {})
+    }
+}
+
+/// Least time between two log lines about a connection's repeated errors.
+pub const ERROR_LOG_EVERY: std::time::Duration = std::time::Duration::from_secs(60);
+
+fn log_error(limiter: &std::sync::Mutex<LogEvery>, role: &str, error: &str) {
+    let mut log = limiter.lock().expect("log limiter");
+    let first = log.is_first();
+    let held = log.suppressed;
+    if !log.due() {
+        return;
+    }
+    let auth = error.contains("authorization") || error.contains("signing");
+    if first && auth {
+        tracing::error!(
+            role,
+            error,
+            "nats refused the credentials; check --nats-token-file, --nats-user/--nats-password-file, --nats-nkey-file or --nats-creds-file (retrying, this is logged once a minute at most)"
+        );
+    } else if first {
+        tracing::warn!(
+            role,
+            error,
+            "nats connection failed; check the URL, TLS settings and that the server is up (retrying; RUST_LOG=async_nats=debug for details; logged once a minute at most)"
+        );
+    } else {
+        tracing::warn!(
+            role,
+            error,
+            failed_attempts = held + 1,
+            "nats still failing since the last report"
+        );
     }
 }
 
@@ -200,6 +255,8 @@ pub struct LogEvery {
     last: Option<std::time::Instant>,
     /// Lines held back since the last one let through.
     pub suppressed: u64,
+    /// Events since `reset` (or the start), let through or not.
+    total: u64,
 }
 
 impl LogEvery {
@@ -209,11 +266,25 @@ impl LogEvery {
             every,
             last: None,
             suppressed: 0,
+            total: 0,
         }
+    }
+
+    /// Whether nothing was seen since the start or the last [`LogEvery::take`].
+    pub fn is_first(&self) -> bool {
+        self.total == 0
+    }
+
+    /// Starts over (the next line is a first again); returns the events seen since.
+    pub fn take(&mut self) -> u64 {
+        let n = self.total;
+        *self = LogEvery::new(self.every);
+        n
     }
 
     /// Whether to log now (starting a new quiet period); counts a held-back line otherwise.
     pub fn due(&mut self) -> bool {
+        self.total += 1;
         let now = std::time::Instant::now();
         if self
             .last

@@ -99,6 +99,18 @@ pub fn filter_subject(
     )
 }
 
+/// The engine name of a scope, `<ns>/<component>/<endpoint>`: `%` and `/` inside a
+/// segment are written `%25` and `%2F`, so two scopes never share a name.
+pub fn engine_name(scope: &Scope) -> String {
+    let esc = |s: &str| s.replace('%', "%25").replace('/', "%2F");
+    format!(
+        "{}/{}/{}",
+        esc(&scope.namespace),
+        esc(&scope.component),
+        esc(&scope.endpoint)
+    )
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -142,6 +154,27 @@ mod tests {
         assert_eq!(
             filter_subject(None, Some("backend"), None),
             "namespace.*.component.backend.endpoint.*.forward-pass-metrics"
+        );
+    }
+
+    #[test]
+    fn engine_names_are_injective() {
+        let s = |n: &str, c: &str, e: &str| Scope {
+            namespace: n.into(),
+            component: c.into(),
+            endpoint: e.into(),
+        };
+        assert_ne!(
+            engine_name(&s("a/b", "c", "gen")),
+            engine_name(&s("a", "b/c", "gen"))
+        );
+        assert_ne!(
+            engine_name(&s("a%2Fb", "c", "g")),
+            engine_name(&s("a/b", "c", "g"))
+        );
+        assert_eq!(
+            engine_name(&s("dynamo", "backend", "generate")),
+            "dynamo/backend/generate"
         );
     }
 }
