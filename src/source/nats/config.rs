@@ -29,6 +29,9 @@ pub struct NatsArgs {
     /// JetStream key-value bucket of the per-rank loads ("" for none) [default: fpm-loads].
     #[arg(long, value_name = "NAME")]
     pub nats_kv_bucket: Option<String>,
+    /// Who serves the Prometheus series of ranks an edge relayed: `edge` (the edges, scraped per node; this exporter leaves them out of /metrics) or `central` (this exporter too) [default: edge].
+    #[arg(long, value_name = "WHO", requires = "nats")]
+    pub nats_relayed_series: Option<RelayedSeries>,
     /// File holding the NATS token.
     #[arg(long, value_name = "FILE")]
     pub nats_token_file: Option<PathBuf>,
@@ -69,6 +72,7 @@ pub struct NatsFile {
     publish_component: Option<String>,
     publish_endpoint: Option<String>,
     kv_bucket: Option<String>,
+    relayed_series: Option<RelayedSeries>,
     token_file: Option<PathBuf>,
     user: Option<String>,
     password_file: Option<PathBuf>,
@@ -117,8 +121,26 @@ pub struct NatsSettings {
     /// This node's identity, carried by everything it relays: two edges with one
     /// configuration must never merge their ranks.
     pub node: String,
+    /// Who serves the Prometheus series of relayed ranks.
+    pub relayed_series: RelayedSeries,
     /// Auth and TLS, shared by both connections.
     pub auth: NatsAuth,
+}
+
+/// Which exporter's `/metrics` carries the per-rank and engine-level series of the ranks
+/// an fpm-exporter edge relayed (their messages name a node in [`super::NODE_HEADER`]).
+/// Ranks that publish to NATS themselves (Dynamo's `FpmDirectPublisher`) have no edge,
+/// so the ingesting exporter serves their series either way.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, clap::ValueEnum, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum RelayedSeries {
+    /// The edges, scraped per node; the central leaves relayed engines out of `/metrics`
+    /// (they stay in its JSON feeds), so no rank is counted twice.
+    #[default]
+    Edge,
+    /// The central as well (every rank of the fleet in one target): scrape the edges
+    /// for their own health series only.
+    Central,
 }
 
 /// Dynamo's own defaults for an endpoint's scope.
@@ -254,6 +276,10 @@ impl NatsSettings {
             publish_scopes,
             kv_bucket,
             node,
+            relayed_series: args
+                .nats_relayed_series
+                .or(f.relayed_series)
+                .unwrap_or_default(),
             auth,
         }))
     }
@@ -362,5 +388,33 @@ mod tests {
             ..relay.clone()
         };
         assert!(NatsSettings::resolve(&blank, None, &[None]).is_err());
+    }
+
+    #[test]
+    fn relayed_series_default_to_the_edges_and_the_flag_overrides_the_file() {
+        let who = |args: &NatsArgs, file: Option<&NatsFile>| {
+            NatsSettings::resolve(args, file, &[])
+                .unwrap()
+                .unwrap()
+                .relayed_series
+        };
+        let flag = NatsArgs {
+            nats: Some("nats://127.0.0.1:4222".into()),
+            ..Default::default()
+        };
+        assert_eq!(who(&flag, None), RelayedSeries::Edge);
+        let file: NatsFile =
+            toml::from_str("url = \"nats://127.0.0.1:4222\"\nrelayed_series = \"central\"")
+                .unwrap();
+        assert_eq!(
+            who(&NatsArgs::default(), Some(&file)),
+            RelayedSeries::Central
+        );
+        let edge = NatsArgs {
+            nats_relayed_series: Some(RelayedSeries::Edge),
+            ..flag
+        };
+        assert_eq!(who(&edge, Some(&file)), RelayedSeries::Edge);
+        assert!(toml::from_str::<NatsFile>("relayed_series = \"both\"").is_err());
     }
 }
