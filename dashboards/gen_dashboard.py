@@ -273,6 +273,11 @@ def panels():
            desc="Prometheus' own view of the exporter targets."),
     ]
     y += 8
+    p.append(ts("NATS path: frames lost/s", targets(
+        (f"sum by (instance) (rate(fpm_nats_relay_dropped_frames_total{{{X}}}[$__rate_interval]))", "relay dropped {{instance}}"),
+        (f"rate(fpm_nats_missed_messages_total{{{X}}}[$__rate_interval])", "gaps at central {{instance}}")),
+        0, y, w=24, h=6, desc="Across a fleet: frames an edge did not relay (by any reason) and gaps the central exporter found in the relayed or Dynamo-published sequences. FpmNatsLoss fires on either. A rank's own loss counters (above) are its edge's, for the ZMQ hop."))
+    y += 6
     p += [
         ts("Exporter CPU (cores)", targets((f"rate(process_cpu_seconds_total{{{X}}}[$__rate_interval])", "{{instance}}")),
            0, y, w=8),

@@ -13,7 +13,8 @@
 //! Every rank is in Prometheus exactly once (its node's edge, or the central for the
 //! ranks no edge relays), the engine sums over its nodes, every rule evaluates without
 //! error, the crash-loop and loss alerts fire for relayed ranks (and the crash loop
-//! for Dynamo's), and every dashboard panel returns data.
+//! for Dynamo's, and the NATS-path loss alert for a gap in a publisher's sequence), and
+//! every dashboard panel returns data.
 
 mod common;
 #[allow(dead_code)]
@@ -71,6 +72,31 @@ fn lossy_payload(d: &mut Driver, i: u64) -> bytes::Bytes {
         .map(|i| u8::from_str_radix(&hex[i..i + 2], 16).unwrap())
         .collect::<Vec<u8>>()
         .into()
+}
+
+/// Dynamo's envelope around an FPM frame of worker "gap", as a publisher without an
+/// edge sends it (the crate's encoders, checked against Dynamo's codec elsewhere).
+fn enveloped(publisher_id: u64, sequence: u64) -> bytes::Bytes {
+    let m = fpm_exporter::wire::ForwardPassMetrics {
+        version: 1,
+        worker_id: "gap".into(),
+        counter_id: sequence,
+        wall_time: fpm_exporter::wire::Real(0.01),
+        ..Default::default()
+    };
+    let payload = fpm_exporter::wire::encode::encode_payload(&m);
+    let mut buf = Vec::new();
+    fpm_exporter::source::nats::envelope::encode(
+        &fpm_exporter::source::nats::envelope::Envelope {
+            publisher_id,
+            sequence,
+            published_at: 1,
+            topic: "forward-pass-metrics",
+            payload: &payload,
+        },
+        &mut buf,
+    );
+    buf.into()
 }
 
 /// (alertname, job, engine, node, dp_rank) of every pending or firing alert.
@@ -233,6 +259,14 @@ async fn two_edges_and_a_central_on_one_prometheus_count_every_rank_once() {
         tokio::time::sleep_until(tick_end).await;
     }
     dynamo.join().unwrap();
+    // Three messages lost on the NATS path: a publisher's envelope sequence jumps from
+    // 1 to 5 (the central counts the gap; FpmNatsLoss fires from the central).
+    let c = nats.client().await;
+    let subject = "namespace.dynamo.component.backend.endpoint.generate.forward-pass-metrics";
+    for sequence in [0u64, 1, 5] {
+        c.publish(subject, enveloped(77, sequence)).await.unwrap();
+    }
+    c.flush().await.unwrap();
     eprintln!("traffic done after {:?}", t0.elapsed());
 
     // The alerts fire for relayed ranks, from their edge, and for Dynamo's ranks, from
@@ -241,6 +275,7 @@ async fn two_edges_and_a_central_on_one_prometheus_count_every_rank_once() {
         key("FpmPublisherCrashLoop", EDGE_JOB, "sglang", "a", "1"),
         key("FpmPublisherCrashLoop", CENTRAL_JOB, DYNAMO_ENGINE, "", "0"),
         key("FpmFrameLoss", EDGE_JOB, "sglang", "b", "3"),
+        key("FpmNatsLoss", CENTRAL_JOB, "", "", ""),
     ];
     let deadline = Instant::now() + Duration::from_secs(30);
     let active = loop {
@@ -258,7 +293,8 @@ async fn two_edges_and_a_central_on_one_prometheus_count_every_rank_once() {
         tokio::time::sleep(Duration::from_millis(500)).await;
     };
     let mut seen = BTreeSet::new();
-    for a in &active {
+    // (FpmNatsLoss is per exporter instance: each edge that dropped frames may raise it.)
+    for a in active.iter().filter(|a| a.0 != "FpmNatsLoss") {
         assert!(seen.insert(a.clone()), "alert twice: {a:?} in {active:?}");
         if a.0 == "FpmPublisherCrashLoop" || a.0 == "FpmFrameLoss" {
             // Never the central for a relayed rank: the edge serves it.
@@ -283,7 +319,7 @@ async fn two_edges_and_a_central_on_one_prometheus_count_every_rank_once() {
         }
     }
 
-    // Every rank once: 4 relayed from the edges, Dynamo's 2 from the central.
+    // Every rank once: 4 relayed from the edges, Dynamo's 2 and "gap" from the central.
     let dup = api
         .query("count by (engine, node, worker_id, dp_rank) (fpm_up) > 1")
         .await;
@@ -294,7 +330,7 @@ async fn two_edges_and_a_central_on_one_prometheus_count_every_rank_once() {
     );
     assert_eq!(
         value(&api, &format!("count(fpm_up{{job=\"{CENTRAL_JOB}\"}})")).await,
-        2.0
+        3.0
     );
     let central_ranks: BTreeSet<String> = api
         .query(&format!("fpm_up{{job=\"{CENTRAL_JOB}\"}}"))
@@ -324,7 +360,7 @@ async fn two_edges_and_a_central_on_one_prometheus_count_every_rank_once() {
     .await;
     // The central still has the whole fleet for its JSON (planner, router, KV).
     let doc = central.ranks("").await;
-    assert_eq!(doc["ranks"].as_array().unwrap().len(), 6, "{doc}");
+    assert_eq!(doc["ranks"].as_array().unwrap().len(), 7, "{doc}");
 
     // Every dashboard panel returns data with the variables at their defaults ("All").
     let dash = dashboard();
