@@ -30,7 +30,7 @@ pub struct NatsArgs {
     #[arg(long, value_name = "NAME")]
     pub nats_kv_bucket: Option<String>,
     /// Who serves the Prometheus series of ranks an edge relayed: `edge` (the edges, scraped per node; this exporter leaves them out of /metrics) or `central` (this exporter too) [default: edge].
-    #[arg(long, value_name = "WHO", requires = "nats")]
+    #[arg(long, value_name = "WHO")]
     pub nats_relayed_series: Option<RelayedSeries>,
     /// File holding the NATS token.
     #[arg(long, value_name = "FILE")]
