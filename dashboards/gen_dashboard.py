@@ -6,8 +6,12 @@ hand (tests/dashboards.rs fails when the two disagree):
 
     python3 dashboards/gen_dashboard.py > dashboards/fpm-exporter.json
 
-Standard library only. Every query uses the template variables $job, $engine,
+Standard library only. Every query uses the template variables $job, $engine, $node,
 $worker_id, $dp_rank and $window, and the data source variable ${datasource}.
+
+$job is multi-valued: across a fleet the edges (one job, every node) serve the ranks
+they relay and the central exporter the ranks no edge relays, each rank once, so the
+panels read both jobs and sum an engine over its nodes without counting a rank twice.
 """
 
 import json
@@ -16,11 +20,11 @@ import sys
 DS = {"type": "prometheus", "uid": "${datasource}"}
 
 # Label selectors shared by the queries.
-R = 'job="$job", engine=~"$engine", worker_id=~"$worker_id", dp_rank=~"$dp_rank"'  # per rank
-E = 'job="$job", engine=~"$engine"'  # per engine
-EP = 'job="$job", engine=~"$engine", dp_rank=~"$dp_rank"'  # per endpoint (no worker_id)
-X = 'job="$job"'  # the exporter itself
-RANK = "{{engine}}/{{worker_id}}/{{dp_rank}}"
+R = 'job=~"$job", engine=~"$engine", node=~"$node", worker_id=~"$worker_id", dp_rank=~"$dp_rank"'  # per rank
+E = 'job=~"$job", engine=~"$engine", node=~"$node"'  # per engine (and node, on edges)
+EP = 'job=~"$job", engine=~"$engine", node=~"$node", dp_rank=~"$dp_rank"'  # per endpoint (no worker_id)
+X = 'job=~"$job"'  # the exporter itself
+RANK = "{{engine}}/{{node}}/{{worker_id}}/{{dp_rank}}"
 
 _ids = iter(range(1, 1000))
 
@@ -164,7 +168,7 @@ def panels():
            16, y, w=8, desc="Queued prefill plus queued decode requests, summed over the engine's ranks."),
     ]
     y += 8
-    p.append(ts("Firing and pending FPM alerts", [target('ALERTS{alertname=~"Fpm.*"}', "{{alertstate}} {{alertname}} {{engine}}/{{dp_rank}}")],
+    p.append(ts("Firing and pending FPM alerts", [target('ALERTS{alertname=~"Fpm.*"}', "{{alertstate}} {{alertname}} {{engine}}/{{node}}/{{dp_rank}}")],
                 0, y, w=24, h=5, desc="Alerts from fpm-rules.yml, as Prometheus evaluates them.", bars=True))
     y += 5
 
@@ -172,8 +176,8 @@ def panels():
     y += 1
     p += [
         ts("Iteration wall time per engine ($window window)", targets(
-            (f'fpm_engine_wall_time_window_seconds{{{E}, window="$window"}}', "{{engine}} p{{quantile}}")),
-           0, y, unit="s", desc="Quantiles over all the engine's ranks (quantile 1 is the max)."),
+            (f'fpm_engine_wall_time_window_seconds{{{E}, window="$window"}}', "{{engine}} {{node}} p{{quantile}}")),
+           0, y, unit="s", desc="Quantiles over the engine's ranks on each node (quantile 1 is the max): an exporter computes them over the ranks it sees."),
         ts("Iteration wall time per rank, p50 and p99 ($window window)", targets(
             (f'fpm_wall_time_window_seconds{{{R}, window="$window", quantile=~"0.5|0.99"}}', RANK + " p{{quantile}}")),
            12, y, unit="s"),
@@ -225,10 +229,10 @@ def panels():
     p += [
         ts("Work imbalance per engine ($window window)", targets(
             (f'engine:fpm_imbalance_ratio:max{{{E}, window="$window"}}', "{{engine}} (largest)"),
-            (f'fpm_engine_imbalance_ratio{{{E}, window="$window"}}', "{{engine}} {{measure}}")),
+            (f'fpm_engine_imbalance_ratio{{{E}, window="$window"}}', "{{engine}} {{node}} {{measure}}")),
            0, y, desc="Heaviest rank's mean work per iteration over the mean of the engine's live busy ranks: 1 = even, N = one of N ranks does it all. FpmEngineImbalanced fires above 1.5 for 10 minutes on the same rank. Definition: docs/metrics.md."),
         ts("Lock-step waiting share and heaviest rank ($window window)", targets(
-            (f'fpm_engine_lockstep_wait_ratio{{{E}, window="$window"}}', "waiting {{engine}} {{measure}}")),
+            (f'fpm_engine_lockstep_wait_ratio{{{E}, window="$window"}}', "waiting {{engine}} {{node}} {{measure}}")),
            12, y, unit="percentunit", desc="Estimated share of the ranks' time spent waiting on the heaviest rank if they step together (DP attention): 1 - mean/max of the work. The heaviest rank: the bar panels below, or fpm_engine_imbalance_heaviest_dp_rank."),
     ]
     y += 8
@@ -241,7 +245,7 @@ def panels():
            8, y, w=8, desc="Mean KV context of the decoding requests per iteration over the window."),
         ts("Straggler ratio per rank ($window window)", targets(
             (f'fpm_rank_straggler_ratio{{{R}, window="$window"}}', RANK),
-            (f'fpm_engine_imbalance_heaviest_dp_rank{{{E}, window="$window", measure="prefill_tokens"}}', "heaviest prefill rank {{engine}}")),
+            (f'fpm_engine_imbalance_heaviest_dp_rank{{{E}, window="$window", measure="prefill_tokens"}}', "heaviest prefill rank {{engine}} {{node}}")),
            16, y, w=8, desc="Wall time per scheduled token over the median of the engine's other ranks: 2 = twice as slow for the same work. FpmRankStraggler fires above 1.5 for 10 minutes when the rank's iterations are also longer than its engine's. Also the dp_rank of each engine's heaviest prefill rank."),
     ]
     y += 8
@@ -260,15 +264,20 @@ def panels():
     y += 8
     p += [
         ts("Decode errors/s by reason", targets(
-            (f"sum by (engine, dp_rank, reason) (rate(fpm_decode_errors_total{{{EP}}}[$__rate_interval]))",
-             "{{engine}}/{{dp_rank}} {{reason}}")),
+            (f"sum by (engine, node, dp_rank, reason) (rate(fpm_decode_errors_total{{{EP}}}[$__rate_interval]))",
+             "{{engine}}/{{node}}/{{dp_rank}} {{reason}}")),
            0, y, w=8, desc="Messages skipped as invalid FPM frames, per endpoint and reason."),
-        ts("Endpoint connected", targets((f"fpm_endpoint_connected{{{EP}}}", "{{engine}}/{{dp_rank}} {{endpoint}}")),
+        ts("Endpoint connected", targets((f"fpm_endpoint_connected{{{EP}}}", "{{engine}}/{{node}}/{{dp_rank}} {{endpoint}}")),
            8, y, w=8, desc="1 while the SUB socket is connected to the rank's publisher."),
         ts("Scrape target up", targets((f"up{{{X}}}", "{{instance}}")), 16, y, w=8,
            desc="Prometheus' own view of the exporter targets."),
     ]
     y += 8
+    p.append(ts("NATS path: frames lost/s", targets(
+        (f"sum by (instance) (rate(fpm_nats_relay_dropped_frames_total{{{X}}}[$__rate_interval]))", "relay dropped {{instance}}"),
+        (f"rate(fpm_nats_missed_messages_total{{{X}}}[$__rate_interval])", "gaps at central {{instance}}")),
+        0, y, w=24, h=6, desc="Across a fleet: frames an edge did not relay (by any reason) and gaps the central exporter found in the relayed or Dynamo-published sequences. FpmNatsLoss fires on either. A rank's own loss counters (above) are its edge's, for the ZMQ hop."))
+    y += 6
     p += [
         ts("Exporter CPU (cores)", targets((f"rate(process_cpu_seconds_total{{{X}}}[$__rate_interval])", "{{instance}}")),
            0, y, w=8),
@@ -306,11 +315,12 @@ def dashboard():
         "templating": {"list": [
             {"name": "datasource", "label": "Data source", "type": "datasource", "query": "prometheus",
              "current": {}, "hide": 0, "refresh": 1, "regex": "", "options": []},
-            var("job", "Job", "label_values(fpm_exporter_build_info, job)", multi=False, include_all=False),
-            var("engine", "Engine", 'label_values(fpm_engine_ranks{job="$job"}, engine)'),
-            var("worker_id", "Worker", 'label_values(fpm_up{job="$job", engine=~"$engine"}, worker_id)'),
-            var("dp_rank", "DP rank", 'label_values(fpm_up{job="$job", engine=~"$engine", worker_id=~"$worker_id"}, dp_rank)'),
-            var("window", "Window", 'label_values(fpm_window_iterations{job="$job"}, window)', multi=False, include_all=False),
+            var("job", "Job", "label_values(fpm_exporter_build_info, job)"),
+            var("engine", "Engine", 'label_values(fpm_engine_ranks{job=~"$job"}, engine)'),
+            var("node", "Node", 'label_values(fpm_up{job=~"$job", engine=~"$engine"}, node)'),
+            var("worker_id", "Worker", 'label_values(fpm_up{job=~"$job", engine=~"$engine", node=~"$node"}, worker_id)'),
+            var("dp_rank", "DP rank", 'label_values(fpm_up{job=~"$job", engine=~"$engine", node=~"$node", worker_id=~"$worker_id"}, dp_rank)'),
+            var("window", "Window", 'label_values(fpm_window_iterations{job=~"$job"}, window)', multi=False, include_all=False),
         ]},
         "panels": panels(),
     }

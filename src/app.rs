@@ -72,6 +72,10 @@ pub async fn start(settings: Settings) -> std::io::Result<Running> {
     let mut nats_stats = None;
     if let Some(nats) = &settings.nats {
         let stats = Arc::new(crate::source::nats::NatsStats::default());
+        stats.hide_relayed.store(
+            nats.relayed_series == crate::source::nats::config::RelayedSeries::Edge,
+            std::sync::atomic::Ordering::Relaxed,
+        );
         nats_stats = Some(stats.clone());
         let relay = crate::sink::nats::Publisher::new(&registry, nats);
         let own_ids = Arc::new(relay.ids.iter().copied().collect());

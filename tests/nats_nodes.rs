@@ -41,6 +41,9 @@ fn edge(config: &std::path::Path, cwd: &std::path::Path, node: Option<&str>) -> 
 async fn two_edges_with_one_config_are_two_sets_of_ranks() {
     let nats = NatsServer::start();
     let central = Exporter::start(&["--nats", &nats.url()]).await;
+    // The old topology: every relayed rank's series at the central too.
+    let central_all =
+        Exporter::start(&["--nats", &nats.url(), "--nats-relayed-series", "central"]).await;
     let dir = tempfile::tempdir().unwrap();
     let config = dir.path().join("engines.toml");
     // deploy/edge.yaml's shape: one file for every node.
@@ -115,13 +118,20 @@ async fn two_edges_with_one_config_are_two_sets_of_ranks() {
             assert_eq!(r["counters"]["missed_frames"], 0, "{node} rank {dp}");
             assert_eq!(r["counters"]["publisher_restarts"], 0, "{node} rank {dp}");
         }
-        let m = central.metrics().await;
         let dp0 = [("node", node), ("dp_rank", "0")];
-        assert_eq!(
-            sample(&m, "fpm_iterations_total", &dp0),
-            Some(count as f64),
-            "{node}: its own frames only"
-        );
+        // At the default, relayed ranks' series are their edges' to serve (below).
+        let m = central.metrics().await;
+        assert_eq!(sample(&m, "fpm_iterations_total", &dp0), None, "{node}");
+        assert_eq!(sample(&m, "fpm_engine_ranks", &[("node", node)]), None);
+        wait_for(
+            "the old topology's series",
+            Duration::from_secs(15),
+            || async {
+                let m = central_all.metrics().await;
+                (sample(&m, "fpm_iterations_total", &dp0) == Some(count as f64)).then_some(())
+            },
+        )
+        .await;
     }
     // The edges label their own series with their node too.
     for (e, (node, _, count)) in edges.iter().zip(nodes) {
@@ -174,6 +184,7 @@ async fn two_edges_with_one_config_are_two_sets_of_ranks() {
         }
     }
     central.stop().await;
+    central_all.stop().await;
 }
 
 #[tokio::test]

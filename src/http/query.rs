@@ -77,6 +77,7 @@ pub fn rank_filter(
         engine,
         worker_id,
         dp_rank,
+        ..RankFilter::default()
     })
 }
 

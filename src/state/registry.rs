@@ -279,14 +279,23 @@ pub struct RankFilter {
     pub worker_id: Option<String>,
     /// Only this dp_rank.
     pub dp_rank: Option<u64>,
+    /// Not the engines marked here, by index (`/metrics` leaving out what edges serve).
+    pub skip_engines: Vec<bool>,
 }
 
 impl RankFilter {
+    /// Whether engine `engine` is left out whole.
+    pub fn skips(&self, engine: usize) -> bool {
+        self.skip_engines.get(engine).copied().unwrap_or(false)
+    }
+
     /// Whether the rank `key` passes.
     pub fn matches(&self, registry: &Registry, key: &RankKey) -> bool {
-        self.engine
-            .as_deref()
-            .is_none_or(|e| registry.engines[key.engine].name == e)
+        !self.skips(key.engine)
+            && self
+                .engine
+                .as_deref()
+                .is_none_or(|e| registry.engines[key.engine].name == e)
             && self
                 .worker_id
                 .as_deref()

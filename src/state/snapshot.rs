@@ -108,7 +108,7 @@ impl Registry {
         }
         engines.retain(|e| {
             let name = &self.engines[e.engine].name;
-            filter.engine.as_deref().is_none_or(|n| name == n)
+            filter.engine.as_deref().is_none_or(|n| name == n) && !filter.skips(e.engine)
         });
         Snapshot {
             at_unix_ns: now.unix_ns,

@@ -87,7 +87,7 @@ pub fn check_variables(d: &Value) {
     assert_eq!(ds["type"], "datasource");
     assert_eq!(ds["query"], "prometheus");
     let names: Vec<&str> = vars.iter().map(|v| v["name"].as_str().unwrap()).collect();
-    for want in ["job", "engine", "worker_id", "dp_rank", "window"] {
+    for want in ["job", "engine", "node", "worker_id", "dp_rank", "window"] {
         assert!(names.contains(&want), "variable {want} missing: {names:?}");
     }
     for v in vars.iter().filter(|v| v["type"] == "query") {

@@ -18,6 +18,7 @@ import subprocess
 import sys
 
 import kubernetes_validate
+import re
 import yaml
 
 ROOT = pathlib.Path(__file__).resolve().parents[2]
@@ -87,6 +88,9 @@ for sm in kinds["ServiceMonitor"]:
         if ep.get("path", "/metrics") != "/metrics":
             fail("ServiceMonitor path")
 
+# Families of a relayed rank the dashboard and alerts read from the edges.
+PER_RANK = ["fpm_up", "fpm_iterations_total", "fpm_missed_frames_total",
+            "fpm_publisher_restarts_total", "fpm_engine_ranks", "fpm_window_mean"]
 for pm in kinds["PodMonitor"]:
     spec = pm["spec"]
     sel = spec["selector"]["matchLabels"]
@@ -100,6 +104,18 @@ for pm in kinds["PodMonitor"]:
         for r in ep.get("metricRelabelings", []):
             if r.get("action") not in ("keep", "drop", "replace", "labeldrop", "labelkeep"):
                 fail("PodMonitor relabel action %r" % r.get("action"))
+        # The edges serve their ranks' series (the central leaves relayed ranks out at
+        # its default): a filter dropping them would blank the dashboards and alerts.
+        for name in PER_RANK:
+            for r in ep.get("metricRelabelings", []):
+                if r.get("sourceLabels") != ["__name__"] or r.get("action") not in ("keep", "drop"):
+                    continue
+                hit = re.fullmatch(r.get("regex", "(.*)"), name) is not None
+                if hit == (r["action"] == "drop"):
+                    fail("PodMonitor %s drops the edges' %s" % (pm["metadata"]["name"], name))
+        jobs = [r.get("replacement") for r in ep.get("relabelings", []) if r.get("targetLabel") == "job"]
+        if jobs != ["fpm-exporter-edge"]:
+            fail("PodMonitor must name its job fpm-exporter-edge (the alerts' job), got %r" % jobs)
 
 (rule,) = kinds["PrometheusRule"]
 want = yaml.safe_load((ROOT / "dashboards/fpm-rules.yml").read_text())["groups"]
@@ -112,6 +128,12 @@ for g in rule["spec"]["groups"]:
 # targets of a Service of that name.
 if not any(s["metadata"]["name"] == "fpm-exporter" for s in services):
     fail("no Service named fpm-exporter (the alerts' job label)")
+# The central must not serve the relayed ranks the edges serve (each rank once).
+for d in kinds["Deployment"]:
+    for c in d["spec"]["template"]["spec"]["containers"]:
+        if any(a.startswith("--nats=") for a in c.get("args", [])) and \
+                any(a.replace(" ", "=") == "--nats-relayed-series=central" for a in c.get("args", [])):
+            fail("the central serves relayed ranks too while the edges are scraped: double counting")
 
 dash = [c for c in kinds["ConfigMap"] if c["metadata"].get("labels", {}).get("grafana_dashboard") == "1"]
 if len(dash) != 1 or dash[0]["data"]["fpm-exporter.json"] != (ROOT / "dashboards/fpm-exporter.json").read_text():

@@ -117,7 +117,12 @@ fn render_into(registry: &Registry, w: &mut Writer, start_unix_secs: f64, extras
         load_snapshots,
         ..
     } = extras;
-    let snap = registry.snapshot(&RankFilter::default());
+    // Relayed engines' series are the edges' to serve (`--nats-relayed-series edge`).
+    let filter = RankFilter {
+        skip_engines: nats.map(|n| n.hidden_engines()).unwrap_or_default(),
+        ..RankFilter::default()
+    };
+    let snap = registry.snapshot(&filter);
     let engine_labels: Vec<String> = registry
         .engines
         .iter()

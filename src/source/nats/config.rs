@@ -29,6 +29,9 @@ pub struct NatsArgs {
     /// JetStream key-value bucket of the per-rank loads ("" for none) [default: fpm-loads].
     #[arg(long, value_name = "NAME")]
     pub nats_kv_bucket: Option<String>,
+    /// Who serves the Prometheus series of ranks an edge relayed: `edge` (the edges, scraped per node; this exporter leaves them out of /metrics) or `central` (this exporter too) [default: edge].
+    #[arg(long, value_name = "WHO")]
+    pub nats_relayed_series: Option<RelayedSeries>,
     /// File holding the NATS token.
     #[arg(long, value_name = "FILE")]
     pub nats_token_file: Option<PathBuf>,
@@ -72,6 +75,7 @@ pub struct NatsFile {
     publish_component: Option<String>,
     publish_endpoint: Option<String>,
     kv_bucket: Option<String>,
+    relayed_series: Option<RelayedSeries>,
     token_file: Option<PathBuf>,
     user: Option<String>,
     password_file: Option<PathBuf>,
@@ -121,11 +125,29 @@ pub struct NatsSettings {
     /// This node's identity, carried by everything it relays: two edges with one
     /// configuration must never merge their ranks.
     pub node: String,
+    /// Who serves the Prometheus series of relayed ranks.
+    pub relayed_series: RelayedSeries,
     /// Auth and TLS, shared by both connections.
     pub auth: NatsAuth,
     /// Oldest frame the ingest takes and the relay sends (`None`: the rank staleness
     /// threshold, `--stale-after`; zero: no bound).
     pub max_frame_age: Option<Duration>,
+}
+
+/// Which exporter's `/metrics` carries the per-rank and engine-level series of the ranks
+/// an fpm-exporter edge relayed (their messages name a node in [`super::NODE_HEADER`]).
+/// Ranks that publish to NATS themselves (Dynamo's `FpmDirectPublisher`) have no edge,
+/// so the ingesting exporter serves their series either way.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, clap::ValueEnum, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum RelayedSeries {
+    /// The edges, scraped per node; the central leaves relayed engines out of `/metrics`
+    /// (they stay in its JSON feeds), so no rank is counted twice.
+    #[default]
+    Edge,
+    /// The central as well (every rank of the fleet in one target): scrape the edges
+    /// for their own health series only.
+    Central,
 }
 
 /// Dynamo's own defaults for an endpoint's scope.
@@ -276,6 +298,10 @@ impl NatsSettings {
             publish_scopes,
             kv_bucket,
             node,
+            relayed_series: args
+                .nats_relayed_series
+                .or(f.relayed_series)
+                .unwrap_or_default(),
             auth,
             max_frame_age,
         }))
@@ -360,60 +386,5 @@ impl NatsAuth {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn empty_names_are_refused_at_start() {
-        let ingest = |ns: &str| NatsArgs {
-            nats: Some("nats://127.0.0.1:4222".into()),
-            nats_namespace: Some(ns.into()),
-            ..Default::default()
-        };
-        assert!(NatsSettings::resolve(&ingest(""), None, &[]).is_err());
-        assert!(NatsSettings::resolve(&ingest("prod"), None, &[]).is_ok());
-        let relay = NatsArgs {
-            nats_publish: Some("nats://127.0.0.1:4222".into()),
-            node: Some("n1".into()),
-            ..Default::default()
-        };
-        let scope: EngineScopeFile = toml::from_str("component = \"\"").unwrap();
-        let err = NatsSettings::resolve(&relay, None, &[Some(scope)]).unwrap_err();
-        assert!(err.contains("component"), "{err}");
-        let blank = NatsArgs {
-            node: Some(" ".into()),
-            ..relay.clone()
-        };
-        assert!(NatsSettings::resolve(&blank, None, &[None]).is_err());
-    }
-
-    #[test]
-    fn the_frame_age_bound_defaults_to_stale_after_and_zero_lifts_it() {
-        let args = NatsArgs {
-            nats: Some("nats://127.0.0.1:4222".into()),
-            ..Default::default()
-        };
-        let file = |age: &str| -> NatsFile {
-            toml::from_str(&format!("max_frame_age = {age:?}")).unwrap()
-        };
-        let stale = Duration::from_secs(3);
-        let bound = |f: Option<&NatsFile>, a: &NatsArgs| {
-            NatsSettings::resolve(a, f, &[]).map(|s| s.unwrap().frame_age_bound(stale))
-        };
-        assert_eq!(bound(None, &args), Ok(Some(stale)));
-        assert_eq!(
-            bound(Some(&file("10s")), &args),
-            Ok(Some(Duration::from_secs(10)))
-        );
-        assert_eq!(bound(Some(&file("0s")), &args), Ok(None));
-        let flag = NatsArgs {
-            nats_max_frame_age: Some(Duration::from_millis(500)),
-            ..args.clone()
-        };
-        assert_eq!(
-            bound(Some(&file("10s")), &flag),
-            Ok(Some(Duration::from_millis(500)))
-        );
-        assert!(bound(Some(&file("soon")), &args).is_err());
-    }
-}
+#[path = "config_tests.rs"]
+mod tests;

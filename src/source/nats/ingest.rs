@@ -123,6 +123,9 @@ impl Ingest {
                 i
             }
         };
+        if node.is_some() {
+            self.stats.mark_relayed(engine);
+        }
         // Spellings of one scope are unbounded (any byte may be %-escaped): the cache is
         // dropped when full rather than grown, and refilled from the engine table.
         if self.scopes.len() >= MAX_CACHED_SUBJECTS {

@@ -154,12 +154,39 @@ pub struct NatsStats {
     pub kv_errors: AtomicU64,
     /// Load updates not written because the KV writer fell behind ingestion.
     pub kv_dropped_lagged: AtomicU64,
+    /// Engines (by index) whose messages an edge relayed (they name a node).
+    pub relayed_engines: std::sync::RwLock<Vec<bool>>,
+    /// Leave the relayed engines out of `/metrics` ([`config::RelayedSeries::Edge`]).
+    pub hide_relayed: AtomicBool,
 }
 
 impl NatsStats {
     /// Counts a refused message.
     pub fn reject(&self, r: Reject) {
         self.rejected[r as usize].fetch_add(1, Relaxed);
+    }
+
+    /// Notes that engine `engine` carries ranks an edge relayed.
+    pub fn mark_relayed(&self, engine: usize) {
+        let mut v = self
+            .relayed_engines
+            .write()
+            .unwrap_or_else(|e| e.into_inner());
+        if v.len() <= engine {
+            v.resize(engine + 1, false);
+        }
+        v[engine] = true;
+    }
+
+    /// The engines `/metrics` leaves out, by index (empty: none).
+    pub fn hidden_engines(&self) -> Vec<bool> {
+        if !self.hide_relayed.load(Relaxed) {
+            return Vec::new();
+        }
+        self.relayed_engines
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
     }
 }
 

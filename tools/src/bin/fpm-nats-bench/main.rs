@@ -3,15 +3,26 @@
 //! next to direct ZMQ ingest (load generator -> exporter) in the same run, the
 //! ingesting exporter's CPU per frame for both, at several rank counts, and from those
 //! measurements what one central exporter needs for `--target-ranks` x `--target-rate`.
+//! On the NATS path two central exporters ingest side by side: one serving every rank
+//! (`--nats-relayed-series central`, the old default, which the throughput figures
+//! are of) and one at the default (`edge`: relayed ranks are the edges' to serve), and
+//! their `/metrics` scrapes (bytes, series, time) are reported next to each other.
 //! Needs `nats-server` on PATH (Debian's package). Every phase is bounded in time.
 //!
 //! The exporters are child processes (this binary re-executed as `fpm-nats-bench serve
 //! <fpm-exporter flags>`, which calls `fpm_exporter::app::start` like `fpm-exporter`
 //! does), so their CPU time is read cleanly from /proc and the tool needs no other
 //! binary; the load generator runs in this process.
+//!
+//! `--fleet NODESxRANKS` (e.g. `1250x8`) measures the central's `/metrics` over that many
+//! relayed ranks at both `--nats-relayed-series` settings ([`fleet`]).
+
+mod fleet;
+mod paths;
+
+use paths::{run, Scrape};
 
 use clap::Parser;
-use fpm_exporter::publisher::loadgen::{self, LoadConfig, Phase};
 use std::path::PathBuf;
 use std::process::{Child, Command, ExitCode, Stdio};
 use std::time::{Duration, Instant};
@@ -26,6 +37,12 @@ struct Args {
     /// Rank counts to measure (the scaling runs).
     #[arg(long, value_delimiter = ',', default_value = "64,256,1024")]
     ranks: Vec<u64>,
+    /// Paths to measure: `zmq` (direct), `nats` (edge -> NATS -> central).
+    #[arg(long, value_delimiter = ',', default_value = "zmq,nats")]
+    paths: Vec<String>,
+    /// Also measure the central's scrape over NODESxRANKS relayed ranks (e.g. 1250x8).
+    #[arg(long, value_name = "NODESxRANKS")]
+    fleet: Option<String>,
     /// Frames per second per rank offered by the generator.
     #[arg(long, default_value_t = 50.0)]
     rate: f64,
@@ -110,7 +127,8 @@ fn get_blocking(url: &str) -> Option<String> {
 }
 
 async fn metrics(url: &str) -> (String, Duration) {
-    for _ in 0..100 {
+    // Up to a minute: an exporter of 10,000 ranks is a while starting.
+    for _ in 0..600 {
         let u = url.to_owned();
         let t = Instant::now();
         let got = tokio::task::spawn_blocking(move || get_blocking(&u))
@@ -139,115 +157,6 @@ fn series_count(body: &str, name: &str) -> usize {
     body.lines()
         .filter(|l| l.starts_with(&format!("{name}{{")))
         .count()
-}
-
-struct Run {
-    path: &'static str,
-    ranks: u64,
-    offered: f64,
-    delivered: f64,
-    cpu_us_per_frame: f64,
-    scrape: Duration,
-    /// Where the NATS path lost frames: relay drops at the edge, gaps at the centre.
-    lost: Option<(f64, f64)>,
-}
-
-/// One run: generator -> `ingest` exporter, directly or through `edge`.
-async fn run(
-    path: &'static str,
-    ranks: u64,
-    args: &Args,
-    nats_url: &str,
-    dir: &std::path::Path,
-) -> Run {
-    let endpoint = format!("ipc://{}/{path}-{ranks}", dir.display());
-    let zmq = [
-        format!("--endpoint={endpoint}"),
-        format!("--ranks={ranks}"),
-        "--engine=bench".into(),
-    ];
-    let (ingest, edge, counter) = if path == "zmq" {
-        (exporter(&zmq), None, "fpm_frames_total")
-    } else {
-        let central = exporter(&[format!("--nats={nats_url}")]);
-        let mut edge_args = zmq.to_vec();
-        edge_args.extend([
-            format!("--nats-publish={nats_url}"),
-            "--nats-kv-bucket=".into(),
-        ]);
-        (
-            central,
-            Some(exporter(&edge_args)),
-            "fpm_nats_ingested_frames_total",
-        )
-    };
-    let (tx, rx) = tokio::sync::watch::channel(Phase::Warmup);
-    let gen = tokio::spawn(loadgen::run(
-        LoadConfig {
-            endpoint,
-            ranks,
-            worker_id: format!("bench-{path}"),
-            rate: Some(args.rate * ranks as f64),
-            duration: args.duration,
-            seed: 1,
-        },
-        rx,
-        None,
-    ));
-    // Warm up until the ingesting exporter sees every rank.
-    let deadline = Instant::now() + Duration::from_secs(30);
-    loop {
-        let (m, _) = metrics(&ingest.url).await;
-        if series_count(&m, "fpm_up") as u64 >= ranks || Instant::now() > deadline {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
-    tx.send(Phase::Quiet).unwrap();
-    tokio::time::sleep(Duration::from_millis(500)).await;
-    let before_m = metrics(&ingest.url).await.0;
-    let before = total(&before_m, counter);
-    let lost_before = match &edge {
-        Some(e) => (
-            total(
-                &metrics(&e.url).await.0,
-                "fpm_nats_relay_dropped_frames_total",
-            ),
-            total(&before_m, "fpm_nats_missed_messages_total"),
-        ),
-        None => (0.0, 0.0),
-    };
-    let cpu0 = cpu_seconds(ingest.child.id());
-    tx.send(Phase::Load).unwrap();
-    tokio::time::sleep(args.duration).await;
-    tx.send(Phase::Hold).unwrap();
-    tokio::time::sleep(Duration::from_millis(500)).await;
-    let cpu = cpu_seconds(ingest.child.id()) - cpu0;
-    let (m, scrape) = metrics(&ingest.url).await;
-    let delivered = total(&m, counter) - before;
-    let lost = match &edge {
-        Some(e) => {
-            let em = metrics(&e.url).await.0;
-            Some((
-                total(&em, "fpm_nats_relay_dropped_frames_total") - lost_before.0,
-                total(&m, "fpm_nats_missed_messages_total") - lost_before.1,
-            ))
-        }
-        None => None,
-    };
-    tx.send(Phase::Stop).unwrap();
-    let report = gen.await.unwrap().unwrap();
-    Run {
-        path,
-        ranks,
-        offered: report.load_sent() as f64 / args.duration.as_secs_f64(),
-        delivered: delivered / args.duration.as_secs_f64(),
-        // CPU over the load and the hold (the generator sends nothing else then); the
-        // scrape is taken after the CPU reading.
-        cpu_us_per_frame: cpu / delivered.max(1.0) * 1e6,
-        scrape,
-        lost,
-    }
 }
 
 /// `fpm-nats-bench serve <fpm-exporter flags>`: the exporter alone, until stdin closes
@@ -314,22 +223,73 @@ fn main() -> ExitCode {
         let mut runs = Vec::new();
         for &r in &args.ranks {
             for path in ["zmq", "nats"] {
+                if !args.paths.iter().any(|p| p == path) {
+                    continue;
+                }
                 let one = run(path, r, &args, &nats_url, &dir).await;
                 eprintln!("done: {path} {r} ranks");
                 runs.push(one);
             }
         }
+        let fleet_run = match &args.fleet {
+            Some(spec) => {
+                let (n, r) = spec
+                    .split_once('x')
+                    .and_then(|(n, r)| Some((n.parse().ok()?, r.parse().ok()?)))
+                    .expect("--fleet NODESxRANKS, e.g. 1250x8");
+                let one = fleet::run(n, r, args.rate, args.duration, &nats_url).await;
+                eprintln!("done: fleet {n}x{r}");
+                Some(one)
+            }
+            None => None,
+        };
         let _ = nats.kill();
         let _ = nats.wait();
         let _ = std::fs::remove_dir_all(&dir);
-        println!("| path | ranks | offered frames/s | ingested frames/s | ingesting exporter CPU µs/frame | /metrics scrape | NATS path frames lost over the run (edge relay drops / gaps at centre) |");
-        println!("|---|---|---|---|---|---|---|");
-        for r in &runs {
-            let label = if r.path == "zmq" { "ZMQ direct" } else { "edge -> NATS -> central" };
-            let lost = r.lost.map_or("-".to_owned(), |(d, g)| format!("{d:.0} / {g:.0}"));
+        let show = |s: &Scrape| {
+            let size = if s.bytes >= 1_000_000 {
+                format!("{:.1} MB", s.bytes as f64 / 1e6)
+            } else {
+                format!("{:.1} kB", s.bytes as f64 / 1e3)
+            };
+            format!(
+                "{size}, {} series, {:.0} ms",
+                s.series,
+                s.time.as_secs_f64() * 1e3
+            )
+        };
+        if !runs.is_empty() {
+            println!("| path | ranks | offered frames/s | ingested frames/s | ingesting exporter CPU µs/frame | /metrics scrape | NATS path frames lost over the run (edge relay drops / gaps at centre) |");
+            println!("|---|---|---|---|---|---|---|");
+            for r in &runs {
+                let label = if r.path == "zmq" { "ZMQ direct" } else { "edge -> NATS -> central" };
+                let lost = r.lost.map_or("-".to_owned(), |(d, g)| format!("{d:.0} / {g:.0}"));
+                println!(
+                    "| {label} | {} | {:.0} | {:.0} | {:.2} | {:.0} ms | {lost} |",
+                    r.ranks, r.offered, r.delivered, r.cpu_us_per_frame, r.scrape.as_secs_f64() * 1e3
+                );
+            }
+            println!();
+            println!("| ranks (all relayed by an edge) | central /metrics, every rank (`--nats-relayed-series central`) | central /metrics at the default (`edge`) |");
+            println!("|---|---|---|");
+            for r in runs.iter().filter(|r| r.scrapes.len() == 2) {
+                println!("| {} | {} | {} |", r.ranks, show(&r.scrapes[0]), show(&r.scrapes[1]));
+            }
+        }
+        if let Some(f) = &fleet_run {
+            println!();
+            println!("| relayed ranks (nodes x ranks), frames published | central /metrics, every rank (`--nats-relayed-series central`) | central /metrics at the default (`edge`) |");
+            println!("|---|---|---|");
             println!(
-                "| {label} | {} | {:.0} | {:.0} | {:.2} | {:.0} ms | {lost} |",
-                r.ranks, r.offered, r.delivered, r.cpu_us_per_frame, r.scrape.as_secs_f64() * 1e3
+                "| {} ({} x {}), {} | {} ({:.0} ranks tracked) | {} ({:.0} ranks tracked) |",
+                f.nodes * f.per_node,
+                f.nodes,
+                f.per_node,
+                f.offered,
+                show(&f.scrapes[0]),
+                f.tracked[0],
+                show(&f.scrapes[1]),
+                f.tracked[1]
             );
         }
         // Sizing from the largest NATS run: CPU per frame there, and the scrape cost
