@@ -81,6 +81,12 @@ impl Settings {
         scopes.resize(e.engines.len(), None);
         let nats =
             NatsSettings::resolve(&args.nats, file.nats.as_ref(), &scopes).map_err(ConfigError)?;
+        if nats.as_ref().is_some_and(|n| n.ingest_url.is_some()) {
+            // Each node relaying an engine is an engine of its own at the central, and
+            // each has at least one rank: a table smaller than the rank bound would
+            // refuse whole nodes of a fleet the rank bound admits.
+            state.dynamic_engines = state.dynamic_engines.max(state.max_ranks);
+        }
         let mut engines = e.engines;
         if let Some(node) = nats
             .as_ref()

@@ -187,3 +187,22 @@ fn receive_delay_defaults_to_500ms_takes_zero_and_refuses_beyond_a_second() {
         "{e}"
     );
 }
+
+#[test]
+fn a_central_has_room_for_one_engine_per_node_up_to_the_rank_bound() {
+    // 1,250 nodes x 8 ranks: every node is an engine of its own at the central.
+    let central = Settings::from_cli(&args(&[
+        "--nats",
+        "nats://127.0.0.1:4222",
+        "--max-ranks",
+        "16384",
+    ]))
+    .unwrap();
+    assert_eq!(central.state.dynamic_engines, 16_384);
+    let edge = Settings::from_cli(&args(&["--demo", "--max-ranks", "16384"])).unwrap();
+    assert_eq!(
+        edge.state.dynamic_engines,
+        crate::state::StateConfig::default().dynamic_engines,
+        "no NATS ingest, no engines discovered at run time beyond the default room"
+    );
+}

@@ -21,6 +21,8 @@ pub struct StateConfig {
     pub stream_buffer: usize,
     /// Which per-rank families `/metrics` writes, per engine (`--rank-detail`).
     pub rank_detail: super::detail::RankDetails,
+    /// Room for engines a source discovers at run time (NATS scopes, one per node).
+    pub dynamic_engines: usize,
 }
 
 impl Default for StateConfig {
@@ -33,6 +35,7 @@ impl Default for StateConfig {
             max_label_bytes: labels::DEFAULT_MAX_LABEL_BYTES,
             stream_buffer: 16_384,
             rank_detail: Default::default(),
+            dynamic_engines: super::engines::DYNAMIC_ENGINES,
         }
     }
 }

@@ -10,7 +10,8 @@ use parking_lot::Mutex;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::OnceLock;
 
-/// Engines a source may add at run time beyond the configured ones.
+/// Engines a source may add at run time beyond the configured ones, unless the
+/// configuration asks for more ([`super::StateConfig::dynamic_engines`]).
 pub const DYNAMIC_ENGINES: usize = 1024;
 
 /// Append-only table of engines, indexed by [`super::rank::RankKey::engine`].
@@ -23,9 +24,14 @@ pub struct Engines {
 impl Engines {
     /// The configured engines, with room for [`DYNAMIC_ENGINES`] more.
     pub fn new(configured: Vec<EngineInfo>) -> Self {
+        Self::with_room(configured, DYNAMIC_ENGINES)
+    }
+
+    /// The configured engines, with room for `dynamic` more.
+    pub fn with_room(configured: Vec<EngineInfo>, dynamic: usize) -> Self {
         let n = configured.len();
         let slots: Box<[OnceLock<EngineInfo>]> =
-            (0..n + DYNAMIC_ENGINES).map(|_| OnceLock::new()).collect();
+            (0..n + dynamic).map(|_| OnceLock::new()).collect();
         for (slot, info) in slots.iter().zip(configured) {
             let _ = slot.set(info);
         }

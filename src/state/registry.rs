@@ -65,7 +65,7 @@ impl Registry {
         wall_clock: WallClock,
     ) -> Arc<Self> {
         let (events, _) = broadcast::channel(config.stream_buffer.max(16));
-        let engines = engines::Engines::new(engines);
+        let engines = engines::Engines::with_room(engines, config.dynamic_engines);
         Arc::new(Registry {
             expired: (0..engines.capacity()).map(|_| AtomicU64::new(0)).collect(),
             retired: (0..engines.capacity())
