@@ -90,7 +90,7 @@ fn enveloped(publisher_id: u64, sequence: u64) -> bytes::Bytes {
         &fpm_exporter::source::nats::envelope::Envelope {
             publisher_id,
             sequence,
-            published_at: 1,
+            published_at: common::now_ms(),
             topic: "forward-pass-metrics",
             payload: &payload,
         },
