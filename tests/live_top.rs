@@ -8,7 +8,7 @@
 mod live_support;
 
 use live_support::tmux::Tmux;
-use live_support::{artifacts, wait_for, Exporter};
+use live_support::{artifacts, exporter_of, wait_for, Demo, Exporter};
 use std::time::Duration;
 
 /// One rank line of the screen.
@@ -189,5 +189,39 @@ fn top_redraws_cleanly_on_resize_and_reconnects_after_an_exporter_restart() {
     wait_for("data again", Duration::from_secs(15), || {
         ranks(&t.capture(), 4)
     });
+    quit_cleanly(&t);
+}
+
+#[test]
+fn top_shows_the_ranks_of_an_engine_that_stops_stale_then_down() {
+    let mut demo = Demo::start(2);
+    let exporter = exporter_of(&demo);
+    let t = top(&exporter);
+    wait_for("two moving ranks", Duration::from_secs(20), || {
+        ranks(&t.capture(), 2)
+    });
+    demo.kill();
+    let stale = |r: &Rank| r.state.starts_with("STALE:");
+    wait_for("both ranks STALE", Duration::from_secs(10), || {
+        let rows = ranks(&t.capture(), 2)?;
+        if rows.iter().all(stale) {
+            Ok(())
+        } else {
+            Err(format!("{rows:?}"))
+        }
+    });
+    let screen = wait_for("both ranks DOWN", Duration::from_secs(10), || {
+        let s = t.capture();
+        let rows = ranks(&s, 2)?;
+        if rows.iter().all(|r| r.state == "DOWN") {
+            Ok(s)
+        } else {
+            Err(format!("{rows:?}"))
+        }
+    });
+    assert!(
+        screen.contains("2 ranks: 0 busy, 0 idle, 0 stale, 2 down"),
+        "{screen}"
+    );
     quit_cleanly(&t);
 }

@@ -7,7 +7,7 @@
 mod live_support;
 
 use live_support::cdp::Browser;
-use live_support::{artifacts, Exporter};
+use live_support::{artifacts, exporter_of, Demo, Exporter};
 use serde_json::Value;
 use std::collections::BTreeMap;
 use std::time::Duration;
@@ -191,4 +191,33 @@ fn with_an_api_token_the_page_shows_nothing_until_it_is_given() {
     moving_rows(&mut b, 4);
     assert_eq!(b.eval("sessionStorage.getItem('fpm-token')"), "s3cret-live");
     assert_eq!(b.eval("localStorage.length"), 0);
+}
+
+#[test]
+fn an_engine_that_stops_shows_its_ranks_stale_then_down() {
+    let mut demo = Demo::start(2);
+    let exporter = exporter_of(&demo);
+    let mut b = Browser::launch();
+    b.goto(&format!("{}/", exporter.url));
+    moving_rows(&mut b, 2);
+    demo.kill();
+    let states = "[...document.querySelectorAll('tr.rank')].map(r => r.dataset.state).join(' ')";
+    b.wait(
+        "both ranks stale",
+        &format!("{states} === 'stale stale'"),
+        Duration::from_secs(10),
+    );
+    let text = b.eval("document.querySelector('tr.rank td.state').textContent");
+    assert!(
+        text.as_str().unwrap().starts_with("stale "),
+        "the age is shown: {text}"
+    );
+    b.wait(
+        "both ranks down",
+        &format!("{states} === 'down down'"),
+        Duration::from_secs(10),
+    );
+    let summary = b.eval("document.getElementById('summary').textContent");
+    assert!(summary.as_str().unwrap().contains("2 down"), "{summary}");
+    b.screenshot(&artifacts().join("live-page-down.png"), false);
 }

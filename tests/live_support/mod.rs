@@ -117,6 +117,72 @@ impl Drop for Exporter {
     }
 }
 
+/// The simulated engine alone (`fpm-exporter demo`), publishing on ipc sockets of its
+/// own: an engine that can be stopped while the exporter stays up.
+pub struct Demo {
+    child: Child,
+    /// The base endpoint (rank r on `<base>.r`), for the exporter's `--endpoint`.
+    pub endpoint: String,
+    _dir: tempfile::TempDir,
+}
+
+impl Demo {
+    /// Starts `ranks` simulated ranks.
+    pub fn start(ranks: u64) -> Demo {
+        let dir = tempfile::Builder::new()
+            .prefix("fpm-live")
+            .tempdir()
+            .unwrap();
+        let endpoint = format!("ipc://{}/rank", dir.path().display());
+        let child = Command::new(env!("CARGO_BIN_EXE_fpm-exporter"))
+            .args([
+                "demo",
+                "--endpoint",
+                &endpoint,
+                "--ranks",
+                &ranks.to_string(),
+            ])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("spawn fpm-exporter demo");
+        Demo {
+            child,
+            endpoint,
+            _dir: dir,
+        }
+    }
+
+    /// Kills the engine at once: its ranks fall silent.
+    pub fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Drop for Demo {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+/// An exporter subscribed to `demo`'s two ranks as engine `gpu`, quick to call them
+/// stale (1 s) and expired (4 s).
+pub fn exporter_of(demo: &Demo) -> Exporter {
+    Exporter::start(&[
+        "--endpoint",
+        &demo.endpoint,
+        "--ranks",
+        "2",
+        "--engine",
+        "gpu",
+        "--stale-after",
+        "1s",
+        "--expire-after",
+        "4s",
+    ])
+}
+
 /// Polls `check` every 100 ms until it gives Some, or panics after `limit` with `what`
 /// and the last thing seen.
 pub fn wait_for<T>(what: &str, limit: Duration, mut check: impl FnMut() -> Result<T, String>) -> T {
