@@ -5,6 +5,7 @@
 //! resized terminal must be redrawn cleanly. The capture is kept in
 //! target/test-artifacts/ (the README's picture comes from it).
 
+mod common;
 mod live_support;
 
 use live_support::tmux::Tmux;
@@ -18,6 +19,7 @@ struct Rank {
     state: String,
     kv: f64,
     p50: f64,
+    usage: String,
 }
 
 /// The rank lines of a capture, top to bottom, when every one of `n` ranks has a
@@ -35,6 +37,7 @@ fn ranks(screen: &str, n: usize) -> Result<Vec<Rank>, String> {
             state: f[2].to_string(),
             kv: number(f[5]).unwrap(),
             p50: number(f[7]).unwrap(),
+            usage: f[11].to_string(),
         });
     }
     if out.len() == n && screen.contains("● live") {
@@ -104,18 +107,23 @@ fn top_shows_the_ranks_sorts_on_a_key_and_quits_cleanly() {
 
     // `t`: slowest wall time first. The demo's heavy rank (1) and slow rank (2) lead.
     t.keys("t");
-    let rows = wait_for("the wall-time order", Duration::from_secs(5), || {
+    // Every screen is in order; the demo's heavy and slow ranks lead once the
+    // shortest window has settled.
+    wait_for("the wall-time order", Duration::from_secs(15), || {
         let s = t.capture();
-        if s.contains("sort: wall time") {
-            ranks(&s, 4)
+        if !s.contains("sort: wall time") {
+            return Err(s);
+        }
+        let rows = ranks(&s, 4)?;
+        assert!(rows.windows(2).all(|w| w[0].p50 >= w[1].p50), "{rows:?}");
+        let mut lead = [rows[0].rank, rows[1].rank];
+        lead.sort();
+        if lead == [1, 2] {
+            Ok(())
         } else {
-            Err(s)
+            Err(format!("{rows:?}"))
         }
     });
-    assert!(rows.windows(2).all(|w| w[0].p50 >= w[1].p50), "{rows:?}");
-    let mut lead = [rows[0].rank, rows[1].rank];
-    lead.sort();
-    assert_eq!(lead, [1, 2], "{rows:?}");
 
     // `w`: most work (KV tokens) first.
     t.keys("w");
@@ -223,5 +231,27 @@ fn top_shows_the_ranks_of_an_engine_that_stops_stale_then_down() {
         screen.contains("2 ranks: 0 busy, 0 idle, 0 stale, 2 down"),
         "{screen}"
     );
+    quit_cleanly(&t);
+}
+
+#[test]
+fn top_shows_the_engines_own_kv_use_from_its_load_snapshots() {
+    // SGLang's real ShmLoadSnapshotWriter writes dp ranks 0 and 1 of engine `gpu`.
+    let dir = tempfile::tempdir().unwrap();
+    let (_writers, files) = common::snapshots::Writers::start(dir.path(), 1, 2, 20, 30.0);
+    let id = files.as_object().unwrap().keys().next().unwrap().clone();
+    let demo = Demo::start(2);
+    let glob = format!("{}/sglang_loads_{id}_*.shm", dir.path().display());
+    let exporter = live_support::exporter_with_snapshots(&demo, &glob, dir.path());
+    let t = top(&exporter);
+    wait_for("KV use on both ranks", Duration::from_secs(20), || {
+        let rows = ranks(&t.capture(), 2)?;
+        let shown = |u: &str| u.ends_with('%') && u.trim_end_matches('%').parse::<f64>().is_ok();
+        if rows.iter().all(|r| shown(&r.usage)) {
+            Ok(())
+        } else {
+            Err(format!("{rows:?}"))
+        }
+    });
     quit_cleanly(&t);
 }

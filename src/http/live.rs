@@ -25,3 +25,31 @@ pub async fn page() -> impl IntoResponse {
         PAGE,
     )
 }
+
+#[cfg(test)]
+mod tests {
+    use super::PAGE;
+
+    #[test]
+    fn the_page_loads_nothing_from_anywhere_else() {
+        // Offline and air-gapped: no script, style, font or image from a URL, only
+        // inline code and links relative to this exporter.
+        for needle in [
+            "http:", "https:", "//cdn", "src=", "@import", "url(", "<link",
+        ] {
+            assert!(
+                !PAGE.contains(needle),
+                "the page refers elsewhere: {needle}"
+            );
+        }
+        assert!(
+            PAGE.contains("v1/stream?interval=1s"),
+            "it reads the snapshot stream"
+        );
+        assert!(
+            PAGE.len() < 32 * 1024,
+            "one small file: {} bytes",
+            PAGE.len()
+        );
+    }
+}

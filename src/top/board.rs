@@ -1,7 +1,9 @@
 //! The ranks `top` has seen, fed by the stream's events: per-interval rates from the
 //! counters, the wall-time history of each row, and which ranks are down.
 
-use super::model::{shortest, EngineSnapshot, RankSnapshot, Row, SortKey, State, StateEvent};
+use super::model::{
+    shortest, EngineSnapshot, RankLoads, RankSnapshot, Row, SortKey, State, StateEvent,
+};
 use std::collections::{BTreeMap, VecDeque};
 use std::time::{Duration, Instant};
 
@@ -30,6 +32,7 @@ struct Tracked {
 pub struct Board {
     ranks: BTreeMap<Key, Tracked>,
     engines: BTreeMap<String, EngineSnapshot>,
+    usage: BTreeMap<Key, f64>,
     /// Events the exporter skipped because this client read too slowly.
     pub lagged: u64,
 }
@@ -92,6 +95,15 @@ impl Board {
         }
     }
 
+    /// Takes in a read of `/v1/rank_loads`: the engines' own KV use, where they have it.
+    pub fn loads(&mut self, loads: RankLoads) {
+        self.usage = loads
+            .ranks
+            .into_iter()
+            .filter_map(|r| Some(((r.engine, r.worker_id, r.dp_rank), r.token_usage?)))
+            .collect();
+    }
+
     /// Takes in an `engine_snapshot` event.
     pub fn engine(&mut self, snap: EngineSnapshot) {
         self.engines.insert(snap.engine.clone(), snap);
@@ -138,14 +150,17 @@ impl Board {
         engine: Option<&str>,
     ) -> Vec<(String, Vec<Row>)> {
         let mut groups: Vec<(String, Vec<Row>)> = Vec::new();
-        for ((name, _, _), t) in &self.ranks {
+        for (key, t) in &self.ranks {
+            let name = &key.0;
             if engine.is_some_and(|e| e != name) {
                 continue;
             }
             if groups.last().is_none_or(|g| &g.0 != name) {
                 groups.push((name.clone(), Vec::new()));
             }
-            groups.last_mut().unwrap().1.push(row(t, now, live));
+            let mut r = row(t, now, live);
+            r.usage = self.usage.get(key).copied();
+            groups.last_mut().unwrap().1.push(r);
         }
         for (_, rows) in &mut groups {
             rows.sort_by(|a, b| {
@@ -196,7 +211,6 @@ fn row(t: &Tracked, now: Instant, live: bool) -> Row {
     let (sched, queued) = (&last.scheduled_requests, &last.queued_requests);
     let window = shortest(&s.windows).and_then(|w| s.windows[w].as_ref());
     let quantiles = window.and_then(|w| w.wall_time_quantiles.as_ref());
-    let load = s.load_snapshot.as_ref().filter(|l| l.state == "live");
     Row {
         worker_id: s.worker_id.clone(),
         dp_rank: s.dp_rank,
@@ -212,9 +226,7 @@ fn row(t: &Tracked, now: Instant, live: bool) -> Row {
         straggler: shortest(&s.straggler)
             .and_then(|w| s.straggler[w].as_ref())
             .and_then(|x| x.ratio),
-        usage: load
-            .and_then(|l| l.load.as_ref())
-            .and_then(|l| l.token_usage),
+        usage: None, // from /v1/rank_loads, by the caller
         history: t.history.iter().copied().collect(),
     }
 }

@@ -115,3 +115,21 @@ fn sort_keys_order_rows_inside_their_engine() {
         .rows(t0, true, SortKey::Rank, Some("other"))
         .is_empty());
 }
+
+#[test]
+fn the_engines_own_kv_use_joins_its_rank() {
+    let mut board = Board::default();
+    let t0 = Instant::now();
+    board.rank(snap(0, "busy", 1, 0.1, 500, 0), t0);
+    board.rank(snap(1, "busy", 1, 0.1, 500, 0), t0);
+    board.loads(
+        serde_json::from_value(json!({"generated_at_ns": 1, "ranks": [
+            {"engine": "e", "worker_id": "w", "dp_rank": 1, "token_usage": 0.25},
+            {"engine": "e", "worker_id": "w", "dp_rank": 0, "token_usage": null},
+            {"engine": "other", "worker_id": "w", "dp_rank": 0, "token_usage": 0.5}]}))
+        .unwrap(),
+    );
+    let rows = board.rows(t0, true, SortKey::Rank, None);
+    let usage: Vec<Option<f64>> = rows[0].1.iter().map(|r| r.usage).collect();
+    assert_eq!(usage, [None, Some(0.25)]);
+}

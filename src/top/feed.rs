@@ -1,7 +1,7 @@
 //! `top`'s reading of a running exporter: `/v1/stream` snapshots, reconnecting with
 //! backoff when the exporter goes away, and `/readyz` for the endpoints' health.
 
-use super::model::{EngineSnapshot, RankSnapshot, StateEvent};
+use super::model::{EngineSnapshot, RankLoads, RankSnapshot, StateEvent};
 use std::sync::mpsc::Sender;
 use std::time::Duration;
 
@@ -24,6 +24,8 @@ pub enum Update {
     State(StateEvent),
     /// The exporter skipped this many events for this client.
     Lagged(u64),
+    /// `/v1/rank_loads`: the engines' own KV use.
+    Loads(RankLoads),
     /// `/readyz`: endpoints configured and those not started.
     Readiness {
         /// Endpoints configured.
@@ -44,7 +46,12 @@ pub async fn run(base: String, token: Option<String>, tx: Sender<Update>) {
         .connect_timeout(Duration::from_secs(2))
         .build()
         .expect("an HTTP client without TLS settings builds");
-    tokio::spawn(readiness(client.clone(), base.clone(), tx.clone()));
+    tokio::spawn(every_5s(
+        client.clone(),
+        base.clone(),
+        token.clone(),
+        tx.clone(),
+    ));
     let url = format!("{base}/v1/stream?interval=1s&heartbeats=false");
     let mut retry = FIRST_RETRY;
     loop {
@@ -146,28 +153,51 @@ fn short(e: &reqwest::Error) -> String {
     }
 }
 
-/// Polls `/readyz` (open, cheap) every 5 s for the endpoints' health.
-async fn readiness(client: reqwest::Client, base: String, tx: Sender<Update>) {
+/// Every 5 s: `/readyz` (open) for the endpoints' health, and `/v1/rank_loads` for the
+/// engines' own KV use (one light read; the stream's snapshots do not carry it).
+async fn every_5s(
+    client: reqwest::Client,
+    base: String,
+    token: Option<String>,
+    tx: Sender<Update>,
+) {
     loop {
-        let answer = client
-            .get(format!("{base}/readyz"))
-            .timeout(Duration::from_secs(2))
-            .send()
-            .await;
-        if let Ok(r) = answer {
-            let body = r.bytes().await.unwrap_or_default();
-            if let Ok(v) = serde_json::from_slice::<serde_json::Value>(&body) {
-                let update = Update::Readiness {
-                    endpoints: v["endpoints"].as_u64().unwrap_or(0),
-                    not_started: v["endpoints_not_started"].as_array().map_or(0, Vec::len),
-                };
-                if tx.send(update).is_err() {
-                    return;
-                }
+        if let Some(v) =
+            get_json::<serde_json::Value>(&client, &format!("{base}/readyz"), None).await
+        {
+            let update = Update::Readiness {
+                endpoints: v["endpoints"].as_u64().unwrap_or(0),
+                not_started: v["endpoints_not_started"].as_array().map_or(0, Vec::len),
+            };
+            if tx.send(update).is_err() {
+                return;
+            }
+        }
+        let url = format!("{base}/v1/rank_loads");
+        if let Some(loads) = get_json::<RankLoads>(&client, &url, token.as_deref()).await {
+            if tx.send(Update::Loads(loads)).is_err() {
+                return;
             }
         }
         tokio::time::sleep(Duration::from_secs(5)).await;
     }
+}
+
+/// A JSON document, or None for any failure (the stream reports the exporter's state).
+async fn get_json<T: serde::de::DeserializeOwned>(
+    client: &reqwest::Client,
+    url: &str,
+    token: Option<&str>,
+) -> Option<T> {
+    let mut request = client.get(url).timeout(Duration::from_secs(2));
+    if let Some(t) = token {
+        request = request.bearer_auth(t);
+    }
+    let response = request.send().await.ok()?;
+    if !response.status().is_success() {
+        return None;
+    }
+    serde_json::from_slice(&response.bytes().await.ok()?).ok()
 }
 
 /// Server-sent events cut out of a byte stream: `(event, data)` per blank-line-ended

@@ -159,6 +159,7 @@ impl Screen {
             Update::Engine(e) => self.board.engine(*e),
             Update::State(e) => self.board.state(e),
             Update::Lagged(n) => self.board.lagged += n,
+            Update::Loads(l) => self.board.loads(l),
         }
     }
 

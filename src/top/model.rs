@@ -33,9 +33,6 @@ pub struct RankSnapshot {
     /// Per window: its seconds per token against the engine's other ranks.
     #[serde(default)]
     pub straggler: BTreeMap<String, Option<Straggler>>,
-    /// The engine's own load snapshot of this dp rank, if it has one.
-    #[serde(default)]
-    pub load_snapshot: Option<LoadJoin>,
 }
 
 /// The parts of an iteration frame `top` shows.
@@ -126,21 +123,26 @@ pub struct Straggler {
     pub ratio: Option<f64>,
 }
 
-/// The engine's load snapshot joined to a rank.
+/// `/v1/rank_loads`: the router view, read for the engines' own KV use (the stream's
+/// snapshots do not carry the load snapshots).
 #[derive(Debug, Clone, Default, Deserialize)]
 #[serde(default)]
-pub struct LoadJoin {
-    /// live, stale or pending.
-    pub state: String,
-    /// SGLang's load figures (the KV share is shown).
-    pub load: Option<EngineLoad>,
+pub struct RankLoads {
+    /// One entry per rank.
+    pub ranks: Vec<RankLoad>,
 }
 
-/// The part of SGLang's load `top` shows.
+/// One rank of `/v1/rank_loads` (the part shown).
 #[derive(Debug, Clone, Default, Deserialize)]
 #[serde(default)]
-pub struct EngineLoad {
-    /// Share of the KV pool in use, as the engine sees it.
+pub struct RankLoad {
+    /// Engine name.
+    pub engine: String,
+    /// Worker id.
+    pub worker_id: String,
+    /// Dp rank.
+    pub dp_rank: u64,
+    /// Share of the KV pool in use from the engine's live load snapshot, if any.
     pub token_usage: Option<f64>,
 }
 

@@ -186,7 +186,7 @@ fn rank_line(r: &Row, top: f64) -> Line<'static> {
         r.p99.map_or("–".into(), ms),
         r.fps.map_or("–".into(), |v| format!("{v:.1}")),
         r.straggler.map_or("–".into(), |v| format!("{v:.2}×")),
-        r.usage.map_or("–".into(), |v| format!("{:.0}%", 100.0 * v)),
+        r.usage.map_or("–".into(), |v| format!("{:.1}%", 100.0 * v)),
     );
     let slow = r.straggler.is_some_and(|v| v >= 1.5);
     Line::from(vec![

@@ -183,6 +183,18 @@ pub fn exporter_of(demo: &Demo) -> Exporter {
     ])
 }
 
+/// An exporter subscribed to `demo`'s two ranks as engine `gpu`, whose load snapshots
+/// (SGLang's `/dev/shm` files) are the files matching `glob`; its TOML goes in `dir`.
+pub fn exporter_with_snapshots(demo: &Demo, glob: &str, dir: &std::path::Path) -> Exporter {
+    let config = dir.join("engines.toml");
+    let toml = format!(
+        "[[engine]]\nname = \"gpu\"\nendpoint = \"{}\"\nranks = 2\nload_snapshot = \"{glob}\"\n",
+        demo.endpoint
+    );
+    std::fs::write(&config, toml).unwrap();
+    Exporter::start(&["--config", config.to_str().unwrap()])
+}
+
 /// Polls `check` every 100 ms until it gives Some, or panics after `limit` with `what`
 /// and the last thing seen.
 pub fn wait_for<T>(what: &str, limit: Duration, mut check: impl FnMut() -> Result<T, String>) -> T {
