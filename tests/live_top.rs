@@ -29,7 +29,7 @@ fn ranks(screen: &str, n: usize) -> Result<Vec<Rank>, String> {
     for line in screen.lines().filter(|l| l.starts_with("demo-engine-0 #")) {
         let f: Vec<&str> = line.split_whitespace().collect();
         let number = |s: &str| s.trim_end_matches("ms").replace(',', "").parse::<f64>();
-        if f.len() < 11 || number(f[9]).is_err() {
+        if f.len() < 12 || number(f[9]).is_err() {
             return Err(screen.to_string());
         }
         out.push(Rank {
@@ -251,6 +251,60 @@ fn top_shows_the_engines_own_kv_use_from_its_load_snapshots() {
             Ok(())
         } else {
             Err(format!("{rows:?}"))
+        }
+    });
+    quit_cleanly(&t);
+}
+
+/// The dp ranks of the rank lines on a screen, top to bottom.
+fn shown(screen: &str) -> Vec<u64> {
+    screen
+        .lines()
+        .filter_map(|l| l.strip_prefix("demo-engine-0 #"))
+        .filter_map(|l| l.split_whitespace().next()?.parse().ok())
+        .collect()
+}
+
+#[test]
+fn top_scrolls_through_256_ranks_and_no_further() {
+    let exporter = Exporter::start(&["--demo", "--demo-ranks", "256"]);
+    let t = top(&exporter);
+    let first = wait_for("256 ranks", Duration::from_secs(30), || {
+        let s = t.capture();
+        let ranks = shown(&s);
+        if s.contains("256 ranks: ") && ranks.len() > 30 {
+            Ok(ranks)
+        } else {
+            Err(s)
+        }
+    });
+    assert_eq!(first[..3], [0, 1, 2], "{first:?}");
+    // Far past the end: the last rank is on the last line, no blank page after it.
+    for _ in 0..20 {
+        t.keys("PageDown");
+    }
+    wait_for(
+        "the last rank at the bottom",
+        Duration::from_secs(5),
+        || {
+            let s = t.capture();
+            if shown(&s).last() == Some(&255)
+                && s.lines().last().is_some_and(|l| l.contains("#255"))
+            {
+                Ok(())
+            } else {
+                Err(s)
+            }
+        },
+    );
+    // One line up moves at once (the scroll never ran past the end).
+    t.keys("Up");
+    wait_for("one line up", Duration::from_secs(5), || {
+        let s = t.capture();
+        if shown(&s).last() == Some(&254) {
+            Ok(())
+        } else {
+            Err(s)
         }
     });
     quit_cleanly(&t);

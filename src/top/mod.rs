@@ -43,6 +43,8 @@ struct Screen {
     engine: Option<String>,
     paused: bool,
     scroll: usize,
+    /// The furthest scroll the last drawn screen allowed (the view knows its height).
+    max_scroll: std::cell::Cell<usize>,
     endpoints: Option<(u64, usize)>,
 }
 
@@ -91,6 +93,7 @@ fn show(url: String, rx: Receiver<Update>) -> Result<(), String> {
         engine: None,
         paused: false,
         scroll: 0,
+        max_scroll: Default::default(),
         endpoints: None,
     };
     let result = (|| -> std::io::Result<()> {
@@ -184,9 +187,11 @@ impl Screen {
                 self.scroll = 0;
             }
             KeyCode::Up | KeyCode::Char('k') => self.scroll = self.scroll.saturating_sub(1),
-            KeyCode::Down | KeyCode::Char('j') => self.scroll += 1,
+            KeyCode::Down | KeyCode::Char('j') => {
+                self.scroll = (self.scroll + 1).min(self.max_scroll.get())
+            }
             KeyCode::PageUp => self.scroll = self.scroll.saturating_sub(20),
-            KeyCode::PageDown => self.scroll += 20,
+            KeyCode::PageDown => self.scroll = (self.scroll + 20).min(self.max_scroll.get()),
             KeyCode::Home => self.scroll = 0,
             _ => {}
         }

@@ -108,7 +108,8 @@ pub fn draw(f: &mut Frame, s: &Screen) {
         }));
     }
     let room = area.height.saturating_sub(HEAD) as usize;
-    let scroll = s.scroll.min(body.len().saturating_sub(room));
+    s.max_scroll.set(body.len().saturating_sub(room));
+    let scroll = s.scroll.min(s.max_scroll.get());
     lines.extend(body.into_iter().skip(scroll).take(room));
     f.render_widget(Paragraph::new(lines), area);
 }
