@@ -12,6 +12,7 @@
 #   - Dynamo's own runtime (ai-dynamo-runtime==1.6.1 wheel, deps pydantic and uvloop)
 #     in the venv, and Debian's nats-server, for the NATS interop tests
 #   - kubernetes-validate==1.37.0 in the venv, for tests/deploy.rs
+#   - Debian's chromium and tmux, for the live page's and `top`'s tests
 # Fast (well under a second) when everything is already present.
 # Progress goes to stderr; stdout gets one summary line.
 set -euo pipefail
@@ -174,6 +175,26 @@ else
         "${SUDO[@]}" systemctl disable nats-server >/dev/null 2>&1 || true
     fi
     command -v nats-server >/dev/null 2>&1 || { log "nats-server still not on PATH after install"; exit 1; }
+fi
+
+# --- chromium and tmux (Debian's packages): the live page and `top` as people use them --
+# tests/live_view.rs drives the page in headless Chromium; tests/live_top.rs runs
+# `fpm-exporter top` in a tmux session and reads its screen.
+LIVE_PACKAGES=()
+command -v chromium >/dev/null 2>&1 || LIVE_PACKAGES+=(chromium)
+command -v tmux >/dev/null 2>&1 || LIVE_PACKAGES+=(tmux)
+if [ "${#LIVE_PACKAGES[@]}" -eq 0 ]; then
+    log "chromium and tmux present"
+else
+    SUDO=()
+    if [ "$(id -u)" -ne 0 ]; then
+        SUDO=(sudo)
+    fi
+    log "installing Debian packages ${LIVE_PACKAGES[*]}"
+    "${SUDO[@]}" apt-get update -qq >&2
+    "${SUDO[@]}" env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${LIVE_PACKAGES[@]}" >&2
+    command -v chromium >/dev/null 2>&1 || { log "chromium still not on PATH after install"; exit 1; }
+    command -v tmux >/dev/null 2>&1 || { log "tmux still not on PATH after install"; exit 1; }
 fi
 
 # --- setpriv (util-linux, essential on Debian): runs the exporter as another uid --------

@@ -6,7 +6,8 @@
 //! rolling statistics) -> [`sink`] (Prometheus text, JSON snapshots, event stream)
 //! -> [`http`] (axum server); [`capture`] records accepted frames beside the sinks.
 //! [`publisher`] plays engines (demo, load generator, replay) and shares only [`wire`]
-//! and [`address`] with the consumer side. docs/architecture.md has the picture.
+//! and [`address`] with the consumer side. [`top`] is a client of the HTTP API (the
+//! terminal view). docs/architecture.md has the picture.
 
 pub mod address;
 pub mod alloc;
@@ -18,6 +19,7 @@ pub mod publisher;
 pub mod sink;
 pub mod source;
 pub mod state;
+pub mod top;
 pub mod wire;
 
 // Former paths of the publisher side, kept so that callers not yet moved (the bench,

@@ -38,7 +38,10 @@ async fn wait_for_signal() {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    init_logs(cli.run.log_format);
+    // `top` owns the terminal: a log line on stderr would scribble over its screen.
+    if !matches!(cli.command, Some(Command::Top { .. })) {
+        init_logs(cli.run.log_format);
+    }
     let runtime = fpm_exporter::app::runtime().expect("tokio runtime");
     runtime.block_on(async move {
         match cli.command {
@@ -83,6 +86,16 @@ fn main() -> ExitCode {
                     }
                     Err(e) => {
                         eprintln!("fpm-exporter replay: {e}");
+                        ExitCode::from(1)
+                    }
+                }
+            }
+            Some(Command::Top { url, api_token_file }) => {
+                let options = fpm_exporter::top::Options { url, api_token_file };
+                match fpm_exporter::top::run(options).await {
+                    Ok(()) => ExitCode::SUCCESS,
+                    Err(e) => {
+                        eprintln!("fpm-exporter top: {e}");
                         ExitCode::from(1)
                     }
                 }

@@ -20,6 +20,8 @@ const ALLOWED: &[(&str, &[&str])] = &[
         ],
     ),
     ("publisher", &["address", "wire"]),
+    // `top` is a client of the HTTP API: it reads the public JSON, nothing internal.
+    ("top", &[]),
     ("config", &["address", "wire", "state", "source", "sink"]),
     (
         "app",
@@ -209,6 +211,12 @@ fn every_import_follows_the_data_path() {
 fn the_checker_catches_imports_against_the_flow() {
     let state = "use crate::wire::ForwardPassMetrics;\nuse crate::{sink, wire};\n";
     assert_eq!(check("state/registry.rs", state).len(), 1, "state -> sink");
+    let top = "use crate::http::AppState;\nuse crate::sink::stream::hub::StreamHub;\n";
+    assert_eq!(
+        check("top/feed.rs", top).len(),
+        2,
+        "top -> http internals, sinks"
+    );
     let publisher = "fn f() { crate::source::subscriber::run(); }";
     assert_eq!(check("publisher/demo.rs", publisher).len(), 1);
     assert!(check("state/x.rs", "//! see [`crate::sink::ranks_document`]\n").is_empty());

@@ -193,7 +193,9 @@ fn readme_endpoint_table_lists_exactly_the_routes() {
     let src = read("src/http/mod.rs");
     let mut routes = BTreeSet::new();
     for line in src.lines() {
-        if let Some(rest) = line.trim().strip_prefix(".route(\"") {
+        // Every `.route("PATH"` of a line, chained on its own line or not.
+        for (at, _) in line.match_indices(".route(\"") {
+            let rest = &line[at + 8..];
             routes.insert(rest[..rest.find('"').unwrap()].to_string());
         }
     }

@@ -243,7 +243,7 @@ async fn bearer_token_and_separate_metrics_address() {
             .unwrap();
         assert_eq!(r.status(), 200, "{path} with the token");
     }
-    for path in ["/metrics", "/healthz", "/readyz", "/"] {
+    for path in ["/metrics", "/healthz", "/readyz", "/", "/api"] {
         assert_ne!(
             client
                 .get(format!("{base}{path}"))

@@ -59,6 +59,15 @@ pub enum Command {
         #[arg(long, default_value = "1s", value_parser = humantime::parse_duration)]
         wait: Duration,
     },
+    /// Watch a running exporter in the terminal: every rank, live (keys: w t u r sort, e engine, space pause, q quit).
+    Top {
+        /// The exporter's base URL.
+        #[arg(default_value = "http://127.0.0.1:9380", value_name = "URL")]
+        url: String,
+        /// File holding the exporter's API bearer token; the env FPM_API_TOKEN may give the token itself.
+        #[arg(long, value_name = "FILE")]
+        api_token_file: Option<PathBuf>,
+    },
 }
 
 /// Options of the exporter.

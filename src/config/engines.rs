@@ -232,8 +232,9 @@ impl Engines {
         heavy: Option<u64>,
         slow: Option<u64>,
     ) -> Result<(), ConfigError> {
-        if ranks == 0 || ranks > 64 {
-            return Err(ConfigError("--demo-ranks must be from 1 to 64".into()));
+        // 256: a large data-parallel deployment, the size the live view is made for.
+        if ranks == 0 || ranks > 256 {
+            return Err(ConfigError("--demo-ranks must be from 1 to 256".into()));
         }
         for (flag, rank) in [("--demo-skew", heavy), ("--demo-slow", slow)] {
             if rank.is_some_and(|r| r >= ranks) {

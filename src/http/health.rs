@@ -1,4 +1,4 @@
-//! The open endpoints: the index, liveness (`/healthz`) and readiness (`/readyz`).
+//! The open endpoints: the index (`/api`), liveness (`/healthz`) and readiness (`/readyz`).
 
 use super::AppState;
 use axum::extract::State;
@@ -7,7 +7,7 @@ use axum::response::{IntoResponse, Response};
 use axum::Json;
 use std::sync::atomic::Ordering::Relaxed;
 
-/// `GET /`: what is served where.
+/// `GET /api`: what is served where.
 pub async fn index() -> &'static str {
     concat!(
         "fpm-exporter ", env!("CARGO_PKG_VERSION"), "\n\n",
@@ -20,6 +20,8 @@ pub async fn index() -> &'static str {
         "GET /engines/NAME/v1/loads, /engines/NAME/health  one engine's, as a gateway's worker URL\n",
         "GET /get_load     SGLang /get_load entries of one worker (?worker_id=&engine=)\n",
         "GET /v1/model     fitted wall_time models and a prediction (?prefill_tokens=&decode_requests=&decode_kv_tokens=)\n",
+        "GET /             the live page: every rank, updated each second from /v1/stream\n",
+        "GET /api          this index\n",
         "GET /healthz      liveness of the exporter\n",
         "GET /readyz       readiness: HTTP up and every endpoint started\n",
         "GET /health       SGLang's /health: 200 while the engine's load snapshots are live\n",

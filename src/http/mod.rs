@@ -1,5 +1,5 @@
 //! The HTTP side: `/metrics` for Prometheus, `/v1/*` JSON for planners and routers,
-//! health and readiness. Rendering runs on the blocking pool so a large scrape never
+//! health and readiness, and the live page at `/`. Rendering runs on the blocking pool so a large scrape never
 //! stalls the ingest tasks sharing the runtime.
 
 pub mod auth;
@@ -7,6 +7,7 @@ mod engine;
 mod engine_load;
 pub mod engines;
 mod health;
+mod live;
 mod loads_model;
 mod metrics;
 pub mod query;
@@ -127,11 +128,12 @@ pub enum Routes {
     Api,
 }
 
-/// The router of one listener. Health, readiness and the index stay open; the JSON
-/// API (and `/metrics` with `protect_metrics`) need the bearer token when one is set.
+/// The router of one listener. Health, readiness, the index and the live page (which
+/// holds no data) stay open; the JSON API (and `/metrics` with `protect_metrics`) need
+/// the bearer token when one is set. The page is served where the API it reads is.
 pub fn router_for(state: AppState, routes: Routes) -> Router {
     let open = Router::new()
-        .route("/", get(health::index))
+        .route("/api", get(health::index))
         .route("/healthz", get(health::healthz))
         .route("/readyz", get(health::readyz))
         .route("/health", get(engine_load::health))
@@ -158,10 +160,11 @@ pub fn router_for(state: AppState, routes: Routes) -> Router {
             metrics = metrics.route_layer(guard());
         }
     }
+    let page = Router::new().route("/", get(live::page));
     let router = match routes {
-        Routes::All => open.merge(metrics).merge(api),
+        Routes::All => open.merge(page).merge(metrics).merge(api),
         Routes::Metrics => open.merge(metrics),
-        Routes::Api => open.merge(api),
+        Routes::Api => open.merge(page).merge(api),
     };
     router.with_state(state)
 }
