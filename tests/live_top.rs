@@ -49,7 +49,7 @@ fn ranks(screen: &str, n: usize) -> Result<Vec<Rank>, String> {
 
 fn top(exporter: &Exporter) -> Tmux {
     let command = format!(
-        "'{}' top {}; echo \"top exited $?\"; stty -a; sleep 60",
+        "'{}' top {}; echo \"top exited $?\"; stty -a; echo stty-done; sleep 60",
         env!("CARGO_BIN_EXE_fpm-exporter"),
         exporter.url
     );
@@ -60,7 +60,8 @@ fn quit_cleanly(t: &Tmux) {
     t.keys("q");
     let screen = wait_for("top to exit", Duration::from_secs(10), || {
         let s = t.capture();
-        if s.contains("top exited") && s.contains("speed") {
+        // stty's lines reach the pane one by one: wait for the line after them.
+        if s.contains("top exited") && s.contains("stty-done") {
             Ok(s)
         } else {
             Err(s)
