@@ -28,7 +28,7 @@ use dashboards_support::promql::substitute;
 use dashboards_support::scenario::sglang_frame;
 use dashboards_support::{checks, dashboard, panel_exprs, query_variables, RULES};
 use fpm_exporter::publisher::socket::FramePublisher;
-use nats_support::{wait_connected, Edge, NatsServer};
+use nats_support::{enveloped, wait_connected, Edge, NatsServer};
 use serde_json::json;
 use std::collections::{BTreeMap, BTreeSet};
 use std::process::{Command, Stdio};
@@ -63,40 +63,7 @@ fn lossy_payload(d: &mut Driver, i: u64) -> bytes::Bytes {
     m["worker_id"] = json!("");
     m["dp_rank"] = json!(3);
     m["counter_id"] = json!(i);
-    let hex = d.cmd(json!({"cmd": "encode", "metrics": m}))["hex"]
-        .as_str()
-        .unwrap()
-        .to_string();
-    (0..hex.len())
-        .step_by(2)
-        .map(|i| u8::from_str_radix(&hex[i..i + 2], 16).unwrap())
-        .collect::<Vec<u8>>()
-        .into()
-}
-
-/// Dynamo's envelope around an FPM frame of worker "gap", as a publisher without an
-/// edge sends it (the crate's encoders, checked against Dynamo's codec elsewhere).
-fn enveloped(publisher_id: u64, sequence: u64) -> bytes::Bytes {
-    let m = fpm_exporter::wire::ForwardPassMetrics {
-        version: 1,
-        worker_id: "gap".into(),
-        counter_id: sequence,
-        wall_time: fpm_exporter::wire::Real(0.01),
-        ..Default::default()
-    };
-    let payload = fpm_exporter::wire::encode::encode_payload(&m);
-    let mut buf = Vec::new();
-    fpm_exporter::source::nats::envelope::encode(
-        &fpm_exporter::source::nats::envelope::Envelope {
-            publisher_id,
-            sequence,
-            published_at: common::now_ms(),
-            topic: "forward-pass-metrics",
-            payload: &payload,
-        },
-        &mut buf,
-    );
-    buf.into()
+    d.encode(m)
 }
 
 /// (alertname, job, engine, node, dp_rank) of every pending or firing alert.
@@ -264,7 +231,9 @@ async fn two_edges_and_a_central_on_one_prometheus_count_every_rank_once() {
     let c = nats.client().await;
     let subject = "namespace.dynamo.component.backend.endpoint.generate.forward-pass-metrics";
     for sequence in [0u64, 1, 5] {
-        c.publish(subject, enveloped(77, sequence)).await.unwrap();
+        c.publish(subject, enveloped("gap", 77, sequence, sequence))
+            .await
+            .unwrap();
     }
     c.flush().await.unwrap();
     eprintln!("traffic done after {:?}", t0.elapsed());

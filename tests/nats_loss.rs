@@ -7,10 +7,8 @@
 mod common;
 mod nats_support;
 
-use bytes::Bytes;
 use common::{repo_root, require_test_deps, sample, venv_python, wait_for, Driver, Exporter};
-use fpm_exporter::source::nats::envelope::{self, Envelope};
-use nats_support::{wait_connected, NatsServer};
+use nats_support::{enveloped, relay_edge, wait_connected, NatsServer};
 use serde_json::{json, Value};
 use std::process::{Command, Stdio};
 use std::time::Duration;
@@ -32,20 +30,7 @@ async fn an_sglang_restart_behind_an_edge_and_an_outage_at_the_relay_reach_the_c
     let port = common::free_port_range(1);
     let endpoint = format!("tcp://127.0.0.1:{port}");
     let url = nats.url();
-    let edge = Exporter::start(&[
-        "--endpoint",
-        &endpoint,
-        "--engine",
-        "sgl",
-        "--node",
-        "n1",
-        "--nats-publish",
-        &url,
-        "--nats-kv-bucket",
-        "",
-    ])
-    .await;
-    wait_connected(&edge, "publish").await;
+    let edge = relay_edge(&url, &endpoint, &[]).await;
     let mut d = Driver::spawn();
     d.start(0, &endpoint, "w");
     let q = "?worker_id=w&dp_rank=0";
@@ -113,7 +98,6 @@ async fn an_sglang_restart_behind_an_edge_and_an_outage_at_the_relay_reach_the_c
         .as_u64()
         .unwrap();
     nats.restart();
-    wait_connected(&edge, "publish").await;
     wait_connected(&central, "ingest").await;
     tokio::time::sleep(Duration::from_millis(300)).await;
     d.publish(0, busy(), 3);
@@ -136,30 +120,6 @@ async fn an_sglang_restart_behind_an_edge_and_an_outage_at_the_relay_reach_the_c
     central.stop().await;
 }
 
-fn enveloped(publisher_id: u64, sequence: u64, counter: u64) -> Bytes {
-    let m = fpm_exporter::wire::ForwardPassMetrics {
-        version: 1,
-        worker_id: "w".into(),
-        dp_rank: 0,
-        counter_id: counter,
-        wall_time: fpm_exporter::wire::Real(0.01),
-        ..Default::default()
-    };
-    let payload = fpm_exporter::wire::encode::encode_payload(&m);
-    let mut buf = Vec::new();
-    envelope::encode(
-        &Envelope {
-            publisher_id,
-            sequence,
-            published_at: common::now_ms(),
-            topic: "forward-pass-metrics",
-            payload: &payload,
-        },
-        &mut buf,
-    );
-    Bytes::from(buf)
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn loss_on_the_zmq_hop_is_counted_and_a_forged_jump_is_bounded() {
     let nats = NatsServer::start();
@@ -170,13 +130,15 @@ async fn loss_on_the_zmq_hop_is_counted_and_a_forged_jump_is_bounded() {
     // A relay's stream: its envelope sequence has no gap, but the engine's counter
     // skips 10 (frames the edge lost on ZMQ).
     for (seq, counter) in (0..10).map(|i| (i, i)).chain([(10, 20), (11, 21)]) {
-        c.publish(subj, enveloped(7, seq, counter)).await.unwrap();
+        c.publish(subj, enveloped("w", 7, seq, counter))
+            .await
+            .unwrap();
     }
     // A forged envelope with sequence 10^15, then the publisher goes on.
-    c.publish(subj, enveloped(7, 1_000_000_000_000_000, 22))
+    c.publish(subj, enveloped("w", 7, 1_000_000_000_000_000, 22))
         .await
         .unwrap();
-    c.publish(subj, enveloped(7, 12, 23)).await.unwrap();
+    c.publish(subj, enveloped("w", 7, 12, 23)).await.unwrap();
     c.flush().await.unwrap();
     let r = wait_for("frames in", Duration::from_secs(10), || async {
         central_rank(&ex, "?worker_id=w")

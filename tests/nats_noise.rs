@@ -6,40 +6,12 @@
 mod common;
 mod nats_support;
 
-use bytes::Bytes;
 use common::{free_port_range, sample, wait_for, Exporter};
 use fpm_exporter::publisher::loadgen::{self, LoadConfig, Phase};
-use fpm_exporter::source::nats::envelope::{self, Envelope};
-use nats_support::{wait_connected, Logged, NatsServer};
+use nats_support::{enveloped, relay_edge, wait_connected, Logged, NatsServer};
 use std::time::Duration;
 
 const SUBJECT: &str = "namespace.dynamo.component.backend.endpoint.generate.forward-pass-metrics";
-
-/// Dynamo's envelope around a small FPM frame of rank `w`/0 (counter 0: the envelope
-/// sequence alone orders it).
-fn enveloped(payload: &[u8], sequence: u64) -> Bytes {
-    let mut buf = Vec::new();
-    envelope::encode(
-        &Envelope {
-            publisher_id: 11,
-            sequence,
-            published_at: common::now_ms(),
-            topic: "forward-pass-metrics",
-            payload,
-        },
-        &mut buf,
-    );
-    Bytes::from(buf)
-}
-
-fn fpm_payload() -> Vec<u8> {
-    fpm_exporter::wire::encode::encode_payload(&fpm_exporter::wire::ForwardPassMetrics {
-        version: 1,
-        worker_id: "w".into(),
-        wall_time: fpm_exporter::wire::Real(0.01),
-        ..Default::default()
-    })
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_flood_is_counted_exactly_and_logged_once() {
@@ -50,10 +22,9 @@ async fn a_flood_is_counted_exactly_and_logged_once() {
         .await;
     // Subscribed once a message gets through.
     let c = nats.client().await;
-    let payload = fpm_payload();
     let mut seq = 0u64;
     wait_for("subscribed", Duration::from_secs(10), || {
-        let (c, m) = (c.clone(), enveloped(&payload, seq));
+        let (c, m) = (c.clone(), enveloped("w", 11, seq, 0));
         seq += 1;
         let central = &central;
         async move {
@@ -68,7 +39,9 @@ async fn a_flood_is_counted_exactly_and_logged_once() {
     let mut sent = 0u64;
     loop {
         for _ in 0..100_000 {
-            c.publish(SUBJECT, enveloped(&payload, seq)).await.unwrap();
+            c.publish(SUBJECT, enveloped("w", 11, seq, 0))
+                .await
+                .unwrap();
             seq += 1;
         }
         c.flush().await.unwrap();
@@ -196,23 +169,8 @@ async fn frames_made_stale_by_a_stalled_server_are_refused_at_the_centre() {
     let central = Exporter::start(&["--nats", &url, "--stale-after", "1s"]).await;
     let port = free_port_range(1);
     let endpoint = format!("tcp://127.0.0.1:{port}");
-    let edge = Exporter::start(&[
-        "--endpoint",
-        &endpoint,
-        "--engine",
-        "sgl",
-        "--node",
-        "n1",
-        "--nats-publish",
-        &url,
-        "--nats-kv-bucket",
-        "",
-        "--stale-after",
-        "1s",
-    ])
-    .await;
+    let edge = relay_edge(&url, &endpoint, &["--stale-after", "1s"]).await;
     wait_connected(&central, "ingest").await;
-    wait_connected(&edge, "publish").await;
     let (tx, rx) = tokio::sync::watch::channel(Phase::Warmup);
     let gen = tokio::spawn(loadgen::run(
         LoadConfig {

@@ -77,6 +77,19 @@ impl Driver {
         v
     }
 
+    /// The FPM payload bytes the real publisher's encoder makes of `metrics`.
+    pub fn encode(&mut self, metrics: Value) -> bytes::Bytes {
+        let hex = self.cmd(json!({"cmd": "encode", "metrics": metrics}))["hex"]
+            .as_str()
+            .unwrap()
+            .to_string();
+        (0..hex.len())
+            .step_by(2)
+            .map(|i| u8::from_str_radix(&hex[i..i + 2], 16).unwrap())
+            .collect::<Vec<u8>>()
+            .into()
+    }
+
     /// Starts a real publisher for `rank` on `endpoint` (idle, so it heartbeats).
     pub fn start(&mut self, rank: u64, endpoint: &str, worker_id: &str) {
         self.cmd(json!({"cmd": "start", "rank": rank, "endpoint": endpoint, "worker_id": worker_id, "idle": true}));

@@ -226,15 +226,7 @@ pub fn faulty_payload(d: &mut Driver, seq: u64) -> bytes::Bytes {
     m["worker_id"] = json!("vllm-b");
     m["dp_rank"] = json!(1);
     m["counter_id"] = json!(seq);
-    let hex = d.cmd(json!({"cmd": "encode", "metrics": m}))["hex"]
-        .as_str()
-        .unwrap()
-        .to_string();
-    (0..hex.len())
-        .step_by(2)
-        .map(|i| u8::from_str_radix(&hex[i..i + 2], 16).unwrap())
-        .collect::<Vec<u8>>()
-        .into()
+    d.encode(m)
 }
 
 /// An iteration of engine dp's rank r: rank 3 computes 3x the prefill tokens of the

@@ -128,6 +128,53 @@ pub async fn wait_connected(ex: &Exporter, role: &str) {
     .await;
 }
 
+/// Dynamo's envelope (stamped now) around a small FPM frame of `worker_id`/0, as a
+/// publisher without an edge sends it (the crate's encoders, checked against Dynamo's
+/// codec in nats_dynamo.rs).
+pub fn enveloped(worker_id: &str, publisher_id: u64, sequence: u64, counter: u64) -> bytes::Bytes {
+    let payload =
+        fpm_exporter::wire::encode::encode_payload(&fpm_exporter::wire::ForwardPassMetrics {
+            version: 1,
+            worker_id: worker_id.into(),
+            counter_id: counter,
+            wall_time: fpm_exporter::wire::Real(0.01),
+            ..Default::default()
+        });
+    let mut buf = Vec::new();
+    fpm_exporter::source::nats::envelope::encode(
+        &fpm_exporter::source::nats::envelope::Envelope {
+            publisher_id,
+            sequence,
+            published_at: crate::common::now_ms(),
+            topic: "forward-pass-metrics",
+            payload: &payload,
+        },
+        &mut buf,
+    );
+    buf.into()
+}
+
+/// An edge on node `n1` relaying engine `sgl` of `endpoint` to `url` without a KV
+/// table, plus `extra` flags; waits until its publish connection is up.
+pub async fn relay_edge(url: &str, endpoint: &str, extra: &[&str]) -> Exporter {
+    let mut args = vec![
+        "--endpoint",
+        endpoint,
+        "--engine",
+        "sgl",
+        "--node",
+        "n1",
+        "--nats-publish",
+        url,
+        "--nats-kv-bucket",
+        "",
+    ];
+    args.extend_from_slice(extra);
+    let edge = Exporter::start(&args).await;
+    wait_connected(&edge, "publish").await;
+    edge
+}
+
 /// An edge exporter process, killed on drop.
 pub struct Edge {
     /// The process.
