@@ -237,14 +237,8 @@ fn top_shows_the_ranks_of_an_engine_that_stops_stale_then_down() {
 
 #[test]
 fn top_shows_the_engines_own_kv_use_from_its_load_snapshots() {
-    // SGLang's real ShmLoadSnapshotWriter writes dp ranks 0 and 1 of engine `gpu`.
-    let dir = tempfile::tempdir().unwrap();
-    let (_writers, files) = common::snapshots::Writers::start(dir.path(), 1, 2, 20, 30.0);
-    let id = files.as_object().unwrap().keys().next().unwrap().clone();
-    let demo = Demo::start(2);
-    let glob = format!("{}/sglang_loads_{id}_*.shm", dir.path().display());
-    let exporter = live_support::exporter_with_snapshots(&demo, &glob, dir.path());
-    let t = top(&exporter);
+    let kv = live_support::KvUse::start();
+    let t = top(&kv.exporter);
     wait_for("KV use on both ranks", Duration::from_secs(20), || {
         let rows = ranks(&t.capture(), 2)?;
         let shown = |u: &str| u.ends_with('%') && u.trim_end_matches('%').parse::<f64>().is_ok();

@@ -225,14 +225,9 @@ fn an_engine_that_stops_shows_its_ranks_stale_then_down() {
 
 #[test]
 fn the_engines_own_kv_use_shows_where_it_has_a_load_snapshot() {
-    // SGLang's real ShmLoadSnapshotWriter writes dp ranks 0 and 1 of engine `gpu`, whose
-    // FPM comes from `fpm-exporter demo`; the page joins them per (engine, dp_rank).
-    let dir = tempfile::tempdir().unwrap();
-    let (_writers, files) = common::snapshots::Writers::start(dir.path(), 1, 2, 20, 30.0);
-    let id = files.as_object().unwrap().keys().next().unwrap().clone();
-    let demo = Demo::start(2);
-    let glob = format!("{}/sglang_loads_{id}_*.shm", dir.path().display());
-    let exporter = live_support::exporter_with_snapshots(&demo, &glob, dir.path());
+    // The demo's FPM joined per (engine, dp_rank) with SGLang's own snapshot writer's.
+    let kv = live_support::KvUse::start();
+    let exporter = &kv.exporter;
     let mut b = Browser::launch();
     b.goto(&format!("{}/", exporter.url));
     moving_rows(&mut b, 2);

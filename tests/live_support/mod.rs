@@ -30,14 +30,7 @@ pub fn artifacts() -> PathBuf {
     dir
 }
 
-/// A free tcp port on loopback.
-pub fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
+pub use crate::common::free_port;
 
 /// GET `url`: (status, body), or None when nothing answers.
 pub fn get(url: &str) -> Option<(u16, String)> {
@@ -183,16 +176,37 @@ pub fn exporter_of(demo: &Demo) -> Exporter {
     ])
 }
 
-/// An exporter subscribed to `demo`'s two ranks as engine `gpu`, whose load snapshots
-/// (SGLang's `/dev/shm` files) are the files matching `glob`; its TOML goes in `dir`.
-pub fn exporter_with_snapshots(demo: &Demo, glob: &str, dir: &std::path::Path) -> Exporter {
-    let config = dir.join("engines.toml");
-    let toml = format!(
-        "[[engine]]\nname = \"gpu\"\nendpoint = \"{}\"\nranks = 2\nload_snapshot = \"{glob}\"\n",
-        demo.endpoint
-    );
-    std::fs::write(&config, toml).unwrap();
-    Exporter::start(&["--config", config.to_str().unwrap()])
+/// Two demo ranks as engine `gpu` whose load snapshots SGLang's real
+/// `ShmLoadSnapshotWriter` writes (dp ranks 0 and 1), and an exporter joining them.
+pub struct KvUse {
+    /// The exporter, its TOML naming the snapshot files.
+    pub exporter: Exporter,
+    _demo: Demo,
+    _writers: crate::common::snapshots::Writers,
+    _dir: tempfile::TempDir,
+}
+
+impl KvUse {
+    /// Starts the writers, the demo and the exporter.
+    pub fn start() -> KvUse {
+        let dir = tempfile::tempdir().unwrap();
+        let (writers, files) = crate::common::snapshots::Writers::start(dir.path(), 1, 2, 20, 30.0);
+        let id = files.as_object().unwrap().keys().next().unwrap().clone();
+        let demo = Demo::start(2);
+        let glob = format!("{}/sglang_loads_{id}_*.shm", dir.path().display());
+        let config = dir.path().join("engines.toml");
+        let toml = format!(
+            "[[engine]]\nname = \"gpu\"\nendpoint = \"{}\"\nranks = 2\nload_snapshot = \"{glob}\"\n",
+            demo.endpoint
+        );
+        std::fs::write(&config, toml).unwrap();
+        KvUse {
+            exporter: Exporter::start(&["--config", config.to_str().unwrap()]),
+            _demo: demo,
+            _writers: writers,
+            _dir: dir,
+        }
+    }
 }
 
 /// Polls `check` every 100 ms until it gives Some, or panics after `limit` with `what`
