@@ -16,7 +16,6 @@ use crate::source::nats::subject::FPM_TOPIC;
 use crate::source::nats::{NatsStats, NODE_HEADER};
 use crate::state::{Event, EventKind, Registry};
 use bytes::Bytes;
-use futures::FutureExt;
 use std::sync::atomic::Ordering::Relaxed;
 use std::sync::Arc;
 use std::time::Duration;
@@ -235,7 +234,9 @@ async fn relay(
             headers.clone(),
             Bytes::copy_from_slice(&buf),
         );
-        match publish.now_or_never() {
+        // Polled past the coop budget a burst spends, or a frame would be dropped as
+        // `full` with room in the queue.
+        match crate::source::nats::poll_now(publish) {
             Some(Ok(())) => {
                 stats.relayed.fetch_add(1, Relaxed);
             }

@@ -325,3 +325,40 @@ impl LogEvery {
         true
     }
 }
+
+/// Polls `f` once, ignoring the task's coop budget: `Some` if it is ready now.
+///
+/// A bare `now_or_never` is not enough for "is there room / a message now": once a task
+/// has taken about 128 ready results from tokio resources without yielding (a relay
+/// working through a burst of frames), every tokio resource says Pending, and a frame
+/// would be dropped as `full` with the queue nearly empty.
+pub fn poll_now<F: std::future::Future>(f: F) -> Option<F::Output> {
+    use futures::FutureExt;
+    tokio::task::unconstrained(f).now_or_never()
+}
+
+#[cfg(test)]
+mod poll_now_tests {
+    use super::poll_now;
+    use futures::FutureExt;
+
+    #[tokio::test(flavor = "current_thread")]
+    async fn a_spent_coop_budget_is_not_taken_for_a_full_queue() {
+        let (events, mut rx) = tokio::sync::broadcast::channel(1024);
+        for i in 0..512 {
+            events.send(i).unwrap();
+        }
+        // A relay's burst: many ready events taken without yielding.
+        for _ in 0..512 {
+            if rx.recv().now_or_never().is_none() {
+                break;
+            }
+        }
+        let (tx, _keep) = tokio::sync::mpsc::channel::<u32>(16);
+        assert!(
+            tx.send(1).now_or_never().is_none(),
+            "premise: with the budget spent, tokio says Pending with room in the queue"
+        );
+        assert_eq!(poll_now(tx.send(2)).map(|r| r.is_ok()), Some(true));
+    }
+}

@@ -7,7 +7,7 @@
 //! message it read from the server (`in_messages`) was either handed on or dropped.
 
 use super::{LogEvery, NatsStats};
-use futures::{FutureExt, StreamExt};
+use futures::StreamExt;
 use std::sync::atomic::Ordering::Relaxed;
 use std::sync::Arc;
 use std::time::Duration;
@@ -65,7 +65,9 @@ pub fn forward(
                     let read = client.in_messages.load(Relaxed);
                     let quiet = read == last_read;
                     last_read = read;
-                    let (dropped, next) = match sub.next().now_or_never() {
+                    // Past the coop budget: a spent one would hide queued messages,
+                    // which would then be taken as dropped.
+                    let (dropped, next) = match super::poll_now(sub.next()) {
                         // Nothing came for a whole tick and the queue is empty: every
                         // message the client read and did not drop has been taken.
                         None if quiet => (read.saturating_sub(taken), None),
