@@ -8,7 +8,9 @@ mod nats_support;
 
 use common::{free_port_range, sample, wait_for, Exporter};
 use fpm_exporter::publisher::loadgen::{self, LoadConfig, Phase};
-use nats_support::{enveloped, relay_edge, wait_connected, Logged, NatsServer};
+use nats_support::{
+    enveloped, enveloped_payload, fpm_payload, relay_edge, wait_connected, Logged, NatsServer,
+};
 use std::time::Duration;
 
 const SUBJECT: &str = "namespace.dynamo.component.backend.endpoint.generate.forward-pass-metrics";
@@ -35,11 +37,12 @@ async fn a_flood_is_counted_exactly_and_logged_once() {
     })
     .await;
     let before = sample(&central.metrics().await, "fpm_nats_messages_total", &[]).unwrap();
+    let payload = fpm_payload("w", 0);
     // Floods of 100,000 until ingest falls behind (bounded: 1,000,000).
     let mut sent = 0u64;
     loop {
         for _ in 0..100_000 {
-            c.publish(SUBJECT, enveloped("w", 11, seq, 0))
+            c.publish(SUBJECT, enveloped_payload(&payload, 11, seq))
                 .await
                 .unwrap();
             seq += 1;

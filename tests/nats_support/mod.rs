@@ -132,14 +132,22 @@ pub async fn wait_connected(ex: &Exporter, role: &str) {
 /// publisher without an edge sends it (the crate's encoders, checked against Dynamo's
 /// codec in nats_dynamo.rs).
 pub fn enveloped(worker_id: &str, publisher_id: u64, sequence: u64, counter: u64) -> bytes::Bytes {
-    let payload =
-        fpm_exporter::wire::encode::encode_payload(&fpm_exporter::wire::ForwardPassMetrics {
-            version: 1,
-            worker_id: worker_id.into(),
-            counter_id: counter,
-            wall_time: fpm_exporter::wire::Real(0.01),
-            ..Default::default()
-        });
+    enveloped_payload(&fpm_payload(worker_id, counter), publisher_id, sequence)
+}
+
+/// A small FPM frame of `worker_id`/0 with `counter`, encoded by the crate's encoder.
+pub fn fpm_payload(worker_id: &str, counter: u64) -> Vec<u8> {
+    fpm_exporter::wire::encode::encode_payload(&fpm_exporter::wire::ForwardPassMetrics {
+        version: 1,
+        worker_id: worker_id.into(),
+        counter_id: counter,
+        wall_time: fpm_exporter::wire::Real(0.01),
+        ..Default::default()
+    })
+}
+
+/// Dynamo's envelope (stamped now) around `payload`; a flood encodes the frame once.
+pub fn enveloped_payload(payload: &[u8], publisher_id: u64, sequence: u64) -> bytes::Bytes {
     let mut buf = Vec::new();
     fpm_exporter::source::nats::envelope::encode(
         &fpm_exporter::source::nats::envelope::Envelope {
@@ -147,7 +155,7 @@ pub fn enveloped(worker_id: &str, publisher_id: u64, sequence: u64, counter: u64
             sequence,
             published_at: crate::common::now_ms(),
             topic: "forward-pass-metrics",
-            payload: &payload,
+            payload,
         },
         &mut buf,
     );
