@@ -88,15 +88,7 @@ fn quit_cleanly(t: &Tmux) {
 
 #[test]
 fn top_shows_the_ranks_sorts_on_a_key_and_quits_cleanly() {
-    let exporter = Exporter::start(&[
-        "--demo",
-        "--demo-ranks",
-        "4",
-        "--demo-skew",
-        "1",
-        "--demo-slow",
-        "2",
-    ]);
+    let exporter = Exporter::skewed_demo();
     let t = top(&exporter);
     let rows = wait_for("four moving ranks", Duration::from_secs(20), || {
         ranks(&t.capture(), 4)

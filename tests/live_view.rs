@@ -35,15 +35,7 @@ fn moving_rows(b: &mut Browser, n: usize) -> BTreeMap<String, Value> {
 
 #[test]
 fn the_page_shows_the_demo_ranks_moving_and_reconnects_after_a_restart() {
-    let mut exporter = Exporter::start(&[
-        "--demo",
-        "--demo-ranks",
-        "4",
-        "--demo-skew",
-        "1",
-        "--demo-slow",
-        "2",
-    ]);
+    let mut exporter = Exporter::skewed_demo();
     let mut b = Browser::launch();
     b.goto(&format!("{}/", exporter.url));
     let first = moving_rows(&mut b, 4);

@@ -61,6 +61,20 @@ pub struct Exporter {
 }
 
 impl Exporter {
+    /// The built-in demo on 4 ranks as docs/live.md shows it: rank 1 carries three times
+    /// the work, rank 2 is the straggler, so sorts and the imbalance view show something.
+    pub fn skewed_demo() -> Exporter {
+        Exporter::start(&[
+            "--demo",
+            "--demo-ranks",
+            "4",
+            "--demo-skew",
+            "1",
+            "--demo-slow",
+            "2",
+        ])
+    }
+
     /// Starts the binary with `args` on a free port and waits until it answers.
     pub fn start(args: &[&str]) -> Exporter {
         let port = free_port();
