@@ -39,10 +39,7 @@ fn spelling(n: u32) -> String {
 async fn a_hundred_thousand_spellings_of_one_subject_keep_memory_bounded() {
     const SPELLINGS: u32 = 100_000;
     let nats = NatsServer::start();
-    let central = Logged::spawn(&["--nats", &nats.url()]);
-    central
-        .wait_sample("fpm_nats_connected", &[("role", "ingest")], 1.0)
-        .await;
+    let central = Logged::central(&nats).await;
     let c = nats.client().await;
     let received = |n: u32| {
         let central = &central;

@@ -18,10 +18,7 @@ const SUBJECT: &str = "namespace.dynamo.component.backend.endpoint.generate.forw
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_flood_is_counted_exactly_and_logged_once() {
     let nats = NatsServer::start();
-    let central = Logged::spawn(&["--nats", &nats.url()]);
-    central
-        .wait_sample("fpm_nats_connected", &[("role", "ingest")], 1.0)
-        .await;
+    let central = Logged::central(&nats).await;
     // Subscribed once a message gets through.
     let c = nats.client().await;
     let mut seq = 0u64;

@@ -222,6 +222,15 @@ pub struct Logged {
 }
 
 impl Logged {
+    /// A central exporter ingesting from `nats`, once its ingest connection is up.
+    pub async fn central(nats: &NatsServer) -> Logged {
+        let central = Logged::spawn(&["--nats", &nats.url()]);
+        central
+            .wait_sample("fpm_nats_connected", &[("role", "ingest")], 1.0)
+            .await;
+        central
+    }
+
     /// Starts `fpm-exporter ARGS` on a free port, `RUST_LOG` unset.
     pub fn spawn(args: &[&str]) -> Logged {
         let dir = tempfile::tempdir().unwrap();
